@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make repro` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv repro test perf report clean-venv
+
+venv: $(STAMP)
+
+# Re-install when a pin changes. torch==2.13.0 resolves to the CPU wheel on disk.
+$(STAMP): requirements.txt requirements-lock.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt -c requirements-lock.txt
+	touch $(STAMP)
+
+repro: venv
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+
+test: venv
+	$(PY) -m pytest -q
+
+perf: venv
+	$(PY) -m benchmark.perf
+
+report: venv
+	$(PY) -m benchmark.report
+
+clean-venv:
+	rm -rf $(VENV)

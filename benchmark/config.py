@@ -1,0 +1,113 @@
+"""Typed run configuration: the one shape every experiment, sweep trial and report row shares.
+
+Data flow (one way): ``params.yaml`` -> :class:`RunConfig` -> ``datasets`` -> ``methods`` ->
+``benchmark.train`` -> MLflow -> ``benchmark.report``. A field name here is the same spelling as
+its params.yaml key and its MLflow param.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+EXPERIMENTS = ("fit", "vqvae")
+OPTIMIZERS = ("sgd", "adam")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field (dotted path)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one run (one trial of a sweep).
+
+    ``fit``: the quantizer is fitted directly to a feature distribution (no encoder); each step
+    draws ``batch_size`` fresh features, evaluation uses ``eval_size`` held-out features.
+    ``vqvae``: a small conv encoder/decoder around the quantizer trained on an image dataset;
+    ``batch_size`` counts images, ``dim`` is the latent channel count.
+    """
+
+    experiment: str = "fit"
+    dataset: str = "gaussian"
+    dataset_options: Mapping[str, Any] = field(default_factory=dict)
+    method: str = "vanilla"
+    codebook_size: int = 1024
+    dim: int = 8
+    method_options: Mapping[str, Any] = field(default_factory=dict)
+    model_options: Mapping[str, Any] = field(default_factory=dict)
+    steps: int = 500
+    batch_size: int = 4096
+    eval_size: int = 65536
+    optimizer: str = "sgd"
+    lr: float = 1e-3  # encoder/decoder learning rate (vqvae only)
+    codebook_lr: float = 1.0  # learning rate of the quantizer's parameters
+    momentum: float = 0.9  # SGD momentum, or Adam beta1
+    grad_clip: float = 0.0  # global grad-norm clip, 0 = off
+    device: str = "auto"  # "auto" picks CUDA when present, else CPU
+    seed: int = 0
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> None:
+            raise ConfigError(f"{name}: {why}")
+
+        if self.experiment not in EXPERIMENTS:
+            bad("experiment", f"unknown experiment {self.experiment!r}; valid: {list(EXPERIMENTS)}")
+        if self.optimizer not in OPTIMIZERS:
+            bad("optimizer", f"unknown optimizer {self.optimizer!r}; valid: {list(OPTIMIZERS)}")
+        for name in ("codebook_size", "dim", "steps", "batch_size", "eval_size", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                bad(name, f"must be an integer >= 1, got {value!r}")
+        for name in ("lr", "codebook_lr", "grad_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                bad(name, f"must be a number >= 0, got {value!r}")
+        if not 0 <= self.momentum < 1:
+            bad("momentum", f"must be in [0, 1), got {self.momentum!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            bad("seed", f"must be an integer, got {self.seed!r}")
+        if not isinstance(self.device, str) or not self.device:
+            bad("device", f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        for name in ("dataset_options", "method_options", "model_options"):
+            if not isinstance(getattr(self, name), Mapping):
+                bad(name, f"must be a mapping, got {type(getattr(self, name)).__name__}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], where: str = "") -> "RunConfig":
+        """Build from a (params.yaml) mapping; unknown keys raise ConfigError naming them."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where or 'run'}: must be a mapping, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            prefix = f"{where}." if where else ""
+            raise ConfigError(
+                f"{prefix}{unknown[0]}: unknown run setting; valid: {sorted(known)}"
+            )
+        try:
+            return cls(**dict(values))
+        except ConfigError as err:
+            raise ConfigError(f"{where}.{err}" if where else str(err)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (options as dicts), suitable for YAML/JSON."""
+        out = dataclasses.asdict(self)
+        for name in ("dataset_options", "method_options", "model_options"):
+            out[name] = dict(getattr(self, name))
+        return out
+
+    def flat_params(self) -> dict[str, Any]:
+        """Flat ``{key: value}`` with options as dotted keys (``method_options.gamma``): MLflow params."""
+        flat: dict[str, Any] = {}
+        for key, value in self.to_dict().items():
+            if isinstance(value, dict):
+                for sub, subvalue in sorted(value.items()):
+                    flat[f"{key}.{sub}"] = subvalue
+            else:
+                flat[key] = value
+        return flat
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
