@@ -1,0 +1,255 @@
+"""Quantizer metrics: one definition shared by every experiment (``fit`` and ``vqvae``).
+
+All metrics judge a codebook ``(K, d)`` on evaluated ``features (N, d)`` with nearest-code
+assignment (the papers' definition, whatever assignment a method uses while training). The
+assignment always goes through the shared fast search ``methods._core.nearest_code`` (faiss on
+CPU); nothing here builds an ``N x K`` tensor.
+
+- quantization error  E = mean_n ||z_n - c_{i(n)}||^2 (squared L2 summed over dims)
+- utilization         U = |{k : count_k >= 1}| / K
+- perplexity          exp(-sum_k p_k log p_k), p = usage histogram / N (max K)
+- dead codes          K - |{k : count_k >= 1}|
+- gaussian W2         squared 2-Wasserstein distance between N(mean_z, cov_z) and
+                      N(mean_c, cov_c), closed form (Olkin-Pukelsheim / Bures):
+                      ||mu_z - mu_c||^2 + tr(S_z + S_c - 2 (S_z^1/2 S_c S_z^1/2)^1/2).
+                      Statistics are empirical, population (1/N) covariances: the features of the
+                      evaluated sample, the codebook as K equally weighted points.
+- kmeans error        held-out E of faiss k-means (Lloyd, ``niter`` iterations, seeded) with the
+                      same K, trained on a separate training sample and evaluated on the same
+                      evaluated features; ``error_vs_kmeans = E / kmeans_error`` (1.0 = the
+                      practical optimum; below 1 is possible, k-means is not a bound).
+
+k-means training size: k-means overfits with few points per code (REFERENCE.md: 64 per code gives
+a held-out error worse than online SGD), so it trains on ``KMEANS_POINTS_PER_CODE`` (256) points
+per code, capped at ``KMEANS_MAX_TRAIN`` (262,144) points in all to bound its time; faiss's own
+subsampling cap (``max_points_per_centroid``) is raised to match so it uses all of them. With
+fewer training points than codes k-means is undefined and ``kmeans_error`` is NaN.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+KMEANS_POINTS_PER_CODE = 256
+KMEANS_MAX_TRAIN = 262_144
+KMEANS_NITER = 25
+
+METRIC_KEYS = (
+    "quantization_error",
+    "utilization",
+    "perplexity",
+    "dead_codes",
+    "gaussian_w2",
+    "kmeans_error",
+    "error_vs_kmeans",
+)
+
+
+def _nearest_code(features: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    from methods._core import nearest_code  # the one shared search (faiss on CPU)
+
+    return nearest_code(features, codebook)
+
+
+def _as_2d(features: torch.Tensor | np.ndarray, name: str = "features") -> torch.Tensor:
+    x = torch.as_tensor(features).detach()
+    if x.ndim != 2:
+        raise ValueError(f"{name}: expected shape (N, d), got {tuple(x.shape)}")
+    if x.shape[0] < 1:
+        raise ValueError(f"{name}: empty (N = 0)")
+    return x.float()
+
+
+def kmeans_train_size(codebook_size: int) -> int:
+    """Number of training points the k-means reference wants for ``codebook_size`` codes."""
+    return min(KMEANS_POINTS_PER_CODE * codebook_size, KMEANS_MAX_TRAIN)
+
+
+# --------------------------------------------------------------------------- assignment-based
+def quantization_error(
+    features: torch.Tensor, codebook: torch.Tensor, indices: torch.Tensor | None = None
+) -> float:
+    """E = mean_n ||features_n - codebook[indices_n]||^2; ``indices`` default to the nearest codes.
+
+    features (N, d), codebook (K, d), indices (N,) long.
+    """
+    features = _as_2d(features)
+    codebook = _as_2d(codebook, "codebook")
+    if indices is None:
+        indices = _nearest_code(features, codebook)
+    indices = torch.as_tensor(indices, device=codebook.device).long()
+    diff = features.double() - codebook.double()[indices].to(features.device)
+    return float(diff.pow(2).sum(dim=1).mean())
+
+
+def code_counts(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """Usage histogram (K,) int64 via bincount (no N x K one-hot)."""
+    indices = torch.as_tensor(indices).reshape(-1).long()
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= codebook_size):
+        raise ValueError(f"indices: values must lie in [0, {codebook_size})")
+    return torch.bincount(indices.cpu(), minlength=codebook_size)
+
+
+def utilization(counts: torch.Tensor) -> float:
+    """Fraction of codes used at least once."""
+    counts = torch.as_tensor(counts)
+    return float((counts > 0).sum()) / counts.numel()
+
+
+def dead_codes(counts: torch.Tensor) -> int:
+    """Number of codes never used."""
+    counts = torch.as_tensor(counts)
+    return int((counts == 0).sum())
+
+
+def perplexity(counts: torch.Tensor) -> float:
+    """exp(entropy) of the usage histogram, in [1, K]."""
+    counts = torch.as_tensor(counts).double()
+    total = counts.sum()
+    if total <= 0:
+        raise ValueError("counts: empty histogram")
+    p = counts[counts > 0] / total
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+# --------------------------------------------------------------------------- Gaussian W2
+def gaussian_stats(x: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (d,) and population covariance (d, d) of x (N, d), float64 numpy."""
+    a = _as_2d(x).cpu().double().numpy()
+    mean = a.mean(axis=0)
+    centred = a - mean
+    return mean, centred.T @ centred / a.shape[0]
+
+
+def sqrtm_psd(matrix: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric PSD matrix by symmetric eigendecomposition.
+
+    Symmetrises first and clamps eigenvalues at 0 (round-off makes PSD matrices slightly
+    indefinite); unlike a general ``sqrtm`` this never returns complex values.
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    m = 0.5 * (m + m.T)
+    w, v = np.linalg.eigh(m)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def gaussian_w2(
+    mean1: np.ndarray, cov1: np.ndarray, mean2: np.ndarray, cov2: np.ndarray
+) -> float:
+    """Squared 2-Wasserstein distance between N(mean1, cov1) and N(mean2, cov2) (closed form).
+
+    tr((S1^1/2 S2 S1^1/2)^1/2) is computed as sum sqrt(eigvalsh(.)) of the symmetrised product;
+    a result below 0 can only be round-off and is returned as 0.
+    """
+    mean1, mean2 = np.asarray(mean1, np.float64), np.asarray(mean2, np.float64)
+    cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
+    if mean1.shape != mean2.shape or cov1.shape != cov2.shape or cov1.shape != mean1.shape * 2:
+        raise ValueError(
+            f"gaussian_w2: shapes do not match: means {mean1.shape}, {mean2.shape}; "
+            f"covariances {cov1.shape}, {cov2.shape}"
+        )
+    root1 = sqrtm_psd(cov1)
+    cross = root1 @ cov2 @ root1
+    cross_eigs = np.linalg.eigvalsh(0.5 * (cross + cross.T))
+    trace_term = np.trace(cov1) + np.trace(cov2) - 2.0 * np.sqrt(np.clip(cross_eigs, 0.0, None)).sum()
+    return float(max(np.sum((mean1 - mean2) ** 2) + trace_term, 0.0))
+
+
+# --------------------------------------------------------------------------- k-means reference
+def kmeans_codebook(
+    train_features: torch.Tensor | np.ndarray,
+    codebook_size: int,
+    *,
+    seed: int = 0,
+    niter: int = KMEANS_NITER,
+) -> torch.Tensor | None:
+    """faiss k-means centroids (K, d) trained on all of ``train_features`` (None if N < K)."""
+    import faiss
+
+    x = np.ascontiguousarray(_as_2d(train_features, "train_features").cpu().numpy(), np.float32)
+    n, d = x.shape
+    if n < codebook_size:
+        return None
+    km = faiss.Kmeans(
+        d,
+        codebook_size,
+        niter=niter,
+        seed=int(seed) % (2**31),
+        verbose=False,
+        max_points_per_centroid=max(1, -(-n // codebook_size)),  # use every training point
+    )
+    km.train(x)
+    return torch.from_numpy(np.array(km.centroids, dtype=np.float32).reshape(codebook_size, d))
+
+
+def kmeans_error(
+    train_features: torch.Tensor | np.ndarray,
+    eval_features: torch.Tensor | np.ndarray,
+    codebook_size: int,
+    *,
+    seed: int = 0,
+    niter: int = KMEANS_NITER,
+) -> float:
+    """Held-out Lloyd error: k-means fitted on ``train_features``, E measured on ``eval_features``.
+
+    NaN when there are fewer training points than codes.
+    """
+    centroids = kmeans_codebook(train_features, codebook_size, seed=seed, niter=niter)
+    if centroids is None:
+        return float("nan")
+    return quantization_error(_as_2d(eval_features, "eval_features").cpu(), centroids)
+
+
+# --------------------------------------------------------------------------- the record
+def _codebook_of(quantizer_or_codebook: Any) -> torch.Tensor:
+    if isinstance(quantizer_or_codebook, (torch.Tensor, np.ndarray)):
+        return _as_2d(quantizer_or_codebook, "codebook")
+    codebook = getattr(quantizer_or_codebook, "codebook", None)
+    if codebook is None:
+        raise TypeError(
+            "evaluate: expected a codebook (K, d) or a quantizer with a .codebook, got "
+            f"{type(quantizer_or_codebook).__name__}"
+        )
+    with torch.no_grad():
+        return _as_2d(codebook, "codebook")
+
+
+def evaluate(
+    quantizer_or_codebook: Any,
+    features: torch.Tensor,
+    *,
+    kmeans_features: torch.Tensor | None = None,
+    seed: int = 0,
+    kmeans_niter: int = KMEANS_NITER,
+) -> dict[str, float]:
+    """The full metric record (``METRIC_KEYS``, floats) of a codebook on ``features (N, d)``.
+
+    ``kmeans_features``: the training sample of the k-means reference (see the module docstring
+    for its size); None skips k-means (kmeans_error and error_vs_kmeans are NaN).
+    """
+    codebook = _codebook_of(quantizer_or_codebook).cpu()
+    features = _as_2d(features).cpu()
+    if features.shape[1] != codebook.shape[1]:
+        raise ValueError(
+            f"dim: features have dim {features.shape[1]} but the codebook has dim {codebook.shape[1]}"
+        )
+    k = codebook.shape[0]
+    indices = _nearest_code(features, codebook)
+    counts = code_counts(indices, k)
+    error = quantization_error(features, codebook, indices)
+    w2 = gaussian_w2(*gaussian_stats(features), *gaussian_stats(codebook))
+    if kmeans_features is None:
+        km_error = float("nan")
+    else:
+        km_error = kmeans_error(kmeans_features, features, k, seed=seed, niter=kmeans_niter)
+    return {
+        "quantization_error": error,
+        "utilization": utilization(counts),
+        "perplexity": perplexity(counts),
+        "dead_codes": float(dead_codes(counts)),
+        "gaussian_w2": w2,
+        "kmeans_error": km_error,
+        "error_vs_kmeans": error / km_error if km_error > 0 else float("nan"),
+    }
