@@ -1,0 +1,51 @@
+"""vqbench methods: the registry of vector quantizers.
+
+    import methods
+    methods.available()                       # ['ema', 'exact_ot', 'simvq', ...]
+    q = methods.build("wasserstein", dim=8, codebook_size=1024, gamma=0.5)
+    out = q(z)                                # z: (..., 8)
+    out.quantized, out.indices, out.loss, out.losses
+
+Adding a quantizer: one file ``methods/<name>.py`` with a frozen options dataclass and a
+``Quantizer`` subclass decorated with ``@methods.register("<name>")``, imported below (or
+published by another package through the ``vqbench.methods`` entry-point group).
+"""
+from methods._base import QuantizerOutput, Quantizer, VQOptions
+from methods._core import nearest_code, nearest_code_faiss, nearest_code_torch
+from methods._registry import (
+    ENTRY_POINT_GROUP,
+    MethodSpec,
+    available,
+    build,
+    get,
+    make_options,
+    register,
+    reload_entry_points,
+    unregister,
+)
+
+# Built-in methods register themselves on import; one module per method.
+from methods import vanilla  # noqa: E402,F401
+from methods import ema  # noqa: E402,F401
+from methods import simvq  # noqa: E402,F401
+from methods import wasserstein  # noqa: E402,F401
+from methods import sliced_wasserstein  # noqa: E402,F401
+from methods import exact_ot  # noqa: E402,F401
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "MethodSpec",
+    "Quantizer",
+    "QuantizerOutput",
+    "VQOptions",
+    "available",
+    "build",
+    "get",
+    "make_options",
+    "nearest_code",
+    "nearest_code_faiss",
+    "nearest_code_torch",
+    "register",
+    "reload_entry_points",
+    "unregister",
+]

@@ -1,0 +1,172 @@
+"""The quantizer interface every method implements.
+
+A quantizer maps features ``z`` of shape (..., d) to the nearest of K code vectors (the rows of
+``q.codebook``), passes gradients to ``z`` with the straight-through estimator, and returns the
+loss terms its method adds to the training loss.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from methods._core import nearest_code, straight_through
+
+
+class QuantizerOutput(NamedTuple):
+    """What every quantizer's forward returns.
+
+    quantized: same shape as the input, value = nearest code, gradient straight through to z.
+    indices:   long, shape z.shape[:-1], index of the nearest code in ``q.codebook``.
+    loss:      scalar, the weighted sum of ``losses`` the method wants added to the training loss.
+    losses:    the unweighted components (e.g. ``commitment``, ``codebook``, ``wasserstein``).
+    """
+
+    quantized: Tensor
+    indices: Tensor
+    loss: Tensor
+    losses: dict[str, Tensor]
+
+
+def _check_non_negative(options: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
+            raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
+
+
+def _check_positive_int(options: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class VQOptions:
+    """Options every codebook-learning quantizer shares.
+
+    beta: weight of the commitment term ||z - sg(e)||^2 (pulls features/encoder to their code).
+    codebook_weight: weight of the codebook term ||sg(z) - e||^2 (pulls the chosen code to z).
+    init_scale: codes are initialised i.i.d. N(0, init_scale^2).
+    """
+
+    beta: float = 0.25
+    codebook_weight: float = 1.0
+    init_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_non_negative(self, "beta", "codebook_weight", "init_scale")
+
+
+class Quantizer(nn.Module):
+    """Base class: input checks, flattening, search, straight-through; subclasses give the codebook
+    and the loss terms.
+
+    Subclasses set ``Options`` (a frozen dataclass), implement ``codebook`` and ``loss_terms`` and
+    may override ``quantize_flat`` entirely (e.g. EMA updates).
+    Class flags read by the registry and the tests (never branch on names):
+      ``trainable_by_gradient``: the optimizer trains the codebook (False for EMA-style updates).
+      ``distribution_matching``: the method has a codebook-vs-features distribution loss.
+    """
+
+    Options: ClassVar[type] = VQOptions
+    paper: ClassVar[str] = ""
+    trainable_by_gradient: ClassVar[bool] = True
+    distribution_matching: ClassVar[bool] = False
+
+    def __init__(self, dim: int, codebook_size: int, options: Any, generator: torch.Generator | None = None):
+        super().__init__()
+        for name, value in (("dim", dim), ("codebook_size", codebook_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+        if not isinstance(options, self.Options):
+            raise TypeError(f"options: expected {self.Options.__name__}, got {type(options).__name__}")
+        self.dim = dim
+        self.codebook_size = codebook_size
+        self.options = options
+
+    # --- what subclasses provide -------------------------------------------------------------
+    @property
+    def codebook(self) -> Tensor:
+        """Effective code vectors, (K, d)."""
+        raise NotImplementedError
+
+    def loss_terms(self, features: Tensor, codes: Tensor, codebook: Tensor) -> dict[str, Tensor]:
+        """Unweighted loss components for flat ``features`` (N, d) and their ``codes`` (N, d)."""
+        raise NotImplementedError
+
+    def loss_weights(self) -> dict[str, float]:
+        """Weight of each component of ``loss_terms`` in ``loss``."""
+        raise NotImplementedError
+
+    # --- shared machinery ----------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        fields = ", ".join(f"{f.name}={getattr(self.options, f.name)!r}" for f in dataclasses.fields(self.options))
+        return f"dim={self.dim}, codebook_size={self.codebook_size}, {fields}"
+
+    def _flatten(self, z: Tensor) -> Tensor:
+        if not isinstance(z, Tensor):
+            raise TypeError(f"z: expected a torch.Tensor, got {type(z).__name__}")
+        if not z.is_floating_point():
+            raise ValueError(f"z: expected a floating-point tensor, got dtype {z.dtype}")
+        if z.ndim < 1 or z.shape[-1] != self.dim:
+            raise ValueError(
+                f"z: last dimension must equal dim = {self.dim}, got shape {tuple(z.shape)}"
+            )
+        if not torch.isfinite(z).all():
+            raise ValueError("z: features contain NaN or inf")
+        return z.reshape(-1, self.dim)
+
+    def search(self, z: Tensor) -> Tensor:
+        """Nearest-code indices for z (..., d) -> z.shape[:-1], no gradient, no state change."""
+        flat = self._flatten(z)
+        return nearest_code(flat, self.codebook.detach()).reshape(z.shape[:-1])
+
+    def indices_to_codes(self, indices: Tensor) -> Tensor:
+        """Code vectors for an index tensor of any shape -> indices.shape + (d,)."""
+        return self.codebook[indices]
+
+    def weighted_sum(self, losses: dict[str, Tensor]) -> Tensor:
+        weights = self.loss_weights()
+        total = None
+        for name, value in losses.items():
+            term = weights[name] * value
+            total = term if total is None else total + term
+        return total
+
+    def quantize_flat(self, features: Tensor) -> QuantizerOutput:
+        """Default: nearest code, straight-through, weighted loss terms. features: (N, d)."""
+        codebook = self.codebook
+        indices = nearest_code(features.detach(), codebook.detach())
+        codes = codebook[indices]
+        losses = self.loss_terms(features, codes, codebook)
+        return QuantizerOutput(straight_through(features, codes), indices, self.weighted_sum(losses), losses)
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        flat = self._flatten(z)
+        out = self.quantize_flat(flat)
+        return QuantizerOutput(
+            out.quantized.reshape(z.shape), out.indices.reshape(z.shape[:-1]), out.loss, out.losses
+        )
+
+
+def commitment_and_codebook(features: Tensor, codes: Tensor) -> dict[str, Tensor]:
+    """The VQ-VAE pair: commitment ||z - sg(e)||^2 and codebook ||sg(z) - e||^2.
+
+    Averaged over every element (``F.mse_loss``), as in the papers' code, so their loss weights
+    carry over unchanged; the quantization-error metric sums over dims instead (E = d x this).
+    """
+    return {
+        "commitment": (features - codes.detach()).pow(2).mean(),
+        "codebook": (features.detach() - codes).pow(2).mean(),
+    }
+
+
+def normal_codebook(codebook_size: int, dim: int, scale: float, generator: torch.Generator | None) -> Tensor:
+    """(K, d) i.i.d. N(0, scale^2), drawn from ``generator`` (or the global RNG when None)."""
+    return torch.randn(codebook_size, dim, generator=generator) * scale

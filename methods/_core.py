@@ -1,0 +1,161 @@
+"""Shared numerical pieces of every quantizer: nearest-code search, straight-through estimator,
+Gaussian statistics and distances, 1-D optimal transport.
+
+Nothing here knows about a particular method; every method calls these instead of writing its own.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+try:  # faiss is a pinned dependency; the import guard only keeps GPU-only installs working.
+    import faiss  # type: ignore[import-untyped]
+except ImportError:  # pragma: no cover
+    faiss = None
+
+# Rows per chunk of the torch search are chosen so a chunk's distance block holds at most this
+# many elements (64 MiB in float32): memory is O(chunk x K), never O(N x K).
+SEARCH_BLOCK_ELEMENTS = 1 << 24
+
+
+def _check_search_inputs(features: Tensor, codebook: Tensor) -> None:
+    if features.ndim != 2:
+        raise ValueError(f"features: expected shape (N, d), got {tuple(features.shape)}")
+    if codebook.ndim != 2 or codebook.shape[0] < 1:
+        raise ValueError(f"codebook: expected shape (K, d) with K >= 1, got {tuple(codebook.shape)}")
+    if features.shape[1] != codebook.shape[1]:
+        raise ValueError(
+            f"dim: features have d = {features.shape[1]} but the codebook has d = {codebook.shape[1]}"
+        )
+
+
+def nearest_code_torch(features: Tensor, codebook: Tensor, chunk_size: int | None = None) -> Tensor:
+    """Exact nearest code by ``argmin_k ||c_k||^2 - 2 z . c_k`` in row chunks (any device).
+
+    ``||z||^2`` is constant per row and left out. Ties go to the lowest index (``torch.argmin``).
+    Peak extra memory is ``chunk_size x K`` elements.
+    """
+    _check_search_inputs(features, codebook)
+    features = features.detach()
+    codebook = codebook.detach().to(features.dtype)
+    n, k = features.shape[0], codebook.shape[0]
+    if chunk_size is None:
+        chunk_size = max(1, SEARCH_BLOCK_ELEMENTS // k)
+    code_norms = codebook.pow(2).sum(dim=1)
+    indices = torch.empty(n, dtype=torch.long, device=features.device)
+    codebook_t = codebook.t()
+    for start in range(0, n, chunk_size):
+        block = features[start : start + chunk_size]
+        # addmm fuses norms - 2 z.c into one kernel writing the (chunk, K) block once.
+        distances = torch.addmm(code_norms, block, codebook_t, beta=1.0, alpha=-2.0)
+        indices[start : start + chunk_size] = distances.argmin(dim=1)
+    return indices
+
+
+def nearest_code_faiss(features: Tensor, codebook: Tensor) -> Tensor:
+    """Exact nearest code with faiss' fused brute-force L2 search (CPU, float32, zero-copy input).
+
+    faiss never materialises the N x K distance matrix (it keeps a running best per row), which is
+    why it is an order of magnitude faster than any matmul path at small d.
+    """
+    _check_search_inputs(features, codebook)
+    if faiss is None:  # pragma: no cover
+        raise RuntimeError("faiss is not installed; use nearest_code_torch")
+    queries = features.detach().contiguous().numpy()
+    database = codebook.detach().to(torch.float32).contiguous().numpy()
+    _, found = faiss.knn(queries, database, 1)
+    return torch.from_numpy(found[:, 0]).to(torch.long)
+
+
+def nearest_code(features: Tensor, codebook: Tensor) -> Tensor:
+    """Index of the nearest code (squared L2) for every row of ``features``.
+
+    features: (N, d); codebook: (K, d) -> (N,) long on ``features.device``. Exact search.
+    CPU float32 goes to faiss; everything else (CUDA, float64) to the chunked torch path.
+    """
+    _check_search_inputs(features, codebook)
+    if features.shape[0] == 0:
+        return torch.empty(0, dtype=torch.long, device=features.device)
+    if (
+        faiss is not None
+        and features.device.type == "cpu"
+        and codebook.device.type == "cpu"
+        and features.dtype == torch.float32
+        and codebook.dtype == torch.float32
+    ):
+        return nearest_code_faiss(features, codebook)
+    return nearest_code_torch(features, codebook)
+
+
+def straight_through(features: Tensor, codes: Tensor) -> Tensor:
+    """Value of ``codes``, gradient of the identity to ``features`` (van den Oord et al. 2017)."""
+    return features + (codes - features).detach()
+
+
+def mean_and_covariance(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Sample mean (d,) and population covariance (d, d) = mean of (x - mu)(x - mu)^T."""
+    mean = x.mean(dim=0)
+    centered = x - mean
+    return mean, centered.t() @ centered / x.shape[0]
+
+
+def symmetric_sqrt(matrix: Tensor) -> Tensor:
+    """Principal square root of a symmetric PSD matrix via eigh; negative eigenvalues clamped to 0.
+
+    Use it on detached statistics only: the eigenvector gradient is NaN for repeated eigenvalues.
+    """
+    eigenvalues, eigenvectors = torch.linalg.eigh((matrix + matrix.t()) / 2)
+    roots = eigenvalues.clamp(min=0).sqrt()
+    return (eigenvectors * roots) @ eigenvectors.t()
+
+
+def gaussian_w2_squared(
+    mean_a: Tensor, cov_a: Tensor, mean_b: Tensor, cov_b: Tensor, sqrt_cov_a: Tensor | None = None
+) -> Tensor:
+    """Squared 2-Wasserstein distance between N(mean_a, cov_a) and N(mean_b, cov_b).
+
+    W^2 = ||mu_a - mu_b||^2 + tr(S_a) + tr(S_b) - 2 tr((S_a^1/2 S_b S_a^1/2)^1/2)
+    (Olkin & Pukelsheim 1982; the Bures metric). The cross term is sum sqrt(eig(S_a^1/2 S_b S_a^1/2))
+    through ``eigvalsh``, whose gradient stays finite for repeated eigenvalues (an isotropic
+    codebook); differentiable in ``mean_b``/``cov_b``. ``sqrt_cov_a`` may be passed precomputed
+    (it should be computed from detached statistics). Eigenvalues are clamped at 1e-12 so the
+    gradient of the square root stays finite for singular covariances (K < d, constant dims).
+    """
+    if sqrt_cov_a is None:
+        sqrt_cov_a = symmetric_sqrt(cov_a.detach())
+    cross = sqrt_cov_a @ cov_b @ sqrt_cov_a
+    eigenvalues = torch.linalg.eigvalsh((cross + cross.t()) / 2)
+    cross_trace = eigenvalues.clamp(min=1e-12).sqrt().sum()
+    bures = (torch.trace(cov_a) + torch.trace(cov_b) - 2 * cross_trace).clamp(min=0)
+    return (mean_a - mean_b).pow(2).sum() + bures
+
+
+def wasserstein_1d_squared(a: Tensor, b: Tensor) -> Tensor:
+    """Exact squared W2 between the uniform empirical measures of each column of ``a`` and ``b``.
+
+    a: (n, P), b: (m, P) -> (P,). W2^2 = int_0^1 (F_a^-1(t) - F_b^-1(t))^2 dt, with the quantile
+    functions piecewise constant on the merged grid {i/n} U {j/m}; differentiable in a and b.
+    """
+    n, m = a.shape[0], b.shape[0]
+    a_sorted, _ = torch.sort(a, dim=0)
+    b_sorted, _ = torch.sort(b, dim=0)
+    if n == m:
+        return (a_sorted - b_sorted).pow(2).mean(dim=0)
+    device = a.device
+    levels = torch.cat(
+        [torch.arange(1, n + 1, device=device, dtype=torch.float64) / n,
+         torch.arange(1, m + 1, device=device, dtype=torch.float64) / m]
+    )
+    levels = torch.unique(levels)  # sorted; duplicates (common breakpoints) merged
+    widths = torch.diff(levels, prepend=levels.new_zeros(1))
+    middles = levels - widths / 2
+    rank_a = (middles * n).floor().long().clamp(max=n - 1)
+    rank_b = (middles * m).floor().long().clamp(max=m - 1)
+    diff = a_sorted[rank_a] - b_sorted[rank_b]
+    return (diff.pow(2) * widths.to(a.dtype)[:, None]).sum(dim=0)
+
+
+def random_directions(dim: int, count: int, generator: torch.Generator) -> Tensor:
+    """``count`` directions uniform on the unit sphere in R^dim, as a (dim, count) float32 matrix."""
+    directions = torch.randn(dim, count, generator=generator)
+    return directions / directions.norm(dim=0, keepdim=True).clamp(min=1e-12)

@@ -1,0 +1,118 @@
+"""Shared base of the distribution-matching quantizers (Wasserstein VQ and its OT variants).
+
+    loss = codebook_weight * ||sg(z) - e||^2 + beta * ||z - sg(e)||^2 + gamma * D(P_z, P_codebook)
+
+D is a distance between the distribution of the (detached) features and that of the whole
+codebook, so it moves every code, used or not, towards the features: the idea of
+"Enhancing Vector Quantization with Distributional Matching" (arXiv:2506.15078).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from methods._base import Quantizer, _check_non_negative, _check_positive_int, commitment_and_codebook, normal_codebook
+
+
+@dataclass(frozen=True)
+class MatchingOptions:
+    """beta: commitment weight (0.1 in arXiv:2506.15078); codebook_weight: ||sg(z) - e||^2 weight;
+    gamma: weight of the distribution term; init_scale: codes start N(0, init_scale^2)."""
+
+    beta: float = 0.1
+    codebook_weight: float = 1.0
+    gamma: float = 0.5
+    init_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_non_negative(self, "beta", "codebook_weight", "gamma", "init_scale")
+
+
+class DistributionMatchingQuantizer(Quantizer):
+    """Learnable (K, d) codebook + VQ terms + ``gamma`` x ``distribution_loss``.
+
+    Subclasses set ``distribution_term`` (the key in ``out.losses``) and implement
+    ``distribution_loss(features, codebook)``; features arrive detached. ``step`` counts training
+    forwards (a buffer, so sampling seeded by it repeats after a state_dict round trip).
+    """
+
+    Options = MatchingOptions
+    paper = "arXiv:2506.15078"
+    distribution_matching = True
+    distribution_term = "distribution"
+
+    def __init__(self, dim: int, codebook_size: int, options, generator: torch.Generator | None = None):
+        super().__init__(dim, codebook_size, options, generator)
+        self.embedding = nn.Parameter(normal_codebook(codebook_size, dim, options.init_scale, generator))
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    @property
+    def codebook(self) -> Tensor:
+        return self.embedding
+
+    def distribution_loss(self, features: Tensor, codebook: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def step_generator(self, seed: int) -> torch.Generator:
+        """A CPU generator seeded by (seed, step): fresh randomness each step, reproducible."""
+        return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(self.step))
+
+    def loss_terms(self, features: Tensor, codes: Tensor, codebook: Tensor) -> dict[str, Tensor]:
+        losses = commitment_and_codebook(features, codes)
+        losses[self.distribution_term] = self.distribution_loss(features.detach(), codebook)
+        if self.training:
+            self.step += 1
+        return losses
+
+    def loss_weights(self) -> dict[str, float]:
+        return {
+            "commitment": self.options.beta,
+            "codebook": self.options.codebook_weight,
+            self.distribution_term: self.options.gamma,
+        }
+
+
+class FeatureQueue(nn.Module):
+    """FIFO queue of the last ``size`` detached features with running float64 sums, so its mean
+    and covariance cost O(batch x d^2) per push instead of O(size x d^2).
+
+    Buffers (saved in state_dict): ``items`` (size, d), ``total`` (d,), ``outer`` (d, d),
+    ``count`` and ``head`` (next write position).
+    """
+
+    def __init__(self, size: int, dim: int):
+        super().__init__()
+        self.size = size
+        self.register_buffer("items", torch.zeros(size, dim))
+        self.register_buffer("total", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("outer", torch.zeros(dim, dim, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("head", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def push(self, features: Tensor) -> None:
+        features = features.detach()[-self.size :]
+        n = features.shape[0]
+        positions = (torch.arange(n, device=features.device) + self.head) % self.size
+        leaving_count = int(min(n, max(0, int(self.count) + n - self.size)))
+        if leaving_count:
+            # while filling, the write range first covers empty slots: the occupied ones are its tail
+            leaving = self.items[positions[n - leaving_count :]].double()
+            self.total -= leaving.sum(dim=0)
+            self.outer -= leaving.t() @ leaving
+        self.items[positions] = features.to(self.items.dtype)
+        entering = features.double()
+        self.total += entering.sum(dim=0)
+        self.outer += entering.t() @ entering
+        self.count.fill_(min(int(self.count) + n, self.size))
+        self.head.fill_((int(self.head) + n) % self.size)
+
+    def statistics(self) -> tuple[Tensor, Tensor]:
+        """Mean (d,) and population covariance (d, d) of the queued features, float64."""
+        if int(self.count) == 0:
+            raise RuntimeError("FeatureQueue.statistics: the queue is empty")
+        mean = self.total / self.count
+        covariance = self.outer / self.count - torch.outer(mean, mean)
+        return mean, (covariance + covariance.t()) / 2

@@ -1,0 +1,48 @@
+"""SimVQ: a frozen random codebook reparameterised by one learnable linear layer.
+
+Li, Xu, Xin, Zhu, "Addressing Representation Collapse in Vector Quantized Models with One Linear
+Layer", arXiv:2411.02038. Official code: https://github.com/youngsheen/SimVQ.
+
+    C ~ N(0, d^-1) frozen (K x d),   codebook = C W^T + b   (W: d x d, b: d, learnable)
+    loss = codebook_weight * ||q - sg(z)||^2 + beta * ||sg(q) - z||^2,  beta = 0.25
+
+Every code moves with W and b, so the gradient of the chosen codes updates the whole codebook
+and no code is left behind. The basis is a buffer: saved with the state, never optimised.
+W and b get nn.Linear's default init (uniform +-1/sqrt(d)), drawn from ``generator``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from methods._base import Quantizer, VQOptions, commitment_and_codebook, normal_codebook
+from methods._registry import register
+
+
+@register("simvq")
+class SimVQ(Quantizer):
+    """SimVQ; ``init_scale`` is ignored in favour of the paper's basis std d^-1/2."""
+
+    Options = VQOptions
+    paper = "arXiv:2411.02038"
+
+    def __init__(self, dim: int, codebook_size: int, options: VQOptions, generator: torch.Generator | None = None):
+        super().__init__(dim, codebook_size, options, generator)
+        self.register_buffer("basis", normal_codebook(codebook_size, dim, dim ** -0.5, generator))
+        self.projection = nn.Linear(dim, dim, bias=True)
+        bound = 1 / math.sqrt(dim)
+        with torch.no_grad():
+            self.projection.weight.copy_(torch.rand(dim, dim, generator=generator) * 2 * bound - bound)
+            self.projection.bias.copy_(torch.rand(dim, generator=generator) * 2 * bound - bound)
+
+    @property
+    def codebook(self) -> Tensor:
+        return self.projection(self.basis)
+
+    def loss_terms(self, features: Tensor, codes: Tensor, codebook: Tensor) -> dict[str, Tensor]:
+        return commitment_and_codebook(features, codes)
+
+    def loss_weights(self) -> dict[str, float]:
+        return {"commitment": self.options.beta, "codebook": self.options.codebook_weight}
