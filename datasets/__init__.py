@@ -1,0 +1,28 @@
+"""vqbench datasets: feature distributions (kind "features") and image datasets (kind "images").
+
+    datasets.available() -> list[str]
+    datasets.load(name, **options)      # unknown name/option -> ValueError listing the valid ones
+    datasets.get(name) -> DatasetSpec   # frozen: name, cls, options (dataclass type), kind, source
+    @datasets.register("name")          # class decorator (duplicate name -> ValueError)
+
+Features: ``.kind == "features"``, ``.dim``, ``.sample(n, generator) -> float32 (n, dim)``,
+``.mean`` / ``.covariance`` (float64 closed forms).
+Images: ``.kind == "images"``, ``.train`` / ``.test`` float32 (N, C, H, W) in [0, 1],
+``.train_labels`` / ``.test_labels`` long (N,), ``.channels``, ``.size`` (H == W).
+
+This is the repository's top-level ``datasets`` package (not Hugging Face ``datasets``, which
+must not be installed beside it).
+"""
+from __future__ import annotations
+
+from ._common import ChecksumError, DatasetNotFoundError, FeatureDistribution, ImageDataset
+from ._registry import DATASETS, KINDS, DatasetSpec, available, get, load, register
+
+# Each module registers its dataset on import; the order here is the registration order.
+from . import gaussian, uniform, gaussian_mixture, disk, low_rank_gaussian  # noqa: E402,F401  isort:skip
+from . import digits, image_patches, cifar10, svhn  # noqa: E402,F401  isort:skip
+
+__all__ = [
+    "ChecksumError", "DATASETS", "DatasetNotFoundError", "DatasetSpec", "FeatureDistribution",
+    "ImageDataset", "KINDS", "available", "get", "load", "register",
+]
