@@ -1,0 +1,120 @@
+"""Small convolutional encoder/decoder around a quantizer (the ``vqvae`` experiment).
+
+Shape of the VQ-VAE of van den Oord et al. 2017, shrunk to train in minutes on a CPU:
+encoder = ``downsamples`` x (4x4 conv, stride 2, ReLU) -> ``res_blocks`` residual blocks
+(ReLU, 3x3 conv, ReLU, 1x1 conv) -> 1x1 conv to ``dim`` latent channels; the decoder mirrors it
+(1x1 conv -> residual blocks -> ``downsamples`` x 4x4 transposed conv, stride 2). The decoder
+output is linear (no sigmoid); evaluation clips reconstructions to [0, 1].
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from .config import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """``model_options`` of a vqvae run (params.yaml key = field name)."""
+
+    hidden: int = 64  # hidden channels of every conv layer
+    downsamples: int = 2  # stride-2 stages: latent side = image side / 2**downsamples
+    res_blocks: int = 1  # residual blocks in the encoder and in the decoder
+
+    def __post_init__(self) -> None:
+        for name, low in (("hidden", 1), ("downsamples", 0), ("res_blocks", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"model_options.{name}: must be an integer >= {low}, got {value!r}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "ModelOptions":
+        valid = [f.name for f in dataclasses.fields(cls)]
+        for key in values:
+            if key not in valid:
+                raise ConfigError(f"model_options.{key}: unknown model option; valid: {valid}")
+        return cls(**dict(values))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x)
+
+
+class Encoder(nn.Module):
+    """(B, C, H, W) images -> (B, dim, H / 2**downsamples, W / 2**downsamples) latents."""
+
+    def __init__(self, channels: int, dim: int, options: ModelOptions) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = channels
+        for _ in range(options.downsamples):
+            layers += [nn.Conv2d(width, options.hidden, 4, stride=2, padding=1), nn.ReLU()]
+            width = options.hidden
+        if options.downsamples == 0:
+            layers += [nn.Conv2d(width, options.hidden, 3, padding=1)]
+        layers += [ResidualBlock(options.hidden) for _ in range(options.res_blocks)]
+        layers += [nn.ReLU(), nn.Conv2d(options.hidden, dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """(B, dim, h, w) latents -> (B, C, h * 2**downsamples, w * 2**downsamples) images."""
+
+    def __init__(self, channels: int, dim: int, options: ModelOptions) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(dim, options.hidden, 3, padding=1)]
+        layers += [ResidualBlock(options.hidden) for _ in range(options.res_blocks)]
+        layers += [nn.ReLU()]
+        for stage in range(options.downsamples):
+            last = stage == options.downsamples - 1
+            layers += [nn.ConvTranspose2d(options.hidden, channels if last else options.hidden, 4, 2, 1)]
+            if not last:
+                layers += [nn.ReLU()]
+        if options.downsamples == 0:
+            layers += [nn.Conv2d(options.hidden, channels, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+class AutoEncoder(nn.Module):
+    """Encoder + decoder; the quantizer is held outside (it has its own optimizer group)."""
+
+    def __init__(self, channels: int, size: int, dim: int, options: ModelOptions) -> None:
+        super().__init__()
+        factor = 2**options.downsamples
+        if size % factor:
+            raise ConfigError(
+                f"model_options.downsamples: image side {size} is not divisible by "
+                f"2**{options.downsamples} = {factor}"
+            )
+        self.options = options
+        self.encoder = Encoder(channels, dim, options)
+        self.decoder = Decoder(channels, dim, options)
+
+    def encode(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) -> channels-last latents (B, h, w, dim)."""
+        return self.encoder(images).permute(0, 2, 3, 1)
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Channels-last latents (B, h, w, dim) -> (B, C, H, W)."""
+        return self.decoder(latents.permute(0, 3, 1, 2).contiguous())

@@ -1,0 +1,239 @@
+"""benchmark.train (fit, vqvae), benchmark.run (CLI): behaviour at reduced sizes."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from benchmark import train
+from benchmark.config import ConfigError, RunConfig
+from benchmark.train import DivergedError, run_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A fit run that takes well under a second: K = 32, d = 4.
+TINY_FIT = RunConfig(
+    experiment="fit",
+    dataset="gaussian",
+    method="vanilla",
+    codebook_size=32,
+    dim=4,
+    steps=30,
+    batch_size=256,
+    eval_size=2048,
+    codebook_lr=1.0,
+    log_every=10,
+    device="cpu",
+)
+TINY_VQVAE = RunConfig(
+    experiment="vqvae",
+    dataset="digits",
+    method="vanilla",
+    codebook_size=16,
+    dim=4,
+    model_options={"hidden": 16, "downsamples": 1, "res_blocks": 1},
+    steps=8,
+    batch_size=32,
+    optimizer="adam",
+    lr=1e-3,
+    codebook_lr=1e-2,
+    momentum=0.9,
+    grad_clip=1.0,
+    log_every=4,
+    device="cpu",
+)
+
+
+def _without_timing(record):
+    return {k: v for k, v in record.items() if k != "train_seconds"}
+
+
+# --------------------------------------------------------------------------- config errors
+@pytest.mark.parametrize("field, value", [("batch_size", 0), ("steps", 0), ("eval_size", -1), ("codebook_lr", -1.0)])
+def test_bad_values_are_config_errors(field, value):
+    with pytest.raises(ConfigError, match=field):
+        TINY_FIT.replace(**{field: value})
+
+
+def test_unknown_dataset_and_method_raise_value_errors():
+    with pytest.raises(ValueError, match="gausian|unknown dataset"):
+        run_experiment(TINY_FIT.replace(dataset="gausian"))
+    with pytest.raises(ValueError, match="unknown method|vanila"):
+        run_experiment(TINY_FIT.replace(method="vanila"))
+
+
+def test_dim_mismatch_names_dim_and_values():
+    with pytest.raises(ValueError, match=r"dim.*6.*4|dim.*4.*6"):
+        run_experiment(TINY_FIT.replace(dataset_options={"dim": 6}))
+    with pytest.raises(ValueError, match="dim"):  # the disk is 2-D only
+        run_experiment(TINY_FIT.replace(dataset="disk"))
+
+
+def test_experiment_kind_mismatch():
+    with pytest.raises(ValueError, match="feature distribution"):
+        run_experiment(TINY_FIT.replace(dataset="digits"))
+    with pytest.raises(ValueError, match="image dataset"):
+        run_experiment(TINY_VQVAE.replace(dataset="gaussian"))
+    with pytest.raises(ConfigError, match="model_options"):
+        run_experiment(TINY_FIT.replace(model_options={"hidden": 8}))
+    with pytest.raises(ConfigError, match="model_options.hiden"):
+        run_experiment(TINY_VQVAE.replace(model_options={"hiden": 8}))
+
+
+def test_device_resolution():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert train.resolve_device("auto").type == expected
+    assert train.resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="device"):
+            train.resolve_device("cuda")
+
+
+# --------------------------------------------------------------------------- fit
+def test_fit_record_and_determinism():
+    state = torch.get_rng_state()
+    first = run_experiment(TINY_FIT)
+    second = run_experiment(TINY_FIT)
+    assert torch.equal(state, torch.get_rng_state())  # the global RNG is left alone
+    assert set(first) == set(train.RESULT_KEYS)
+    assert all(type(v) is float for v in first.values())
+    assert _without_timing(first) == _without_timing(second)
+    assert first["train_seconds"] > 0
+    other_seed = run_experiment(TINY_FIT.replace(seed=1))
+    assert other_seed["quantization_error"] != first["quantization_error"]
+    for key in ("utilization", "error_vs_kmeans", "kmeans_error", "perplexity"):
+        assert math.isfinite(first[key]), key
+    assert 0 < first["utilization"] <= 1
+    assert first["dead_codes"] == pytest.approx(32 * (1 - first["utilization"]))
+
+
+def test_fit_improves_error_over_initial_codebook():
+    config = TINY_FIT.replace(steps=150, dataset_options={"mean": 1.0})
+    initial = run_experiment(config.replace(steps=1, codebook_lr=0.0))  # lr 0 = the initial codebook
+    trained = run_experiment(config)
+    assert trained["quantization_error"] < 0.8 * initial["quantization_error"]
+    assert trained["gaussian_w2"] < initial["gaussian_w2"]
+
+
+def test_fit_on_step_logging():
+    calls = []
+    run_experiment(TINY_FIT.replace(steps=25), on_step=lambda step, m: calls.append((step, m)))
+    assert [step for step, _ in calls] == [10, 20, 25]
+    for _, logged in calls:
+        assert {"loss", "batch_utilization", "codebook", "commitment"} <= set(logged)
+        assert all(type(v) is float for v in logged.values())
+        assert 0 < logged["batch_utilization"] <= 1
+
+
+def test_fit_method_without_gradient_params_and_adam():
+    record = run_experiment(TINY_FIT.replace(method="ema", steps=10))
+    assert math.isfinite(record["quantization_error"])
+    record = run_experiment(TINY_FIT.replace(optimizer="adam", codebook_lr=0.05, grad_clip=1.0, steps=10))
+    assert math.isfinite(record["quantization_error"])
+
+
+def test_diverged_error_on_huge_lr():
+    with pytest.raises(DivergedError, match="step"):
+        run_experiment(TINY_FIT.replace(codebook_lr=1e30, dataset_options={"mean": 4.0}))
+
+
+class _NaNAtStep3(nn.Module):
+    """A stand-in quantizer whose loss turns NaN at its third call."""
+
+    def __init__(self, dim, codebook_size):
+        super().__init__()
+        self.embedding = nn.Parameter(torch.randn(codebook_size, dim))
+        self.calls = 0
+
+    @property
+    def codebook(self):
+        return self.embedding
+
+    def forward(self, z):
+        import methods
+
+        self.calls += 1
+        indices = methods.nearest_code(z.detach(), self.embedding.detach())
+        codes = self.embedding[indices]
+        loss = (codes - z).pow(2).mean()
+        if self.calls == 3:
+            loss = loss * float("nan")
+        return methods.QuantizerOutput(z + (codes - z).detach(), indices, loss, {"codebook": loss})
+
+
+def test_diverged_error_names_the_step(monkeypatch):
+    monkeypatch.setattr(train, "_build_quantizer", lambda config, device: _NaNAtStep3(config.dim, config.codebook_size))
+    with pytest.raises(DivergedError, match="step 3"):
+        run_experiment(TINY_FIT)
+    assert issubclass(DivergedError, RuntimeError)
+
+
+# --------------------------------------------------------------------------- vqvae
+def test_vqvae_digits_tiny_budget():
+    logged = []
+    record = run_experiment(TINY_VQVAE, on_step=lambda step, m: logged.append(step))
+    assert set(record) == set(train.VQVAE_KEYS)
+    assert all(type(v) is float for v in record.values())
+    assert math.isfinite(record["psnr"]) and record["psnr"] > 0
+    assert -1 <= record["ssim"] <= 1
+    assert 0 < record["recon_mse"] < 1
+    assert 0 < record["utilization"] <= 1
+    assert math.isfinite(record["kmeans_error"])  # 1437 train images x 16 latents >= K
+    assert logged == [4, 8]
+    again = run_experiment(TINY_VQVAE)
+    assert _without_timing(again) == _without_timing(record)
+
+
+def test_vqvae_rejects_indivisible_downsampling():
+    with pytest.raises(ConfigError, match="downsamples"):
+        run_experiment(TINY_VQVAE.replace(model_options={"downsamples": 4}))  # 8x8 digits
+
+
+# --------------------------------------------------------------------------- CLI
+def _cli(*args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "benchmark.run", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_help():
+    result = _cli("--help")
+    assert result.returncode == 0
+    for flag in ("--experiment", "--codebook-size", "--dataset-option", "--method-option", "--progress"):
+        assert flag in result.stdout
+
+
+def test_cli_tiny_json_run():
+    result = _cli(
+        "--experiment", "fit", "--dataset", "gaussian", "--method", "vanilla", "--codebook-size", "16",
+        "--dim", "2", "--steps", "5", "--batch-size", "128", "--eval-size", "512", "--seed", "3",
+        "--device", "cpu", "--dataset-option", "mean=2", "--dataset-option", "scale=0.5",
+        "--method-option", "beta=0.5",
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert set(record) == set(train.RESULT_KEYS)
+    assert all(isinstance(v, float) for v in record.values())
+
+
+def test_cli_bad_settings_exit_2():
+    result = _cli("--batch-size", "0", "--steps", "1")
+    assert result.returncode == 2 and "batch_size" in result.stderr
+    result = _cli("--dataset-option", "mean", "--steps", "1")
+    assert result.returncode == 2 and "KEY=VALUE" in result.stderr
+
+
+def test_cli_option_values_are_yaml():
+    from benchmark.run import _parse_options
+
+    assert _parse_options(["a=4", "b=0.1", "c=true", "d=abc", "e=1e-3"], "x") == {
+        "a": 4, "b": 0.1, "c": True, "d": "abc", "e": 0.001,
+    }
