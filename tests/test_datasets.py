@@ -167,6 +167,16 @@ def test_seeded_only_by_generator(name):
     assert not torch.equal(first, second)  # the generator's state advances
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", FEATURES)
+def test_sample_on_generator_device(name):
+    dist = datasets.load(name)
+    g = torch.Generator(device="cuda").manual_seed(3)
+    x = dist.sample(4096, g)
+    assert x.device.type == "cuda" and x.dtype == torch.float32 and x.shape == (4096, dist.dim)
+    assert torch.equal(x, dist.sample(4096, torch.Generator(device="cuda").manual_seed(3)))
+
+
 @pytest.mark.parametrize(
     "name, options",
     [
