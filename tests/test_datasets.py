@@ -452,3 +452,23 @@ def test_svhn_wrong_checksum_and_missing_file(tmp_path, monkeypatch):
     message = str(err.value)
     assert str(tmp_path / "test_32x32.mat") in message
     assert "http://ufldl.stanford.edu/housenumbers/test_32x32.mat" in message
+
+
+def test_cifar10_archive_members_verified_and_partial_folder_falls_back(tmp_path, no_unpickling):
+    files = make_cifar(tmp_path, archive=True)
+    table = {name: md5(data) for name, data in files.items()}
+    (tmp_path / cifar10.FOLDER).mkdir()
+    (tmp_path / cifar10.FOLDER / "data_batch_1").write_bytes(b"partial extraction")  # no other files
+    with pytest.raises(datasets.ChecksumError, match=r"tar\.gz:cifar-10-batches-py/test_batch"):
+        cifar10.read_cifar10(tmp_path, checksums={**table, "test_batch": "f" * 32})
+
+
+def test_cifar10_archive_missing_member(tmp_path):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo(f"{cifar10.FOLDER}/data_batch_1")
+        tar.addfile(info, io.BytesIO(b""))
+    (tmp_path / cifar10.ARCHIVE).write_bytes(buffer.getvalue())
+    table = {cifar10.ARCHIVE: md5(buffer.getvalue()), "data_batch_1": md5(b"")}
+    with pytest.raises(datasets.DatasetNotFoundError, match="data_batch_2 is missing from the archive"):
+        cifar10.read_cifar10(tmp_path, checksums=table)
