@@ -88,8 +88,12 @@ def nearest_code(features: Tensor, codebook: Tensor) -> Tensor:
 
 
 def straight_through(features: Tensor, codes: Tensor) -> Tensor:
-    """Value of ``codes``, gradient of the identity to ``features`` (van den Oord et al. 2017)."""
-    return features + (codes - features).detach()
+    """Value of ``codes``, gradient of the identity to ``features`` (van den Oord et al. 2017).
+
+    Written as codes + (z - sg(z)) rather than z + sg(codes - z): the added term is exactly zero,
+    so the value equals the code bit for bit. No gradient reaches ``codes`` through it.
+    """
+    return codes.detach() + (features - features.detach())
 
 
 def mean_and_covariance(x: Tensor) -> tuple[Tensor, Tensor]:
