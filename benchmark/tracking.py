@@ -1,0 +1,343 @@
+"""MLflow tracking for sweeps: one experiment per sweep, one run per trial, a tidy export.
+
+Everything here talks to MLflow through an explicit :class:`mlflow.tracking.MlflowClient`
+built from a tracking URI (no ``mlflow.set_tracking_uri`` global state), and is called from
+the sweep *driver* only: trials never write to the SQLite store themselves, so concurrent
+trials cannot race on it (see ``benchmark/sweep.py``).
+
+Layout of one trial's run:
+
+- run name = tag ``trial`` = the trial id (a deterministic hash of the trial's ``RunConfig``);
+- params: every ``RunConfig.flat_params()`` key (options as dotted keys, values as strings);
+- tags: ``sweep``, ``trial``, ``status`` (``running`` -> ``finished`` | ``failed`` | ``stopped``),
+  ``error`` (failed only), ``git_commit``, ``git_dirty`` (``true``/``false``);
+- metrics: the final result record under its own keys (``quantization_error``, ...), and the
+  per-step curves under ``train/<name>`` with ``step`` = the training step.
+
+``export_table`` rebuilds the tidy one-row-per-trial table from the store alone, so it can be
+regenerated without rerunning anything.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import subprocess
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from benchmark.config import RunConfig
+
+if TYPE_CHECKING:  # mlflow / pandas are imported lazily: they are slow to import
+    import pandas
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+STATUS_RUNNING = "running"
+STATUS_FINISHED = "finished"
+STATUS_FAILED = "failed"
+STATUS_STOPPED = "stopped"  # stopped early by the ASHA scheduler (only with ray.early_stopping)
+DONE_STATUSES = (STATUS_FINISHED, STATUS_STOPPED)  # a resumed sweep does not rerun these
+
+STEP_METRIC_PREFIX = "train/"
+ID_COLUMNS = ("sweep", "trial", "run_id", "status", "error", "git_commit", "git_dirty")
+MAX_TAG_CHARS = 5000  # MLflow caps tag values at 8000 characters; keep errors readable
+_MLFLOW_MAX_PARAMS_PER_BATCH = 100
+_MLFLOW_MAX_METRICS_PER_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class GitState:
+    """The commit the sweep driver runs from, and whether the work tree had local changes."""
+
+    commit: str
+    dirty: bool
+
+
+def resolve_tracking_uri(uri: str, base_dir: str | Path) -> str:
+    """Absolute MLflow tracking URI for ``uri`` as written in params.yaml.
+
+    A bare path (``mlflow.db``) or a relative ``sqlite:///mlflow.db`` becomes
+    ``sqlite:////<abs base_dir>/mlflow.db`` (Ray trials and DVC run in other working
+    directories, so a relative path would point elsewhere). Absolute ``sqlite:////...`` and
+    server URIs (``http://``, ``postgresql://`` ...) are returned unchanged.
+    """
+    if not isinstance(uri, str) or not uri:
+        raise ValueError(f"tracking.uri: must be a non-empty string, got {uri!r}")
+    base = Path(base_dir).expanduser().resolve()
+    if uri.startswith("sqlite:///"):
+        db_path = uri[len("sqlite:///"):]
+        if db_path.startswith("/"):
+            return uri
+        return f"sqlite:///{(base / db_path).resolve()}"
+    if "://" in uri:
+        return uri
+    return f"sqlite:///{(base / Path(uri).expanduser()).resolve()}"
+
+
+def git_state(repo_dir: str | Path) -> GitState:
+    """``git rev-parse HEAD`` and ``git status --porcelain`` of ``repo_dir`` ("unknown" outside git)."""
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=repo_dir, capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain"))  # untracked (not ignored) files count: they may be code
+    except (OSError, subprocess.SubprocessError):
+        return GitState(commit="unknown", dirty=True)
+    return GitState(commit=commit, dirty=dirty)
+
+
+def make_client(tracking_uri: str) -> "MlflowClient":
+    """An MLflow client bound to ``tracking_uri`` (creates the SQLite file and schema if needed)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def get_or_create_experiment(client: "MlflowClient", name: str) -> str:
+    """Id of the experiment ``name``, created (or restored from deleted) if necessary."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return client.create_experiment(name)
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def param_strings(config: RunConfig) -> dict[str, str]:
+    """``config.flat_params()`` as the strings MLflow stores."""
+    return {key: str(value) for key, value in config.flat_params().items()}
+
+
+def start_trial_run(
+    client: "MlflowClient",
+    experiment_id: str,
+    *,
+    sweep: str,
+    trial_id: str,
+    config: RunConfig,
+    git: GitState,
+) -> str:
+    """Create the run of one trial (status ``running``) with all its params; returns the run id."""
+    tags = {
+        "sweep": sweep,
+        "trial": trial_id,
+        "status": STATUS_RUNNING,
+        "git_commit": git.commit,
+        "git_dirty": str(git.dirty).lower(),
+        "method": config.method,
+        "experiment": config.experiment,
+    }
+    run = client.create_run(experiment_id, run_name=trial_id, tags=tags)
+    run_id = run.info.run_id
+    from mlflow.entities import Param
+
+    params = [Param(key, value) for key, value in param_strings(config).items()]
+    for start in range(0, len(params), _MLFLOW_MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=params[start:start + _MLFLOW_MAX_PARAMS_PER_BATCH])
+    return run_id
+
+
+def _numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The entries of ``metrics`` that are numbers (bools and strings are not metrics)."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        out[str(key)] = float(value)
+    return out
+
+
+def log_metrics(
+    client: "MlflowClient", run_id: str, metrics: Mapping[str, Any], *, step: int = 0, prefix: str = ""
+) -> None:
+    """Log the numeric entries of ``metrics`` (keys prefixed by ``prefix``) at ``step``."""
+    import time
+
+    from mlflow.entities import Metric
+
+    timestamp = int(time.time() * 1000)
+    batch = [
+        Metric(prefix + key, value, timestamp, step) for key, value in _numeric_metrics(metrics).items()
+    ]
+    for start in range(0, len(batch), _MLFLOW_MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=batch[start:start + _MLFLOW_MAX_METRICS_PER_BATCH])
+
+
+def log_step_metrics(client: "MlflowClient", run_id: str, step: int, metrics: Mapping[str, Any]) -> None:
+    """One point of the per-step curves: ``train/<name>`` at ``step``."""
+    log_metrics(client, run_id, metrics, step=int(step), prefix=STEP_METRIC_PREFIX)
+
+
+def finish_trial_run(
+    client: "MlflowClient",
+    run_id: str,
+    *,
+    status: str,
+    metrics: Mapping[str, Any] | None = None,
+    error: str | None = None,
+    final_step: int = 0,
+) -> None:
+    """Record the end of a trial: final metrics, ``status`` tag (and ``error``), run terminated."""
+    if status not in (STATUS_FINISHED, STATUS_FAILED, STATUS_STOPPED):
+        raise ValueError(f"status: must be finished, failed or stopped, got {status!r}")
+    if metrics:
+        log_metrics(client, run_id, metrics, step=final_step)
+    if error:
+        client.set_tag(run_id, "error", error[:MAX_TAG_CHARS])
+    client.set_tag(run_id, "status", status)
+    mlflow_status = {STATUS_FINISHED: "FINISHED", STATUS_FAILED: "FAILED", STATUS_STOPPED: "KILLED"}[status]
+    client.set_terminated(run_id, status=mlflow_status)
+
+
+def log_trial(
+    client: "MlflowClient",
+    experiment_id: str,
+    *,
+    sweep: str,
+    trial_id: str,
+    config: RunConfig,
+    git: GitState,
+    status: str,
+    metrics: Mapping[str, Any] | None = None,
+    error: str | None = None,
+    steps: Iterable[tuple[int, Mapping[str, Any]]] = (),
+) -> str:
+    """Log one complete trial in one go (params, per-step curves, final record); returns the run id."""
+    run_id = start_trial_run(
+        client, experiment_id, sweep=sweep, trial_id=trial_id, config=config, git=git
+    )
+    for step, step_metrics in steps:
+        log_step_metrics(client, run_id, step, step_metrics)
+    finish_trial_run(client, run_id, status=status, metrics=metrics, error=error, final_step=config.steps)
+    return run_id
+
+
+def search_sweep_runs(client: "MlflowClient", experiment_id: str) -> list["Run"]:
+    """All active runs of a sweep's experiment, oldest first."""
+    runs: list[Run] = []
+    page_token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id], max_results=1000, order_by=["attributes.start_time ASC"], page_token=page_token
+        )
+        runs.extend(page)
+        page_token = page.token
+        if not page_token:
+            return runs
+
+
+def latest_runs_by_trial(runs: Iterable["Run"]) -> dict[str, "Run"]:
+    """``{trial id: run}`` keeping, per trial, a done run over others, then the newest."""
+    best: dict[str, Run] = {}
+
+    def rank(run: "Run") -> tuple[bool, int]:
+        return run.data.tags.get("status") in DONE_STATUSES, run.info.start_time or 0
+
+    for run in runs:
+        trial_id = run.data.tags.get("trial")
+        if trial_id is None:
+            continue
+        if trial_id not in best or rank(run) >= rank(best[trial_id]):
+            best[trial_id] = run
+    return best
+
+
+_RUN_CONFIG_TYPES = typing.get_type_hints(RunConfig)
+
+
+def restore_param(key: str, value: str | None) -> Any:
+    """Inverse of ``str()`` on a flat param: MLflow hands every param back as a string.
+
+    RunConfig fields get their declared type (``codebook_size`` -> int, ``lr`` -> float,
+    ``method`` stays a string); option values (``method_options.gamma``) are read as Python
+    literals (``"0.5"`` -> 0.5, ``"True"`` -> True, ``"None"`` -> None), else kept as strings.
+    """
+    if value is None:
+        return None
+    declared = _RUN_CONFIG_TYPES.get(key)
+    if declared is str:
+        return value
+    if declared is int:
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    if declared is float:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return value
+    if isinstance(parsed, (int, float, bool, type(None))):
+        return parsed
+    return value  # containers stay strings: a table cell holds a scalar
+
+
+def _param_column_order(keys: Iterable[str]) -> list[str]:
+    """RunConfig field order first (options expanded alphabetically), then anything else."""
+    keys = set(keys)
+    ordered: list[str] = []
+    for field in dataclasses.fields(RunConfig):
+        if field.name in keys:
+            ordered.append(field.name)
+        ordered.extend(sorted(k for k in keys if k.startswith(field.name + ".")))
+    ordered.extend(sorted(keys - set(ordered)))
+    return ordered
+
+
+def export_table(tracking_uri: str, sweep: str) -> "pandas.DataFrame":
+    """The tidy table of a sweep, rebuilt from the MLflow store: one row per trial.
+
+    Columns: ``sweep, trial, run_id, status, error, git_commit, git_dirty``, every flat param
+    (types restored, see :func:`restore_param`), every final metric (not the ``train/`` curves).
+    When a trial has several runs (a failed attempt, then a retry), the finished one wins.
+    Rows are sorted by trial id so the table is stable across reruns.
+    """
+    import pandas as pd
+
+    client = make_client(tracking_uri)
+    experiment = client.get_experiment_by_name(sweep)
+    if experiment is None:
+        raise ValueError(f"sweep {sweep!r}: no MLflow experiment of that name in {tracking_uri}")
+    runs = latest_runs_by_trial(search_sweep_runs(client, experiment.experiment_id))
+    rows: list[dict[str, Any]] = []
+    param_keys: set[str] = set()
+    metric_keys: list[str] = []
+    for trial_id in sorted(runs):
+        run = runs[trial_id]
+        tags = run.data.tags
+        params = {key: restore_param(key, value) for key, value in run.data.params.items()}
+        metrics = {
+            key: value for key, value in run.data.metrics.items() if not key.startswith(STEP_METRIC_PREFIX)
+        }
+        param_keys.update(params)
+        metric_keys.extend(key for key in metrics if key not in metric_keys)
+        rows.append({
+            "sweep": tags.get("sweep", sweep),
+            "trial": trial_id,
+            "run_id": run.info.run_id,
+            "status": tags.get("status", STATUS_RUNNING),
+            "error": tags.get("error", ""),
+            "git_commit": tags.get("git_commit", ""),
+            "git_dirty": tags.get("git_dirty", "") == "true",
+            **params,
+            **metrics,
+        })
+    columns = [*ID_COLUMNS, *_param_column_order(param_keys), *metric_keys]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def write_table(table: "pandas.DataFrame", path: str | Path) -> Path:
+    """Write ``table`` as CSV to ``path`` (parent folders created); returns the absolute path."""
+    path = Path(path).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    return path
