@@ -9,6 +9,8 @@
 - ``vqvae``: a small conv encoder/decoder (:mod:`benchmark.models`) around the quantizer, trained
   on an image dataset with loss = reconstruction MSE + ``out.loss``; reconstruction MSE, PSNR and
   SSIM (scikit-image) on the test split, and the quantizer metrics on the test-set latents.
+  Batches are drawn without replacement (one shuffled epoch after another, the last partial
+  batch dropped); ``eval_size`` is not used (the whole test split is evaluated).
 
 Record (floats): quantization_error, utilization, perplexity, dead_codes, gaussian_w2,
 kmeans_error, error_vs_kmeans, final_loss, train_seconds; vqvae adds recon_mse, psnr, ssim.
@@ -284,6 +286,10 @@ def _run_vqvae(config: RunConfig, device: torch.device, on_step: OnStep | None, 
     optimizer = _make_optimizer(config, quantizer, model)
     train_images = dataset.train.to(device)
     n_train = train_images.shape[0]
+    if config.batch_size > n_train:
+        raise ConfigError(
+            f"batch_size: {config.batch_size} exceeds the {n_train} training images of {config.dataset!r}"
+        )
     order_gen = _generator(config.seed, _STREAM_ORDER, device)
     trainer = _Trainer(config, quantizer, optimizer, on_step, progress)
 

@@ -191,9 +191,11 @@ def test_vqvae_digits_tiny_budget():
     assert _without_timing(again) == _without_timing(record)
 
 
-def test_vqvae_rejects_indivisible_downsampling():
+def test_vqvae_rejects_indivisible_downsampling_and_oversized_batches():
     with pytest.raises(ConfigError, match="downsamples"):
         run_experiment(TINY_VQVAE.replace(model_options={"downsamples": 4}))  # 8x8 digits
+    with pytest.raises(ConfigError, match="batch_size"):
+        run_experiment(TINY_VQVAE.replace(batch_size=100_000))
 
 
 # --------------------------------------------------------------------------- CLI
