@@ -1,0 +1,344 @@
+"""benchmark.sweep: spec validation, grid expansion, Ray Tune + MLflow end to end, resume."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import cloudpickle
+import pytest
+import yaml
+
+from benchmark import sweep, tracking
+from benchmark.config import ConfigError, RunConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DIVERGING_SEED = 13
+
+# Ray workers cannot import this test module (tests/ is not a package on their path): ship its
+# functions (the fake runner) by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@dataclasses.dataclass(frozen=True)
+class VanillaOptions:
+    beta: float = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
+class WassersteinOptions:
+    beta: float = 0.1
+    gamma: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.gamma < 0:
+            raise ValueError(f"gamma: must be >= 0, got {self.gamma}")
+
+
+FAKE_CATALOG = sweep.Catalog(method_options={"vanilla": VanillaOptions, "wasserstein": WassersteinOptions})
+
+
+def fake_runner(config: RunConfig, *, on_step: Callable | None = None, progress: bool = False,
+                call_dir: str | None = None) -> dict[str, float]:
+    """Stands in for benchmark.train.run_experiment: a curve, a record, seed 13 diverges."""
+    import importlib.util
+
+    if call_dir is not None:  # one file per call, to count (re)runs across processes
+        Path(call_dir).mkdir(parents=True, exist_ok=True)
+        (Path(call_dir) / f"{config.method}-{config.seed}-{os.getpid()}-{id(config)}").touch()
+    for step in range(config.log_every, config.steps + 1, config.log_every):
+        if on_step is not None:
+            on_step(step, {"loss": 1.0 / step + config.seed})
+    if config.seed == DIVERGING_SEED:
+        from benchmark.train import DivergedError
+
+        raise DivergedError(f"step {config.steps}: training loss is nan ({config.method})")
+    origin = importlib.util.find_spec("benchmark").origin or ""
+    return {
+        "quantization_error": 0.5 + config.seed,
+        "utilization": 1.0,
+        "repo_importable": float(origin.startswith(str(REPO_ROOT))),
+        "cwd_is_repo": float(Path.cwd().resolve() == REPO_ROOT),
+    }
+
+
+def make_params(sweep_body: Mapping[str, Any] | None = None, **top: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "tracking": {"uri": "mlflow.db", "results_dir": "results"},
+        "base": {"codebook_size": 16, "dim": 2, "steps": 4, "log_every": 2},
+        "sweeps": {"s": dict(sweep_body or {"grid": {"method": ["vanilla", "wasserstein"], "seed": [0, 1]}})},
+    }
+    params.update(top)
+    return params
+
+
+def parse(params: Mapping[str, Any], name: str = "s", base_dir: Path | str = "/tmp") -> sweep.SweepSpec:
+    return sweep.parse_sweep(params, name, base_dir=base_dir, catalog=FAKE_CATALOG)
+
+
+# ------------------------------------------------------------------------------ validation
+
+
+def test_unknown_sweep_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"sweeps.nope: unknown sweep; valid: \['s'\]"):
+        parse(make_params(), "nope")
+
+
+def _edit(path: str, value: Any, *more: Any) -> Callable[[dict], None]:
+    """Set ``path`` (``sweeps/s/grid/seed``) of the params mapping to ``value`` (then more pairs)."""
+    def apply(params: dict) -> None:
+        pairs = [(path, value), *zip(more[::2], more[1::2])]
+        for where, new in pairs:
+            *parents, last = where.split("/")
+            target = params
+            for key in parents:
+                target = target.setdefault(key, {})
+            target[last] = new
+
+    return apply
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_edit("sweeps/s/grid", {}), r"sweeps.s.grid: empty grid"),
+        (_edit("sweeps/s/grid/seed", []), r"sweeps.s.grid.seed: empty list"),
+        (_edit("sweeps/s/grid/seed", 3), r"sweeps.s.grid.seed: must be a list"),
+        (_edit("sweeps/s/grid/seed", [1, 1]), r"sweeps.s.grid.seed: duplicate value 1"),
+        (_edit("sweeps/s/grid/colour", [1]), r"sweeps.s.grid.colour: unknown run setting 'colour'"),
+        (_edit("sweeps/s/grid/seed.x", [1]), r"sweeps.s.grid.seed.x: dotted keys"),
+        (_edit("sweeps/s/base/colour", 1), r"sweeps.s.base.colour: unknown key"),
+        (_edit("base/colour", 1), r"base.colour: unknown key"),
+        (_edit("sweeps/s/oops", 1), r"sweeps.s.oops: unknown key"),
+        (_edit("extra", 1), r"params.extra: unknown key"),
+        (_edit("sweeps/s/grid/method", ["vanilla", "nope"]),
+         r"sweeps.s.grid.method: unknown method 'nope'; valid: \['vanilla', 'wasserstein'\]"),
+        (_edit("sweeps/s/grid", {"seed": [0]}, "sweeps/s/base/method", "nope"), r"sweeps.s.base.method: unknown method 'nope'"),
+        (_edit("sweeps/s/grid/method_options.gamma", [1.0]),
+         r"sweeps.s.grid.method_options.gamma: method 'vanilla' does not take option 'gamma'"),
+        (_edit("sweeps/s/method_options", {"vanilla": {"gamma": 1.0}}),
+         r"sweeps.s.method_options.vanilla.gamma: method 'vanilla' does not take option 'gamma'"),
+        (_edit("sweeps/s/method_options", {"nope": {"gamma": 1.0}}), r"sweeps.s.method_options.nope: unknown method"),
+        (_edit("sweeps/s/method_options", {"wasserstein": {"gamma": -1.0}}),
+         r"sweeps.s.method_options.wasserstein.gamma: invalid option for method 'wasserstein': gamma"),
+        (_edit("sweeps/s/grid/codebook_size", [16, 0]), r"sweeps.s.grid.codebook_size: must be an integer >= 1"),
+        (_edit("sweeps/s/base/optimizer", "rmsprop"), r"sweeps.s.base.optimizer: unknown optimizer"),
+        (_edit("base/steps", -1), r"base.steps: must be an integer >= 1"),
+        (_edit("sweeps/s/max_trials", 3), r"sweeps.s.max_trials: the grid expands to 4 trials"),
+        (_edit("ray/cpus_per_trial", 0), r"ray.cpus_per_trial: must be a number > 0"),
+        (_edit("ray/gpu", 1), r"ray.gpu: unknown key"),
+        (_edit("ray/early_stopping", "yes"), r"ray.early_stopping: must be true or false"),
+        (_edit("tracking/url", "x"), r"tracking.url: unknown key"),
+        (_edit("sweeps", []), r"sweeps: must be a mapping"),
+    ],
+)
+def test_invalid_specs_name_the_field(edit: Callable[[dict], None], message: str) -> None:
+    params = copy.deepcopy(make_params())
+    edit(params)
+    with pytest.raises(ConfigError, match=message):
+        parse(params)
+
+
+def test_missing_grid() -> None:
+    with pytest.raises(ConfigError, match=r"sweeps.s.grid: missing"):
+        parse(make_params({"base": {"seed": 1}}))
+
+
+def test_params_file_errors(tmp_path: Path) -> None:
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("sweeps: {s: [\n")
+    with pytest.raises(ConfigError, match="malformed YAML"):
+        sweep.load_sweep(bad_yaml, "s", catalog=FAKE_CATALOG)
+    not_mapping = tmp_path / "list.yaml"
+    not_mapping.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping, got list"):
+        sweep.load_sweep(not_mapping, "s", catalog=FAKE_CATALOG)
+    with pytest.raises(ConfigError, match="cannot read params file"):
+        sweep.load_sweep(tmp_path / "missing.yaml", "s", catalog=FAKE_CATALOG)
+
+
+def test_real_registries_validate_methods_and_dataset_options() -> None:
+    catalog = sweep.Catalog.from_registries()
+    import methods
+
+    params = make_params({"grid": {"method": ["nope"]}})
+    with pytest.raises(ConfigError, match=r"unknown method 'nope'; valid: " + repr(sorted(methods.available()))
+                       .replace("[", r"\[").replace("]", r"\]")):
+        sweep.parse_sweep(params, "s", catalog=catalog)
+    params = make_params({"grid": {"method": ["wasserstein", "vanilla"], "method_options.gamma": [1.0]}})
+    with pytest.raises(ConfigError, match=r"grid.method_options.gamma: method 'vanilla' does not take"):
+        sweep.parse_sweep(params, "s", catalog=catalog)
+    params = make_params({"base": {"dataset_options": {"colour": 1}}, "grid": {"seed": [0]}})
+    with pytest.raises(ConfigError, match=r"sweeps.s.base.dataset_options.colour: dataset 'gaussian' does not"):
+        sweep.parse_sweep(params, "s", catalog=catalog)
+    ok = make_params({"grid": {"method": methods.available(), "seed": [0, 1]}})
+    assert len(sweep.parse_sweep(ok, "s", catalog=catalog).trials) == 2 * len(methods.available())
+
+
+# ------------------------------------------------------------------------------ expansion
+
+
+def test_grid_expansion_and_layering() -> None:
+    params = make_params(
+        {
+            "base": {"dataset_options": {"mean": 4.0}, "steps": 8},
+            "grid": {"method": ["vanilla", "wasserstein"], "seed": [0, 1], "method_options.beta": [0.1, 0.3]},
+            "method_options": {"wasserstein": {"gamma": 3.0, "beta": 0.2}},
+        },
+        base={"codebook_size": 16, "dim": 2, "steps": 4, "dataset_options": {"mean": 1.0, "scale": 2.0}},
+    )
+    spec = parse(params)
+    assert len(spec.trials) == 8
+    assert [dict(t.point) for t in spec.trials[:3]] == [
+        {"method": "vanilla", "seed": 0, "method_options.beta": 0.1},
+        {"method": "vanilla", "seed": 0, "method_options.beta": 0.3},
+        {"method": "vanilla", "seed": 1, "method_options.beta": 0.1},
+    ]
+    last = spec.trials[-1].config
+    assert last.method == "wasserstein" and last.seed == 1
+    assert dict(last.method_options) == {"gamma": 3.0, "beta": 0.3}  # grid beats the per-method block
+    assert dict(last.dataset_options) == {"mean": 4.0, "scale": 2.0}  # sweep base merged over top base
+    assert last.steps == 8 and last.codebook_size == 16
+    assert dict(spec.trials[0].config.method_options) == {"beta": 0.1}  # wasserstein's block not applied
+    ids = [t.trial_id for t in spec.trials]
+    assert len(set(ids)) == 8 and ids == [t.trial_id for t in parse(params).trials]  # deterministic
+    assert spec.trials[0].trial_id == sweep.trial_id_of(spec.trials[0].config)
+
+
+def test_expand_grid_is_the_cartesian_product() -> None:
+    points = sweep.expand_grid([("a", [1, 2, 3]), ("b", ["x", "y"])])
+    assert len(points) == 6 and points[0] == {"a": 1, "b": "x"} and points[-1] == {"a": 3, "b": "y"}
+
+
+def test_paths_are_relative_to_the_params_file(tmp_path: Path) -> None:
+    path = tmp_path / "conf" / "params.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(make_params(ray={"storage_path": "ray"})))
+    spec = sweep.load_sweep(path, "s", catalog=FAKE_CATALOG)
+    assert spec.tracking.uri == f"sqlite:///{tmp_path}/conf/mlflow.db"
+    assert spec.table_path == tmp_path / "conf" / "results" / "s" / "trials.csv"
+    assert spec.ray.storage_path == str(tmp_path / "conf" / "ray")
+
+
+def test_gpus_requested_only_when_the_cluster_has_them() -> None:
+    settings = sweep.RaySettings(cpus_per_trial=1, gpus_per_trial=0.5)
+    assert sweep.trial_resources(settings, {"CPU": 2.0}) == {"cpu": 1.0, "gpu": 0.0}
+    assert sweep.trial_resources(settings, {"CPU": 2.0, "GPU": 0.0}) == {"cpu": 1.0, "gpu": 0.0}
+    assert sweep.trial_resources(settings, {"CPU": 2.0, "GPU": 1.0}) == {"cpu": 1.0, "gpu": 0.5}
+    with pytest.raises(ConfigError, match="ray.cpus_per_trial"):
+        sweep.trial_resources(sweep.RaySettings(cpus_per_trial=4), {"CPU": 2.0})
+    with pytest.raises(ConfigError, match="ray.gpus_per_trial"):
+        sweep.trial_resources(sweep.RaySettings(gpus_per_trial=2), {"CPU": 2.0, "GPU": 1.0})
+
+
+# ------------------------------------------------------------------------------ Ray + MLflow
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    """One local 2-CPU Ray for the module, without GPUs."""
+    import ray
+
+    started = sweep.start_ray(sweep.RaySettings(num_cpus=2))
+    assert ray.cluster_resources().get("GPU", 0) == 0
+    yield
+    if started:
+        ray.shutdown()
+
+
+def _active_runs(spec: sweep.SweepSpec) -> list[Any]:
+    client = tracking.make_client(spec.tracking.uri)
+    experiment = client.get_experiment_by_name(spec.name)
+    return tracking.search_sweep_runs(client, experiment.experiment_id)
+
+
+def test_sweep_end_to_end_failure_and_resume(ray_cluster: None, tmp_path: Path) -> None:
+    params = make_params(
+        {"grid": {"method": ["vanilla", "wasserstein"], "seed": [0, 1, DIVERGING_SEED]}},
+        # 0.5 CPU per trial: up to 4 trials write at once; GPUs asked for on a GPU-less cluster.
+        ray={"cpus_per_trial": 0.5, "gpus_per_trial": 0.5, "storage_path": str(tmp_path / "ray")},
+    )
+    spec = parse(params, base_dir=tmp_path)
+    calls = tmp_path / "calls"
+    runner = functools.partial(fake_runner, call_dir=str(calls))
+
+    outcome = sweep.run_sweep(spec, runner=runner)
+    assert (outcome.finished, outcome.failed, outcome.skipped) == (4, 2, 0)
+    assert "4 finished, 2 failed" in outcome.summary()
+    table = outcome.table
+    assert outcome.table_path == tmp_path / "results" / "s" / "trials.csv" and outcome.table_path.exists()
+    assert sorted(table["trial"]) == sorted(t.trial_id for t in spec.trials)
+    failed = table[table["status"] == "failed"]
+    assert set(failed["seed"]) == {DIVERGING_SEED}
+    assert all(error.startswith("DivergedError: step 4: training loss is nan") for error in failed["error"])
+    finished = table[table["status"] == "finished"]
+    assert list(finished["quantization_error"]) == [0.5 + seed for seed in finished["seed"]]
+    assert (finished["repo_importable"] == 1.0).all() and (finished["cwd_is_repo"] == 0.0).all()
+    assert set(RunConfig().flat_params()) <= set(table.columns)
+    assert (table["git_commit"].str.len() == 40).all()
+
+    runs = _active_runs(spec)  # exactly one MLflow run per trial, all params, the curve
+    assert sorted(run.data.tags["trial"] for run in runs) == sorted(table["trial"])
+    client = tracking.make_client(spec.tracking.uri)
+    run = client.get_run(finished["run_id"].iloc[0])
+    assert set(run.data.params) == set(spec.trials[0].config.flat_params())
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [2, 4]
+    assert len(list(calls.iterdir())) == 6
+
+    # Resume: finished trials are skipped (same runs), failed ones retried (old run replaced).
+    again = sweep.run_sweep(spec, runner=runner)
+    assert (again.finished, again.failed, again.skipped) == (0, 2, 4)
+    assert len(list(calls.iterdir())) == 8
+    rerun_table = again.table.set_index("trial")
+    for row in table.itertuples():
+        same = rerun_table.loc[row.trial, "run_id"] == row.run_id
+        assert same == (row.status == "finished")
+    assert len(_active_runs(spec)) == 6
+    assert pd_equal_csv(again.table_path, again.table)
+
+
+def pd_equal_csv(path: Path, table: Any) -> bool:
+    import pandas as pd
+
+    return len(pd.read_csv(path)) == len(table) and list(pd.read_csv(path).columns) == list(table.columns)
+
+
+def test_nothing_to_do_skips_ray(tmp_path: Path, ray_cluster: None) -> None:
+    spec = parse(make_params({"grid": {"seed": [0]}}), base_dir=tmp_path)
+    first = sweep.run_sweep(spec, runner=fake_runner)
+    assert (first.finished, first.failed) == (1, 0)
+    second = sweep.run_sweep(spec, runner=functools.partial(fake_runner, call_dir="/nonexistent/never"))
+    assert (second.finished, second.skipped, len(second.table)) == (0, 1, 1)
+
+
+def test_cli_real_runner_end_to_end(ray_cluster: None, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    params = {
+        "tracking": {"uri": "mlflow.db", "results_dir": "results"},
+        "ray": {"storage_path": "ray"},
+        "base": {"experiment": "fit", "dataset": "gaussian", "codebook_size": 16, "dim": 2, "steps": 20,
+                 "batch_size": 256, "eval_size": 1024, "log_every": 10, "device": "cpu"},
+        "sweeps": {"tiny": {"grid": {"method": ["vanilla", "wasserstein"], "seed": [0]},
+                            "method_options": {"wasserstein": {"gamma": 1.0}}}},
+    }
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    assert sweep.main(["--params", str(path), "--sweep", "tiny", "--max-concurrent", "2"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    table_path = tmp_path / "results" / "tiny" / "trials.csv"
+    assert out[-1] == f"sweep tiny: 2 finished, 0 failed (0 already done, not rerun) -> {table_path}"
+    import pandas as pd
+
+    table = pd.read_csv(table_path)
+    record_keys = ["quantization_error", "utilization", "perplexity", "dead_codes", "gaussian_w2",
+                   "kmeans_error", "error_vs_kmeans", "final_loss", "train_seconds"]
+    assert set(record_keys) <= set(table.columns) and table[record_keys].notna().all().all()
+    assert sorted(table["method"]) == ["vanilla", "wasserstein"]
+    assert table.loc[table["method"] == "wasserstein", "method_options.gamma"].item() == 1.0
+    assert sweep.main(["--params", str(path), "--sweep", "tiny", "--export-only"]) == 0
+    assert "exported 2 trials" in capsys.readouterr().out
+    assert sweep.main(["--params", str(path), "--sweep", "nope"]) == 2
+    assert "sweeps.nope: unknown sweep" in capsys.readouterr().err
