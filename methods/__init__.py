@@ -31,6 +31,8 @@ from methods import simvq  # noqa: E402,F401
 from methods import wasserstein  # noqa: E402,F401
 from methods import sliced_wasserstein  # noqa: E402,F401
 from methods import exact_ot  # noqa: E402,F401
+from methods import fsq  # noqa: E402,F401
+from methods import rotation_trick  # noqa: E402,F401
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -72,12 +72,20 @@ class Quantizer(nn.Module):
     Class flags read by the registry and the tests (never branch on names):
       ``trainable_by_gradient``: the optimizer trains the codebook (False for EMA-style updates).
       ``distribution_matching``: the method has a codebook-vs-features distribution loss.
+      ``straight_through``: dq/dz is the straight-through estimator in codebook coordinates,
+        i.e. the Jacobian of ``search_space`` (the identity by default). False: the gradient is
+        that of q = sg(M_z) z with a detached per-feature matrix M_z mapping z onto its code
+        (M_z z = q; the rotation trick).
+      ``learnable_codebook``: the codebook is learned (by gradient or EMA) and its initialisation
+        follows the generator. False for a fixed implicit codebook (FSQ's grid).
     """
 
     Options: ClassVar[type] = VQOptions
     paper: ClassVar[str] = ""
     trainable_by_gradient: ClassVar[bool] = True
     distribution_matching: ClassVar[bool] = False
+    straight_through: ClassVar[bool] = True
+    learnable_codebook: ClassVar[bool] = True
 
     def __init__(self, dim: int, codebook_size: int, options: Any, generator: torch.Generator | None = None):
         super().__init__()
@@ -122,9 +130,16 @@ class Quantizer(nn.Module):
             raise ValueError("z: features contain NaN or inf")
         return z.reshape(-1, self.dim)
 
+    def search_space(self, features: Tensor) -> Tensor:
+        """Features (..., d) in the coordinates of ``codebook``, where the nearest code is sought.
+
+        The identity for every method that searches the raw features; FSQ bounds them first.
+        """
+        return features
+
     def search(self, z: Tensor) -> Tensor:
         """Nearest-code indices for z (..., d) -> z.shape[:-1], no gradient, no state change."""
-        flat = self._flatten(z)
+        flat = self.search_space(self._flatten(z))
         return nearest_code(flat, self.codebook.detach()).reshape(z.shape[:-1])
 
     def indices_to_codes(self, indices: Tensor) -> Tensor:

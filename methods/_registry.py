@@ -29,6 +29,8 @@ class MethodSpec:
     paper: str
     trainable_by_gradient: bool
     distribution_matching: bool
+    straight_through: bool = True
+    learnable_codebook: bool = True
 
     @property
     def option_names(self) -> list[str]:
@@ -65,6 +67,8 @@ def register(name: str) -> Callable[[type[Quantizer]], type[Quantizer]]:
             paper=cls.paper,
             trainable_by_gradient=cls.trainable_by_gradient,
             distribution_matching=cls.distribution_matching,
+            straight_through=cls.straight_through,
+            learnable_codebook=cls.learnable_codebook,
         )
         return cls
 

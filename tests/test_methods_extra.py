@@ -1,0 +1,121 @@
+"""Reference tests of the issue-8 quantizers against independent computations (numpy, POT, faiss)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import methods
+
+
+def randn(*shape: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def jacobian_rows(quantized: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Per-row Jacobians dq_n/dz_n (rows are independent), (N, d, d)."""
+    return torch.stack(
+        [torch.autograd.grad(quantized[:, i].sum(), z, retain_graph=True)[0] for i in range(z.shape[1])], dim=1
+    )
+
+
+# --- fsq ------------------------------------------------------------------------------------------
+
+def fsq_reference(z: np.ndarray, levels: list[int], eps: float = 1e-3):
+    """The paper's formulas (arXiv:2309.15505, appendix code), written out in float64 numpy."""
+    levels_arr = np.array(levels, dtype=np.float64)
+    half_l = (levels_arr - 1) * (1 + eps) / 2
+    offset = np.where(levels_arr % 2 == 0, 0.5, 0.0)
+    shift = np.arctanh(offset / half_l)
+    bounded = np.tanh(z + shift) * half_l - offset
+    rounded = np.round(bounded)
+    half_width = np.floor(levels_arr / 2)
+    codes = rounded / half_width
+    basis = np.concatenate([[1], np.cumprod(levels_arr[:-1])])
+    indices = ((rounded + half_width) * basis).sum(axis=1).astype(np.int64)
+    gradient = (1 - np.tanh(z + shift) ** 2) * half_l / half_width
+    return codes, indices, gradient
+
+
+@pytest.mark.parametrize("levels", [(3, 4, 5, 2), (8, 5, 5, 5), (7, 6)])
+def test_fsq_matches_the_papers_formulas(levels):
+    k = int(np.prod(levels))
+    q = methods.build("fsq", dim=len(levels), codebook_size=k, levels=levels)
+    z = (randn(500, len(levels), seed=1) * 2).requires_grad_(True)
+    out = q(z)
+    codes, indices, gradient = fsq_reference(z.detach().double().numpy(), list(levels))
+    assert np.allclose(out.quantized.detach().numpy(), codes, atol=1e-6)
+    assert np.array_equal(out.indices.numpy(), indices)
+    (grad,) = torch.autograd.grad(out.quantized.sum(), z)
+    assert np.allclose(grad.numpy(), gradient, rtol=1e-4, atol=1e-6)
+    # the grid holds K distinct codes, indexed consistently; each dim takes exactly L_i values
+    assert q.codebook.unique(dim=0).shape[0] == k
+    assert torch.equal(q.codebook[out.indices], out.quantized.detach())
+    for i, level in enumerate(levels):
+        assert q.codebook[:, i].unique().numel() == level
+    assert list(q.parameters()) == [] and q.state_dict() == {}
+
+
+def test_fsq_sizes_must_match_levels_or_are_derived():
+    with pytest.raises(ValueError, match="codebook_size"):
+        methods.build("fsq", dim=3, codebook_size=100, levels=(8, 5, 5))
+    with pytest.raises(ValueError, match="levels"):
+        methods.build("fsq", dim=4, codebook_size=200, levels=(8, 5, 5))
+    with pytest.raises(ValueError, match="levels"):
+        methods.build("fsq", dim=2, codebook_size=6, levels=(3, 0))
+    assert methods.build("fsq", dim=4, codebook_size=24).levels == (3, 2, 2, 2)
+    assert methods.build("fsq", dim=8, codebook_size=1024).levels == (4, 4, 2, 2, 2, 2, 2, 2)
+    assert methods.build("fsq", dim=3, codebook_size=1000).levels == (10, 10, 10)
+    assert methods.build("fsq", dim=2, codebook_size=1).levels == (1, 1)
+    spec = methods.get("fsq")
+    assert not spec.learnable_codebook and not spec.trainable_by_gradient and spec.straight_through
+
+
+# --- rotation trick -------------------------------------------------------------------------------
+
+def rotation_matrix(z: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """The paper's lambda R (section 4.2), built explicitly as a d x d matrix."""
+    z_hat, e_hat = z / np.linalg.norm(z), e / np.linalg.norm(e)
+    r = (z_hat + e_hat) / np.linalg.norm(z_hat + e_hat)
+    rotation = np.eye(len(z)) - 2 * np.outer(r, r) + 2 * np.outer(e_hat, z_hat)
+    assert np.allclose(rotation @ rotation.T, np.eye(len(z)), atol=1e-12)
+    assert np.allclose(rotation @ z_hat, e_hat, atol=1e-12)
+    return np.linalg.norm(e) / np.linalg.norm(z) * rotation
+
+
+def test_rotation_trick_value_is_the_code_and_gradient_is_lambda_r():
+    q = methods.build("rotation_trick", dim=3, codebook_size=5, generator=torch.Generator().manual_seed(0))
+    z = randn(6, 3, seed=2, dtype=torch.float64).requires_grad_(True)
+    out = q(z)
+    codes = q.codebook.detach().double()[out.indices]
+    assert torch.equal(out.quantized.detach(), codes)
+    jacobian = jacobian_rows(out.quantized, z)
+    for n in range(6):
+        expected = rotation_matrix(z[n].detach().numpy(), codes[n].numpy())
+        assert np.allclose(jacobian[n].numpy(), expected, atol=1e-10)
+    assert not torch.allclose(jacobian, torch.eye(3, dtype=torch.float64).expand_as(jacobian))
+    # the VQ losses still train the codebook; the rotation itself sends it no gradient
+    out.loss.backward()
+    assert q.embedding.grad is not None and q.embedding.grad.abs().sum() > 0
+
+
+def test_rotation_trick_degenerate_rows():
+    q = methods.build("rotation_trick", dim=2, codebook_size=2)
+    with torch.no_grad():
+        q.embedding.copy_(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+    # z = 0 (nearest code [0, 0] too) and e = 0: straight-through; z antipodal to its code: reflection
+    z = torch.tensor([[0.0, 0.0], [0.1, 0.3], [-0.2, 0.0]], dtype=torch.float64, requires_grad=True)
+    out = q(z)
+    jacobian = jacobian_rows(out.quantized, z)
+    assert torch.isfinite(jacobian).all()
+    assert out.indices.tolist() == [1, 1, 1]
+    assert torch.equal(jacobian[0], torch.eye(2, dtype=torch.float64))
+    assert torch.equal(jacobian[1], torch.eye(2, dtype=torch.float64))
+    assert torch.equal(jacobian[2], torch.eye(2, dtype=torch.float64))
+    q2 = methods.build("rotation_trick", dim=2, codebook_size=1)
+    with torch.no_grad():
+        q2.embedding.copy_(torch.tensor([[2.0, 0.0]]))
+    z2 = torch.tensor([[-0.5, 0.0]], dtype=torch.float64, requires_grad=True)
+    jacobian = jacobian_rows(q2(z2).quantized, z2)[0]
+    # lambda = 4, R = I - 2 e^ e^^T = diag(-1, 1): maps z to the code and stays a scaled isometry
+    assert torch.allclose(jacobian, torch.tensor([[-4.0, 0.0], [0.0, 4.0]], dtype=torch.float64))
