@@ -758,6 +758,7 @@ def _fit(spec: SweepSpec, todo: Sequence[Trial], client: Any, experiment_id: str
         tune_config=tune.TuneConfig(
             scheduler=scheduler,
             max_concurrent_trials=max_concurrent or spec.ray.max_concurrent,
+            reuse_actors=True,  # a trial is a pure function of its config: skip a process start each
         ),
         run_config=tune.RunConfig(
             name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",

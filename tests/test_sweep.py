@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-import cloudpickle
+import ray.cloudpickle as cloudpickle
 import pytest
 import yaml
 
@@ -19,7 +19,7 @@ from benchmark.config import ConfigError, RunConfig
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DIVERGING_SEED = 13
 
-# Ray workers cannot import this test module (tests/ is not a package on their path): ship its
+# Ray workers need not be able to import this test module (tests/ is no package): ship its
 # functions (the fake runner) by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -66,11 +66,11 @@ def fake_runner(config: RunConfig, *, on_step: Callable | None = None, progress:
     }
 
 
-def make_params(sweep_body: Mapping[str, Any] | None = None, **top: Any) -> dict[str, Any]:
+def make_params(sweep_body: Mapping[str, Any] | None = None, *, name: str = "s", **top: Any) -> dict[str, Any]:
     params: dict[str, Any] = {
         "tracking": {"uri": "mlflow.db", "results_dir": "results"},
         "base": {"codebook_size": 16, "dim": 2, "steps": 4, "log_every": 2},
-        "sweeps": {"s": dict(sweep_body or {"grid": {"method": ["vanilla", "wasserstein"], "seed": [0, 1]}})},
+        "sweeps": {name: dict(sweep_body or {"grid": {"method": ["vanilla", "wasserstein"], "seed": [0, 1]}})},
     }
     params.update(top)
     return params
@@ -250,19 +250,27 @@ def ray_cluster() -> Iterator[None]:
         ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One MLflow SQLite store for the module's sweeps (creating the schema takes seconds)."""
+    return tracking.resolve_tracking_uri("mlflow.db", tmp_path_factory.mktemp("mlflow"))
+
+
 def _active_runs(spec: sweep.SweepSpec) -> list[Any]:
     client = tracking.make_client(spec.tracking.uri)
     experiment = client.get_experiment_by_name(spec.name)
     return tracking.search_sweep_runs(client, experiment.experiment_id)
 
 
-def test_sweep_end_to_end_failure_and_resume(ray_cluster: None, tmp_path: Path) -> None:
+def test_sweep_end_to_end_failure_and_resume(ray_cluster: None, store_uri: str, tmp_path: Path) -> None:
     params = make_params(
         {"grid": {"method": ["vanilla", "wasserstein"], "seed": [0, 1, DIVERGING_SEED]}},
+        name="e2e",
+        tracking={"uri": store_uri, "results_dir": "results"},
         # 0.5 CPU per trial: up to 4 trials write at once; GPUs asked for on a GPU-less cluster.
         ray={"cpus_per_trial": 0.5, "gpus_per_trial": 0.5, "storage_path": str(tmp_path / "ray")},
     )
-    spec = parse(params, base_dir=tmp_path)
+    spec = parse(params, "e2e", base_dir=tmp_path)
     calls = tmp_path / "calls"
     runner = functools.partial(fake_runner, call_dir=str(calls))
 
@@ -270,7 +278,7 @@ def test_sweep_end_to_end_failure_and_resume(ray_cluster: None, tmp_path: Path) 
     assert (outcome.finished, outcome.failed, outcome.skipped) == (4, 2, 0)
     assert "4 finished, 2 failed" in outcome.summary()
     table = outcome.table
-    assert outcome.table_path == tmp_path / "results" / "s" / "trials.csv" and outcome.table_path.exists()
+    assert outcome.table_path == tmp_path / "results" / "e2e" / "trials.csv" and outcome.table_path.exists()
     assert sorted(table["trial"]) == sorted(t.trial_id for t in spec.trials)
     failed = table[table["status"] == "failed"]
     assert set(failed["seed"]) == {DIVERGING_SEED}
@@ -307,17 +315,20 @@ def pd_equal_csv(path: Path, table: Any) -> bool:
     return len(pd.read_csv(path)) == len(table) and list(pd.read_csv(path).columns) == list(table.columns)
 
 
-def test_nothing_to_do_skips_ray(tmp_path: Path, ray_cluster: None) -> None:
-    spec = parse(make_params({"grid": {"seed": [0]}}), base_dir=tmp_path)
+def test_nothing_to_do_skips_ray(ray_cluster: None, store_uri: str, tmp_path: Path) -> None:
+    params = make_params({"grid": {"seed": [0]}}, name="once", tracking={"uri": store_uri},
+                         ray={"storage_path": str(tmp_path / "ray")})
+    spec = parse(params, "once", base_dir=tmp_path)
     first = sweep.run_sweep(spec, runner=fake_runner)
     assert (first.finished, first.failed) == (1, 0)
     second = sweep.run_sweep(spec, runner=functools.partial(fake_runner, call_dir="/nonexistent/never"))
     assert (second.finished, second.skipped, len(second.table)) == (0, 1, 1)
 
 
-def test_cli_real_runner_end_to_end(ray_cluster: None, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_real_runner_end_to_end(ray_cluster: None, store_uri: str, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture) -> None:
     params = {
-        "tracking": {"uri": "mlflow.db", "results_dir": "results"},
+        "tracking": {"uri": store_uri, "results_dir": "results"},
         "ray": {"storage_path": "ray"},
         "base": {"experiment": "fit", "dataset": "gaussian", "codebook_size": 16, "dim": 2, "steps": 20,
                  "batch_size": 256, "eval_size": 1024, "log_every": 10, "device": "cpu"},
