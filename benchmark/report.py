@@ -319,7 +319,7 @@ def failed_list(summary: Summary, limit: int = 50) -> str:
 class Claim:
     """One number of ../shared/REFERENCE.md and where our defaults measure the same thing."""
 
-    sweep_role: str  # key of report.roles in params.yaml: which sweep measures it
+    sweep_role: str  # key of ROLES: which sweep measures it
     method: str
     where: Mapping[str, Any]  # factor values of the row, e.g. {"dataset_options.mean": 4}
     column: str  # metric column
@@ -536,16 +536,30 @@ def usage_figure(usage: Mapping[str, np.ndarray], path: Path, title: str) -> Pat
 # --------------------------------------------------------------------------------------------
 # The report
 # --------------------------------------------------------------------------------------------
+# Sections of the default sweeps (params.yaml): titles, and which sweep checks which claims.
+TITLES = {
+    "atomic": "Atomic mean-shift experiment: z ~ N(mu 1, I), all methods",
+    "k_sweep": "Codebook size K",
+    "d_sweep": "Feature dimension d",
+    "gamma_sweep": "Weight gamma of the Wasserstein term",
+    "vqvae": "Image VQ-VAE",
+    "disk": "2-D uniform disk (K = 400)",
+}
+ROLES = {"atomic": "atomic"}  # claim role -> sweep name
+CODEBOOK_SWEEP = "disk"  # its saved codebooks are drawn over its prepared data sample
+
+
 @dataclass
 class ReportConfig:
     params_path: Path
     results_dir: Path
     out_dir: Path
+    prepared_dir: Path
     confidence: float = 0.95
-    roles: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    titles: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    codebook_sweep: str | None = None
-    prepared_dir: Path | None = None
+    roles: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(ROLES))
+    titles: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(TITLES))
+    codebook_sweep: str | None = CODEBOOK_SWEEP
+    filter_to_spec: bool = True  # drop table rows whose trial is not in the current sweep spec
 
 
 def load_params(path: str | Path) -> dict[str, Any]:
@@ -556,20 +570,28 @@ def load_params(path: str | Path) -> dict[str, Any]:
 def report_config(params: Mapping[str, Any], params_path: Path, out_dir: Path | None = None,
                   results_dir: Path | None = None) -> ReportConfig:
     root = params_path.resolve().parent
-    report = params.get("report") or {}
     tracking = params.get("tracking") or {}
-    results = results_dir or (root / tracking.get("results_dir", "results"))
-    prepared = report.get("prepared_dir")
     return ReportConfig(
         params_path=params_path,
-        results_dir=Path(results),
-        out_dir=Path(out_dir or root / report.get("out_dir", "reports")),
-        confidence=float(report.get("confidence", 0.95)),
-        roles=dict(report.get("roles") or {}),
-        titles=dict(report.get("titles") or {}),
-        codebook_sweep=report.get("codebook_sweep"),
-        prepared_dir=(root / prepared) if prepared else None,
+        results_dir=Path(results_dir or root / tracking.get("results_dir", "results")),
+        out_dir=Path(out_dir or root / "reports"),
+        prepared_dir=root / "data" / "prepared",
     )
+
+
+def current_trial_ids(params_path: Path, name: str) -> set[str] | None:
+    """Trial ids of sweep ``name`` as params.yaml defines it now (None when it cannot be parsed).
+
+    The MLflow store keeps the trials of earlier specs of the same sweep; the exported table holds
+    them all. The report describes the current spec only.
+    """
+    try:
+        from benchmark.sweep import load_sweep
+
+        return {trial.trial_id for trial in load_sweep(params_path, name).trials}
+    except Exception as err:  # an unparsable spec must not stop the report: say so instead
+        print(f"note: sweep {name}: cannot expand the spec ({err}); reporting every trial in the table")
+        return None
 
 
 def _codebooks(config: ReportConfig) -> dict[str, np.ndarray]:
@@ -582,14 +604,10 @@ def _codebooks(config: ReportConfig) -> dict[str, np.ndarray]:
     return {p.stem: np.load(p) for p in sorted(folder.glob("*.npy"))}
 
 
-def _prepared_sample(config: ReportConfig, name: str) -> np.ndarray | None:
-    if config.prepared_dir is None:
-        return None
-    path = config.prepared_dir / f"{name}.npz"
-    if not path.exists():
-        return None
-    with np.load(path) as archive:
-        return np.asarray(archive["sample"])
+def _prepared_sample(config: ReportConfig, sweep: str) -> np.ndarray | None:
+    """The pinned data sample of ``sweep`` written by benchmark.prepare (first dataset config)."""
+    path = config.prepared_dir / sweep / "sample_0.npy"
+    return np.load(path) if path.exists() else None
 
 
 def _usage_from_codebooks(codebooks: Mapping[str, np.ndarray], data: np.ndarray) -> dict[str, np.ndarray]:
@@ -644,6 +662,14 @@ def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
             missing.append(name)
             continue
         table = read_table(path)
+        stale = 0
+        if config.filter_to_spec and "trial" in table.columns:
+            ids = current_trial_ids(config.params_path, name)
+            if ids is not None:
+                keep = table["trial"].astype(str).isin(ids)
+                stale = int((~keep).sum())
+                table = table[keep].reset_index(drop=True)
+        table.attrs["stale"] = stale
         tables[name] = table
         summary = summarize(table, name, config.confidence)
         summaries[name] = summary
@@ -672,7 +698,7 @@ def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
     lines += ["", "## Paper vs ours", ""]
     atomic = tables.get(config.roles.get("atomic", "atomic"))
     setting = {"atomic": _setting_text(atomic) if atomic is not None else ""}
-    lines.append(paper_vs_ours(summaries, config.roles or {"atomic": "atomic"}, setting))
+    lines.append(paper_vs_ours(summaries, config.roles, setting))
     lines += ["", *sections]
     extra = _extra_figures(config, figures)
     if extra:
@@ -702,8 +728,10 @@ def _sweep_section(config: ReportConfig, name: str, spec: Any, table: pd.DataFra
                    summary: Summary, figures: Path) -> str:
     title = config.titles.get(name, name)
     lines = [f"## {title} (`{name}`)", ""]
+    stale = table.attrs.get("stale", 0)
     lines.append(f"Setting: {_setting_text(table)}. Trials: {len(table)} "
-                 f"({len(summary.failed)} failed).")
+                 f"({len(summary.failed)} failed)."
+                 + (f" {stale} trials of earlier specs of this sweep in the table are not shown." if stale else ""))
     lines += ["", summary_table(summary), "", failed_list(summary), ""]
     figure = sweep_figure(table, summary, figures / f"{name}.png", config.confidence)
     if figure is not None:
@@ -720,7 +748,7 @@ def _sweep_section(config: ReportConfig, name: str, spec: Any, table: pd.DataFra
 def _extra_figures(config: ReportConfig, figures: Path) -> list[str]:
     lines: list[str] = []
     codebooks = _codebooks(config)
-    sample = _prepared_sample(config, "disk")
+    sample = _prepared_sample(config, config.codebook_sweep) if config.codebook_sweep else None
     title = config.titles.get(config.codebook_sweep or "", config.codebook_sweep or "")
     if codebooks:
         path = codebook_figure(codebooks, sample, figures / "disk_codebooks.png")

@@ -1,0 +1,145 @@
+"""Data preparation stage: pin the data every sweep trains on, so DVC reruns a sweep when it changes.
+
+``python -m benchmark.prepare --params params.yaml --sweep NAME`` (the ``prepare@NAME`` stages of
+dvc.yaml) writes ``data/prepared/NAME/``:
+
+- ``manifest.json``: one entry per distinct dataset configuration of the sweep's trials
+  (dataset name + options exactly as the trials build them). Feature distributions are sampled
+  on the fly by the trials, so the entry pins the generator instead: the SHA-256 of a fixed-seed
+  sample of ``--samples`` points, its empirical mean/covariance next to the closed forms.
+  Image datasets are loaded and their content hashed (train/test arrays and labels, shapes).
+  CIFAR-10 / SVHN appear only when a sweep uses them, and then need ``dataset_options.root``
+  (a local copy; their loaders verify the official checksums).
+- ``sample_<i>.npy`` for manifest entry i: the pinned feature sample or, for an image dataset,
+  its first 64 test images; the report draws the 2-D disk under its codebooks from it.
+
+A sweep stage depends on its ``data/prepared/NAME`` folder instead of the ``datasets/`` code:
+a refactor that leaves the data unchanged reruns nothing, a change of the data reruns it.
+The trials' own sampling is not replaced: the sweep never reads these files.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+PREPARED_DIR = Path("data/prepared")
+SAMPLE_SEED = 0
+IMAGE_PREVIEW = 64
+
+
+def dataset_configs(configs: Sequence[Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Distinct (dataset, options) pairs of ``configs`` (RunConfigs), options as the trial builds them.
+
+    For a feature dataset that takes ``dim``, the run's ``dim`` is filled in (benchmark.train does
+    the same), so the pin covers the dimension the trials actually sample.
+    """
+    import datasets
+
+    seen: list[tuple[str, dict[str, Any]]] = []
+    for config in configs:
+        options = dict(config.dataset_options)
+        spec = datasets.get(config.dataset)
+        if spec.kind == "features" and "dim" in spec.option_names():
+            options.setdefault("dim", config.dim)
+        item = (config.dataset, dict(sorted(options.items())))
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+def _sha256(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(str(array.dtype).encode() + str(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+
+
+def pin_dataset(name: str, options: Mapping[str, Any], samples: int) -> tuple[dict[str, Any], np.ndarray]:
+    """Manifest entry and the array to keep for one dataset configuration."""
+    import datasets
+    import torch
+
+    dataset = datasets.load(name, **dict(options))
+    entry: dict[str, Any] = {"dataset": name, "options": dict(options), "kind": dataset.kind}
+    if dataset.kind == "features":
+        generator = torch.Generator().manual_seed(SAMPLE_SEED)
+        sample = _to_numpy(dataset.sample(samples, generator)).astype(np.float32)
+        entry.update(
+            dim=int(dataset.dim), samples=int(samples), seed=SAMPLE_SEED, sha256=_sha256(sample),
+            empirical_mean=[round(float(v), 4) for v in sample.mean(0)],
+            empirical_cov_trace=round(float(np.trace(np.cov(sample, rowvar=False).reshape(dataset.dim, -1))), 4),
+        )
+        try:
+            entry["mean"] = [round(float(v), 4) for v in _to_numpy(dataset.mean)]
+            entry["cov_trace"] = round(float(np.trace(_to_numpy(dataset.covariance))), 4)
+        except (AttributeError, NotImplementedError):
+            pass
+        return entry, sample
+    train, test = _to_numpy(dataset.train), _to_numpy(dataset.test)
+    labels = [_to_numpy(getattr(dataset, key)) for key in ("train_labels", "test_labels") if hasattr(dataset, key)]
+    entry.update(
+        train_shape=list(train.shape), test_shape=list(test.shape),
+        sha256=_sha256(train, test, *labels),
+        pixel_mean=round(float(train.mean()), 4),
+    )
+    return entry, test[:IMAGE_PREVIEW].astype(np.float32)
+
+
+def prepare(params_path: str | Path, sweep: str, *, out_root: str | Path | None = None,
+            samples: int = 4096) -> Path:
+    """Write ``<out_root>/<sweep>/manifest.json`` and ``sample_<i>.npy``; returns the folder."""
+    from benchmark.sweep import load_sweep  # the one parser of params.yaml sweeps
+
+    params_path = Path(params_path).resolve()
+    spec = load_sweep(params_path, sweep)
+    root = Path(out_root) if out_root is not None else params_path.parent / PREPARED_DIR
+    folder = root / sweep
+    folder.mkdir(parents=True, exist_ok=True)
+    entries, arrays = [], {}
+    for index, (name, options) in enumerate(dataset_configs([t.config for t in spec.trials])):
+        entry, array = pin_dataset(name, options, samples)
+        entries.append(entry)
+        arrays[f"sample_{index}"] = array
+    manifest = {"sweep": sweep, "trials": len(spec.trials), "datasets": entries}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    for stale in folder.glob("sample_*.npy"):
+        stale.unlink()
+    for key, array in arrays.items():  # .npy, not .npz: zip members carry a timestamp
+        np.save(folder / f"{key}.npy", array)
+    return folder
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.prepare", description=__doc__.split("\n")[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--sweep", required=True, help="sweep name under `sweeps:`")
+    parser.add_argument("--out", default=None, help="output root (default data/prepared beside params)")
+    parser.add_argument("--samples", type=int, default=4096, help="points per pinned feature sample")
+    args = parser.parse_args(argv)
+    from benchmark.config import ConfigError
+
+    try:
+        folder = prepare(args.params, args.sweep, out_root=args.out, samples=args.samples)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in manifest["datasets"]:
+        print(f"{args.sweep}: {entry['dataset']} {entry['options']} sha256 {entry['sha256'][:12]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
