@@ -150,9 +150,9 @@ def _as_object_strings(table: pd.DataFrame) -> pd.DataFrame:
             table[column] = table[column].astype(object)
     if "status" not in table.columns:
         table["status"] = "finished"
-    table["status"] = table["status"].fillna("finished").astype(str).astype(object)
+    table["status"] = table["status"].astype(object).fillna("finished").astype(str).astype(object)
     if "error" in table.columns:
-        table["error"] = table["error"].fillna("").astype(str).astype(object)
+        table["error"] = table["error"].astype(object).fillna("").astype(str).astype(object)
     return table
 
 
@@ -411,7 +411,7 @@ def _setting_text(table: pd.DataFrame) -> str:
         if column in table.columns:
             values = sorted({v for v in table[column].dropna()}, key=_sort_key)
             if column == "seed":
-                parts.append(f"{len(values)} seeds")
+                parts.append(f"{len(values)} seed" + ("s" if len(values) != 1 else ""))
             else:
                 parts.append(f"{label} " + "/".join(_fmt_value(v) for v in values))
     return ", ".join(parts)

@@ -1,0 +1,192 @@
+"""dvc.yaml is valid and precise: stages match params.yaml, and a param edit reruns only its dependents.
+
+Nothing heavy runs: the pipeline is checked in a temporary git + DVC copy of the repository whose
+stage outputs are fake files recorded with ``dvc commit`` (so ``dvc status`` / ``dvc repro --dry``
+compare hashes exactly as after a real ``dvc repro``).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:dvc.*")
+
+ROOT = Path(__file__).resolve().parents[1]
+COPY = ("dvc.yaml", "params.yaml", "params-paper.yaml", ".dvcignore", ".gitignore", ".dvc/config",
+        "benchmark", "methods", "datasets")
+
+
+def _params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def _lookup(params: dict, dotted: str):
+    node = params
+    for part in dotted.split("."):
+        assert isinstance(node, dict) and part in node, f"params key {dotted!r} missing in params.yaml"
+        node = node[part]
+    return node
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"})
+
+
+@pytest.fixture(scope="module")
+def index():
+    """The stages of the real dvc.yaml as DVC resolves them (foreach expanded, ${} interpolated)."""
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        yield {stage.addressing: stage for stage in repo.index.stages}
+
+
+def test_stages_match_params(index):
+    sweeps = list(_params()["sweeps"])
+    expected = {f"prepare@{name}" for name in sweeps} | set(sweeps) | {"report"}
+    assert set(index) == expected
+
+
+def test_stage_declarations_are_consistent(index):
+    params = _params()
+    outs = {str(out.def_path): name for name, stage in index.items() for out in stage.outs}
+    for name, stage in index.items():
+        module = stage.cmd.split()[2]
+        assert stage.cmd.startswith("python -m ") and (ROOT / (module.replace(".", "/") + ".py")).is_file()
+        assert module.replace(".", "/") + ".py" in {str(d.def_path) for d in stage.deps}, f"{name}: script not a dep"
+        for dep in stage.deps:
+            path = str(dep.def_path)
+            if path == "params.yaml":
+                continue
+            produced = any(path == out or path.startswith(out + "/") for out in outs)
+            assert produced or (ROOT / path).exists(), f"{name}: dep {path} neither exists nor is produced"
+        for param_dep in stage.params:
+            for key in param_dep.params:
+                _lookup(params, key)
+    for sweep in params["sweeps"]:
+        stage = index[sweep]
+        assert stage.cmd == f"python -m benchmark.sweep --params params.yaml --sweep {sweep}"
+        keys = {key for dep in stage.params for key in dep.params}
+        assert {"base", f"sweeps.{sweep}"} <= keys and not any(
+            k.startswith("sweeps.") and k != f"sweeps.{sweep}" for k in keys), keys
+        assert [str(o.def_path) for o in stage.outs] == [f"results/{sweep}/trials.csv"]
+        assert not stage.outs[0].use_cache
+        assert f"data/prepared/{sweep}" in {str(d.def_path) for d in stage.deps}
+        assert f"results/{sweep}/trials.csv" in {str(d.def_path) for d in index["report"].deps}
+    report_outs = {str(o.def_path): o for o in index["report"].outs}
+    assert {"reports/ablation.md", "reports/figures", "reports/metrics.json"} <= set(report_outs)
+    assert report_outs["reports/metrics.json"].metric and not report_outs["reports/ablation.md"].use_cache
+
+
+@pytest.mark.parametrize("params_file", ["params.yaml", "params-paper.yaml"])
+def test_every_sweep_spec_validates(params_file):
+    from benchmark.sweep import load_sweep
+
+    params = yaml.safe_load((ROOT / params_file).read_text())
+    assert set(params["sweeps"]) == set(_params()["sweeps"]), "both profiles must name the same sweeps"
+    for name in params["sweeps"]:
+        assert load_sweep(ROOT / params_file, name).trials
+
+
+@pytest.fixture()
+def pipeline_copy(tmp_path: Path, index, monkeypatch) -> Path:
+    """A git + DVC copy of the repo whose every stage output is a fake file committed to dvc.lock."""
+    copy = tmp_path / "repo"
+    for rel in COPY:
+        src = ROOT / rel
+        if src.is_dir():
+            shutil.copytree(src, copy / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, copy / rel)
+    for stage in index.values():
+        for out in stage.outs:
+            path = copy / str(out.def_path)
+            if path.suffix:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("{}\n" if path.suffix == ".json" else "fake\n")
+            else:
+                path.mkdir(parents=True, exist_ok=True)
+                (path / "fake.txt").write_text("fake\n")
+    _git(copy, "init", "-q")
+    _git(copy, "add", "-A")
+    _git(copy, "commit", "-qm", "copy")
+    monkeypatch.chdir(copy)  # DVC resolves stage targets against the working directory
+    from dvc.repo import Repo
+
+    with Repo(str(copy)) as repo:
+        repo.commit(None, force=True)
+    return copy
+
+
+def _changed(copy: Path) -> set[str]:
+    from dvc.repo import Repo
+
+    with Repo(str(copy)) as repo:
+        return set(repo.status())
+
+
+def _edit_params(copy: Path, edit) -> None:
+    path = copy / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    edit(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_param_change_reruns_only_dependents(pipeline_copy: Path):
+    from dvc.repo import Repo
+
+    assert _changed(pipeline_copy) == set()  # a second `dvc repro` is a no-op
+    with Repo(str(pipeline_copy)) as repo:
+        assert repo.reproduce(dry=True) == []
+
+    _edit_params(pipeline_copy, lambda p: p["sweeps"]["gamma_sweep"]["grid"]["seed"].append(7))
+    assert _changed(pipeline_copy) == {"prepare@gamma_sweep", "gamma_sweep", "report"}
+    with Repo(str(pipeline_copy)) as repo:  # what `dvc repro --dry` would run, in order
+        ran = [stage.addressing for stage in repo.reproduce(dry=True)]
+    assert ran == ["prepare@gamma_sweep", "gamma_sweep", "report"]
+
+    _edit_params(pipeline_copy, lambda p: p["sweeps"]["gamma_sweep"]["grid"]["seed"].pop())
+    assert _changed(pipeline_copy) == set()
+    _edit_params(pipeline_copy, lambda p: p["ray"].update(num_cpus=1))  # parallelism: results unchanged
+    assert _changed(pipeline_copy) == set()
+    _edit_params(pipeline_copy, lambda p: p["base"].update(steps=p["base"]["steps"] + 1))
+    assert _changed(pipeline_copy) == set(_params()["sweeps"]) | {
+        f"prepare@{name}" for name in _params()["sweeps"]} | {"report"}
+
+
+def test_code_change_reruns_only_its_users(pipeline_copy: Path):
+    report = pipeline_copy / "benchmark" / "report.py"
+    report.write_text(report.read_text() + "\n# edited\n")
+    assert _changed(pipeline_copy) == {"report"}
+    method = pipeline_copy / "methods" / "vanilla.py"
+    method.write_text(method.read_text() + "\n# edited\n")
+    assert _changed(pipeline_copy) == {"report"} | set(_params()["sweeps"])
+
+
+def test_prepare_pins_are_deterministic(tmp_path: Path):
+    from benchmark import prepare
+
+    params = {"base": {"dim": 2, "steps": 1, "batch_size": 8, "eval_size": 8},
+              "sweeps": {"tiny": {"base": {"dataset": "disk", "codebook_size": 4},
+                                  "grid": {"method": ["vanilla", "wasserstein"], "seed": [0, 1]}},
+                         "two": {"base": {"dataset": "gaussian"},
+                                 "grid": {"dataset_options.mean": [0.0, 4.0]}}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    first = prepare.prepare(tmp_path / "params.yaml", "tiny", samples=256)
+    manifest = json.loads((first / "manifest.json").read_text())
+    assert [d["dataset"] for d in manifest["datasets"]] == ["disk"]  # 4 trials, one data config
+    before = {p.name: p.read_bytes() for p in first.iterdir()}
+    again = prepare.prepare(tmp_path / "params.yaml", "tiny", samples=256)
+    assert {p.name: p.read_bytes() for p in again.iterdir()} == before
+    two = json.loads((prepare.prepare(tmp_path / "params.yaml", "two", samples=64) / "manifest.json").read_text())
+    assert [d["options"]["mean"] for d in two["datasets"]] == [0.0, 4.0]
+    assert two["datasets"][1]["empirical_mean"][0] == pytest.approx(4.0, abs=0.5)
+    assert two["datasets"][0]["sha256"] != two["datasets"][1]["sha256"]

@@ -1,0 +1,188 @@
+"""The report builder on a small synthetic results table in the exported format (docs/contracts.md)."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from benchmark import report
+
+SEEDS = (0, 1, 2)
+
+
+def _rows(sweep, methods, factor, values, seeds=SEEDS, base=None, value_fn=None):
+    rng = np.random.default_rng(len(sweep))
+    rows = []
+    for method in methods:
+        for value in values:
+            for seed in seeds:
+                row = dict(sweep=sweep, trial=f"{sweep}-{method}-{value}-{seed}", run_id=f"run{seed}",
+                           status="finished", error="", git_commit="0123456789abcdef", git_dirty=False,
+                           experiment="fit", dataset="gaussian", method=method, codebook_size=64, dim=8,
+                           steps=10, batch_size=32, eval_size=100, seed=seed, **(base or {}))
+                row[factor] = value
+                u, e = value_fn(method, value, rng)
+                row.update(utilization=u, quantization_error=e, error_vs_kmeans=e / 1.9,
+                           perplexity=60 * u, dead_codes=round(64 * (1 - u)), gaussian_w2=0.1,
+                           kmeans_error=1.9, final_loss=1.0, train_seconds=0.5)
+                rows.append(row)
+    return rows
+
+
+def _atomic(method, mu, rng):
+    if method == "wasserstein":
+        return 0.99 + rng.uniform(0, 0.01), 2.0 + rng.normal(0, 0.02)
+    collapsed = mu >= 4
+    return (0.02 if collapsed else 1.0) - rng.uniform(0, 0.01), 2.0 + mu + rng.normal(0, 0.02)
+
+
+def _k(method, k, rng):
+    good = method != "vanilla"
+    return (0.97 if good else 0.5 / math.log2(k)) + rng.uniform(0, 0.02), 4.0 / math.log2(k) + rng.normal(0, 0.01)
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path) -> Path:
+    results = tmp_path / "results"
+    atomic = pd.DataFrame(_rows("atomic", ["vanilla", "wasserstein"], "dataset_options.mean", [0.0, 4.0, 8.0],
+                                value_fn=_atomic))
+    failed = atomic.iloc[0].to_dict() | {"trial": "atomic-vanilla-8-9", "seed": 9, "status": "failed",
+                                         "dataset_options.mean": 8.0, "utilization": np.nan,
+                                         "error": "DivergedError: step 3: loss is nan"}
+    atomic = pd.concat([atomic, pd.DataFrame([failed])], ignore_index=True)
+    ksweep = pd.DataFrame(_rows("k_sweep", ["vanilla", "ema", "wasserstein"], "codebook_size", [16, 64, 256],
+                                value_fn=_k))
+    for name, table in (("atomic", atomic), ("k_sweep", ksweep)):
+        (results / name).mkdir(parents=True)
+        table.to_csv(results / name / "trials.csv", index=False)
+    params = {"tracking": {"uri": "mlflow.db", "results_dir": "results"}, "base": {"steps": 10},
+              "sweeps": {"atomic": {"grid": {"method": ["vanilla", "wasserstein"], "seed": list(SEEDS)}},
+                         "k_sweep": {"grid": {"codebook_size": [16, 64, 256]}},
+                         "gamma_sweep": {"grid": {"method_options.gamma": [0.0, 1.0]}}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return tmp_path
+
+
+def _build(workspace: Path, **changes) -> tuple[str, report.ReportConfig]:
+    params_path = workspace / "params.yaml"
+    params = report.load_params(params_path)
+    config = report.report_config(params, params_path)
+    config.filter_to_spec = False  # the synthetic specs are not runnable sweeps
+    for key, value in changes.items():
+        setattr(config, key, value)
+    path = report.build_report(config, params)
+    return path.read_text(), config
+
+
+def test_t_interval_matches_scipy():
+    values = [0.91, 0.95, 0.97, 0.90]
+    mean, half, n = report.t_interval(values, 0.95)
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert n == 4 and mean == pytest.approx(np.mean(values))
+    assert half == pytest.approx((high - low) / 2)
+    assert math.isnan(report.t_interval([1.0])[1])
+    assert report.t_interval([float("nan"), 2.0, 4.0])[2] == 2
+
+
+def test_report_tables_ci_bold_and_failures(workspace: Path):
+    text, config = _build(workspace)
+    table = pd.read_csv(workspace / "results" / "atomic" / "trials.csv")
+    # Independent CI: wasserstein at mu = 4, U in %.
+    u = table[(table.method == "wasserstein") & (table["dataset_options.mean"] == 4.0)
+              & (table.status == "finished")]["utilization"].to_numpy() * 100
+    low, high = stats.t.interval(0.95, len(u) - 1, loc=u.mean(), scale=stats.sem(u))
+    expected = f"{u.mean():.1f} ± {(high - low) / 2:.1f}"
+    section = text.split("(`atomic`)", 1)[1].split("## ", 1)[0]
+    row = next(line for line in section.splitlines() if line.startswith("| wasserstein | 4 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    header = next(line for line in section.splitlines() if line.startswith("| method"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert columns[:4] == ["method", "mu", "n", "failed"]
+    assert cells[columns.index("U (%)")] == f"**{expected}**"  # wasserstein beats collapsed vanilla at mu 4
+    # E: lower is better -> wasserstein bold at mu 8, vanilla not.
+    vanilla8 = next(line for line in section.splitlines() if line.startswith("| vanilla | 8 |"))
+    vcells = [c.strip() for c in vanilla8.strip("|").split("|")]
+    assert not vcells[columns.index("E")].startswith("**")
+    assert vcells[columns.index("n")] == "3" and vcells[columns.index("failed")] == "1"
+    # The failed trial is counted and listed with its error.
+    assert "Failed trials: 1." in section and "DivergedError: step 3: loss is nan" in section
+    assert "Failed trials: none." in text.split("(`k_sweep`)", 1)[1]
+    # Metric definitions, spec, code version, paper-vs-ours, missing sweep.
+    assert "## Metrics" in text and "**E / k-means**" in text
+    assert "sweeps:\n  atomic:" in text and "`0123456789ab`" in text
+    paper = text.split("## Paper vs ours", 1)[1].split("\n## ", 1)[0]
+    assert "| wasserstein | mu 8 | U (%) | 99.4 | 99.8 |" in paper
+    assert re.search(r"\| vanilla \| mu 4 \| U \(%\) \|.*\| agrees \|", paper)
+    assert "No results table for: `gamma_sweep`" in text
+
+
+def test_report_figures_and_metrics(workspace: Path):
+    _, config = _build(workspace)
+    figures = config.out_dir / "figures"
+    for name in ("atomic.png", "k_sweep.png"):
+        data = (figures / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    metrics = json.loads((config.out_dir / "metrics.json").read_text())
+    assert set(metrics) == {"atomic", "k_sweep"}
+    assert metrics["atomic"]["wasserstein_mu8"]["utilization"] > 0.98  # a fraction, not %
+    assert metrics["atomic"]["vanilla_mu8"]["failed"] == 1
+
+
+def test_disk_codebook_and_usage_figures(workspace: Path):
+    rng = np.random.default_rng(0)
+    codebooks = workspace / "results" / "disk" / "codebooks"
+    codebooks.mkdir(parents=True)
+    np.save(codebooks / "vanilla.npy", rng.normal(0, 0.1, (40, 2)))
+    np.save(codebooks / "wasserstein.npy", rng.uniform(-0.7, 0.7, (40, 2)))
+    prepared = workspace / "data" / "prepared" / "disk"
+    prepared.mkdir(parents=True)
+    np.save(prepared / "sample_0.npy", rng.uniform(-1, 1, (500, 2)).astype(np.float32))
+    text, config = _build(workspace)
+    assert (config.out_dir / "figures" / "disk_codebooks.png").stat().st_size > 5000
+    assert (config.out_dir / "figures" / "disk_code_usage.png").stat().st_size > 5000
+    assert "figures/disk_code_usage.png" in text
+    usage = report._usage_from_codebooks({"c": np.array([[0.0, 0.0], [10.0, 10.0]])},
+                                         np.array([[0.1, 0.0], [9.0, 9.0], [-1.0, 0.0]]))
+    assert usage["c"].tolist() == [2, 1]
+
+
+def test_missing_codebooks_are_reported_not_faked(workspace: Path):
+    text, config = _build(workspace)
+    assert "Left out: no saved codebooks" in text
+    assert not (config.out_dir / "figures" / "disk_codebooks.png").exists()
+
+
+def test_report_never_trains(workspace: Path, monkeypatch):
+    import benchmark.train as train
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the report must not train")
+
+    monkeypatch.setattr(train, "run_experiment", forbidden)
+    _build(workspace)
+
+
+def test_stale_trials_of_older_specs_are_dropped(workspace: Path, monkeypatch):
+    table_path = workspace / "results" / "k_sweep" / "trials.csv"
+    table = pd.read_csv(table_path)
+    keep = set(table["trial"][table["codebook_size"] != 256])
+    monkeypatch.setattr(report, "current_trial_ids", lambda path, name: keep if name == "k_sweep" else None)
+    text, _ = _build(workspace, filter_to_spec=True)
+    section = text.split("(`k_sweep`)", 1)[1].split("## ", 1)[0]
+    assert "9 trials of earlier specs of this sweep in the table are not shown" in section
+    assert "| vanilla | 256 |" not in section and "| vanilla | 64 |" in section
+
+
+def test_pandas3_string_columns_become_objects(workspace: Path):
+    table = report.read_table(workspace / "results" / "k_sweep" / "trials.csv")
+    assert table["method"].dtype == object and table["status"].dtype == object
+    summary = report.summarize(table, "k_sweep")
+    assert summary.factors == ["method", "codebook_size"]
+    assert list(summary.rows["method"].unique()) == ["vanilla", "ema", "wasserstein"]
