@@ -33,6 +33,8 @@ from methods import sliced_wasserstein  # noqa: E402,F401
 from methods import exact_ot  # noqa: E402,F401
 from methods import fsq  # noqa: E402,F401
 from methods import rotation_trick  # noqa: E402,F401
+from methods import mmd  # noqa: E402,F401
+from methods import wasserstein_density  # noqa: E402,F401
 
 __all__ = [
     "ENTRY_POINT_GROUP",

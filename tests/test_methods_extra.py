@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import ot
 import pytest
 import torch
 
@@ -10,6 +11,10 @@ import methods
 
 def randn(*shape: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def scalar(value: torch.Tensor) -> float:
+    return float(value.detach())
 
 
 def jacobian_rows(quantized: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -119,3 +124,100 @@ def test_rotation_trick_degenerate_rows():
     jacobian = jacobian_rows(q2(z2).quantized, z2)[0]
     # lambda = 4, R = I - 2 e^ e^^T = diag(-1, 1): maps z to the code and stays a scaled isometry
     assert torch.allclose(jacobian, torch.tensor([[-4.0, 0.0], [0.0, 4.0]], dtype=torch.float64))
+
+
+# --- mmd ------------------------------------------------------------------------------------------
+
+def mmd_reference(x: np.ndarray, y: np.ndarray, bandwidth: float = 0.0) -> float:
+    """Biased MMD^2, Gaussian kernel; median heuristic over the pooled sample's distinct pairs."""
+    pooled = np.concatenate([x, y])
+    distances = ((pooled[:, None, :] - pooled[None, :, :]) ** 2).sum(-1)
+    n = len(x)
+    if bandwidth > 0:
+        width = bandwidth**2
+    else:
+        distinct = np.sort(distances[np.triu_indices(len(pooled), k=1)])
+        width = distinct[(len(distinct) - 1) // 2]
+    kernel = np.exp(-distances / (2 * width))
+    return kernel[:n, :n].mean() + kernel[n:, n:].mean() - 2 * kernel[:n, n:].mean()
+
+
+@pytest.mark.parametrize("bandwidth", [0.0, 0.7])
+def test_mmd_loss_equals_numpy(bandwidth):
+    q = methods.build("mmd", dim=3, codebook_size=20, bandwidth=bandwidth, generator=torch.Generator().manual_seed(0))
+    z = randn(50, 3, seed=3) * torch.tensor([1.0, 2.0, 0.5]) + 1.0
+    with torch.no_grad():
+        out = q.eval()(z)
+    expected = mmd_reference(z.double().numpy(), q.codebook.detach().double().numpy(), bandwidth)
+    assert scalar(out.losses["mmd"]) == pytest.approx(expected, rel=1e-5)
+    assert scalar(out.loss) == pytest.approx(
+        scalar(0.1 * out.losses["commitment"] + out.losses["codebook"] + 0.5 * out.losses["mmd"]), rel=1e-6
+    )
+
+
+def test_mmd_is_zero_for_identical_samples_and_positive_otherwise():
+    from methods.mmd import mmd_squared
+
+    x = randn(40, 4, seed=4, dtype=torch.float64)
+    assert scalar(mmd_squared(x, x.clone())) == pytest.approx(0.0, abs=1e-12)
+    assert scalar(mmd_squared(x, x + 0.5)) > 1e-3
+    q = methods.build("mmd", dim=4, codebook_size=40)
+    with torch.no_grad():
+        q.embedding.copy_(x.float())
+    assert scalar(q.eval()(x.float()).losses["mmd"]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_mmd_samples_at_most_max_samples_codes():
+    q = methods.build("mmd", dim=2, codebook_size=400, max_samples=64, beta=0.0, codebook_weight=0.0)
+    out = q.train()(randn(500, 2, seed=5))
+    out.loss.backward()
+    touched = int((q.embedding.grad.abs().sum(dim=1) > 0).sum())
+    assert 0 < touched <= 64
+
+
+# --- wasserstein_density --------------------------------------------------------------------------
+
+def codebook_with_moments(k: int, mean: torch.Tensor, cov: torch.Tensor, seed: int) -> torch.Tensor:
+    """k points whose sample mean and population covariance are exactly ``mean`` and ``cov``."""
+    x = randn(k, mean.shape[0], seed=seed, dtype=torch.float64)
+    x = x - x.mean(0)
+    whitened = x @ torch.linalg.inv(torch.linalg.cholesky(x.t() @ x / k)).t()
+    return whitened @ torch.linalg.cholesky(cov).t() + mean
+
+
+@pytest.mark.parametrize("options,scale", [
+    ({"exponent": "gersho"}, 5 / 3),
+    ({"exponent": "paper"}, 3 / 5),
+    ({"covariance_scale": 0.8}, 0.8),
+])
+def test_wasserstein_density_is_zero_exactly_at_the_scaled_target(options, scale):
+    q = methods.build("wasserstein_density", dim=3, codebook_size=64, squared=True, queue_size=4096,
+                      generator=torch.Generator().manual_seed(0), **options)
+    assert q.covariance_scale == pytest.approx(scale)
+    z = randn(2000, 3, seed=6) @ torch.tensor([[1.0, 0.3, 0.0], [0.0, 2.0, 0.5], [0.0, 0.0, 0.4]]) + 3.0
+    q.train()(z)  # fills the queue
+    mean, cov = q.queue.statistics()
+    losses = {}
+    for c in (scale, 1.0, 1 / scale):
+        with torch.no_grad():
+            q.embedding.copy_(codebook_with_moments(64, mean, c * cov, seed=7).float())
+        losses[c] = scalar(q.eval()(z).losses["wasserstein"])
+    assert losses[scale] == pytest.approx(0.0, abs=1e-5)
+    assert losses[1.0] > 1e-3 and losses[1 / scale] > losses[1.0]
+    # the value is the plain Gaussian W2^2 to N(mu, c S) in units of the largest feature std
+    with torch.no_grad():
+        q.embedding.copy_(randn(64, 3, seed=8))
+    std = scalar(cov.diagonal().sqrt().max())
+    codes = q.codebook.detach().double().numpy()
+    expected = ot.gaussian.bures_wasserstein_distance(
+        mean.numpy() / std, codes.mean(0) / std, scale * cov.numpy() / std**2, np.cov(codes.T, bias=True) / std**2
+    ) ** 2
+    assert scalar(q.eval()(z).losses["wasserstein"]) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_wasserstein_density_options_are_checked():
+    with pytest.raises(ValueError, match="exponent"):
+        methods.build("wasserstein_density", dim=2, codebook_size=4, exponent="zador")
+    with pytest.raises(ValueError, match="covariance_scale"):
+        methods.build("wasserstein_density", dim=2, codebook_size=4, covariance_scale=-1.0)
+    assert methods.get("wasserstein_density").defaults["exponent"] == "gersho"
