@@ -29,10 +29,40 @@ def _check_search_inputs(features: Tensor, codebook: Tensor) -> None:
         )
 
 
+def lowest_duplicate_index(codebook: Tensor) -> Tensor | None:
+    """(K,) index of the first code exactly equal to each code; None when all K codes differ.
+
+    Why: BLAS kernels round the dot products of different codebook columns differently (edge
+    tiles, gemv for one-row blocks), so two identical codes need not get identical float
+    distances; mapping the winner to its first duplicate makes exact ties go to the lowest index,
+    as in faiss and in a brute-force reference. Codes are hashed by their bit patterns (integer
+    arithmetic, so equal rows hash equally in any reduction order), one 1-D sort of K keys finds
+    the groups, and the groups are verified (a hash collision falls back to ``torch.unique(dim=0)``).
+    """
+    k = codebook.shape[0]
+    rows = codebook.detach() + 0.0  # -0.0 -> +0.0: equal distances, equal bits
+    int_type = {2: torch.int16, 4: torch.int32, 8: torch.int64}[rows.element_size()]
+    bits = rows.contiguous().view(int_type).to(torch.int64)
+    multipliers = torch.arange(1, rows.shape[1] + 1, device=rows.device, dtype=torch.int64)
+    keys = (bits * ((multipliers * 6364136223846793005) | 1)).sum(dim=1)  # wraps mod 2^64: fine for a hash
+    groups, inverse = torch.unique(keys, return_inverse=True)
+    if groups.shape[0] == k:
+        return None
+    positions = torch.arange(k, device=rows.device)
+    first = torch.full((groups.shape[0],), k, device=rows.device, dtype=torch.long)
+    canonical = first.scatter_reduce_(0, inverse, positions, reduce="amin")[inverse]
+    if not torch.equal(rows[canonical], rows):  # hash collision between different codes
+        _, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        first = torch.full((int(inverse.max()) + 1,), k, device=rows.device, dtype=torch.long)
+        canonical = first.scatter_reduce_(0, inverse, positions, reduce="amin")[inverse]
+    return canonical
+
+
 def nearest_code_torch(features: Tensor, codebook: Tensor, chunk_size: int | None = None) -> Tensor:
     """Exact nearest code by ``argmin_k ||c_k||^2 - 2 z . c_k`` in row chunks (any device).
 
-    ``||z||^2`` is constant per row and left out. Ties go to the lowest index (``torch.argmin``).
+    ``||z||^2`` is constant per row and left out. Ties go to the lowest index: equal distances
+    through ``torch.argmin``, identical codes through ``lowest_duplicate_index``.
     Peak extra memory is ``chunk_size x K`` elements.
     """
     _check_search_inputs(features, codebook)
@@ -49,22 +79,42 @@ def nearest_code_torch(features: Tensor, codebook: Tensor, chunk_size: int | Non
         # addmm fuses norms - 2 z.c into one kernel writing the (chunk, K) block once.
         distances = torch.addmm(code_norms, block, codebook_t, beta=1.0, alpha=-2.0)
         indices[start : start + chunk_size] = distances.argmin(dim=1)
+    if n > 0 and k > 1:
+        canonical = lowest_duplicate_index(codebook)
+        if canonical is not None:
+            indices = canonical[indices]
     return indices
 
 
-def nearest_code_faiss(features: Tensor, codebook: Tensor) -> Tensor:
-    """Exact nearest code with faiss' fused brute-force L2 search (CPU, float32, zero-copy input).
+# Rows per faiss call: bounds faiss' per-call temporaries (query norms, distance output) so the
+# search's extra memory does not grow with N; faiss blocks queries by 4,096 internally anyway.
+FAISS_ROWS_PER_CALL = 1 << 16
 
-    faiss never materialises the N x K distance matrix (it keeps a running best per row), which is
-    why it is an order of magnitude faster than any matmul path at small d.
+
+def nearest_code_faiss(features: Tensor, codebook: Tensor) -> Tensor:
+    """Exact nearest code with faiss' brute-force L2 search (CPU, float32, zero-copy input).
+
+    faiss computes distances in cache-sized blocks and keeps a running best per row, so it never
+    materialises the N x K distance matrix; that is why it is an order of magnitude faster than
+    a torch matmul path at small d. Exact ties (identical codes) go to the lowest index.
+    Indices are written straight into the returned tensor, FAISS_ROWS_PER_CALL rows at a time.
     """
     _check_search_inputs(features, codebook)
     if faiss is None:  # pragma: no cover
         raise RuntimeError("faiss is not installed; use nearest_code_torch")
-    queries = features.detach().contiguous().numpy()
-    database = codebook.detach().to(torch.float32).contiguous().numpy()
-    _, found = faiss.knn(queries, database, 1)
-    return torch.from_numpy(found[:, 0]).to(torch.long)
+    queries = features.detach().to(torch.float32).contiguous()
+    database = codebook.detach().to(torch.float32).contiguous()
+    n, k = queries.shape[0], database.shape[0]
+    indices = torch.empty(n, dtype=torch.long)
+    distances = torch.empty(min(n, FAISS_ROWS_PER_CALL), dtype=torch.float32)
+    database_ptr = faiss.swig_ptr(database.numpy())
+    for start in range(0, n, FAISS_ROWS_PER_CALL):
+        rows = min(FAISS_ROWS_PER_CALL, n - start)
+        faiss.knn_L2sqr(
+            faiss.swig_ptr(queries[start : start + rows].numpy()), database_ptr, queries.shape[1], rows, k, 1,
+            faiss.swig_ptr(distances.numpy()), faiss.swig_ptr(indices[start : start + rows].numpy()),
+        )
+    return indices
 
 
 def nearest_code(features: Tensor, codebook: Tensor) -> Tensor:
