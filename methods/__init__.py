@@ -35,6 +35,7 @@ from methods import fsq  # noqa: E402,F401
 from methods import rotation_trick  # noqa: E402,F401
 from methods import mmd  # noqa: E402,F401
 from methods import wasserstein_density  # noqa: E402,F401
+from methods import kmeans_ema  # noqa: E402,F401
 
 __all__ = [
     "ENTRY_POINT_GROUP",

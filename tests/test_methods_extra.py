@@ -221,3 +221,61 @@ def test_wasserstein_density_options_are_checked():
     with pytest.raises(ValueError, match="covariance_scale"):
         methods.build("wasserstein_density", dim=2, codebook_size=4, covariance_scale=-1.0)
     assert methods.get("wasserstein_density").defaults["exponent"] == "gersho"
+
+
+# --- kmeans_ema -----------------------------------------------------------------------------------
+
+def quantization_error(features: torch.Tensor, codebook: torch.Tensor) -> float:
+    return float(torch.cdist(features.double(), codebook.double()).min(dim=1).values.pow(2).mean())
+
+
+def test_kmeans_ema_initialisation_reaches_faiss_kmeans_quality():
+    import faiss
+
+    z = randn(4000, 4, seed=9) * torch.tensor([1.0, 2.0, 0.5, 1.0]) + 2.0
+    q = methods.build("kmeans_ema", dim=4, codebook_size=32, kmeans_iters=20, generator=torch.Generator().manual_seed(0))
+    random_error = quantization_error(z, q.codebook)
+    q.train()(z)
+    assert bool(q.initialised)
+    reference = faiss.Kmeans(4, 32, niter=20, seed=1)
+    reference.train(z.numpy())
+    faiss_error = quantization_error(z, torch.from_numpy(reference.centroids))
+    ours = quantization_error(z, q.codebook)
+    assert ours <= 1.03 * faiss_error and ours < 0.2 * random_error
+    # a second batch does not re-initialise: only the EMA step moves the codes, a little
+    before = q.codebook.clone()
+    q(z)
+    assert (q.codebook - before).abs().max() < 0.05
+
+
+def test_kmeans_ema_resets_a_dead_code_after_dead_after_steps():
+    q = methods.build("kmeans_ema", dim=2, codebook_size=8, dead_after=3, generator=torch.Generator().manual_seed(0))
+    q.train()(randn(256, 2, seed=20))
+    far = torch.tensor([100.0, 100.0])
+    with torch.no_grad():  # force code 5 dead: far from every feature
+        q.embedding[5] = far
+        q.embed_sum[5] = far * q.cluster_size[5]
+        q.unused_steps.zero_()
+    for step in range(1, 4):
+        batch = randn(256, 2, seed=20 + step)
+        out = q(batch)
+        assert (out.indices != 5).all()
+        if step < 3:
+            assert q.codebook[5].norm() > 50 and int(q.unused_steps[5]) == step
+    # reset after exactly dead_after = 3 unused steps, onto a feature of the latest batch
+    assert (q.codebook[5] == batch).all(dim=1).any()
+    assert int(q.unused_steps[5]) == 0 and float(q.cluster_size[5]) == 1.0
+    assert int((q.unused_steps > 0).sum()) == 0  # the other codes stayed in use
+
+
+def test_kmeans_ema_fewer_features_than_codes_and_options():
+    q = methods.build("kmeans_ema", dim=3, codebook_size=50)
+    z = randn(20, 3, seed=30)
+    q.train()(z)
+    # every feature became a code
+    assert all((q.codebook - row).norm(dim=1).min() < 0.2 for row in z)
+    with pytest.raises(ValueError, match="dead_after"):
+        methods.build("kmeans_ema", dim=2, codebook_size=4, dead_after=0)
+    with pytest.raises(ValueError, match="kmeans_iters"):
+        methods.build("kmeans_ema", dim=2, codebook_size=4, kmeans_iters=-1)
+    assert not methods.get("kmeans_ema").trainable_by_gradient
