@@ -279,3 +279,54 @@ def test_kmeans_ema_fewer_features_than_codes_and_options():
     with pytest.raises(ValueError, match="kmeans_iters"):
         methods.build("kmeans_ema", dim=2, codebook_size=4, kmeans_iters=-1)
     assert not methods.get("kmeans_ema").trainable_by_gradient
+
+
+# --- sinkhorn -------------------------------------------------------------------------------------
+
+def standardised_costs(z: np.ndarray, c: np.ndarray) -> np.ndarray:
+    costs = np.sqrt(((z[:, None, :] - c[None, :, :]) ** 2).sum(-1))
+    return costs / costs.std(ddof=1)
+
+
+@pytest.mark.parametrize("iterations", [1, 5, 400])
+def test_sinkhorn_plan_equals_pot_sinkhorn_log(iterations):
+    from methods.sinkhorn import sinkhorn_plan, sinkhorn_potentials
+
+    z, c = randn(30, 3, seed=40, dtype=torch.float64) + 1.0, randn(12, 3, seed=41, dtype=torch.float64)
+    costs = standardised_costs(z.numpy(), c.numpy())
+    a, b = np.full(30, 1 / 30), np.full(12, 1 / 12)
+    expected = ot.sinkhorn(a, b, costs, reg=1 / 10.0, method="sinkhorn_log", numItermax=iterations,
+                           stopThr=0.0, warn=False)
+    plan = sinkhorn_plan(z, c, 10.0, iterations).numpy()
+    assert np.allclose(plan, expected, rtol=1e-9, atol=1e-14)
+    assert np.allclose(plan.sum(1), a)  # the row (feature) marginals are exact after each iteration
+    if iterations == 400:
+        assert np.allclose(plan.sum(0), b, rtol=1e-6)
+    # memory-bounded blocks give the same potentials as one block
+    f_small, g_small, _ = sinkhorn_potentials(z, c, 10.0, iterations, block_rows=7)
+    f_one, g_one, _ = sinkhorn_potentials(z, c, 10.0, iterations, block_rows=1000)
+    assert torch.allclose(f_small, f_one, atol=1e-12) and torch.allclose(g_small, g_one, atol=1e-12)
+
+
+def test_sinkhorn_assignment_tends_to_the_exact_balanced_matching():
+    from methods.sinkhorn import sinkhorn_assignment
+
+    # six features crowded around two of six codes: nearest-code assignment uses only 2 codes
+    c = randn(6, 2, seed=42, dtype=torch.float64) * 3
+    z = c[[0, 0, 0, 1, 1, 1]] + 0.3 * randn(6, 2, seed=43, dtype=torch.float64)
+    assert torch.cdist(z, c).argmin(dim=1).unique().numel() <= 3
+    indices = sinkhorn_assignment(z, c, epsilon=200.0, iterations=3000)
+    assert sorted(indices.tolist()) == list(range(6))  # a permutation: every code gets one feature
+    matching = ot.emd(np.full(6, 1 / 6), np.full(6, 1 / 6), torch.cdist(z, c).numpy())
+    assert indices.tolist() == matching.argmax(axis=1).tolist()
+
+
+def test_sinkhorn_trains_with_balanced_and_evaluates_with_nearest_codes():
+    q = methods.build("sinkhorn", dim=2, codebook_size=16, generator=torch.Generator().manual_seed(0))
+    z = randn(512, 2, seed=44) * 0.3 + 3.0  # far from the N(0, 1) codebook: nearest uses few codes
+    nearest = q.eval()(z).indices
+    trained = q.train()(z).indices
+    assert torch.equal(nearest, q.search(z))
+    assert trained.unique().numel() > 2 * nearest.unique().numel()
+    with pytest.raises(ValueError, match="epsilon"):
+        methods.build("sinkhorn", dim=2, codebook_size=4, epsilon=0.0)

@@ -1,0 +1,145 @@
+"""Sinkhorn VQ (OptVQ): during training, assign features to codes by entropic optimal transport.
+
+Zhang, Zhang, Wang, Liu, Lu, "Preventing Local Pitfalls in Vector Quantization via Optimal
+Transport", arXiv:2412.15195. Official code: https://github.com/zbr17/OptVQ
+(optvq/models/quantizer.py, ``VectorQuantizerSinkhorn``).
+
+Nearest-code assignment leaves codes far from the features unchosen and untrained. OptVQ instead
+assigns a training batch z_1..z_n to the K codes with the entropic OT plan between the batch and
+the codebook, uniform marginals (each feature mass 1/n, each code 1/K), so every code receives
+features. With C_ij = ||z_i - c_j|| (Euclidean, as in the official code) standardised by its
+std over the batch, C~ = C / std(C) (the official code also subtracts the mean and the minimum:
+constant shifts do not change the plan):
+
+    P_ij = exp(-epsilon C~_ij + f_i + g_j),    epsilon = 10 (an inverse temperature, as in OptVQ;
+                                               POT's entropic regularisation is reg = 1 / epsilon)
+    repeat ``iterations`` (5) times, in log domain:
+        g_j = -log K - logsumexp_i(-epsilon C~_ij + f_i)      (code marginals 1/K)
+        f_i = -log n - logsumexp_j(-epsilon C~_ij + g_j)      (feature marginals 1/n, exact after the step)
+    index_i = argmax_j P_ij = argmax_j (g_j - epsilon C~_ij)
+
+starting from f = 0 (the same updates, in the same order, as POT's ``sinkhorn_log``). The losses
+are vanilla VQ's on the assigned codes: codebook_weight ||sg(z) - e||^2 + beta ||z - sg(e)||^2,
+straight-through gradient. At evaluation (and in ``search``) the index is the nearest code.
+
+Memory: the n x K plan is never stored. Every pass recomputes the cost in row blocks of at most
+``methods._core.SEARCH_BLOCK_ELEMENTS`` entries (64 MiB in float32), keeping running log-sum-exps
+over the rows, so memory is O(block + n + K); time is (2 iterations + 2) cost passes of
+O(n K d) each, e.g. about 12 x 4096 x 16384 x 8 flops for a 4,096 batch at K = 16,384.
+Deviations: argmax instead of the official default of sampling the index from the plan's row
+(``use_prob``); the standardisation divides by the std only (shifts are no-ops); a zero std
+(all distances equal) leaves the costs unscaled.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from methods._base import QuantizerOutput, VQOptions, _check_non_negative, _check_positive_int, commitment_and_codebook
+from methods._core import SEARCH_BLOCK_ELEMENTS, nearest_code, straight_through
+from methods._registry import register
+from methods.vanilla import VanillaVQ
+
+
+@dataclass(frozen=True)
+class SinkhornOptions(VQOptions):
+    """epsilon: inverse temperature on the standardised costs (10 in OptVQ; larger = closer to
+    exact OT); iterations: Sinkhorn iterations per training step (5 in OptVQ)."""
+
+    epsilon: float = 10.0
+    iterations: int = 5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_non_negative(self, "epsilon")
+        if not self.epsilon > 0:
+            raise ValueError(f"epsilon: must be > 0, got {self.epsilon!r}")
+        _check_positive_int(self, "iterations")
+
+
+def _cost_blocks(features: Tensor, codebook: Tensor, block_rows: int):
+    """Yield (start, (rows, K) Euclidean distances) over row blocks of ``features``."""
+    code_norms = codebook.pow(2).sum(dim=1)
+    codebook_t = codebook.t()
+    for start in range(0, features.shape[0], block_rows):
+        block = features[start : start + block_rows]
+        squared = torch.addmm(code_norms, block, codebook_t, beta=1.0, alpha=-2.0)
+        squared += block.pow(2).sum(dim=1, keepdim=True)
+        yield start, squared.clamp_(min=0).sqrt_()
+
+
+@torch.no_grad()
+def sinkhorn_potentials(
+    features: Tensor, codebook: Tensor, epsilon: float, iterations: int, block_rows: int | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Log-domain Sinkhorn between ``features`` (n, d) and ``codebook`` (K, d), uniform marginals.
+
+    Returns (f (n,), g (K,), scale) with plan P_ij = exp(-epsilon C_ij / scale + f_i + g_j),
+    C_ij = ||z_i - c_j|| and scale = std of C (1 when it is 0). Memory O(block_rows x K).
+    """
+    features, codebook = features.detach(), codebook.detach().to(features.dtype)
+    n, k = features.shape[0], codebook.shape[0]
+    if block_rows is None:
+        block_rows = max(1, SEARCH_BLOCK_ELEMENTS // k)
+    # std of all n K distances (unbiased, as torch.std in the official code), in float64 sums
+    total = torch.zeros((), dtype=torch.float64, device=features.device)
+    total_sq = torch.zeros((), dtype=torch.float64, device=features.device)
+    for _, cost in _cost_blocks(features, codebook, block_rows):
+        total += cost.sum(dtype=torch.float64)
+        total_sq += cost.pow(2).sum(dtype=torch.float64)
+    count = n * k
+    variance = (total_sq - total**2 / count) / (count - 1) if count > 1 else total.new_zeros(())
+    std = variance.clamp(min=0).sqrt()
+    scale = torch.where(std > 0, std, torch.ones_like(std)).to(features.dtype)
+    factor = -epsilon / scale
+    f = torch.zeros(n, dtype=features.dtype, device=features.device)
+    g = torch.zeros(k, dtype=features.dtype, device=features.device)
+    for _ in range(iterations):
+        column = torch.full((k,), -math.inf, dtype=features.dtype, device=features.device)
+        for start, cost in _cost_blocks(features, codebook, block_rows):
+            logits = cost.mul_(factor).add_(f[start : start + cost.shape[0], None])
+            column = torch.logaddexp(column, torch.logsumexp(logits, dim=0))
+        g = -math.log(k) - column
+        for start, cost in _cost_blocks(features, codebook, block_rows):
+            f[start : start + cost.shape[0]] = -math.log(n) - torch.logsumexp(cost.mul_(factor).add_(g), dim=1)
+    return f, g, scale
+
+
+@torch.no_grad()
+def sinkhorn_assignment(features: Tensor, codebook: Tensor, epsilon: float, iterations: int) -> Tensor:
+    """argmax_j of each row of the entropic OT plan, (n,) long; memory O(block x K)."""
+    features, codebook = features.detach(), codebook.detach().to(features.dtype)
+    block_rows = max(1, SEARCH_BLOCK_ELEMENTS // codebook.shape[0])
+    _, g, scale = sinkhorn_potentials(features, codebook, epsilon, iterations, block_rows)
+    indices = torch.empty(features.shape[0], dtype=torch.long, device=features.device)
+    for start, cost in _cost_blocks(features, codebook, block_rows):
+        indices[start : start + cost.shape[0]] = (g - cost * (epsilon / scale)).argmax(dim=1)
+    return indices
+
+
+def sinkhorn_plan(features: Tensor, codebook: Tensor, epsilon: float, iterations: int) -> Tensor:
+    """The dense (n, K) plan, for tests and small problems only."""
+    f, g, scale = sinkhorn_potentials(features, codebook, epsilon, iterations)
+    cost = torch.cdist(features.detach(), codebook.detach().to(features.dtype))
+    return torch.exp(-epsilon * cost / scale + f[:, None] + g[None, :])
+
+
+@register("sinkhorn")
+class SinkhornVQ(VanillaVQ):
+    """Vanilla VQ whose training assignment is the argmax of the entropic OT plan (OptVQ)."""
+
+    Options = SinkhornOptions
+    paper = "arXiv:2412.15195"
+
+    def quantize_flat(self, features: Tensor) -> QuantizerOutput:
+        codebook = self.codebook
+        if self.training and features.shape[0] > 0:
+            indices = sinkhorn_assignment(features, codebook, self.options.epsilon, self.options.iterations)
+        else:
+            indices = nearest_code(features.detach(), codebook.detach())
+        codes = codebook[indices]
+        losses = commitment_and_codebook(features, codes)
+        return QuantizerOutput(straight_through(features, codes), indices, self.weighted_sum(losses), losses)
