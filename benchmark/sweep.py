@@ -748,7 +748,9 @@ def _fit(spec: SweepSpec, todo: Sequence[Trial], client: Any, experiment_id: str
         from ray.tune.schedulers import ASHAScheduler
 
         max_steps = max(trial.config.steps for trial in todo)
-        scheduler = ASHAScheduler(time_attr=STEP_KEY, metric=OBJECTIVE_KEY, mode="min", max_t=max_steps,
+        # max_t one past the last step: ASHA stops any trial reaching max_t, which would cut off
+        # the final evaluation of every trial that trains to the end.
+        scheduler = ASHAScheduler(time_attr=STEP_KEY, metric=OBJECTIVE_KEY, mode="min", max_t=max_steps + 1,
                                   grace_period=max(1, max_steps // 4), reduction_factor=3)
     recorder = _MlflowRecorder(client, experiment_id, spec, tracking.git_state(REPO_ROOT), stale)
     storage = Path(spec.ray.storage_path or Path.home() / "ray_results" / "vqbench").expanduser().resolve()
