@@ -1,0 +1,678 @@
+"""Performance of the hot paths (issue 7), measured side by side in one run on the current device.
+
+    python -m benchmark.perf [--quick] [--out reports/] [--device cpu|cuda]
+
+Writes ``<out>/perf.md`` (tables) and ``<out>/perf.json`` (every measurement and the environment):
+
+1. nearest-code search, N features against K codes in d dims: ours (``methods.nearest_code``),
+   faiss ``IndexFlatL2`` (k = 1; index built outside the timing), the chunked torch path
+   (``methods.nearest_code_torch``), ``torch.cdist`` + argmin (skipped when the N x K matrix would
+   exceed ``--cdist-cap-gb``), vector-quantize-pytorch ``VectorQuantize`` eval forward with its
+   defaults (EMA decay 0.8, rotation trick on; skipped when a call is predicted, from the previous K,
+   to take over ``--max-call-seconds`` or to need over half the available memory);
+2. peak extra memory of our search at two N (it must not grow with N beyond the N indices);
+3. one full training step (forward, backward, SGD step) of every registered method at each K,
+   with the ratio to vanilla;
+4. exact-OT and sliced-Wasserstein loss (forward + backward) against the sample size.
+
+Timing: median of ``repeats`` calls after warm-up (CUDA synchronised around each call). Calls that
+are compared by a ratio are timed round-robin (A, B, A, B, ...) so that a change in machine load
+(other jobs share these machines) hits both sides; the load average is recorded.
+Memory: peak extra memory of the first (warm-up) call: on CUDA ``torch.cuda.max_memory_allocated``
+minus the allocation before the call; on CPU the peak resident set size, sampled every 0.5 ms in a
+thread, minus the RSS before the call, after ``malloc_trim`` so that freed heap pages do not hide
+new allocations (tracemalloc does not see torch's allocations). It includes the call's output.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+import torch
+
+import methods
+from methods._core import random_directions
+from methods.exact_ot import exact_ot_squared
+from methods.sliced_wasserstein import sliced_wasserstein_squared
+
+try:
+    import faiss  # type: ignore[import-untyped]
+except ImportError:  # pragma: no cover
+    faiss = None
+
+GB = 1e9
+MB = 1e6
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What one run measures. ``FULL`` is issue 7's grid; ``QUICK`` a few-second smoke run."""
+
+    search_n: int
+    search_dims: tuple[int, ...]
+    search_ks: tuple[int, ...]
+    memory_ns: tuple[int, ...]
+    memory_dim: int
+    memory_k: int
+    step_ks: tuple[int, ...]
+    step_dim: int
+    step_batch: int
+    exact_ot_ns: tuple[int, ...]
+    sliced_ns: tuple[int, ...]
+    sliced_projections: tuple[int, ...]
+    repeats: int
+    warmup: int
+
+
+FULL = Sizes(
+    search_n=65_536, search_dims=(8, 64), search_ks=(1_024, 16_384, 65_536),
+    memory_ns=(65_536, 1_048_576), memory_dim=8, memory_k=16_384,
+    step_ks=(1_024, 16_384, 65_536), step_dim=8, step_batch=8_192,
+    exact_ot_ns=(256, 512, 1_024, 2_048, 4_096), sliced_ns=(1_024, 4_096, 16_384, 65_536),
+    sliced_projections=(32, 128, 512), repeats=7, warmup=2,
+)
+QUICK = Sizes(
+    search_n=1_024, search_dims=(8,), search_ks=(64, 256),
+    memory_ns=(1_024, 8_192), memory_dim=8, memory_k=64,
+    step_ks=(64,), step_dim=8, step_batch=256,
+    exact_ot_ns=(32, 64), sliced_ns=(128,), sliced_projections=(8,), repeats=2, warmup=1,
+)
+
+
+@dataclass
+class Measurement:
+    """One row of perf.json: a (section, implementation, sizes) cell, measured or skipped."""
+
+    section: str
+    name: str
+    params: dict[str, Any]
+    status: str = "ok"  # ok | skipped | failed
+    reason: str = ""
+    seconds: list[float] = field(default_factory=list)
+    median_s: float | None = None
+    peak_extra_bytes: int | None = None
+
+
+# --- measuring -----------------------------------------------------------------------------------
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: RSS baselines are a little looser
+        pass
+
+
+class _PeakRSS:
+    """Highest resident set size seen by a sampling thread while the block runs."""
+
+    def __init__(self, interval_s: float = 0.0005):
+        self.interval_s = interval_s
+        self.process = psutil.Process()
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(self.interval_s)
+
+    def __enter__(self) -> "_PeakRSS":
+        self.peak = self.process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+def call_with_peak_memory(fn: Callable[[], Any], device: torch.device) -> tuple[float, int]:
+    """Run ``fn`` once: (seconds, peak extra bytes allocated during the call, output included)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        start = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+        peak = torch.cuda.max_memory_allocated(device) - base
+        del out
+        return seconds, int(peak)
+    _malloc_trim()
+    base = psutil.Process().memory_info().rss
+    with _PeakRSS() as sampler:
+        start = time.perf_counter()
+        out = fn()
+        seconds = time.perf_counter() - start
+    del out
+    return seconds, int(max(0, sampler.peak - base))
+
+
+def time_round_robin(
+    calls: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int
+) -> dict[str, Measurement]:
+    """Peak memory on the first warm-up call of each, then ``repeats`` timed rounds A, B, A, B, ..."""
+    results: dict[str, Measurement] = {}
+    for name, fn in calls.items():
+        seconds, peak = call_with_peak_memory(fn, device)
+        results[name] = Measurement("", name, {}, peak_extra_bytes=peak)
+        for _ in range(warmup - 1):
+            fn()
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            _synchronize(device)
+            start = time.perf_counter()
+            fn()
+            _synchronize(device)
+            results[name].seconds.append(time.perf_counter() - start)
+    for result in results.values():
+        result.median_s = statistics.median(result.seconds)
+    return results
+
+
+def measure_one(
+    section: str, name: str, params: dict[str, Any], fn: Callable[[], Any], device: torch.device,
+    repeats: int, warmup: int, slow_s: float = 2.0,
+) -> Measurement:
+    """Memory + time of one call; a call slower than ``slow_s`` gets 1 warm-up and 3 repeats."""
+    first_s, peak = call_with_peak_memory(fn, device)
+    if first_s > slow_s:
+        repeats, warmup = min(repeats, 3), 1
+    for _ in range(warmup - 1):
+        fn()
+    seconds = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return Measurement(section, name, params, seconds=seconds, median_s=statistics.median(seconds), peak_extra_bytes=peak)
+
+
+def skipped(section: str, name: str, params: dict[str, Any], reason: str) -> Measurement:
+    return Measurement(section, name, params, status="skipped", reason=reason)
+
+
+# --- 1 and 2: nearest-code search ---------------------------------------------------------------
+def _faiss_flat_search(codebook: torch.Tensor) -> Callable[[torch.Tensor], Any]:
+    index = faiss.IndexFlatL2(codebook.shape[1])
+    index.add(codebook.detach().cpu().contiguous().numpy())
+    return lambda features: index.search(features.detach().cpu().contiguous().numpy(), 1)[1]
+
+
+def _vqp_eval(dim: int, codebook_size: int, device: torch.device) -> Callable[[torch.Tensor], Any]:
+    from vector_quantize_pytorch import VectorQuantize
+
+    vq = VectorQuantize(dim=dim, codebook_size=codebook_size).to(device).eval()
+
+    def run(features: torch.Tensor) -> Any:
+        with torch.no_grad():
+            return vq(features[None])[1]
+
+    return run
+
+
+def bench_search(sizes: Sizes, device: torch.device, args: argparse.Namespace) -> list[Measurement]:
+    rows: list[Measurement] = []
+    generator = torch.Generator().manual_seed(0)
+    n = sizes.search_n
+    for dim in sizes.search_dims:
+        features = torch.randn(n, dim, generator=generator).to(device)
+        vqp_prev: Measurement | None = None
+        for k in sizes.search_ks:
+            codebook = torch.randn(k, dim, generator=generator).to(device)
+            params = {"n": n, "dim": dim, "codebook_size": k}
+            calls = {"ours": lambda: methods.nearest_code(features, codebook)}
+            if faiss is not None:
+                calls["faiss_flat_l2"] = _faiss_flat_search_bound(codebook, features)
+            print(f"search d={dim} K={k}: ours vs faiss", flush=True)
+            for name, result in time_round_robin(calls, device, sizes.repeats, sizes.warmup).items():
+                result.section, result.params = "search", params
+                rows.append(result)
+            print(f"search d={dim} K={k}: torch chunked", flush=True)
+            rows.append(measure_one("search", "torch_chunked", params,
+                                    lambda: methods.nearest_code_torch(features, codebook), device,
+                                    sizes.repeats, sizes.warmup))
+            matrix_bytes = n * k * features.element_size()
+            if matrix_bytes > args.cdist_cap_gb * GB:
+                rows.append(skipped("search", "torch_cdist", params,
+                                    f"N x K would need {matrix_bytes / GB:.1f} GB (cap {args.cdist_cap_gb:g} GB)"))
+            else:
+                print(f"search d={dim} K={k}: cdist", flush=True)
+                rows.append(measure_one("search", "torch_cdist", params,
+                                        lambda: torch.cdist(features, codebook).argmin(dim=1), device,
+                                        sizes.repeats, sizes.warmup))
+            reason = _vqp_skip_reason(vqp_prev, k, device, args)
+            if reason:
+                rows.append(skipped("search", "vqp_eval", params, reason))
+                continue
+            try:
+                run = _vqp_eval(dim, k, device)
+            except ImportError as error:
+                rows.append(Measurement("search", "vqp_eval", params, status="failed", reason=str(error)))
+                continue
+            print(f"search d={dim} K={k}: vector-quantize-pytorch", flush=True)
+            vqp_prev = measure_one("search", "vqp_eval", params, lambda: run(features), device,
+                                   min(sizes.repeats, 3), 1)
+            rows.append(vqp_prev)
+            del run
+            gc.collect()
+    return rows
+
+
+def _faiss_flat_search_bound(codebook: torch.Tensor, features: torch.Tensor) -> Callable[[], Any]:
+    search = _faiss_flat_search(codebook)
+    return lambda: search(features)
+
+
+def _vqp_skip_reason(prev: Measurement | None, k: int, device: torch.device, args: argparse.Namespace) -> str:
+    """Predict a VectorQuantize call at K from the previous K (its cost is linear in K)."""
+    if prev is None or prev.median_s is None:
+        return ""
+    scale = k / prev.params["codebook_size"]
+    predicted_s = prev.median_s * scale
+    if predicted_s > args.max_call_seconds:
+        return (f"predicted {predicted_s:.0f} s per call (K = {prev.params['codebook_size']:,} took "
+                f"{prev.median_s:.1f} s; cost linear in K) > {args.max_call_seconds:g} s")
+    predicted_bytes = (prev.peak_extra_bytes or 0) * scale
+    available = (torch.cuda.mem_get_info(device)[0] if device.type == "cuda"
+                 else psutil.virtual_memory().available)
+    if predicted_bytes > available / 2:
+        return (f"predicted peak {predicted_bytes / GB:.1f} GB (N x K distances) > half the available "
+                f"{available / GB:.1f} GB")
+    return ""
+
+
+def bench_search_memory(sizes: Sizes, device: torch.device) -> list[Measurement]:
+    rows: list[Measurement] = []
+    generator = torch.Generator().manual_seed(1)
+    dim, k = sizes.memory_dim, sizes.memory_k
+    codebook = torch.randn(k, dim, generator=generator).to(device)
+    for n in sizes.memory_ns:
+        features = torch.randn(n, dim, generator=generator).to(device)
+        params = {"n": n, "dim": dim, "codebook_size": k, "output_bytes": n * 8}
+        calls = {"ours": lambda: methods.nearest_code(features, codebook)}
+        if faiss is not None:
+            calls["faiss_flat_l2"] = _faiss_flat_search_bound(codebook, features)
+        print(f"search memory N={n}", flush=True)
+        for name, result in time_round_robin(calls, device, repeats=3, warmup=1).items():
+            result.section, result.params = "search_memory", params
+            rows.append(result)
+        del features
+    return rows
+
+
+# --- 3: one training step of every method ----------------------------------------------------------
+def _training_step(name: str, dim: int, k: int, batch: int, device: torch.device) -> Callable[[], Any]:
+    generator = torch.Generator().manual_seed(0)
+    quantizer = methods.build(name, dim=dim, codebook_size=k, generator=generator).to(device).train()
+    parameters = [p for p in quantizer.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(parameters, lr=0.01) if parameters else None
+    # stand-ins for the encoder output and a decoder target: the step's cost is the quantizer's
+    features = torch.randn(batch, dim, generator=generator).to(device).requires_grad_()
+    target = torch.randn(batch, dim, generator=generator).to(device)
+
+    def step() -> None:
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+        features.grad = None
+        out = quantizer(features)
+        loss = out.loss + (out.quantized - target).pow(2).mean()
+        loss.backward()
+        if optimizer is not None:
+            optimizer.step()
+
+    return step
+
+
+def bench_training_step(sizes: Sizes, device: torch.device) -> list[Measurement]:
+    rows: list[Measurement] = []
+    for k in sizes.step_ks:
+        params = {"dim": sizes.step_dim, "codebook_size": k, "batch": sizes.step_batch}
+        calls: dict[str, Callable[[], Any]] = {}
+        for name in methods.available():
+            try:
+                calls[name] = _training_step(name, sizes.step_dim, k, sizes.step_batch, device)
+            except (ValueError, TypeError, RuntimeError) as error:
+                rows.append(Measurement("training_step", name, params, status="failed", reason=str(error)))
+        print(f"training step K={k}: {', '.join(calls)}", flush=True)
+        for name, result in time_round_robin(calls, device, sizes.repeats, sizes.warmup).items():
+            result.section, result.params = "training_step", params
+            rows.append(result)
+    return rows
+
+
+# --- 4: OT losses against the sample size -----------------------------------------------------
+def _ot_call(loss_fn: Callable[..., torch.Tensor], n: int, m: int, dim: int, device: torch.device,
+             *extra: Any) -> Callable[[], Any]:
+    generator = torch.Generator().manual_seed(2)
+    features = torch.randn(n, dim, generator=generator).to(device)
+    codes = torch.randn(m, dim, generator=generator).to(device).requires_grad_()
+
+    def run() -> None:
+        codes.grad = None
+        loss_fn(features, codes, *extra).backward()
+
+    return run
+
+
+def bench_ot(sizes: Sizes, device: torch.device, args: argparse.Namespace) -> list[Measurement]:
+    rows: list[Measurement] = []
+    dim = sizes.step_dim
+    too_slow = ""
+    for n in sizes.exact_ot_ns:
+        params = {"n": n, "m": n, "dim": dim}
+        if too_slow:
+            rows.append(skipped("exact_ot", "exact_ot_emd2", params, too_slow))
+            continue
+        print(f"exact OT n={n}", flush=True)
+        row = measure_one("exact_ot", "exact_ot_emd2", params, _ot_call(exact_ot_squared, n, n, dim, device),
+                          device, min(sizes.repeats, 5), 1)
+        rows.append(row)
+        if row.median_s > args.max_call_seconds / 4:
+            too_slow = f"n = {n:,} already took {row.median_s:.1f} s per call (about n^2.5)"
+    cases = [(n, n, p) for p in sizes.sliced_projections for n in sizes.sliced_ns]
+    cases.append((sizes.step_batch, sizes.step_ks[len(sizes.step_ks) // 2], 128))  # the training-step setting
+    for n, m, projections in cases:
+        directions = random_directions(dim, projections, torch.Generator().manual_seed(3))
+        params = {"n": n, "m": m, "dim": dim, "projections": projections}
+        print(f"sliced W n={n} m={m} P={projections}", flush=True)
+        rows.append(measure_one("sliced_wasserstein", "sliced_w2", params,
+                                _ot_call(sliced_wasserstein_squared, n, m, dim, device, directions),
+                                device, min(sizes.repeats, 5), 1))
+    return rows
+
+
+# --- environment and report -----------------------------------------------------------------------
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(module: str) -> str:
+    try:
+        import importlib.metadata
+
+        return importlib.metadata.version(module)
+    except Exception:  # noqa: BLE001 - a missing package is reported, not fatal
+        return "not installed"
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=False).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": commit,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_total_gb": round(psutil.virtual_memory().total / GB, 1),
+        "torch_threads": torch.get_num_threads(),
+        "faiss_threads": faiss.omp_get_max_threads() if faiss is not None else None,
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "faiss": getattr(faiss, "__version__", "not installed"),
+            "numpy": _version("numpy"),
+            "pot": _version("pot"),
+            "vector-quantize-pytorch": _version("vector-quantize-pytorch"),
+        },
+    }
+
+
+def _find(rows: list[Measurement], section: str, name: str, **params: Any) -> Measurement | None:
+    for row in rows:
+        if row.section == section and row.name == name and all(row.params.get(k) == v for k, v in params.items()):
+            return row
+    return None
+
+
+def _seconds(row: Measurement | None) -> str:
+    if row is None:
+        return "-"
+    if row.status != "ok":
+        return f"{row.status}: {row.reason}"
+    value = row.median_s
+    text = f"{value * 1e3:.1f} ms" if value < 1 else f"{value:.2f} s"
+    if row.peak_extra_bytes is not None:
+        text += f" ({row.peak_extra_bytes / MB:,.0f} MB)"
+    return text
+
+
+def _ratio(a: Measurement | None, b: Measurement | None) -> float | None:
+    if a is None or b is None or a.status != "ok" or b.status != "ok" or not b.median_s:
+        return None
+    return a.median_s / b.median_s
+
+
+def summarize(rows: list[Measurement], sizes: Sizes) -> dict[str, Any]:
+    """The ratios issue 7 sets targets for."""
+    search = []
+    for dim in sizes.search_dims:
+        for k in sizes.search_ks:
+            key = {"dim": dim, "codebook_size": k}
+            ours = _find(rows, "search", "ours", **key)
+            search.append({
+                **key,
+                "ours_over_faiss": _ratio(ours, _find(rows, "search", "faiss_flat_l2", **key)),
+                "vqp_over_ours": _ratio(_find(rows, "search", "vqp_eval", **key), ours),
+                "torch_chunked_over_ours": _ratio(_find(rows, "search", "torch_chunked", **key), ours),
+            })
+    steps = []
+    for k in sizes.step_ks:
+        vanilla = _find(rows, "training_step", "vanilla", codebook_size=k)
+        for row in rows:
+            if row.section == "training_step" and row.params.get("codebook_size") == k:
+                steps.append({"method": row.name, "codebook_size": k, "ratio_to_vanilla": _ratio(row, vanilla)})
+    memory = [
+        {"n": r.params["n"], "name": r.name, "peak_extra_bytes": r.peak_extra_bytes,
+         "beyond_output_bytes": (r.peak_extra_bytes or 0) - r.params["output_bytes"]}
+        for r in rows if r.section == "search_memory"
+    ]
+    faiss_ratios = [s["ours_over_faiss"] for s in search if s["ours_over_faiss"] is not None]
+    vqp_ratios = [s["vqp_over_ours"] for s in search if s["vqp_over_ours"] is not None]
+    mid_k = sizes.step_ks[len(sizes.step_ks) // 2]
+    misses = [s for s in steps if s["codebook_size"] == mid_k and s["ratio_to_vanilla"] is not None
+              and s["ratio_to_vanilla"] > 1.1]
+    return {
+        "search": search,
+        "training_step": steps,
+        "search_memory": memory,
+        "targets": {
+            "max_ours_over_faiss": max(faiss_ratios) if faiss_ratios else None,
+            "ours_within_1.1x_faiss": bool(faiss_ratios) and max(faiss_ratios) <= 1.1,
+            "min_vqp_over_ours": min(vqp_ratios) if vqp_ratios else None,
+            "ours_faster_than_vqp_where_measured": bool(vqp_ratios) and min(vqp_ratios) > 1,
+            "step_target_codebook_size": mid_k,
+            "step_misses": {s["method"]: round(s["ratio_to_vanilla"], 2) for s in misses},
+        },
+    }
+
+
+def _fmt_ratio(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}x"
+
+
+def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], summary: dict[str, Any],
+                    quick: bool) -> str:
+    lines = ["# Performance of the hot paths (issue 7)", ""]
+    lines.append(f"Generated by `python -m benchmark.perf{' --quick' if quick else ''}` at {env['utc']} "
+                 f"(commit {env['git_commit'] or '?'}). Median of {sizes.repeats} calls after warm-up; "
+                 "compared implementations timed round-robin; peak extra memory of one call, output included "
+                 "(CPU: sampled RSS; CUDA: max_memory_allocated).")
+    lines.append("")
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+    lines.append(f"Device: **{env['device']}** ({env['device_name']}); CPU: {env['cpu_model']}, "
+                 f"{env['cpu_count']} cores, {env['memory_total_gb']} GB; threads: torch {env['torch_threads']}, "
+                 f"faiss {env['faiss_threads']}; load average at start {env['load_average_start']}, "
+                 f"at end {env.get('load_average_end')} (other jobs share this machine: absolute times are "
+                 f"noisy, round-robin ratios less so). Versions: {versions}.")
+    lines.append("")
+    targets = summary["targets"]
+    lines += ["## Targets", ""]
+    lines.append(f"- Our search / faiss IndexFlatL2, worst size: {_fmt_ratio(targets['max_ours_over_faiss'])} "
+                 f"(target <= 1.1x: {'met' if targets['ours_within_1.1x_faiss'] else 'missed'}).")
+    lines.append(f"- vector-quantize-pytorch eval / our search, smallest speed-up where measured: "
+                 f"{_fmt_ratio(targets['min_vqp_over_ours'], 1)} "
+                 f"({'faster everywhere measured' if targets['ours_faster_than_vqp_where_measured'] else 'NOT faster everywhere'}).")
+    missed = targets["step_misses"]
+    lines.append(f"- Training step within 1.1x vanilla at K = {targets['step_target_codebook_size']:,}: "
+                 + ("all methods." if not missed else "missed by " + ", ".join(f"{m} {r:.2f}x" for m, r in missed.items()) + "."))
+    lines.append("")
+
+    lines += [f"## Nearest-code search, N = {sizes.search_n:,}", "",
+              "Time (peak extra memory). ours = `methods.nearest_code` (faiss on CPU float32, chunked torch "
+              "otherwise); faiss = IndexFlatL2 k=1, index built outside the timing; torch chunked = "
+              "`methods.nearest_code_torch`; vqp = vector-quantize-pytorch `VectorQuantize` eval forward, "
+              "defaults (EMA decay 0.8, rotation trick), no_grad.", "",
+              "| d | K | ours | faiss IndexFlatL2 | ours / faiss | torch chunked | torch.cdist + argmin | vqp eval | vqp / ours |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for s in summary["search"]:
+        key = {"dim": s["dim"], "codebook_size": s["codebook_size"]}
+        cells = [_seconds(_find(rows, "search", name, **key))
+                 for name in ("ours", "faiss_flat_l2", "torch_chunked", "torch_cdist", "vqp_eval")]
+        lines.append(f"| {s['dim']} | {s['codebook_size']:,} | {cells[0]} | {cells[1]} | "
+                     f"{_fmt_ratio(s['ours_over_faiss'])} | {cells[2]} | {cells[3]} | {cells[4]} | "
+                     f"{_fmt_ratio(s['vqp_over_ours'], 1)} |")
+    lines.append("")
+
+    lines += [f"## Peak extra memory of the search against N (d = {sizes.memory_dim}, K = {sizes.memory_k:,})", "",
+              "| N | ours: time | ours: peak extra | beyond the N x 8-byte output | faiss IndexFlatL2: peak extra | beyond output |",
+              "|---|---|---|---|---|---|"]
+    for n in sizes.memory_ns:
+        ours = _find(rows, "search_memory", "ours", n=n)
+        flat = _find(rows, "search_memory", "faiss_flat_l2", n=n)
+        out_bytes = n * 8
+
+        def mem(row: Measurement | None) -> tuple[str, str]:
+            if row is None or row.peak_extra_bytes is None:
+                return "-", "-"
+            return f"{row.peak_extra_bytes / MB:.1f} MB", f"{(row.peak_extra_bytes - out_bytes) / MB:.1f} MB"
+
+        lines.append(f"| {n:,} | {_seconds(ours).split(' (')[0]} | {mem(ours)[0]} | {mem(ours)[1]} | "
+                     f"{mem(flat)[0]} | {mem(flat)[1]} |")
+    lines.append("")
+
+    lines += [f"## One training step (forward + backward + SGD step), d = {sizes.step_dim}, batch {sizes.step_batch:,}", "",
+              "Time, ratio to vanilla in the same round-robin, peak extra memory of the step.", "",
+              "| method | " + " | ".join(f"K = {k:,}" for k in sizes.step_ks) + " |",
+              "|---|" + "---|" * len(sizes.step_ks)]
+    names = sorted({r.name for r in rows if r.section == "training_step"})
+    for name in names:
+        cells = []
+        for k in sizes.step_ks:
+            row = _find(rows, "training_step", name, codebook_size=k)
+            vanilla = _find(rows, "training_step", "vanilla", codebook_size=k)
+            if row is None or row.status != "ok":
+                cells.append(_seconds(row))
+            else:
+                cells.append(f"{row.median_s * 1e3:.1f} ms, {_fmt_ratio(_ratio(row, vanilla))} "
+                             f"({(row.peak_extra_bytes or 0) / MB:,.0f} MB)")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    lines += ["## OT losses against the sample size (forward + backward, d = %d)" % sizes.step_dim, "",
+              "Exact OT: POT `ot.emd2` between n features and n codes (`methods.exact_ot.exact_ot_squared`).", "",
+              "| n | time | peak extra memory |", "|---|---|---|"]
+    exact = [r for r in rows if r.section == "exact_ot"]
+    for row in exact:
+        lines.append(f"| {row.params['n']:,} | {_seconds(row).split(' (')[0]} | "
+                     f"{'-' if row.peak_extra_bytes is None else f'{row.peak_extra_bytes / MB:,.0f} MB'} |")
+    measured = [r for r in exact if r.status == "ok" and r.median_s]
+    if len(measured) >= 2:
+        a, b = measured[-2], measured[-1]
+        exponent = math.log(b.median_s / a.median_s) / math.log(b.params["n"] / a.params["n"])
+        lines.append("")
+        lines.append(f"Growth between the two largest measured n: about n^{exponent:.1f}.")
+        summary["exact_ot_exponent"] = exponent
+    lines += ["", "Sliced W2: `methods.sliced_wasserstein.sliced_wasserstein_squared`, n features vs m codes, "
+              "P projections (exact 1-D W2 per projection by sorting).", "",
+              "| n | m | P | time | peak extra memory |", "|---|---|---|---|---|"]
+    for row in rows:
+        if row.section == "sliced_wasserstein":
+            p = row.params
+            lines.append(f"| {p['n']:,} | {p['m']:,} | {p['projections']} | {_seconds(row).split(' (')[0]} | "
+                         f"{(row.peak_extra_bytes or 0) / MB:,.0f} MB |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.perf", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds (smoke test)")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="folder for perf.md and perf.json")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--cdist-cap-gb", type=float, default=4.0,
+                        help="skip torch.cdist when the N x K matrix would need more than this")
+    parser.add_argument("--max-call-seconds", type=float, default=60.0,
+                        help="skip a peer whose call is predicted to take longer than this")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch and faiss threads (default: leave the libraries' defaults)")
+    parser.add_argument("--sections", default="search,memory,step,ot",
+                        help="comma-separated subset of search,memory,step,ot")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        if faiss is not None:
+            faiss.omp_set_num_threads(args.threads)
+    sizes = QUICK if args.quick else FULL
+    sections = set(args.sections.split(","))
+    env = environment(device)
+    rows: list[Measurement] = []
+    if "search" in sections:
+        rows += bench_search(sizes, device, args)
+    if "memory" in sections:
+        rows += bench_search_memory(sizes, device)
+    if "step" in sections:
+        rows += bench_training_step(sizes, device)
+    if "ot" in sections:
+        rows += bench_ot(sizes, device, args)
+    env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    summary = summarize(rows, sizes)
+    markdown = render_markdown(env, sizes, rows, summary, args.quick)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"environment": env, "sizes": asdict(sizes), "summary": summary,
+              "measurements": [asdict(row) for row in rows]}
+    (args.out / "perf.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "perf.md").write_text(markdown)
+    print(f"wrote {args.out / 'perf.md'} and {args.out / 'perf.json'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
