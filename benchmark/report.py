@@ -440,7 +440,8 @@ def main_axis(summary: Summary, table: pd.DataFrame) -> str | None:
     return None
 
 
-def sweep_figure(table: pd.DataFrame, summary: Summary, path: Path, confidence: float) -> Path | None:
+def sweep_figure(table: pd.DataFrame, summary: Summary, path: Path, confidence: float,
+                 title: str | None = None) -> Path | None:
     import seaborn as sns
 
     x = main_axis(summary, table)
@@ -479,7 +480,7 @@ def sweep_figure(table: pd.DataFrame, summary: Summary, path: Path, confidence: 
             ax.get_legend().remove()
     if axes[0][-1].get_legend() is not None:
         sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    fig.suptitle(summary.name)
+    fig.suptitle(title or summary.name)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -734,12 +735,13 @@ def _sweep_section(config: ReportConfig, name: str, spec: Any, table: pd.DataFra
                  f"({len(summary.failed)} failed)."
                  + (f" {stale} trials of earlier specs of this sweep in the table are not shown." if stale else ""))
     lines += ["", summary_table(summary), "", failed_list(summary), ""]
-    figure = sweep_figure(table, summary, figures / f"{name}.png", config.confidence)
+    figure = sweep_figure(table, summary, figures / f"{name}.png", config.confidence, title)
     if figure is not None:
         axis = main_axis(summary, table)
-        what = f"against {FACTOR_LABELS.get(axis, axis)}" if axis else "per method"
+        what = (f"against {FACTOR_LABELS.get(axis, axis)}, one line per method" if axis
+                else "per method (bars)")
         lines += [f"![{name}](figures/{figure.name})", "",
-                  f"Figure: metrics {what}, one line per method, error bars = the table's t-interval.", ""]
+                  f"Figure: metrics {what}; error bars = the table's t-interval.", ""]
     lines += ["Code version: " + (", ".join(f"`{c[:12]}`" for c in summary.commits) or "unknown") + ".", ""]
     lines += ["<details><summary>Sweep spec (params.yaml)</summary>", "", "```yaml",
               yaml.safe_dump({"sweeps": {name: spec}}, sort_keys=False).rstrip(), "```", "", "</details>", ""]
