@@ -17,8 +17,8 @@ Relative paths are relative to the directory of the params file. Every key below
                               # sqlite:///rel.db, sqlite:////abs.db or a server URI (http://...)
       results_dir: results    # the table of sweep NAME goes to <results_dir>/NAME/trials.csv
     ray:
-      address: null           # null: start a local Ray. "auto" or "ray://host:10001": join a
-                              # running cluster. Overridden by --address, then by $RAY_ADDRESS.
+      address: null           # "auto" or "ray://host:10001": join a running cluster. null: join
+                              # $RAY_ADDRESS if set, else start a local Ray. --address beats both.
       num_cpus: null          # CPUs of the local Ray (null: all cores); ignored with an address
       cpus_per_trial: 1       # number > 0
       gpus_per_trial: 0.0     # may be fractional; requested ONLY when the cluster has GPUs
@@ -494,7 +494,7 @@ def _run_trial(
 
     def on_step(step: int, metrics: Mapping[str, float]) -> None:
         nonlocal last_objective
-        result: dict[str, Any] = {KIND_KEY: "step", STEP_KEY: int(step), "metrics": dict(metrics)}
+        result: dict[str, Any] = {KIND_KEY: "step", STEP_KEY: int(step), "metrics": _as_floats(metrics)}
         if objective is not None:
             if objective not in metrics:
                 raise ConfigError(f"ray.early_stopping_metric: {objective!r} is not a per-step metric; "
@@ -508,10 +508,23 @@ def _run_trial(
     except Exception as err:  # noqa: BLE001 - any failure is recorded, the sweep goes on
         result = {KIND_KEY: "failed", "error": f"{type(err).__name__}: {err}"}
     else:
-        result = {KIND_KEY: "final", "metrics": dict(final)}
+        result = {KIND_KEY: "final", "metrics": _as_floats(final)}
     if objective is not None:
         result[OBJECTIVE_KEY] = last_objective if result[KIND_KEY] == "final" else math.inf
     tune.report(result)
+
+
+def _as_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Plain floats (0-d tensors and numpy scalars included; Tune refuses tensors); drop the rest."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, (str, bytes)):
+            continue
+        try:
+            out[str(key)] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
 
 
 def trial_resources(settings: RaySettings, cluster: Mapping[str, float]) -> dict[str, float]:
@@ -621,10 +634,14 @@ class _MlflowRecorder:
                         final_step=config.steps)
 
     def on_complete(self, tune_trial: Any) -> None:
-        """Trial ended without a final report: ASHA stopped it."""
+        """Trial ended without a final report: ASHA stopped it, or the sweep was interrupted."""
         if tune_trial.trial_id not in self._closed:
             step = (tune_trial.last_result or {}).get(STEP_KEY, 0)
-            self._close(tune_trial, tracking.STATUS_STOPPED, error=f"stopped early by ASHA at step {step}")
+            if self._spec.ray.early_stopping:
+                self._close(tune_trial, tracking.STATUS_STOPPED, error=f"stopped early by ASHA at step {step}")
+            else:  # failed, so that a resumed sweep runs it again
+                self._close(tune_trial, tracking.STATUS_FAILED,
+                            error=f"Interrupted: trial ended at step {step} without a final result")
 
     def on_error(self, tune_trial: Any) -> None:
         """The trial process itself crashed (killed, out of memory): failed with Ray's message."""
@@ -799,6 +816,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="show Ray / Tune output")
     args = parser.parse_args(argv)
     if not args.verbose:
+        import mlflow  # noqa: F401  (mlflow sets its loggers' level on import: import, then quieten)
+
         for noisy in ("mlflow", "alembic", "ray"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.max_concurrent is not None and args.max_concurrent < 1:
