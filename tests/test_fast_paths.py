@@ -1,0 +1,200 @@
+"""Every fast path of the nearest-code search returns the indices of a plain brute-force reference.
+
+Reference: squared distances from explicit differences in float64, ``((z - c)^2).sum(-1)``, and
+``argmin`` (first minimum). Not ``torch.cdist``: for more than 25 rows it switches to the
+``||z||^2 + ||c||^2 - 2 z.c`` matmul form, whose rounding differs between identical codes, so even
+float64 cdist does not send exact ties to the lowest index.
+
+Fast paths: faiss (CPU float32, what ``nearest_code`` dispatches to), the chunked torch matmul
+(several chunk sizes, including ones that do not divide N and one-row chunks), float64 (torch path).
+Timings live in ``benchmark.perf``; the last test only runs its ``--quick`` mode as a smoke test.
+"""
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+import torch
+
+from methods._core import lowest_duplicate_index, nearest_code, nearest_code_faiss, nearest_code_torch
+
+EPS32 = torch.finfo(torch.float32).eps
+
+
+def reference_distances(features: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """(N, K) squared distances, float64, from explicit differences (the same arithmetic per code)."""
+    codebook = codebook.double()[None, :, :]
+    return torch.cat([(block.double()[:, None, :] - codebook).pow(2).sum(dim=-1)
+                      for block in features.split(128)]) if features.shape[0] else features.new_zeros(0, codebook.shape[1], dtype=torch.float64)
+
+
+def reference_indices(features: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    return reference_distances(features, codebook).argmin(dim=1)
+
+
+FAST_PATHS = {
+    "faiss": nearest_code_faiss,
+    "dispatch": nearest_code,
+    "torch_default_chunk": lambda z, c: nearest_code_torch(z, c),
+    "torch_chunk_1": lambda z, c: nearest_code_torch(z, c, chunk_size=1),
+    "torch_chunk_64": lambda z, c: nearest_code_torch(z, c, chunk_size=64),
+    "torch_chunk_97": lambda z, c: nearest_code_torch(z, c, chunk_size=97),
+    "float64": lambda z, c: nearest_code(z.double(), c.double()),
+    "float64_chunk_13": lambda z, c: nearest_code_torch(z.double(), c.double(), chunk_size=13),
+}
+
+
+def codebook_with_duplicates(k: int, dim: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A codebook where codes are repeated at higher indices, and features whose nearest code is
+    always one of the repeated ones: (codebook (K, d), features (N, d))."""
+    codebook = torch.randn(k, dim, generator=generator)
+    low = max(1, k // 3)  # originals in [0, low), copies in [low, K)
+    originals = torch.randint(0, low, (min(max(1, k // 2), k - low),), generator=generator)
+    copies = torch.randperm(k - low, generator=generator)[: originals.shape[0]] + low
+    codebook[copies] = codebook[originals]
+    # features near (but not at) repeated codes: the nearest distance is an exact tie between copies
+    picks = originals[torch.randint(0, originals.shape[0], (203,), generator=generator)]
+    features = codebook[picks] + 1e-2 * torch.randn(203, dim, generator=generator)
+    return codebook, features
+
+
+@functools.lru_cache(maxsize=None)
+def tie_case(dim: int, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(codebook, features, reference indices, rows whose minimum is an exact tie)."""
+    codebook, features = codebook_with_duplicates(k, dim, torch.Generator().manual_seed(1000 * dim + k))
+    distances = reference_distances(features, codebook)
+    tied = (distances == distances.min(dim=1, keepdim=True).values).sum(dim=1) > 1
+    return codebook, features, distances.argmin(dim=1), tied
+
+
+@functools.lru_cache(maxsize=None)
+def random_case(n: int, k: int, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(n + k + dim)
+    codebook = torch.randn(k, dim, generator=generator)
+    features = 1.5 * torch.randn(n, dim, generator=generator) + 0.3
+    return codebook, features, reference_indices(features, codebook)
+
+
+@pytest.mark.parametrize("path", sorted(FAST_PATHS))
+@pytest.mark.parametrize("dim", [1, 3, 8, 64])
+@pytest.mark.parametrize("k", [2, 17, 1025])
+def test_exact_ties_go_to_the_lowest_index(path: str, dim: int, k: int) -> None:
+    codebook, features, expected, tied = tie_case(dim, k)
+    got = FAST_PATHS[path](features, codebook)
+    # at d = 1 two different codes can also be within float32 rounding of each other: only rows
+    # whose reference minimum is shared by several codes are exact ties; the rest is checked by distance
+    assert tied.any()
+    assert torch.equal(got[tied], expected[tied])
+    assert_same_or_within_rounding(features[~tied], codebook, got[~tied], expected[~tied])
+
+
+@pytest.mark.parametrize("path", sorted(FAST_PATHS))
+@pytest.mark.parametrize("n", [1, 5, 19, 20, 21, 257])
+def test_all_codes_identical_give_index_zero(path: str, n: int) -> None:
+    # faiss uses a direct SIMD loop below 20 queries and BLAS from 20 on: both are covered
+    generator = torch.Generator().manual_seed(n)
+    codebook = torch.randn(1, 8, generator=generator).repeat(37, 1)
+    features = torch.randn(n, 8, generator=generator)
+    assert torch.equal(FAST_PATHS[path](features, codebook), torch.zeros(n, dtype=torch.long))
+
+
+def assert_same_or_within_rounding(features, codebook, got, expected) -> None:
+    """Where a float32 path picks another code than the float64 reference, both codes must be at the
+    same distance up to float32 rounding.
+
+    The fast paths compute ||c||^2 - 2 z.c (+ ||z||^2) in float32: each of these terms carries a
+    relative rounding error of a few EPS32 (a length-d dot product about d EPS32 in the worst case),
+    so two codes whose exact distances differ by less than about (d + 2) EPS32 (||z||^2 + ||c||^2)
+    may come out in either order. A genuine search error would be off by far more.
+    """
+    differ = got != expected
+    if not differ.any():
+        return
+    z, d = features[differ].double(), features.shape[1]
+    c_got, c_ref = codebook[got[differ]].double(), codebook[expected[differ]].double()
+    dist_got = (z - c_got).pow(2).sum(dim=1)
+    dist_ref = (z - c_ref).pow(2).sum(dim=1)
+    scale = z.pow(2).sum(dim=1) + c_got.pow(2).sum(dim=1) + c_ref.pow(2).sum(dim=1)
+    assert (dist_got >= dist_ref).all()  # the reference is the exact minimum
+    assert (dist_got - dist_ref <= 2 * (d + 2) * EPS32 * scale).all()
+
+
+@pytest.mark.parametrize("path", sorted(FAST_PATHS))
+@pytest.mark.parametrize(("n", "k", "dim"), [(1500, 2048, 8), (300, 700, 64), (4097, 65, 2), (513, 1500, 16)])
+def test_random_data_matches_the_float64_reference(path: str, n: int, k: int, dim: int) -> None:
+    codebook, features, expected = random_case(n, k, dim)
+    got = FAST_PATHS[path](features, codebook)
+    assert got.dtype == torch.long and got.shape == (n,)
+    if path.startswith("float64"):
+        # float64 search of float32 data: exact up to float64 rounding, i.e. identical here
+        assert torch.equal(got, expected)
+    else:
+        assert (got == expected).float().mean() > 0.99
+        assert_same_or_within_rounding(features, codebook, got, expected)
+
+
+@pytest.mark.parametrize("path", sorted(FAST_PATHS))
+def test_single_code_and_empty_input(path: str) -> None:
+    generator = torch.Generator().manual_seed(7)
+    features = torch.randn(50, 4, generator=generator)
+    assert torch.equal(FAST_PATHS[path](features, torch.randn(1, 4, generator=generator)),
+                       torch.zeros(50, dtype=torch.long))
+    empty = FAST_PATHS[path](features[:0], torch.randn(5, 4, generator=generator))
+    assert empty.shape == (0,) and empty.dtype == torch.long
+
+
+def test_non_contiguous_inputs_are_searched_correctly() -> None:
+    generator = torch.Generator().manual_seed(8)
+    features = torch.randn(8, 300, generator=generator).t()  # (300, 8), non-contiguous
+    codebook = torch.randn(16, 100, generator=generator).t()[:, :8][::2]  # (50, 8), strided
+    expected = reference_indices(features, codebook)
+    for path in ("faiss", "dispatch", "torch_chunk_97"):
+        got = FAST_PATHS[path](features, codebook)
+        assert_same_or_within_rounding(features, codebook, got, expected)
+
+
+def test_faiss_path_splits_large_inputs_into_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    import methods._core as core
+
+    monkeypatch.setattr(core, "FAISS_ROWS_PER_CALL", 100)
+    generator = torch.Generator().manual_seed(9)
+    codebook, _ = codebook_with_duplicates(300, 8, generator)
+    features = torch.randn(1234, 8, generator=generator)
+    expected = reference_indices(features, codebook)
+    assert_same_or_within_rounding(features, codebook, nearest_code_faiss(features, codebook), expected)
+
+
+def test_lowest_duplicate_index() -> None:
+    codebook = torch.randn(10, 3, generator=torch.Generator().manual_seed(10))
+    codebook[5] = codebook[2]
+    codebook[7] = codebook[2]
+    codebook[8] = 0.0
+    codebook[9] = -0.0  # same distances as +0.0: the same code
+    expected = torch.tensor([0, 1, 2, 3, 4, 2, 6, 2, 8, 8])
+    for dtype in (torch.float16, torch.float32, torch.float64):
+        assert torch.equal(lowest_duplicate_index(codebook.to(dtype)), expected)
+    assert lowest_duplicate_index(torch.randn(100, 4)) is None
+
+
+def test_perf_quick_smoke(tmp_path) -> None:
+    from benchmark import perf
+
+    report = perf.main(["--quick", "--out", str(tmp_path), "--sections", "search,memory,step,ot"])
+    data = json.loads((tmp_path / "perf.json").read_text())
+    markdown = (tmp_path / "perf.md").read_text()
+    assert data["environment"]["device"] == "cpu"
+    assert data["environment"]["torch_threads"] >= 1
+    sections = {row["section"] for row in data["measurements"]}
+    assert sections == {"search", "search_memory", "training_step", "exact_ot", "sliced_wasserstein"}
+    names = {row["name"] for row in data["measurements"] if row["section"] == "search"}
+    assert {"ours", "faiss_flat_l2", "torch_chunked", "torch_cdist", "vqp_eval"} <= names
+    import methods
+
+    stepped = {row["name"] for row in data["measurements"] if row["section"] == "training_step"}
+    assert stepped == set(methods.available())
+    for row in data["measurements"]:
+        if row["status"] == "ok":
+            assert row["median_s"] > 0 and len(row["seconds"]) >= 1
+    assert "## Nearest-code search" in markdown and "| vanilla |" in markdown
+    assert report["summary"]["targets"]["max_ours_over_faiss"] is not None
