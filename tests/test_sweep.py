@@ -267,8 +267,8 @@ def test_sweep_end_to_end_failure_and_resume(ray_cluster: None, store_uri: str, 
         {"grid": {"method": ["vanilla", "wasserstein"], "seed": [0, DIVERGING_SEED]}},
         name="e2e",
         tracking={"uri": store_uri, "results_dir": "results"},
-        # 0.5 CPU per trial: all 4 trials run (and report) at once; GPUs asked for on a GPU-less cluster.
-        ray={"cpus_per_trial": 0.5, "gpus_per_trial": 0.5, "storage_path": str(tmp_path / "ray")},
+        # 2 trials run (and report) at once on the 2 CPUs; GPUs asked for on a GPU-less cluster.
+        ray={"cpus_per_trial": 1, "gpus_per_trial": 0.5, "storage_path": str(tmp_path / "ray")},
     )
     spec = parse(params, "e2e", base_dir=tmp_path)
     calls = tmp_path / "calls"
