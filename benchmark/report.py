@@ -489,7 +489,13 @@ def sweep_figure(table: pd.DataFrame, summary: Summary, path: Path, confidence: 
     if hue:
         data[hue] = data[hue].astype(str).astype(object)
     order = method_order(data[hue]) if hue else None
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
+    ncols = len(metrics) if len(metrics) <= 4 else 3
+    nrows = math.ceil(len(metrics) / ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.2 * nrows), squeeze=False)
+    axes = [list(grid.flat)]
+    for ax in axes[0][len(metrics):]:
+        ax.remove()
+    axes = [axes[0][:len(metrics)]]
     for ax, m in zip(axes[0], metrics):
         data[m.label] = pd.to_numeric(data[m.column], errors="coerce") * m.scale
         if x is not None:
