@@ -9,8 +9,9 @@ or from Python: ``run_sweep(load_sweep("params.yaml", "NAME"))``.
 
 params.yaml schema (authoritative; ``docs/contracts.md`` points here)
 --------------------------------------------------------------------
-Relative paths are relative to the directory of the params file. Every key below except
-``sweeps`` may be left out (the defaults are the values shown)::
+Relative paths are relative to the directory of the params file. Only ``sweeps`` and each
+sweep's ``grid`` are required; the ``tracking`` and ``ray`` values shown are the defaults, the
+``base`` and sweep contents are an example. Unknown keys anywhere are errors::
 
     tracking:
       uri: mlflow.db          # SQLite file -> sqlite:////<abs path>/mlflow.db; also accepts
@@ -67,7 +68,9 @@ Trials, tracking, faults, resume
   ASHA). Failed trials, and ``running`` ones left by an interrupted driver, are RETRIED: their
   old run is soft-deleted in MLflow when the retry starts, so a trial never has two active runs.
 - The table ``<results_dir>/NAME/trials.csv`` is exported from MLflow after every sweep
-  (:func:`benchmark.tracking.export_table`), one row per trial.
+  (:func:`benchmark.tracking.export_table`), one row per trial: ``sweep, trial, run_id, status
+  (finished|failed|stopped), error, git_commit, git_dirty``, every flat param, every final metric.
+- Browse the runs: ``mlflow ui --backend-store-uri sqlite:///$PWD/mlflow.db``.
 """
 from __future__ import annotations
 

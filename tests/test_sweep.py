@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -177,6 +178,18 @@ def test_real_registries_validate_methods_and_dataset_options() -> None:
         sweep.parse_sweep(params, "s", catalog=catalog)
     ok = make_params({"grid": {"method": methods.available(), "seed": [0, 1]}})
     assert len(sweep.parse_sweep(ok, "s", catalog=catalog).trials) == 2 * len(methods.available())
+
+
+def test_the_documented_example_is_valid() -> None:
+    """The schema example in benchmark.sweep's docstring parses against the real registries."""
+    doc = sweep.__doc__.splitlines()
+    start = next(i for i, line in enumerate(doc) if line.startswith("    tracking:"))
+    end = next(i for i in range(start, len(doc)) if doc[i] and not doc[i].startswith(" "))
+    params = yaml.safe_load(textwrap.dedent("\n".join(doc[start:end])))
+    spec = sweep.parse_sweep(params, "NAME", base_dir="/tmp", catalog=sweep.Catalog.from_registries())
+    assert len(spec.trials) == 8 and spec.ray == sweep.RaySettings()
+    wasserstein = [t.config for t in spec.trials if t.config.method == "wasserstein"]
+    assert all(config.method_options["gamma"] == 10.0 for config in wasserstein)
 
 
 # ------------------------------------------------------------------------------ expansion
