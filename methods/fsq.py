@@ -121,7 +121,8 @@ class FSQ(Quantizer):
 
     def bound(self, features: Tensor) -> Tensor:
         """b(z) = tanh(z + s) h - o: after rounding, dimension i takes exactly L_i values."""
-        return torch.tanh(features + self.shifts.to(features.dtype)) * self.half_levels.to(features.dtype) - self.offsets.to(features.dtype)
+        dtype = features.dtype
+        return torch.tanh(features + self.shifts.to(dtype)) * self.half_levels.to(dtype) - self.offsets.to(dtype)
 
     def search_space(self, features: Tensor) -> Tensor:
         return self.bound(features) / self.half_width.to(features.dtype)
