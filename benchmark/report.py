@@ -231,8 +231,21 @@ def summarize(table: pd.DataFrame, name: str, confidence: float = 0.95) -> Summa
         order = sorted(range(len(rows)), key=lambda i: tuple(_sort_key(rows.iloc[i][f]) for f in factors))
         rows = rows.iloc[order].reset_index(drop=True)
     failed = table[~done]
-    commits = sorted({str(c) for c in table.get("git_commit", pd.Series(dtype=object)).dropna() if str(c)})
+    commits = _commits(table)
     return Summary(name, factors, metrics, rows, failed, commits)
+
+
+def _commits(table: pd.DataFrame) -> list[str]:
+    """The git commits of a table's trials, each marked ``+dirty`` when a trial ran with local changes."""
+    if "git_commit" not in table.columns:
+        return []
+    dirty = table["git_dirty"] if "git_dirty" in table.columns else pd.Series(False, index=table.index)
+    dirty = dirty.astype(object).map(lambda v: str(v).strip().lower() == "true")
+    out = []
+    for commit in sorted({str(c) for c in table["git_commit"].dropna() if str(c)}):
+        rows = table["git_commit"].astype(str) == commit
+        out.append(commit + ("+dirty" if bool(dirty[rows].any()) else ""))
+    return out
 
 
 def best_mask(summary: Summary, m: Metric) -> pd.Series:
@@ -751,7 +764,8 @@ def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
                   "No results table for: " + ", ".join(f"`{n}`" for n in missing) + "."]
     lines += ["", "## Code version and base params", ""]
     commits = sorted({c for s in summaries.values() for c in s.commits})
-    lines.append("Git commits of the trials: " + (", ".join(f"`{c}`" for c in commits) or "unknown") + ".")
+    lines.append("Git commits of the trials: " + (", ".join(f"`{c}`" for c in commits) or "unknown")
+                 + " (`+dirty`: the work tree had uncommitted changes when the trial ran).")
     lines += ["", "Shared `base:` of every sweep (params.yaml):", "", "```yaml",
               yaml.safe_dump({"base": params.get("base") or {}}, sort_keys=False).rstrip(), "```", ""]
     report_path = out_dir / "ablation.md"
@@ -783,7 +797,8 @@ def _sweep_section(config: ReportConfig, name: str, spec: Any, table: pd.DataFra
                 else "per method (bars)")
         lines += [f"![{name}](figures/{figure.name})", "",
                   f"Figure: metrics {what}; error bars = the table's t-interval.", ""]
-    lines += ["Code version: " + (", ".join(f"`{c[:12]}`" for c in summary.commits) or "unknown") + ".", ""]
+    lines += ["Code version: " + (", ".join(f"`{c[:12]}{'+dirty' if c.endswith('+dirty') else ''}`"
+                                          for c in summary.commits) or "unknown") + ".", ""]
     lines += ["<details><summary>Sweep spec (params.yaml)</summary>", "", "```yaml",
               yaml.safe_dump({"sweeps": {name: spec}}, sort_keys=False).rstrip(), "```", "", "</details>", ""]
     return "\n".join(lines)
