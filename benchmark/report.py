@@ -616,6 +616,7 @@ class ReportConfig:
     titles: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(TITLES))
     codebook_sweep: str | None = CODEBOOK_SWEEP
     filter_to_spec: bool = True  # drop table rows whose trial is not in the current sweep spec
+    figures: bool = True  # False: tables only (quick look; the pipeline always draws them)
 
 
 def load_params(path: str | Path) -> dict[str, Any]:
@@ -756,7 +757,7 @@ def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
     setting["atomic"] = setting.get(config.roles.get("atomic", "atomic"), "")
     lines.append(paper_vs_ours(summaries, config.roles, setting))
     lines += ["", *sections]
-    extra = _extra_figures(config, figures)
+    extra = _extra_figures(config, figures) if config.figures else []
     if extra:
         lines += ["", *extra]
     if missing:
@@ -790,7 +791,8 @@ def _sweep_section(config: ReportConfig, name: str, spec: Any, table: pd.DataFra
                  f"({len(summary.failed)} failed)."
                  + (f" {stale} trials of earlier specs of this sweep in the table are not shown." if stale else ""))
     lines += ["", summary_table(summary), "", failed_list(summary), ""]
-    figure = sweep_figure(table, summary, figures / f"{name}.png", config.confidence, title)
+    figure = (sweep_figure(table, summary, figures / f"{name}.png", config.confidence, title)
+              if config.figures else None)
     if figure is not None:
         axis = main_axis(summary, table)
         what = (f"against {FACTOR_LABELS.get(axis, axis)}, one line per method" if axis
@@ -837,6 +839,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
     parser.add_argument("--results", default=None, help="results dir (default tracking.results_dir)")
     parser.add_argument("--out", default=None, help="output dir (default reports)")
+    parser.add_argument("--no-figures", action="store_true", help="tables only (no seaborn figures)")
     parser.add_argument("--export", action="store_true",
                         help="first rebuild results/<sweep>/trials.csv from the MLflow store")
     args = parser.parse_args(argv)
@@ -856,6 +859,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"skip {name}: {err}")
                 continue
             tracking.write_table(table, config.results_dir / name / "trials.csv")
+    config.figures = not args.no_figures
     path = build_report(config, params)
     print(f"wrote {_rel(path)}")
     return 0

@@ -48,8 +48,7 @@ def _k(method, k, rng):
     return (0.97 if good else 0.5 / math.log2(k)) + rng.uniform(0, 0.02), 4.0 / math.log2(k) + rng.normal(0, 0.01)
 
 
-@pytest.fixture()
-def workspace(tmp_path: Path) -> Path:
+def _make_workspace(tmp_path: Path) -> Path:
     results = tmp_path / "results"
     atomic = pd.DataFrame(_rows("atomic", ["vanilla", "wasserstein"], "dataset_options.mean", [0.0, 4.0, 8.0],
                                 value_fn=_atomic))
@@ -68,6 +67,26 @@ def workspace(tmp_path: Path) -> Path:
                          "gamma_sweep": {"grid": {"method_options.gamma": [0.0, 1.0]}}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return tmp_path
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path) -> Path:
+    return _make_workspace(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One full report (tables + figures) of the synthetic workspace, built with training forbidden."""
+    import benchmark.train as train
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the report must not train")
+
+    workspace = _make_workspace(tmp_path_factory.mktemp("report"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "run_experiment", forbidden)
+        text, config = _build(workspace)
+    return workspace, text, config
 
 
 def _build(workspace: Path, **changes) -> tuple[str, report.ReportConfig]:
@@ -91,8 +110,8 @@ def test_t_interval_matches_scipy():
     assert report.t_interval([float("nan"), 2.0, 4.0])[2] == 2
 
 
-def test_report_tables_ci_bold_and_failures(workspace: Path):
-    text, config = _build(workspace)
+def test_report_tables_ci_bold_and_failures(built):
+    workspace, text, config = built
     table = pd.read_csv(workspace / "results" / "atomic" / "trials.csv")
     # Independent CI: wasserstein at mu = 4, U in %.
     u = table[(table.method == "wasserstein") & (table["dataset_options.mean"] == 4.0)
@@ -123,8 +142,8 @@ def test_report_tables_ci_bold_and_failures(workspace: Path):
     assert "No results table for: `gamma_sweep`" in text
 
 
-def test_report_figures_and_metrics(workspace: Path):
-    _, config = _build(workspace)
+def test_report_figures_and_metrics(built):
+    _, _, config = built
     figures = config.out_dir / "figures"
     for name in ("atomic.png", "k_sweep.png"):
         data = (figures / name).read_bytes()
@@ -153,20 +172,10 @@ def test_disk_codebook_and_usage_figures(workspace: Path):
     assert usage["c"].tolist() == [2, 1]
 
 
-def test_missing_codebooks_are_reported_not_faked(workspace: Path):
-    text, config = _build(workspace)
+def test_missing_codebooks_are_reported_not_faked(built):
+    _, text, config = built
     assert "Left out: no saved codebooks" in text
     assert not (config.out_dir / "figures" / "disk_codebooks.png").exists()
-
-
-def test_report_never_trains(workspace: Path, monkeypatch):
-    import benchmark.train as train
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("the report must not train")
-
-    monkeypatch.setattr(train, "run_experiment", forbidden)
-    _build(workspace)
 
 
 def test_stale_trials_of_older_specs_are_dropped(workspace: Path, monkeypatch):
@@ -174,7 +183,7 @@ def test_stale_trials_of_older_specs_are_dropped(workspace: Path, monkeypatch):
     table = pd.read_csv(table_path)
     keep = set(table["trial"][table["codebook_size"] != 256])
     monkeypatch.setattr(report, "current_trial_ids", lambda path, name: keep if name == "k_sweep" else None)
-    text, _ = _build(workspace, filter_to_spec=True)
+    text, _ = _build(workspace, filter_to_spec=True, figures=False)
     section = text.split("(`k_sweep`)", 1)[1].split("## ", 1)[0]
     assert "9 trials of earlier specs of this sweep in the table are not shown" in section
     assert "| vanilla | 256 |" not in section and "| vanilla | 64 |" in section
