@@ -37,7 +37,8 @@ class OverheadResult:
     trials: int
     num_cpus: int
     sequential_cold_first: float  # the untimed-in-total warm-up call: imports + first use
-    sequential: float  # N warm calls in one process
+    sequential: float  # N warm calls in one process, torch's default intra-op threads
+    sequential_one_thread: float  # the same with torch.set_num_threads(1), as each Ray worker has
     ray_start: float
     sweep: float  # run_sweep with Ray already up: Tune + workers + MLflow + export
     finished: int
@@ -49,16 +50,18 @@ class OverheadResult:
 
     @property
     def ratio(self) -> float:
+        """Sweep (Ray up) / sequential with default threads."""
         return self.sweep / self.sequential
 
     @property
-    def ratio_with_start(self) -> float:
-        return self.sweep_with_start / self.sequential
+    def ratio_one_thread(self) -> float:
+        """Sweep (Ray up) / sequential with one thread: same threads per trial on both sides."""
+        return self.sweep / self.sequential_one_thread
 
     @property
-    def overhead_per_trial(self) -> float:
-        """Extra wall seconds per trial in the sweep (Ray start excluded)."""
-        return (self.sweep - self.sequential) / self.trials
+    def ratio_with_start(self) -> float:
+        """Sweep including ray.init / sequential with one thread."""
+        return self.sweep_with_start / self.sequential_one_thread
 
 
 def measure(base: RunConfig, trials: int, *, num_cpus: int, workdir: Path) -> OverheadResult:
@@ -71,10 +74,19 @@ def measure(base: RunConfig, trials: int, *, num_cpus: int, workdir: Path) -> Ov
     start = time.perf_counter()
     run_experiment(base.replace(seed=trials))  # warm-up, not one of the N
     cold = time.perf_counter() - start
-    start = time.perf_counter()
-    for config in configs:
-        run_experiment(config, on_step=lambda step, metrics: None)
-    sequential = time.perf_counter() - start
+    def sequential_wall() -> float:
+        start = time.perf_counter()
+        for config in configs:
+            run_experiment(config, on_step=lambda step, metrics: None)
+        return time.perf_counter() - start
+
+    threads = torch.get_num_threads()
+    sequential = sequential_wall()
+    torch.set_num_threads(1)
+    try:
+        sequential_one_thread = sequential_wall()
+    finally:
+        torch.set_num_threads(threads)
 
     params = {
         "tracking": {"uri": "mlflow.db", "results_dir": "results"},
@@ -100,8 +112,8 @@ def measure(base: RunConfig, trials: int, *, num_cpus: int, workdir: Path) -> Ov
     finally:
         ray.shutdown()
     return OverheadResult(trials=trials, num_cpus=num_cpus, sequential_cold_first=cold, sequential=sequential,
-                          ray_start=ray_start, sweep=swept, finished=outcome.finished,
-                          sequential_threads=torch.get_num_threads())
+                          sequential_one_thread=sequential_one_thread, ray_start=ray_start, sweep=swept,
+                          finished=outcome.finished, sequential_threads=threads)
 
 
 PRESETS = {
@@ -133,30 +145,32 @@ def render(results: Sequence[tuple[str, RunConfig, OverheadResult]]) -> str:
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min): other jobs shared the CPUs, "
         "so absolute times are inflated; the ratio is the figure to compare.",
         "",
-        "Threads: the sequential process runs torch with its default intra-op threads (column",
-        "*threads*); Ray starts each 1-CPU trial with OMP_NUM_THREADS=1. On a loaded machine",
-        "multi-threaded torch loses much more to contention than single-threaded workers do, which",
-        "is why the sweep can beat the sequential loop by more than the CPU count.",
+        "Threads: Ray starts each 1-CPU trial with OMP_NUM_THREADS=1, so the sequential loop is timed",
+        "twice: with torch's default intra-op threads (column *seq. T threads*) and with one thread",
+        "(*seq. 1 thread*, the like-for-like baseline). On a loaded machine multi-threaded torch loses",
+        "much more to contention than single-threaded workers do.",
         "",
-        "| preset | trial settings | N | threads | cold first call (s) | sequential, warm (s) | ray.init (s) "
-        "| sweep, Ray up (s) | ratio sweep / sequential | ratio incl. ray.init | overhead per trial (s) |",
+        "| preset | trial settings | N | cold first call (s) | seq. T threads (s) | seq. 1 thread (s) "
+        "| ray.init (s) | sweep, Ray up (s) | sweep / seq. T threads | sweep / seq. 1 thread "
+        "| (sweep + ray.init) / seq. 1 thread |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, base, result in results:
         settings = (f"{base.method}, K={base.codebook_size}, d={base.dim}, {base.steps} steps x {base.batch_size}, "
                     f"eval {base.eval_size}")
         lines.append(
-            f"| {name} | {settings} | {result.trials} | {result.sequential_threads} | {result.sequential_cold_first:.2f} | {result.sequential:.2f} "
-            f"| {result.ray_start:.2f} | {result.sweep:.2f} | **{result.ratio:.2f}x** | {result.ratio_with_start:.2f}x "
-            f"| {result.overhead_per_trial:+.2f} |"
+            f"| {name} | {settings} | {result.trials} | {result.sequential_cold_first:.2f} "
+            f"| {result.sequential:.2f} (T={result.sequential_threads}) | {result.sequential_one_thread:.2f} "
+            f"| {result.ray_start:.2f} | {result.sweep:.2f} | {result.ratio:.2f}x | **{result.ratio_one_thread:.2f}x** "
+            f"| {result.ratio_with_start:.2f}x |"
         )
     lines += [
         "",
         "Columns: *cold first call* = one untimed warm-up call in the sequential process (lazy imports",
-        "such as POT and torch._dynamo, first use); *sequential, warm* = the N calls after it;",
+        "such as POT and torch._dynamo, first use); *seq.* = the N calls after it, in one process;",
         "*sweep, Ray up* = `run_sweep` with Ray already started (Tune, worker start-up including the",
-        "same cold imports once per worker, results round trips, MLflow writes, export); *overhead per",
-        "trial* = (sweep - sequential) / N, negative when the parallel workers win.",
+        "same cold imports once per worker, result round trips, MLflow writes, export). With",
+        f"{results[0][2].num_cpus if results else 2} workers in parallel, a ratio of 1 / workers would mean no overhead at all.",
         "",
         "Reading: the fixed cost of a sweep is Ray start-up plus one cold start per worker (actors are",
         "reused between trials); per trial it adds a few Tune round trips and SQLite writes. Trials of",
