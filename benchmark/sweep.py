@@ -5,7 +5,9 @@ Usage::
     python -m benchmark.sweep --params params.yaml --sweep NAME [--address ADDR] [--max-concurrent N]
     python -m benchmark.sweep --params params.yaml --sweep NAME --export-only   # rebuild the table
 
-or from Python: ``run_sweep(load_sweep("params.yaml", "NAME"))``.
+or from Python: ``run_sweep(load_sweep("params.yaml", "NAME"))``. The CLI prints one line
+(``sweep NAME: N finished, M failed (K already done, not rerun) -> results/NAME/trials.csv``) and
+exits 0 when the sweep ran, failed trials included (they are rows of the table), 2 on a bad spec.
 
 params.yaml schema (authoritative; ``docs/contracts.md`` points here)
 --------------------------------------------------------------------
