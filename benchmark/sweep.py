@@ -654,7 +654,8 @@ class _MlflowRecorder:
             message = getattr(tune_trial, "error_msg", None) or "trial crashed in Ray"
             error_file = getattr(tune_trial, "error_file", None)
             if error_file and os.path.exists(error_file):
-                message = Path(error_file).read_text().strip().splitlines()[-1]
+                lines = Path(error_file).read_text().strip().splitlines()
+                message = lines[-1] if lines else message
             self._close(tune_trial, tracking.STATUS_FAILED, error=f"RayTrialError: {message}")
 
     def _close(self, tune_trial: Any, status: str, *, metrics: Mapping[str, Any] | None = None,
