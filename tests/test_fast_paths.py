@@ -17,6 +17,7 @@ import json
 import pytest
 import torch
 
+import methods._core as core
 from methods._core import lowest_duplicate_index, nearest_code, nearest_code_faiss, nearest_code_torch
 
 EPS32 = torch.finfo(torch.float32).eps
@@ -33,8 +34,18 @@ def reference_indices(features: torch.Tensor, codebook: torch.Tensor) -> torch.T
     return reference_distances(features, codebook).argmin(dim=1)
 
 
+def faiss_unpadded(features: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """faiss' own search at the input's d (nearest_code_faiss pads d < 16 to its fused kernel)."""
+    saved, core.FAISS_PAD_DIM = core.FAISS_PAD_DIM, 0
+    try:
+        return nearest_code_faiss(features, codebook)
+    finally:
+        core.FAISS_PAD_DIM = saved
+
+
 FAST_PATHS = {
     "faiss": nearest_code_faiss,
+    "faiss_unpadded": faiss_unpadded,
     "dispatch": nearest_code,
     "torch_default_chunk": lambda z, c: nearest_code_torch(z, c),
     "torch_chunk_1": lambda z, c: nearest_code_torch(z, c, chunk_size=1),
@@ -155,8 +166,6 @@ def test_non_contiguous_inputs_are_searched_correctly() -> None:
 
 
 def test_faiss_path_splits_large_inputs_into_calls(monkeypatch: pytest.MonkeyPatch) -> None:
-    import methods._core as core
-
     monkeypatch.setattr(core, "FAISS_ROWS_PER_CALL", 100)
     generator = torch.Generator().manual_seed(9)
     codebook, _ = codebook_with_duplicates(300, 8, generator)
