@@ -243,9 +243,26 @@ def _run_fit(config: RunConfig, device: torch.device, on_step: OnStep | None, pr
     kmeans_features = dataset.sample(
         metrics.kmeans_train_size(config.codebook_size), _generator(config.seed, _STREAM_KMEANS, cpu)
     ).cpu()
-    record = metrics.evaluate(codebook, eval_features, kmeans_features=kmeans_features, seed=config.seed)
+    record = metrics.evaluate(
+        codebook,
+        _in_code_space(quantizer, eval_features, device),
+        kmeans_features=_in_code_space(quantizer, kmeans_features, device),
+        seed=config.seed,
+    )
     record.update(final_loss=final_loss, train_seconds=train_seconds)
     return {key: float(record[key]) for key in RESULT_KEYS}
+
+
+def _in_code_space(quantizer: Any, features: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Features in the coordinates where the quantizer searches its codebook (CPU).
+
+    The identity for every method but those that transform features before the search (FSQ's
+    bound): metrics then measure the quantizer in the space it actually quantizes.
+    """
+    with torch.no_grad():
+        return torch.cat(
+            [quantizer.search_space(features[i : i + 65536].to(device)).cpu() for i in range(0, len(features), 65536)]
+        )
 
 
 # --------------------------------------------------------------------------- vqvae
@@ -342,7 +359,10 @@ def _run_vqvae(config: RunConfig, device: torch.device, on_step: OnStep | None, 
         )[:cap]
         train_latents = train_latents[pick]
     record = metrics.evaluate(
-        codebook, torch.cat(test_latents), kmeans_features=train_latents, seed=config.seed
+        codebook,
+        _in_code_space(quantizer, torch.cat(test_latents), device),
+        kmeans_features=_in_code_space(quantizer, train_latents, device),
+        seed=config.seed,
     )
     record.update(
         final_loss=final_loss,

@@ -239,3 +239,14 @@ def test_cli_option_values_are_yaml():
     assert _parse_options(["a=4", "b=0.1", "c=true", "d=abc", "e=1e-3"], "x") == {
         "a": 4, "b": 0.1, "c": True, "d": "abc", "e": 0.001,
     }
+
+
+def test_metrics_are_measured_where_the_quantizer_searches():
+    """FSQ bounds features into [-1, 1]^d before rounding: E is measured there, not against the
+    raw features (which sit near 8 here and would give E of about d * 64)."""
+    record = run_experiment(
+        RunConfig(method="fsq", codebook_size=16, dim=4, steps=2, batch_size=64, eval_size=512,
+                  dataset_options={"mean": 8.0})
+    )
+    assert record["quantization_error"] < 4 * 1.0
+    assert record["utilization"] <= 2 / 16  # saturated tanh: (nearly) every feature in one corner
