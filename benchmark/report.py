@@ -46,8 +46,8 @@ REPLICATE_COLUMNS = ("seed",)
 # Params that never define a row of a table (bookkeeping, not part of the ablation).
 NON_FACTOR_PARAMS = ("seed", "device", "log_every")
 DONE_STATUSES = ("finished", "stopped")
-METHOD_ORDER = ("vanilla", "ema", "simvq", "rotation_trick", "fsq", "wasserstein", "wasserstein_density",
-                "sliced_wasserstein", "mmd", "exact_ot")
+METHOD_ORDER = ("vanilla", "ema", "kmeans_ema", "simvq", "rotation_trick", "fsq", "sinkhorn", "wasserstein",
+                "wasserstein_density", "sliced_wasserstein", "mmd", "exact_ot")
 
 # Short names for factor columns in tables and figure axes.
 FACTOR_LABELS = {
