@@ -588,12 +588,14 @@ class SweepOutcome:
     failed: int
     stopped: int
     skipped: int  # already finished before this call (resume)
+    not_run: int  # pending trials this call never started (the sweep was interrupted)
     table_path: Path
     table: "pandas.DataFrame" = field(repr=False, compare=False)
 
     def summary(self) -> str:
         stopped = f", {self.stopped} stopped early" if self.stopped else ""
-        return (f"sweep {self.name}: {self.finished} finished, {self.failed} failed{stopped} "
+        not_run = f", {self.not_run} not run (interrupted)" if self.not_run else ""
+        return (f"sweep {self.name}: {self.finished} finished, {self.failed} failed{stopped}{not_run} "
                 f"({self.skipped} already done, not rerun) -> {self.table_path}")
 
 
@@ -657,6 +659,14 @@ class _MlflowRecorder:
                 lines = Path(error_file).read_text().strip().splitlines()
                 message = lines[-1] if lines else message
             self._close(tune_trial, tracking.STATUS_FAILED, error=f"RayTrialError: {message}")
+
+    def close_open_runs(self) -> None:
+        """Fail every run still open (the sweep was interrupted, e.g. Ctrl-C): retried on resume."""
+        for key, run_id in self._run_ids.items():
+            if key not in self._closed:
+                tracking.finish_trial_run(self._client, run_id, status=tracking.STATUS_FAILED,
+                                          error="Interrupted: the sweep stopped before this trial finished")
+                self._closed.add(key)
 
     def _close(self, tune_trial: Any, status: str, *, metrics: Mapping[str, Any] | None = None,
                error: str | None = None, final_step: int = 0) -> None:
@@ -740,9 +750,10 @@ def run_sweep(
     return SweepOutcome(
         name=spec.name,
         finished=ran.count(tracking.STATUS_FINISHED),
-        failed=sum(status not in tracking.DONE_STATUSES for status in ran),
+        failed=ran.count(tracking.STATUS_FAILED) + ran.count(tracking.STATUS_RUNNING),
         stopped=ran.count(tracking.STATUS_STOPPED),
         skipped=len(spec.trials) - len(todo),
+        not_run=ran.count(None),
         table_path=path,
         table=table,
     )
@@ -801,6 +812,7 @@ def _fit(spec: SweepSpec, todo: Sequence[Trial], client: Any, experiment_id: str
     try:
         tuner.fit()
     finally:
+        recorder.close_open_runs()
         if previous is None:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
         else:

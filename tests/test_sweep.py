@@ -402,3 +402,33 @@ def test_cli_real_runner_end_to_end(ray_cluster: None, store_uri: str, tmp_path:
     assert "exported 2 trials" in capsys.readouterr().out
     assert sweep.main(["--params", str(path), "--sweep", "nope"]) == 2
     assert "sweeps.nope: unknown sweep" in capsys.readouterr().err
+
+
+@dataclasses.dataclass
+class _FakeTuneTrial:
+    """What the MLflow recorder reads from a ray.tune Trial."""
+
+    trial_id: str
+    config: dict
+    last_result: dict = dataclasses.field(default_factory=dict)
+
+
+def test_recorder_fails_trials_cut_off_by_an_interruption(store_uri: str) -> None:
+    """Ctrl-C: started trials end failed (retried on resume), whether Tune reports them or not."""
+    spec = parse(make_params({"grid": {"seed": [0, 1, 2]}}, name="cut", tracking={"uri": store_uri}), "cut")
+    client = tracking.make_client(store_uri)
+    experiment_id = tracking.get_or_create_experiment(client, "cut")
+    recorder = sweep._MlflowRecorder(client, experiment_id, spec, tracking.GitState("0" * 40, False), {})
+    done, completed_early, open_ = (_FakeTuneTrial(f"t{i}", {"trial_id": t.trial_id})
+                                    for i, t in enumerate(spec.trials))
+    for trial in (done, completed_early, open_):
+        recorder.on_start(trial)
+    recorder.on_result(done, {sweep.KIND_KEY: "final", "metrics": {"quantization_error": 1.0}})
+    completed_early.last_result = {sweep.STEP_KEY: 2}
+    recorder.on_complete(completed_early)  # no final result and no ASHA: not a success
+    recorder.close_open_runs()
+    status = tracking.export_table(store_uri, "cut").set_index("trial")[["status", "error"]]
+    assert status.loc[spec.trials[0].trial_id, "status"] == "finished"
+    assert status.loc[spec.trials[1].trial_id, "error"].startswith("Interrupted: trial ended at step 2")
+    assert status.loc[spec.trials[2].trial_id, "error"].startswith("Interrupted: the sweep stopped")
+    assert list(status["status"]).count("failed") == 2
