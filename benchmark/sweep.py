@@ -66,9 +66,12 @@ Trials, tracking, faults, resume
   ``git_dirty``, ``error``; per-step curves ``train/<metric>``; the final record under its keys.
 - A runner that raises (``benchmark.train.DivergedError`` on a NaN loss, or anything else)
   makes the trial ``failed`` with ``error = "<ExceptionType>: <message>"``; the sweep goes on.
+- Interrupted sweep (Ctrl-C): trials already started are closed as ``failed``
+  (``Interrupted: ...``), trials never started have no run; the table is still exported.
 - Resume: rerunning a sweep skips every trial whose run is ``finished`` (or ``stopped`` by
-  ASHA). Failed trials, and ``running`` ones left by an interrupted driver, are RETRIED: their
-  old run is soft-deleted in MLflow when the retry starts, so a trial never has two active runs.
+  ASHA). Failed trials, and ``running`` ones left by a driver that was killed outright, are
+  RETRIED: their old run is soft-deleted in MLflow when the retry starts, so a trial never has
+  two active runs.
 - The table ``<results_dir>/NAME/trials.csv`` is exported from MLflow after every sweep
   (:func:`benchmark.tracking.export_table`), one row per trial: ``sweep, trial, run_id, status
   (finished|failed|stopped), error, git_commit, git_dirty``, every flat param, every final metric.
