@@ -207,3 +207,37 @@ def test_perf_quick_smoke(tmp_path) -> None:
             assert row["median_s"] > 0 and len(row["seconds"]) >= 1
     assert "## Nearest-code search" in markdown and "| vanilla |" in markdown
     assert report["summary"]["targets"]["max_ours_over_faiss"] is not None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numpy_sort_matches_torch_sort_values_and_gradient(dtype: torch.dtype) -> None:
+    from methods._core import sort_rows
+
+    generator = torch.Generator().manual_seed(11)
+    x = torch.randn(5, 301, generator=generator, dtype=dtype)
+    x[:, 7] = x[:, 3]  # a tie: values stay exact, the gradient of a tie goes to either position
+    weights = torch.randn(5, 301, generator=generator, dtype=dtype)
+    ours, reference = x.clone().requires_grad_(), x.clone().requires_grad_()
+    sorted_ours, sorted_reference = sort_rows(ours), torch.sort(reference, dim=1).values
+    assert torch.equal(sorted_ours, sorted_reference)
+    assert torch.equal(sort_rows(x), sorted_reference.detach())  # no-gradient path
+    assert torch.equal(sort_rows(x.t().t()[:, ::2]), torch.sort(x[:, ::2], dim=1).values)  # strided input
+    (sorted_ours * weights).sum().backward()
+    (sorted_reference * weights).sum().backward()
+    untied = torch.ones(301, dtype=torch.bool)
+    untied[[3, 7]] = False
+    assert torch.equal(ours.grad[:, untied], reference.grad[:, untied])
+    assert torch.equal(ours.grad[:, [3, 7]].sum(dim=1), reference.grad[:, [3, 7]].sum(dim=1))
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 64])
+def test_mmd_median_bandwidth_is_torch_lower_median(n: int) -> None:
+    from methods.mmd import median_bandwidth_squared, squared_distances
+
+    generator = torch.Generator().manual_seed(n)
+    x = torch.randn(n, 3, generator=generator, dtype=torch.float64)
+    y = torch.randn(n + 1, 3, generator=generator, dtype=torch.float64)
+    xx, yy, xy = squared_distances(x, x), squared_distances(y, y), squared_distances(x, y)
+    upper_x, upper_y = torch.triu_indices(n, n, 1), torch.triu_indices(n + 1, n + 1, 1)
+    pooled = torch.cat([xx[upper_x[0], upper_x[1]], yy[upper_y[0], upper_y[1]], xy.reshape(-1)])
+    assert torch.equal(median_bandwidth_squared(xx, yy, xy), pooled.median())
