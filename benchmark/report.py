@@ -757,6 +757,9 @@ def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
     setting = {name: _setting_text(table) for name, table in tables.items()}
     setting["atomic"] = setting.get(config.roles.get("atomic", "atomic"), "")
     lines.append(paper_vs_ours(summaries, config.roles, setting))
+    from benchmark.report_questions import open_questions_section  # the seed's open questions (issue 8)
+
+    lines += ["", open_questions_section(tables, config.confidence)]
     lines += ["", *sections]
     extra = _extra_figures(config, figures) if config.figures else []
     if extra:

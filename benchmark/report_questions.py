@@ -1,0 +1,576 @@
+"""The open questions of the seed paper, answered from the sweep tables: "Open questions" in the report.
+
+``benchmark.report`` calls :func:`open_questions_section` with the tables it has read (filtered to
+the current sweep specs) and puts the returned markdown into ``reports/ablation.md``. Nothing is
+retrained. The questions are those of ``../shared/seeds/001_*.txt`` (arXiv 2506.15078):
+
+1. Non-Gaussian features (sweep ``non_gaussian``): does the closed-form Gaussian W loss
+   (``wasserstein``) fall behind the non-parametric matching losses (``sliced_wasserstein``,
+   ``exact_ot``, ``mmd``) when the features are not Gaussian (bimodal mixture, uniform cube),
+   and not when they are (the Gaussian control)?
+2. The optimal codebook density in low d (sweeps ``low_d`` and ``low_d_paper``): plain matching
+   (target f) vs the W loss aimed at Gersho's f^(d/(d+2)) (``wasserstein_density``, exponent
+   ``gersho``) and at Theorem 2's f^((d+2)/d) (exponent ``paper``), on E / k-means.
+3. Downstream autoregressive generation: no sweep trains a prior; the section says so and what
+   it would take, and shows the only related measurement (tokenizer code usage of ``vqvae``).
+
+Plus the issue-8 ablation on the atomic mean shift (sweep ``dead_codes``): dead-code strategies
+vs distribution matching.
+
+Every conclusion is computed from the tables: means and half-widths of the 95% t-interval over
+seeds (``benchmark.report.t_interval``, as in every table of the report); a difference counts as
+*resolved* when the two intervals do not overlap, or when the paired difference over seeds has a
+95% t-interval that excludes 0 (trials with the same seed share their training stream, held-out
+features and k-means reference, so pairing removes that shared noise). With n = 1 nothing is.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from benchmark.report import (
+    DONE_STATUSES,
+    FACTOR_LABELS,
+    METRICS,
+    Summary,
+    _sort_key,
+    format_cell,
+    summarize,
+    summary_table,
+    t_interval,
+)
+
+# Sweep names (params.yaml) of each question.
+NON_GAUSSIAN = "non_gaussian"
+LOW_D = ("low_d", "low_d_paper")
+DEAD_CODES = "dead_codes"
+VQVAE = "vqvae"
+
+# The methods the questions compare (the question defines the comparison, not the result).
+GAUSSIAN_W = "wasserstein"
+NONPARAMETRIC = ("sliced_wasserstein", "exact_ot", "mmd")
+GAUSSIAN_CONTROL = "gaussian"  # the dataset on which the Gaussian assumption holds
+DENSITY_METHOD = "wasserstein_density"
+DEFAULT_EXPONENT = "gersho"  # WassersteinDensityOptions.exponent default
+TARGET_LABELS = {"plain": "f (plain W)", "gersho": "Gersho f^(d/(d+2))", "paper": "Theorem 2 f^((d+2)/d)"}
+# Same thresholds as the paper-vs-ours verdict rule of benchmark.report.
+FULL_USE, COLLAPSED = 90.0, 10.0
+DATASET_LABELS = {"gaussian": "Gaussian (control)", "gaussian_mixture": "bimodal mixture", "uniform": "uniform cube"}
+
+KEY_METRIC = "error_vs_kmeans"
+
+
+# --------------------------------------------------------------------------------------------
+# Intervals and comparisons
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Estimate:
+    """One metric in one cell: its values per seed, their mean and the half-width of the t-interval."""
+
+    mean: float
+    half: float
+    n: int
+    per_seed: Mapping[Any, float] = dataclasses.field(default_factory=dict, compare=False)
+
+    @property
+    def low(self) -> float:
+        return self.mean - self.half
+
+    @property
+    def high(self) -> float:
+        return self.mean + self.half
+
+    def text(self, digits: int = 3) -> str:
+        return format_cell(self.mean, self.half, digits)
+
+
+def estimate(table: pd.DataFrame, column: str, confidence: float = 0.95, scale: float = 1.0) -> Estimate:
+    """t-interval of ``column`` over the finished trials of ``table`` (the rows of one cell)."""
+    done = _done(table)
+    if column not in done.columns:
+        return Estimate(math.nan, math.nan, 0)
+    values = pd.to_numeric(done[column], errors="coerce").to_numpy(dtype=float) * scale
+    mean, half, n = t_interval(values, confidence)
+    seeds = done["seed"].tolist() if "seed" in done.columns else list(range(len(done)))
+    per_seed = {s: float(v) for s, v in zip(seeds, values) if math.isfinite(v)}
+    if len(per_seed) != n:  # repeated seeds in one cell: no pairing
+        per_seed = {}
+    return Estimate(mean, half, n, per_seed)
+
+
+def separated(a: Estimate, b: Estimate) -> bool:
+    """True when both intervals exist and do not overlap."""
+    if not all(math.isfinite(v) for v in (a.mean, a.half, b.mean, b.half)):
+        return False
+    return a.high < b.low or b.high < a.low
+
+
+def paired_difference(a: Estimate, b: Estimate, confidence: float = 0.95) -> Estimate:
+    """t-interval of a - b over the seeds both have. Trials of one seed share their training stream,
+    held-out features and k-means reference, so the paired difference removes that shared noise."""
+    seeds = [s for s in a.per_seed if s in b.per_seed]
+    diffs = [a.per_seed[s] - b.per_seed[s] for s in seeds]
+    mean, half, n = t_interval(diffs, confidence)
+    return Estimate(mean, half, n, dict(zip(seeds, diffs)))
+
+
+def relative_gap(a: Estimate, b: Estimate) -> float:
+    """(a - b) / b in percent."""
+    if not (math.isfinite(a.mean) and math.isfinite(b.mean)) or b.mean == 0:
+        return math.nan
+    return 100.0 * (a.mean - b.mean) / abs(b.mean)
+
+
+def compare_lower(a: Estimate, b: Estimate, confidence: float = 0.95) -> str:
+    """'lower' / 'higher' when a differs from b (min is better) by either criterion, else 'unresolved'.
+
+    Resolved: the two intervals are disjoint, or the paired difference over common seeds has an
+    interval that excludes 0.
+    """
+    if separated(a, b):
+        return "lower" if a.mean < b.mean else "higher"
+    diff = paired_difference(a, b, confidence)
+    if math.isfinite(diff.half) and (diff.low > 0 or diff.high < 0):
+        return "lower" if diff.mean < 0 else "higher"
+    return "unresolved"
+
+
+def _gap_text(a: Estimate, b: Estimate, confidence: float = 0.95) -> str:
+    gap = relative_gap(a, b)
+    sign = f"{gap:+.1f}%" if math.isfinite(gap) else "n/a"
+    if separated(a, b):
+        return f"{sign}, 95% intervals disjoint"
+    diff = paired_difference(a, b, confidence)
+    if not math.isfinite(diff.half):
+        return f"{sign}, 95% intervals overlap, no paired interval"
+    verdict = "excludes 0" if (diff.low > 0 or diff.high < 0) else "includes 0"
+    return (f"{sign}, 95% intervals overlap; paired difference over {diff.n} seeds "
+            f"{diff.text()} {verdict}")
+
+
+def _done(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["status"].isin(DONE_STATUSES)] if "status" in table.columns else table
+
+
+def _values(table: pd.DataFrame, column: str) -> list[Any]:
+    if column not in table.columns:
+        return []
+    return sorted({v for v in table[column].dropna()}, key=_sort_key)
+
+
+def _cells(table: pd.DataFrame, keys: Sequence[str], column: str, confidence: float,
+           scale: float = 1.0) -> dict[tuple, Estimate]:
+    out: dict[tuple, Estimate] = {}
+    for key, group in table.groupby(list(keys), dropna=False, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        out[key] = estimate(group, column, confidence, scale)
+    return out
+
+
+def _reordered(summary: Summary, first: Sequence[str]) -> Summary:
+    """The same summary with ``first`` as the leading factor columns (rows re-sorted to match)."""
+    factors = [f for f in first if f in summary.factors] + [f for f in summary.factors if f not in first]
+    rows = summary.rows
+    order = sorted(range(len(rows)), key=lambda i: tuple(_sort_key(rows.iloc[i][f]) for f in factors))
+    return Summary(summary.name, factors, summary.metrics, rows.iloc[order].reset_index(drop=True),
+                   summary.failed, summary.commits)
+
+
+def _table_block(table: pd.DataFrame, name: str, confidence: float, first: Sequence[str]) -> str:
+    summary = _reordered(summarize(table, name, confidence), first)
+    text = summary_table(summary)
+    if not summary.failed.empty:
+        text += f"\n\n{len(summary.failed)} failed trial(s), not in the means (listed in the `{name}` section)."
+    return text
+
+
+def _setting(table: pd.DataFrame) -> str:
+    parts = []
+    for column, label in (("codebook_size", "K"), ("dim", "d"), ("steps", "steps"), ("batch_size", "batch"),
+                          ("eval_size", "eval")):
+        values = _values(table, column)
+        if values:
+            parts.append(f"{label} " + "/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values))
+    seeds = _values(table, "seed")
+    parts.append(f"{len(seeds)} seed" + ("s" if len(seeds) != 1 else ""))
+    return ", ".join(parts)
+
+
+def _missing(names: Iterable[str]) -> str:
+    return ("Not measured yet: no results table for " + ", ".join(f"`{n}`" for n in names)
+            + " (run `dvc repro` or `python -m benchmark.sweep --params params.yaml --sweep NAME`).")
+
+
+def _join(items: Sequence[str]) -> str:
+    items = list(items)
+    if not items:
+        return "none"
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+# --------------------------------------------------------------------------------------------
+# Question 1: non-Gaussian features
+# --------------------------------------------------------------------------------------------
+def non_gaussian_findings(table: pd.DataFrame, confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Per dataset: the best method by E / k-means, Gaussian W vs the best non-parametric loss,
+    MMD vs Gaussian W. One dict per dataset (dataset order as in the table, sorted)."""
+    done = _done(table)
+    cells = _cells(done, ["dataset", "method"], KEY_METRIC, confidence)
+    usage = _cells(done, ["dataset", "method"], "utilization", confidence, 100.0)
+    findings = []
+    for dataset in _values(done, "dataset"):
+        here = {m: e for (d, m), e in cells.items() if d == dataset and math.isfinite(e.mean)}
+        if not here:
+            continue
+        best = min(here, key=lambda m: here[m].mean)
+        record: dict[str, Any] = {"dataset": dataset, "best": best, "best_est": here[best], "cells": here,
+                                  "usage": {m: e for (d, m), e in usage.items() if d == dataset}}
+        nonparam = {m: here[m] for m in NONPARAMETRIC if m in here}
+        if GAUSSIAN_W in here and nonparam:
+            best_np = min(nonparam, key=lambda m: nonparam[m].mean)
+            record.update(w=here[GAUSSIAN_W], best_np=best_np, best_np_est=nonparam[best_np],
+                          np_vs_w=compare_lower(nonparam[best_np], here[GAUSSIAN_W]))
+        if GAUSSIAN_W in here and "mmd" in here:
+            record["mmd_vs_w"] = compare_lower(here["mmd"], here[GAUSSIAN_W])
+        findings.append(record)
+    return findings
+
+
+def _non_gaussian_text(findings: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = []
+    for f in findings:
+        label = DATASET_LABELS.get(f["dataset"], f["dataset"])
+        text = (f"- **{label}** (`{f['dataset']}`): lowest E / k-means: `{f['best']}` "
+                f"{f['best_est'].text()}")
+        if "w" in f:
+            text += (f"; Gaussian W (`{GAUSSIAN_W}`) {f['w'].text()}; best non-parametric "
+                     f"`{f['best_np']}` {f['best_np_est'].text()} ({_gap_text(f['best_np_est'], f['w'])} vs "
+                     f"Gaussian W): ")
+            text += {"lower": "the non-parametric loss quantizes better",
+                     "higher": "the Gaussian W loss quantizes better",
+                     "unresolved": "no resolved difference"}[f["np_vs_w"]]
+        if "mmd_vs_w" in f:
+            text += (f". MMD vs Gaussian W: {f['cells']['mmd'].text()} vs {f['w'].text()}, "
+                     + {"lower": "MMD lower", "higher": "MMD higher", "unresolved": "not resolved"}[f["mmd_vs_w"]])
+        usage = f.get("usage", {})
+        low_use = [f"`{m}` {e.mean:.1f}%" for m, e in usage.items() if math.isfinite(e.mean) and e.mean < FULL_USE]
+        text += ". U below 90%: " + _join(low_use) + "."
+        lines.append(text)
+    return lines
+
+
+def non_gaussian_answer(findings: Sequence[Mapping[str, Any]]) -> str:
+    """One-paragraph answer computed from :func:`non_gaussian_findings`."""
+    compared = [f for f in findings if "np_vs_w" in f]
+    if not compared:
+        return ("**Answer:** cannot tell: the table lacks the Gaussian W loss or every non-parametric loss "
+                "on some dataset.")
+    shaped = [f for f in compared if f["dataset"] != GAUSSIAN_CONTROL]
+    control = [f for f in compared if f["dataset"] == GAUSSIAN_CONTROL]
+    wins = [f["dataset"] for f in shaped if f["np_vs_w"] == "lower"]
+    losses = [f["dataset"] for f in shaped if f["np_vs_w"] == "higher"]
+    ties = [f["dataset"] for f in shaped if f["np_vs_w"] == "unresolved"]
+    parts = []
+    if shaped:
+        if wins and not losses and not ties:
+            parts.append("on every non-Gaussian feature distribution measured ("
+                         + _join([f"`{d}`" for d in wins]) + ") a non-parametric matching loss reaches a lower "
+                         "E / k-means than the closed-form Gaussian W loss (difference resolved)")
+        else:
+            if wins:
+                parts.append("a non-parametric loss beats the Gaussian W loss (resolved) on "
+                             + _join([f"`{d}`" for d in wins]))
+            if losses:
+                parts.append("the Gaussian W loss is better on " + _join([f"`{d}`" for d in losses]))
+            if ties:
+                parts.append("no difference is resolved on " + _join([f"`{d}`" for d in ties]))
+    if control:
+        c = control[0]
+        parts.append({"lower": "on the Gaussian control a non-parametric loss is also better, so the gap is not "
+                               "only the Gaussian assumption (sampling/optimisation differences count too)",
+                      "higher": "on the Gaussian control the Gaussian W loss is the better one, as its "
+                                "assumption predicts",
+                      "unresolved": "on the Gaussian control the two are not resolved apart"}[c["np_vs_w"]])
+    gaps = [f"`{f['dataset']}` {relative_gap(f['w'], f['best_np_est']):+.1f}%" for f in compared]
+    text = "**Answer from these measurements:** " + "; ".join(parts) + "."
+    text += (" Excess E / k-means of the Gaussian W loss over the best non-parametric loss: "
+             + ", ".join(gaps) + ".")
+    if wins and not losses and not ties and (not control or control[0]["np_vs_w"] != "lower"):
+        text += (" So yes: a distribution-free matching loss generalises the method to non-Gaussian features "
+                 "here, and the Gaussian assumption is what it costs.")
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# Question 2: optimal density in low d
+# --------------------------------------------------------------------------------------------
+def density_target(row: Mapping[str, Any]) -> str:
+    """'plain', 'gersho', 'paper' or 'c=<scale>' for one trial row of the low-d sweeps."""
+    if row.get("method") != DENSITY_METHOD:
+        return "plain"
+    scale = pd.to_numeric(pd.Series([row.get("method_options.covariance_scale")]), errors="coerce").iloc[0]
+    if pd.notna(scale) and scale > 0:
+        return f"c={scale:g}"
+    exponent = row.get("method_options.exponent")
+    return str(exponent) if isinstance(exponent, str) and exponent else DEFAULT_EXPONENT
+
+
+def target_scale(target: str, dim: int) -> float:
+    """Covariance factor c of the target N(mu, c S) (1 for plain matching)."""
+    if target == "plain":
+        return 1.0
+    if target == "gersho":
+        return (dim + 2) / dim
+    if target == "paper":
+        return dim / (dim + 2)
+    if target.startswith("c="):
+        return float(target[2:])
+    return math.nan
+
+
+def low_d_table(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame | None:
+    """The low-d sweeps in one table, ``method`` relabelled by density target."""
+    frames = [tables[name] for name in LOW_D if name in tables and len(tables[name])]
+    if not frames:
+        return None
+    table = pd.concat(frames, ignore_index=True)
+    table["target"] = [density_target(row) for row in table.to_dict("records")]
+    table["method"] = [
+        m if t == "plain" else f"{m} ({t})" for m, t in zip(table["method"].astype(str), table["target"])
+    ]
+    table["method"] = table["method"].astype(object)
+    drop = [c for c in table.columns if c.startswith("method_options.") and c != "method_options.gamma"]
+    return table.drop(columns=drop)
+
+
+def low_d_findings(table: pd.DataFrame, confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Per d: every target's E / k-means, the best target, and each target vs plain matching."""
+    done = _done(table)
+    cells = _cells(done, ["dim", "target"], KEY_METRIC, confidence)
+    findings = []
+    for dim in _values(done, "dim"):
+        here = {t: e for (d, t), e in cells.items() if d == dim and math.isfinite(e.mean)}
+        if not here:
+            continue
+        best = min(here, key=lambda t: here[t].mean)
+        record: dict[str, Any] = {"dim": int(dim), "cells": here, "best": best}
+        if "plain" in here:
+            record["vs_plain"] = {t: compare_lower(e, here["plain"]) for t, e in here.items() if t != "plain"}
+        findings.append(record)
+    return findings
+
+
+def _low_d_text(findings: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = []
+    for f in findings:
+        d = f["dim"]
+        cells = f["cells"]
+        parts = [f"{TARGET_LABELS.get(t, t)} (c = {target_scale(t, d):.3g}): {e.text()}" for t, e in
+                 sorted(cells.items(), key=lambda kv: target_scale(kv[0], d))]
+        text = f"- **d = {d}**: E / k-means " + "; ".join(parts) + f". Lowest: {TARGET_LABELS.get(f['best'], f['best'])}"
+        if "vs_plain" in f:
+            rel = [f"{TARGET_LABELS.get(t, t)} {_gap_text(cells[t], cells['plain'])} vs plain"
+                   for t in f["vs_plain"]]
+            text += " (" + "; ".join(rel) + ")"
+        lines.append(text + ".")
+    return lines
+
+
+def low_d_answer(findings: Sequence[Mapping[str, Any]]) -> str:
+    compared = [f for f in findings if "vs_plain" in f]
+    if not compared:
+        return "**Answer:** cannot tell: plain matching (`wasserstein`) is missing from the low-d tables."
+    parts = []
+    for target in ("gersho", "paper"):
+        have = [f for f in compared if target in f["vs_plain"]]
+        if not have:
+            continue
+        label = TARGET_LABELS[target]
+        lower = [str(f["dim"]) for f in have if f["vs_plain"][target] == "lower"]
+        higher = [str(f["dim"]) for f in have if f["vs_plain"][target] == "higher"]
+        tie = [str(f["dim"]) for f in have if f["vs_plain"][target] == "unresolved"]
+        bits = []
+        if lower:
+            bits.append("lowers E / k-means vs plain matching at d = " + _join(lower))
+        if higher:
+            bits.append("raises it at d = " + _join(higher))
+        if tie:
+            bits.append("is not resolved from it at d = " + _join(tie))
+        parts.append(f"aiming the W loss at {label} " + ", ".join(bits))
+    best = [f"d = {f['dim']}: {TARGET_LABELS.get(f['best'], f['best'])}" for f in findings]
+    text = "**Answer from these measurements:** " + "; ".join(parts) + ". Lowest E / k-means per d: " \
+        + ", ".join(best) + "."
+    paper = [f for f in compared if "paper" in f["vs_plain"]]
+    if paper and all(f["vs_plain"]["paper"] == "higher" for f in paper):
+        text += (" Theorem 2's exponent, as stated, makes the codebook worse than plain matching at every d "
+                 "measured: the measurements do not support it.")
+    gersho = [f for f in compared if "gersho" in f["vs_plain"]]
+    if gersho and any(f["vs_plain"]["gersho"] == "lower" for f in gersho):
+        text += (" So yes, matching f exactly is not error-optimal in low d, where the codebook is fine "
+                 "enough per dimension for the density to matter.")
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# Issue-8 ablation: dead-code strategies vs distribution matching (atomic mean shift)
+# --------------------------------------------------------------------------------------------
+def dead_code_findings(table: pd.DataFrame, confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Per mean shift mu: U of every method (full use / collapsed), best E / k-means."""
+    done = _done(table)
+    usage = _cells(done, ["dataset_options.mean", "method"], "utilization", confidence, 100.0)
+    error = _cells(done, ["dataset_options.mean", "method"], KEY_METRIC, confidence)
+    findings = []
+    for mu in _values(done, "dataset_options.mean"):
+        u = {m: e for (x, m), e in usage.items() if x == mu and math.isfinite(e.mean)}
+        err = {m: e for (x, m), e in error.items() if x == mu and math.isfinite(e.mean)}
+        if not err:
+            continue
+        best = min(err, key=lambda m: err[m].mean)
+        findings.append({
+            "mu": float(mu), "usage": u, "error": err, "best": best,
+            "full": [m for m, e in u.items() if e.mean >= FULL_USE],
+            "collapsed": [m for m, e in u.items() if e.mean <= COLLAPSED],
+            "tied_best": [m for m, e in err.items() if m != best and compare_lower(err[best], e) == "unresolved"],
+        })
+    return findings
+
+
+def _dead_code_text(findings: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = []
+    for f in findings:
+        best = f["best"]
+        text = (f"- **mu = {f['mu']:g}**: full use (U >= {FULL_USE:g}%): " + _join([f"`{m}`" for m in f["full"]])
+                + f"; collapsed (U <= {COLLAPSED:g}%): " + _join([f"`{m}`" for m in f["collapsed"]])
+                + f"; lowest E / k-means `{best}` {f['error'][best].text()}")
+        if f["tied_best"]:
+            text += " (not resolved from " + _join([f"`{m}` {f['error'][m].text()}" for m in f["tied_best"]]) + ")"
+        lines.append(text + ".")
+    return lines
+
+
+def dead_code_answer(findings: Sequence[Mapping[str, Any]]) -> str:
+    if not findings:
+        return ""
+    methods = sorted({m for f in findings for m in f["usage"]}, key=_sort_key)
+    always = [m for m in methods if all(m in f["full"] for f in findings)]
+    ever_collapsed = [m for m in methods if any(m in f["collapsed"] for f in findings)]
+    worst = max(findings, key=lambda f: f["mu"])
+    text = (f"**Summary:** full codebook use at every mu measured: {_join([f'`{m}`' for m in always])}; "
+            f"collapsed at some mu: {_join([f'`{m}`' for m in ever_collapsed])}. At the largest shift "
+            f"(mu = {worst['mu']:g}) the lowest E / k-means is `{worst['best']}` "
+            f"{worst['error'][worst['best']].text()}")
+    if GAUSSIAN_W in worst["error"] and worst["best"] != GAUSSIAN_W:
+        text += (f", {_gap_text(worst['error'][GAUSSIAN_W], worst['error'][worst['best']])} for the "
+                 f"Gaussian W loss relative to it")
+    return text + "."
+
+
+# --------------------------------------------------------------------------------------------
+# Question 3: downstream autoregressive generation (not measured)
+# --------------------------------------------------------------------------------------------
+def tokenizer_usage_lines(table: pd.DataFrame | None, confidence: float = 0.95) -> list[str]:
+    """Code usage of the VQ-VAE tokenizers (a proxy, not an answer): U, perplexity, log2 perplexity."""
+    if table is None or not len(table) or "method" not in table.columns:
+        return []
+    done = _done(table)
+    usage = _cells(done, ["method"], "utilization", confidence, 100.0)
+    perplexity = _cells(done, ["method"], "perplexity", confidence)
+    k = _values(done, "codebook_size")
+    lines = []
+    for (method,), u in sorted(usage.items(), key=lambda kv: _sort_key(kv[0][0])):
+        p = perplexity.get((method,), Estimate(math.nan, math.nan, 0))
+        bits = math.log2(p.mean) if math.isfinite(p.mean) and p.mean > 0 else math.nan
+        lines.append(f"| {method} | {u.text(1)} | {p.text(1)} | {bits:.2f} |" if math.isfinite(bits)
+                     else f"| {method} | {u.text(1)} | {p.text(1)} | - |")
+    header = ["| method | U (%) | perplexity | log2 perplexity (bits/token, unigram) |", "|---|---|---|---|"]
+    note = (f"Tokenizer code usage of the `{VQVAE}` sweep (K = {'/'.join(str(v) for v in k) or '?'}), "
+            "the only related measurement: a unigram model of these tokens needs log2(perplexity) bits per "
+            "token, an upper bound on what a prior must learn per token, not a measure of sample quality.")
+    return [note, "", *header, *lines]
+
+
+def ar_generation_text(vqvae: pd.DataFrame | None, confidence: float = 0.95) -> list[str]:
+    lines = [
+        "**Answer:** the suite cannot answer this yet. No sweep trains an autoregressive prior on the "
+        "tokens, so nothing here measures sample quality or diversity; utilization and reconstruction "
+        "(the `vqvae` sweep) do not settle it.",
+        "",
+        "What it would take: (1) tokenizers per method at a scale where generation is meaningful "
+        "(the `vqvae` sweep of params-paper.yaml: CIFAR-10, K >= 1024, 50 epochs); (2) the same "
+        "GPT-style transformer (or PixelCNN) prior trained on each tokenizer's token grids with an equal "
+        "budget, several seeds; (3) metrics: the prior's held-out NLL in bits per token and per image, "
+        "and FID / precision-recall of decoded samples against the test set. A `prior` experiment in "
+        "`benchmark/train.py` (reading saved tokenizers) and a sweep over the tokenizer method would "
+        "add it to the pipeline; it is a GPU job.",
+    ]
+    proxy = tokenizer_usage_lines(vqvae, confidence)
+    if proxy:
+        lines += ["", *proxy]
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# The section
+# --------------------------------------------------------------------------------------------
+def open_questions_section(tables: Mapping[str, pd.DataFrame], confidence: float = 0.95) -> str:
+    """Markdown of the "Open questions" section from the sweep tables (missing sweeps are said so)."""
+    lines = [
+        "## Open questions (seed paper arXiv 2506.15078, ../shared/seeds/001)",
+        "",
+        f"What our measurements say on each open question, computed from the tables below (mean ± "
+        f"half-width of the {confidence:.0%} t-interval over seeds). A difference counts as resolved when "
+        "the two intervals do not overlap, or when the paired difference over seeds (same seed = same "
+        "training stream, held-out features and k-means reference) has a 95% t-interval excluding 0. Scale: small CPU runs (see each setting); they answer "
+        "for that setting, not for the paper's.",
+        "",
+        "### 1. Non-Gaussian features: Gaussian W vs non-parametric matching",
+        "",
+    ]
+    table = tables.get(NON_GAUSSIAN)
+    if table is None or not len(table):
+        lines.append(_missing([NON_GAUSSIAN]))
+    else:
+        lines += [f"Sweep `{NON_GAUSSIAN}`: {_setting(table)}. Datasets: "
+                  + ", ".join(f"`{d}` ({DATASET_LABELS.get(d, d)})" for d in _values(table, "dataset")) + ".", "",
+                  _table_block(table, NON_GAUSSIAN, confidence, ["dataset", "method"]), ""]
+        findings = non_gaussian_findings(table, confidence)
+        lines += _non_gaussian_text(findings)
+        lines += ["", non_gaussian_answer(findings)]
+    lines += ["", "### 2. Optimal codebook density in low d: Theorem 2 vs Gersho", ""]
+    merged = low_d_table(tables)
+    if merged is None:
+        lines.append(_missing(LOW_D))
+    else:
+        present = [n for n in LOW_D if n in tables and len(tables[n])]
+        lines += [
+            f"Sweeps {', '.join(f'`{n}`' for n in present)}: z ~ N(0, I_d), {_setting(merged)}. The W loss "
+            "is aimed at N(mu, c S): plain matching c = 1 (`wasserstein`), Gersho's point density "
+            "f^(d/(d+2)) c = (d+2)/d, Theorem 2 as the seed states it f^((d+2)/d) c = d/(d+2) "
+            "(`wasserstein_density`, exponent in parentheses).",
+            "",
+            _table_block(merged, "low_d", confidence, ["dim", "method"]), "",
+        ]
+        if len(present) < len(LOW_D):
+            lines += [_missing([n for n in LOW_D if n not in present]), ""]
+        findings = low_d_findings(merged, confidence)
+        lines += _low_d_text(findings)
+        lines += ["", low_d_answer(findings)]
+    lines += ["", "### 3. Downstream autoregressive generation", ""]
+    lines += ar_generation_text(tables.get(VQVAE), confidence)
+    lines += ["", "### Related ablation (issue 8): dead-code strategies vs distribution matching", ""]
+    table = tables.get(DEAD_CODES)
+    if table is None or not len(table):
+        lines.append(_missing([DEAD_CODES]))
+    else:
+        lines += [f"Sweep `{DEAD_CODES}`: the atomic mean shift z ~ N(mu 1, I), codes initialised N(0, I), "
+                  f"{_setting(table)}.", "",
+                  _table_block(table, DEAD_CODES, confidence, ["dataset_options.mean", "method"]), ""]
+        findings = dead_code_findings(table, confidence)
+        lines += _dead_code_text(findings)
+        lines += ["", dead_code_answer(findings)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,223 @@
+"""The "Open questions" section (benchmark/report_questions.py) on small synthetic trial tables.
+
+Conclusions must follow the numbers: the same code must say "non-parametric better" on one table
+and "Gaussian W better" on another. Nothing is trained here.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from benchmark import report
+from benchmark import report_questions as rq
+
+SEEDS = (0, 1, 2)
+
+
+def _row(sweep, seed, **values):
+    row = dict(sweep=sweep, trial=f"{sweep}-{len(values)}-{seed}-{sorted(values.items())}", run_id=f"r{seed}",
+               status="finished", error="", git_commit="0123456789abcdef", git_dirty=False, experiment="fit",
+               dataset="gaussian", method="vanilla", codebook_size=256, dim=4, steps=200, batch_size=1024,
+               eval_size=16384, seed=seed, utilization=1.0, quantization_error=1.0, error_vs_kmeans=1.0,
+               perplexity=200.0, dead_codes=0, gaussian_w2=0.1, kmeans_error=1.0, final_loss=1.0,
+               train_seconds=0.5)
+    row.update(values)
+    return row
+
+
+def _non_gaussian(errors, seeds=SEEDS, noise=0.002):
+    """errors: {(dataset, method): E / k-means}; a shared per-seed offset (as the shared k-means
+    reference gives) plus small independent noise."""
+    rng = np.random.default_rng(0)
+    offset = {s: rng.normal(0, 0.05) for s in seeds}
+    rows = []
+    for (dataset, method), value in errors.items():
+        for seed in seeds:
+            v = value + offset[seed] + rng.normal(0, noise)
+            rows.append(_row("non_gaussian", seed, dataset=dataset, method=method, error_vs_kmeans=v,
+                             quantization_error=v, utilization=1.0))
+    return pd.DataFrame(rows)
+
+
+def _errors(w_mixture, sw_mixture):
+    return {
+        ("gaussian", "vanilla"): 1.10, ("gaussian", "wasserstein"): 1.02, ("gaussian", "sliced_wasserstein"): 1.05,
+        ("gaussian", "mmd"): 1.06,
+        ("gaussian_mixture", "vanilla"): 1.20, ("gaussian_mixture", "wasserstein"): w_mixture,
+        ("gaussian_mixture", "sliced_wasserstein"): sw_mixture, ("gaussian_mixture", "mmd"): 1.04,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Intervals
+# --------------------------------------------------------------------------------------------
+def test_estimate_matches_report_t_interval_and_skips_failed():
+    table = pd.DataFrame([_row("s", s, error_vs_kmeans=v) for s, v in zip(SEEDS, (1.0, 1.1, 1.3))]
+                         + [_row("s", 9, status="failed", error_vs_kmeans=np.nan)])
+    est = rq.estimate(table, "error_vs_kmeans")
+    mean, half, n = report.t_interval([1.0, 1.1, 1.3])
+    assert (est.mean, est.half, est.n) == pytest.approx((mean, half, n))
+    assert est.per_seed == pytest.approx({0: 1.0, 1: 1.1, 2: 1.3})
+
+
+def test_separated_and_paired_difference():
+    a = rq.Estimate(1.0, 0.1, 3, {0: 0.9, 1: 1.0, 2: 1.1})
+    b = rq.Estimate(1.05, 0.1, 3, {0: 0.95, 1: 1.05, 2: 1.15})  # overlaps a, but always 0.05 above it
+    c = rq.Estimate(1.5, 0.1, 3, {0: 1.4, 1: 1.5, 2: 1.6})
+    assert not rq.separated(a, b) and rq.separated(a, c)
+    diff = rq.paired_difference(a, b)
+    assert diff.mean == pytest.approx(-0.05) and diff.half == pytest.approx(0.0, abs=1e-9)
+    assert rq.compare_lower(a, b) == "lower" and rq.compare_lower(b, a) == "higher"
+    assert rq.compare_lower(c, a) == "higher"
+    noisy = rq.Estimate(1.0, 0.3, 3, {0: 1.2, 1: 0.8, 2: 1.0})
+    assert rq.compare_lower(noisy, b) == "unresolved"
+    one = rq.Estimate(1.0, math.nan, 1, {0: 1.0})
+    assert rq.compare_lower(one, c) == "unresolved"  # n = 1: no interval, nothing is resolved
+    assert rq.relative_gap(c, a) == pytest.approx(50.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Question 1
+# --------------------------------------------------------------------------------------------
+def test_non_gaussian_answer_follows_the_numbers():
+    table = _non_gaussian(_errors(w_mixture=1.15, sw_mixture=1.03))
+    findings = {f["dataset"]: f for f in rq.non_gaussian_findings(table)}
+    assert findings["gaussian_mixture"]["best"] == "sliced_wasserstein"
+    assert findings["gaussian_mixture"]["np_vs_w"] == "lower"
+    assert findings["gaussian_mixture"]["mmd_vs_w"] == "lower"
+    assert findings["gaussian"]["np_vs_w"] == "higher"  # control: W (1.02) beats SW (1.05)
+    answer = rq.non_gaussian_answer(list(findings.values()))
+    assert "on every non-Gaussian feature distribution measured (`gaussian_mixture`)" in answer
+    assert "So yes" in answer
+
+    flipped = _non_gaussian(_errors(w_mixture=0.98, sw_mixture=1.03))
+    findings = rq.non_gaussian_findings(flipped)
+    answer = rq.non_gaussian_answer(findings)
+    assert "the Gaussian W loss is better on `gaussian_mixture`" in answer and "So yes" not in answer
+
+    tied = _non_gaussian(_errors(w_mixture=1.03, sw_mixture=1.03), noise=0.05)
+    answer = rq.non_gaussian_answer(rq.non_gaussian_findings(tied))
+    assert "no difference is resolved on `gaussian_mixture`" in answer
+
+
+def test_non_gaussian_without_gaussian_w_says_it_cannot_tell():
+    table = _non_gaussian({("uniform", "mmd"): 1.1, ("uniform", "vanilla"): 1.3})
+    assert "cannot tell" in rq.non_gaussian_answer(rq.non_gaussian_findings(table))
+
+
+# --------------------------------------------------------------------------------------------
+# Question 2
+# --------------------------------------------------------------------------------------------
+def _low_d(values):
+    """values: {(dim, target): E / k-means} -> (low_d, low_d_paper) tables as the sweeps export them."""
+    main, paper = [], []
+    for (dim, target), value in values.items():
+        for seed in SEEDS:
+            v = value + 0.01 * seed
+            if target == "plain":
+                main.append(_row("low_d", seed, method="wasserstein", dim=dim, error_vs_kmeans=v,
+                                 **{"method_options.gamma": 10.0}))
+            elif target == "gersho":
+                main.append(_row("low_d", seed, method="wasserstein_density", dim=dim, error_vs_kmeans=v,
+                                 **{"method_options.gamma": 10.0, "method_options.exponent": "gersho"}))
+            else:
+                paper.append(_row("low_d_paper", seed, method="wasserstein_density", dim=dim, error_vs_kmeans=v,
+                                  **{"method_options.gamma": 10.0, "method_options.exponent": "paper"}))
+    return {"low_d": pd.DataFrame(main), "low_d_paper": pd.DataFrame(paper)}
+
+
+def test_density_target_and_scale():
+    assert rq.density_target({"method": "wasserstein"}) == "plain"
+    assert rq.density_target({"method": "wasserstein_density", "method_options.exponent": np.nan}) == "gersho"
+    assert rq.density_target({"method": "wasserstein_density", "method_options.exponent": "paper"}) == "paper"
+    assert rq.density_target({"method": "wasserstein_density", "method_options.covariance_scale": 1.2}) == "c=1.2"
+    assert rq.target_scale("gersho", 2) == 2.0 and rq.target_scale("paper", 2) == 0.5
+    assert rq.target_scale("plain", 3) == 1.0 and rq.target_scale("c=1.2", 3) == 1.2
+
+
+def test_low_d_merges_both_sweeps_and_answers():
+    tables = _low_d({(2, "plain"): 1.20, (2, "gersho"): 0.97, (2, "paper"): 2.1,
+                     (4, "plain"): 1.00, (4, "gersho"): 1.04, (4, "paper"): 1.15})
+    merged = rq.low_d_table(tables)
+    assert set(merged["method"]) == {"wasserstein", "wasserstein_density (gersho)", "wasserstein_density (paper)"}
+    assert "method_options.exponent" not in merged.columns
+    findings = {f["dim"]: f for f in rq.low_d_findings(merged)}
+    assert findings[2]["best"] == "gersho" and findings[4]["best"] == "plain"
+    assert findings[2]["vs_plain"] == {"gersho": "lower", "paper": "higher"}
+    assert findings[4]["vs_plain"] == {"gersho": "higher", "paper": "higher"}
+    answer = rq.low_d_answer(list(findings.values()))
+    assert "Gersho f^(d/(d+2)) lowers E / k-means vs plain matching at d = 2, raises it at d = 4" in answer
+    assert "Theorem 2's exponent, as stated, makes the codebook worse than plain matching at every d" in answer
+
+
+def test_low_d_without_paper_sweep():
+    tables = _low_d({(2, "plain"): 1.2, (2, "gersho"): 1.0})
+    tables.pop("low_d_paper")
+    answer = rq.low_d_answer(rq.low_d_findings(rq.low_d_table(tables)))
+    assert "Theorem 2" not in answer and "lowers E / k-means" in answer
+
+
+# --------------------------------------------------------------------------------------------
+# Dead codes, question 3, the whole section
+# --------------------------------------------------------------------------------------------
+def _dead_codes():
+    rows = []
+    for mu in (0.0, 8.0):
+        for method, (u, e) in {"vanilla": (1.0, 1.05) if mu == 0 else (0.004, 3.0),
+                               "kmeans_ema": (1.0, 1.02), "wasserstein": (0.99, 1.07)}.items():
+            for seed in SEEDS:
+                rows.append(_row("dead_codes", seed, method=method, dim=8, utilization=u,
+                                 error_vs_kmeans=e + 0.001 * seed, **{"dataset_options.mean": mu}))
+    return pd.DataFrame(rows)
+
+
+def test_dead_codes_findings():
+    findings = rq.dead_code_findings(_dead_codes())
+    assert [f["mu"] for f in findings] == [0.0, 8.0]
+    assert findings[1]["collapsed"] == ["vanilla"] and findings[1]["best"] == "kmeans_ema"
+    summary = rq.dead_code_answer(findings)
+    assert "full codebook use at every mu measured: `kmeans_ema` and `wasserstein`" in summary
+    assert "collapsed at some mu: `vanilla`" in summary
+
+
+def test_section_with_no_tables_says_what_is_missing():
+    text = rq.open_questions_section({})
+    assert text.startswith("## Open questions")
+    assert "no results table for `non_gaussian`" in text
+    assert "no results table for `low_d`, `low_d_paper`" in text
+    assert "no results table for `dead_codes`" in text
+    assert "the suite cannot answer this yet" in text
+
+
+def test_section_tables_and_vqvae_proxy():
+    vqvae = pd.DataFrame([_row("vqvae", s, experiment="vqvae", dataset="digits", method=m, utilization=u,
+                               perplexity=p) for s in SEEDS for m, u, p in (("vanilla", 0.1, 16.0),
+                                                                             ("wasserstein", 0.95, 128.0))])
+    tables = {"non_gaussian": _non_gaussian(_errors(1.15, 1.03)), "dead_codes": _dead_codes(), "vqvae": vqvae,
+              **_low_d({(2, "plain"): 1.2, (2, "gersho"): 1.0, (2, "paper"): 2.0,
+                           (3, "plain"): 1.1, (3, "gersho"): 1.05})}
+    text = rq.open_questions_section(tables)
+    assert "| dataset | method | n | failed | U (%) |" in text  # dataset first
+    assert "| d | method | n | failed |" in text
+    assert "| mu | method | n | failed |" in text
+    assert "| wasserstein | 95.0 ± 0.0 | 128.0 ± 0.0 | 7.00 |" in text  # log2 128 = 7 bits per token
+    assert "Not measured yet" not in text
+
+
+def test_build_report_has_the_section(tmp_path):
+    results = tmp_path / "results" / "non_gaussian"
+    results.mkdir(parents=True)
+    _non_gaussian(_errors(1.15, 1.03)).to_csv(results / "trials.csv", index=False)
+    params = {"tracking": {"uri": "mlflow.db", "results_dir": "results"},
+              "sweeps": {"non_gaussian": {"grid": {"method": ["vanilla"]}}}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    config = report.report_config(params, path)
+    config.figures = False
+    config.filter_to_spec = False
+    text = report.build_report(config, params).read_text()
+    assert "## Open questions" in text and "So yes" in text
