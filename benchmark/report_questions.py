@@ -30,13 +30,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from benchmark.report import (
     DONE_STATUSES,
-    FACTOR_LABELS,
-    METRICS,
     Summary,
     _sort_key,
     format_cell,
@@ -258,7 +255,8 @@ def _non_gaussian_text(findings: Sequence[Mapping[str, Any]]) -> list[str]:
             text += (f". MMD vs Gaussian W: {f['cells']['mmd'].text()} vs {f['w'].text()}, "
                      + {"lower": "MMD lower", "higher": "MMD higher", "unresolved": "not resolved"}[f["mmd_vs_w"]])
         usage = f.get("usage", {})
-        low_use = [f"`{m}` {e.mean:.1f}%" for m, e in usage.items() if math.isfinite(e.mean) and e.mean < FULL_USE]
+        low_use = [f"`{m}` {e.mean:.1f}%" for m, e in sorted(usage.items(), key=lambda kv: _sort_key(kv[0]))
+                   if math.isfinite(e.mean) and e.mean < FULL_USE]
         text += ". U below 90%: " + _join(low_use) + "."
         lines.append(text)
     return lines
@@ -358,7 +356,9 @@ def low_d_findings(table: pd.DataFrame, confidence: float = 0.95) -> list[dict[s
         if not here:
             continue
         best = min(here, key=lambda t: here[t].mean)
-        record: dict[str, Any] = {"dim": int(dim), "cells": here, "best": best}
+        sizes = _values(done[done["dim"] == dim], "codebook_size")
+        per_dim = float(sizes[0]) ** (1.0 / float(dim)) if len(sizes) == 1 else math.nan  # K^(1/d)
+        record: dict[str, Any] = {"dim": int(dim), "cells": here, "best": best, "codes_per_dim": per_dim}
         if "plain" in here:
             record["vs_plain"] = {t: compare_lower(e, here["plain"]) for t, e in here.items() if t != "plain"}
         findings.append(record)
@@ -372,7 +372,10 @@ def _low_d_text(findings: Sequence[Mapping[str, Any]]) -> list[str]:
         cells = f["cells"]
         parts = [f"{TARGET_LABELS.get(t, t)} (c = {target_scale(t, d):.3g}): {e.text()}" for t, e in
                  sorted(cells.items(), key=lambda kv: target_scale(kv[0], d))]
-        text = f"- **d = {d}**: E / k-means " + "; ".join(parts) + f". Lowest: {TARGET_LABELS.get(f['best'], f['best'])}"
+        per_dim = f['codes_per_dim']
+        per_dim = f" (K^(1/d) = {per_dim:.1f} codes per dimension)" if math.isfinite(per_dim) else ""
+        text = (f"- **d = {d}**{per_dim}: E / k-means " + "; ".join(parts)
+                + f". Lowest: {TARGET_LABELS.get(f['best'], f['best'])}")
         if "vs_plain" in f:
             rel = [f"{TARGET_LABELS.get(t, t)} {_gap_text(cells[t], cells['plain'])} vs plain"
                    for t in f["vs_plain"]]
@@ -410,9 +413,12 @@ def low_d_answer(findings: Sequence[Mapping[str, Any]]) -> str:
         text += (" Theorem 2's exponent, as stated, makes the codebook worse than plain matching at every d "
                  "measured: the measurements do not support it.")
     gersho = [f for f in compared if "gersho" in f["vs_plain"]]
-    if gersho and any(f["vs_plain"]["gersho"] == "lower" for f in gersho):
-        text += (" So yes, matching f exactly is not error-optimal in low d, where the codebook is fine "
-                 "enough per dimension for the density to matter.")
+    better = [f for f in gersho if f["vs_plain"]["gersho"] == "lower"]
+    if better:
+        where = _join([f"d = {f['dim']}" + (f" ({f['codes_per_dim']:.1f} codes per dimension)"
+                                            if math.isfinite(f["codes_per_dim"]) else "")
+                       for f in better])
+        text += f" So yes: matching f exactly is not error-optimal at {where}."
     return text
 
 
@@ -433,9 +439,10 @@ def dead_code_findings(table: pd.DataFrame, confidence: float = 0.95) -> list[di
         best = min(err, key=lambda m: err[m].mean)
         findings.append({
             "mu": float(mu), "usage": u, "error": err, "best": best,
-            "full": [m for m, e in u.items() if e.mean >= FULL_USE],
-            "collapsed": [m for m, e in u.items() if e.mean <= COLLAPSED],
-            "tied_best": [m for m, e in err.items() if m != best and compare_lower(err[best], e) == "unresolved"],
+            "full": [m for m, e in sorted(u.items(), key=lambda kv: _sort_key(kv[0])) if e.mean >= FULL_USE],
+            "collapsed": [m for m, e in sorted(u.items(), key=lambda kv: _sort_key(kv[0])) if e.mean <= COLLAPSED],
+            "tied_best": [m for m, e in sorted(err.items(), key=lambda kv: _sort_key(kv[0]))
+                          if m != best and compare_lower(err[best], e) == "unresolved"],
         })
     return findings
 
@@ -460,13 +467,19 @@ def dead_code_answer(findings: Sequence[Mapping[str, Any]]) -> str:
     always = [m for m in methods if all(m in f["full"] for f in findings)]
     ever_collapsed = [m for m in methods if any(m in f["collapsed"] for f in findings)]
     worst = max(findings, key=lambda f: f["mu"])
+    partial = [m for m in methods if m not in always and m not in ever_collapsed]
     text = (f"**Summary:** full codebook use at every mu measured: {_join([f'`{m}`' for m in always])}; "
-            f"collapsed at some mu: {_join([f'`{m}`' for m in ever_collapsed])}. At the largest shift "
+            f"collapsed at some mu: {_join([f'`{m}`' for m in ever_collapsed])}; partly used (between "
+            f"{COLLAPSED:g}% and {FULL_USE:g}%) at some mu, never collapsed: {_join([f'`{m}`' for m in partial])}. "
+            "At the largest shift "
             f"(mu = {worst['mu']:g}) the lowest E / k-means is `{worst['best']}` "
             f"{worst['error'][worst['best']].text()}")
     if GAUSSIAN_W in worst["error"] and worst["best"] != GAUSSIAN_W:
-        text += (f", {_gap_text(worst['error'][GAUSSIAN_W], worst['error'][worst['best']])} for the "
-                 f"Gaussian W loss relative to it")
+        w = worst["error"][GAUSSIAN_W]
+        text += (f"; the Gaussian W loss (`{GAUSSIAN_W}`) {w.text()}: "
+                 f"{_gap_text(w, worst['error'][worst['best']])} relative to it, "
+                 + {"higher": "resolved", "lower": "resolved", "unresolved": "not resolved"}[
+                     compare_lower(w, worst["error"][worst["best"]])])
     return text + "."
 
 
@@ -489,8 +502,9 @@ def tokenizer_usage_lines(table: pd.DataFrame | None, confidence: float = 0.95) 
                      else f"| {method} | {u.text(1)} | {p.text(1)} | - |")
     header = ["| method | U (%) | perplexity | log2 perplexity (bits/token, unigram) |", "|---|---|---|---|"]
     note = (f"Tokenizer code usage of the `{VQVAE}` sweep (K = {'/'.join(str(v) for v in k) or '?'}), "
-            "the only related measurement: a unigram model of these tokens needs log2(perplexity) bits per "
-            "token, an upper bound on what a prior must learn per token, not a measure of sample quality.")
+            "the only related measurement. log2(perplexity) is the entropy of the token marginal: the bits per "
+            "token of a unigram model; an autoregressive prior needs at most that (the entropy rate is no "
+            "larger). It says how large a vocabulary the prior must model, nothing about sample quality.")
     return [note, "", *header, *lines]
 
 
@@ -514,6 +528,22 @@ def ar_generation_text(vqvae: pd.DataFrame | None, confidence: float = 0.95) -> 
     return lines
 
 
+def _t_note(tables: Mapping[str, pd.DataFrame], confidence: float) -> str:
+    """How wide the intervals are for the seed counts of the question sweeps (t quantile)."""
+    names = [NON_GAUSSIAN, *LOW_D, DEAD_CODES]
+    counts = sorted({len(_values(_done(tables[n]), "seed")) for n in names if n in tables and len(tables[n])})
+    counts = [n for n in counts if n >= 2]
+    if not counts:
+        return ""
+    from scipy import stats
+
+    quantiles = ", ".join(f"{stats.t.ppf((1 + confidence) / 2, n - 1):.1f} with {n} seeds" for n in counts)
+    more = counts[-1] + 1
+    return (f" The t quantile of these intervals is {quantiles} ({stats.t.ppf((1 + confidence) / 2, more - 1):.1f} "
+            f"with {more}): with few seeds only large or very consistent differences are resolved, and "
+            "'not resolved' means exactly that, not 'equal'.")
+
+
 # --------------------------------------------------------------------------------------------
 # The section
 # --------------------------------------------------------------------------------------------
@@ -525,8 +555,9 @@ def open_questions_section(tables: Mapping[str, pd.DataFrame], confidence: float
         f"What our measurements say on each open question, computed from the tables below (mean ± "
         f"half-width of the {confidence:.0%} t-interval over seeds). A difference counts as resolved when "
         "the two intervals do not overlap, or when the paired difference over seeds (same seed = same "
-        "training stream, held-out features and k-means reference) has a 95% t-interval excluding 0. Scale: small CPU runs (see each setting); they answer "
-        "for that setting, not for the paper's.",
+        "training stream, held-out features and k-means reference) has a 95% t-interval excluding 0. Scale: "
+        "small CPU runs (see each setting); they answer for that setting, not for the paper's."
+        + _t_note(tables, confidence),
         "",
         "### 1. Non-Gaussian features: Gaussian W vs non-parametric matching",
         "",

@@ -181,7 +181,8 @@ def test_dead_codes_findings():
     assert findings[1]["collapsed"] == ["vanilla"] and findings[1]["best"] == "kmeans_ema"
     summary = rq.dead_code_answer(findings)
     assert "full codebook use at every mu measured: `kmeans_ema` and `wasserstein`" in summary
-    assert "collapsed at some mu: `vanilla`" in summary
+    assert ("collapsed at some mu: `vanilla`; partly used (between 10% and 90%) at some mu, never collapsed: "
+            "none") in summary
 
 
 def test_section_with_no_tables_says_what_is_missing():
