@@ -683,6 +683,9 @@ def _usage_from_codebooks(codebooks: Mapping[str, np.ndarray], data: np.ndarray)
     return out
 
 
+HEADLINE_METRICS = ("utilization", "error_vs_kmeans", "psnr")  # metrics.json: the columns that decide
+
+
 def headline_metrics(summaries: Mapping[str, Summary]) -> dict[str, Any]:
     """Nested means for ``dvc metrics show``: sweep -> row label -> metric -> mean (table units,
     utilization as a fraction)."""
@@ -694,9 +697,10 @@ def headline_metrics(summaries: Mapping[str, Summary]) -> dict[str, Any]:
                 f"{FACTOR_LABELS.get(f, f)}{_fmt_value(row[f])}" if f != "method" else str(row[f])
                 for f in summary.factors
             ) or "all"
-            values = {m.column: round(float(row[f"{m.column}_mean"]) / m.scale, 6) for m in summary.metrics
-                      if m.better is not None and math.isfinite(row[f"{m.column}_mean"])}
-            values["failed"] = int(row["failed"])
+            values = {m.column: round(float(row[f"{m.column}_mean"]) / m.scale, 4) for m in summary.metrics
+                      if m.column in HEADLINE_METRICS and math.isfinite(row[f"{m.column}_mean"])}
+            if row["failed"]:
+                values["failed"] = int(row["failed"])
             section[label] = values
         out[name] = section
     return out

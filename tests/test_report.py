@@ -151,7 +151,8 @@ def test_report_figures_and_metrics(built):
     metrics = json.loads((config.out_dir / "metrics.json").read_text())
     assert set(metrics) == {"atomic", "k_sweep"}
     assert metrics["atomic"]["wasserstein_mu8"]["utilization"] > 0.98  # a fraction, not %
-    assert metrics["atomic"]["vanilla_mu8"]["failed"] == 1
+    assert metrics["atomic"]["vanilla_mu8"]["failed"] == 1 and "failed" not in metrics["atomic"]["vanilla_mu4"]
+    assert set(metrics["atomic"]["vanilla_mu4"]) == {"utilization", "error_vs_kmeans"}
 
 
 def test_disk_codebook_and_usage_figures(workspace: Path):
