@@ -774,7 +774,8 @@ def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
     lines += ["", "## Code version and base params", ""]
     commits = sorted({c for s in summaries.values() for c in s.commits})
     lines.append("Git commits of the trials: " + (", ".join(f"`{c}`" for c in commits) or "unknown")
-                 + " (`+dirty`: the work tree had uncommitted changes when the trial ran).")
+                 + " (`+dirty`: the work tree had uncommitted or untracked files when the trial ran; "
+                 "during `dvc repro` that includes the dvc.lock DVC is rewriting).")
     lines += ["", "Shared `base:` of every sweep (params.yaml):", "", "```yaml",
               yaml.safe_dump({"base": params.get("base") or {}}, sort_keys=False).rstrip(), "```", ""]
     report_path = out_dir / "ablation.md"
