@@ -257,19 +257,24 @@ def bench_search(sizes: Sizes, device: torch.device, args: argparse.Namespace) -
         for k in sizes.search_ks:
             codebook = torch.randn(k, dim, generator=generator).to(device)
             params = {"n": n, "dim": dim, "codebook_size": k}
-            calls = {"ours": lambda: methods.nearest_code(features, codebook)}
-            if faiss is not None:
+            impls = set(args.search_impls.split(","))
+            calls = {"ours": lambda: methods.nearest_code(features, codebook)} if "ours" in impls else {}
+            if faiss is not None and "faiss_flat_l2" in impls:
                 calls["faiss_flat_l2"] = _faiss_flat_search_bound(codebook, features)
-            print(f"search d={dim} K={k}: ours vs faiss", flush=True)
-            for name, result in time_round_robin(calls, device, sizes.repeats, sizes.warmup).items():
-                result.section, result.params = "search", params
-                rows.append(result)
-            print(f"search d={dim} K={k}: torch chunked", flush=True)
-            rows.append(measure_one("search", "torch_chunked", params,
-                                    lambda: methods.nearest_code_torch(features, codebook), device,
-                                    sizes.repeats, sizes.warmup))
+            if calls:
+                print(f"search d={dim} K={k}: {' vs '.join(calls)}", flush=True)
+                for name, result in time_round_robin(calls, device, sizes.repeats, sizes.warmup).items():
+                    result.section, result.params = "search", params
+                    rows.append(result)
+            if "torch_chunked" in impls:
+                print(f"search d={dim} K={k}: torch chunked", flush=True)
+                rows.append(measure_one("search", "torch_chunked", params,
+                                        lambda: methods.nearest_code_torch(features, codebook), device,
+                                        sizes.repeats, sizes.warmup))
             matrix_bytes = n * k * features.element_size()
-            if matrix_bytes > args.cdist_cap_gb * GB:
+            if "torch_cdist" not in impls:
+                pass
+            elif matrix_bytes > args.cdist_cap_gb * GB:
                 rows.append(skipped("search", "torch_cdist", params,
                                     f"N x K would need {matrix_bytes / GB:.1f} GB (cap {args.cdist_cap_gb:g} GB)"))
             else:
@@ -277,6 +282,8 @@ def bench_search(sizes: Sizes, device: torch.device, args: argparse.Namespace) -
                 rows.append(measure_one("search", "torch_cdist", params,
                                         lambda: torch.cdist(features, codebook).argmin(dim=1), device,
                                         sizes.repeats, sizes.warmup))
+            if "vqp_eval" not in impls:
+                continue
             reason = _vqp_skip_reason(vqp_prev, k, device, args)
             if reason:
                 rows.append(skipped("search", "vqp_eval", params, reason))
@@ -553,6 +560,10 @@ def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], 
                  f"faiss {env['faiss_threads']}; load average at start {env['load_average_start']}, "
                  f"at end {env.get('load_average_end')} (other jobs share this machine: absolute times are "
                  f"noisy, round-robin ratios less so). Versions: {versions}.")
+    for merged in env.get("merged_runs", []):
+        lines.append(f"Re-measured at {merged['utc']} (load average {merged['load_average_start']}): "
+                     f"sections {', '.join(merged['sections'])}, search implementations {merged['search_impls']}, "
+                     f"--max-call-seconds {merged['max_call_seconds']:g}; {merged['replaced_rows']} rows.")
     lines.append("")
     targets = summary["targets"]
     lines += ["## Targets", ""]
@@ -656,6 +667,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="torch and faiss threads (default: leave the libraries' defaults)")
     parser.add_argument("--sections", default="search,memory,step,ot",
                         help="comma-separated subset of search,memory,step,ot")
+    parser.add_argument("--search-impls", default="ours,faiss_flat_l2,torch_chunked,torch_cdist,vqp_eval",
+                        help="comma-separated subset of the search implementations to measure")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the measurements of an existing <out>/perf.json that this run does not redo")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.threads is not None:
@@ -675,6 +690,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "ot" in sections:
         rows += bench_ot(sizes, device, args)
     env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    previous = args.out / "perf.json"
+    if args.merge and previous.exists():
+        old = json.loads(previous.read_text())
+        redone = {(r.section, r.name, json.dumps(r.params, sort_keys=True)) for r in rows}
+        kept = [Measurement(**m) for m in old["measurements"]
+                if (m["section"], m["name"], json.dumps(m["params"], sort_keys=True)) not in redone]
+        rows = kept + rows
+        env = {**old["environment"], "merged_runs": old["environment"].get("merged_runs", []) + [
+            {**env, "sections": sorted(sections), "search_impls": args.search_impls,
+             "max_call_seconds": args.max_call_seconds, "replaced_rows": len(redone)}]}
     summary = summarize(rows, sizes)
     markdown = render_markdown(env, sizes, rows, summary, args.quick)
     args.out.mkdir(parents=True, exist_ok=True)
