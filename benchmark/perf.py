@@ -183,17 +183,23 @@ def call_with_peak_memory(fn: Callable[[], Any], device: torch.device) -> tuple[
 
 
 def time_round_robin(
-    calls: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int
+    calls: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int, slow_s: float = 2.0
 ) -> dict[str, Measurement]:
-    """Peak memory on the first warm-up call of each, then ``repeats`` timed rounds A, B, A, B, ..."""
+    """Peak memory on the first warm-up call of each, then ``repeats`` timed rounds A, B, A, B, ...
+
+    A call whose first run took over ``slow_s`` is timed in the first 3 rounds only.
+    """
     results: dict[str, Measurement] = {}
+    first: dict[str, float] = {}
     for name, fn in calls.items():
-        seconds, peak = call_with_peak_memory(fn, device)
+        first[name], peak = call_with_peak_memory(fn, device)
         results[name] = Measurement("", name, {}, peak_extra_bytes=peak)
-        for _ in range(warmup - 1):
+        for _ in range(warmup - 1 if first[name] <= slow_s else 0):
             fn()
-    for _ in range(repeats):
+    for round_ in range(repeats):
         for name, fn in calls.items():
+            if round_ >= 3 and first[name] > slow_s:
+                continue
             _synchronize(device)
             start = time.perf_counter()
             fn()
