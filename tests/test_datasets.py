@@ -170,14 +170,18 @@ def test_seeded_only_by_generator(name):
     assert torch.equal(state, torch.get_rng_state())  # the global RNG is never drawn from
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+# Every device this machine has: CPU always, CUDA where present (no skipped tests on CPU-only CI).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", FEATURES)
-def test_sample_on_generator_device(name):
+def test_sample_on_generator_device(name, device):
     dist = datasets.load(name)
-    g = torch.Generator(device="cuda").manual_seed(3)
+    g = torch.Generator(device=device).manual_seed(3)
     x = dist.sample(4096, g)
-    assert x.device.type == "cuda" and x.dtype == torch.float32 and x.shape == (4096, dist.dim)
-    assert torch.equal(x, dist.sample(4096, torch.Generator(device="cuda").manual_seed(3)))
+    assert x.device.type == device and x.dtype == torch.float32 and x.shape == (4096, dist.dim)
+    assert torch.equal(x, dist.sample(4096, torch.Generator(device=device).manual_seed(3)))
 
 
 @pytest.mark.parametrize(
