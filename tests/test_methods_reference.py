@@ -147,7 +147,7 @@ def test_wasserstein_loss_equals_independent_computation():
     )
     assert float(out.losses["wasserstein"].detach()) == pytest.approx(float(w), rel=1e-4)
     expected_loss = 0.1 * out.losses["commitment"] + 1.0 * out.losses["codebook"] + 0.5 * out.losses["wasserstein"]
-    assert float(out.loss) == pytest.approx(float(expected_loss), rel=1e-6)
+    assert float(out.loss.detach()) == pytest.approx(float(expected_loss.detach()), rel=1e-6)
 
 
 def test_wasserstein_term_moves_only_the_codebook():
