@@ -763,7 +763,7 @@ def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
     lines.append(paper_vs_ours(summaries, config.roles, setting))
     from benchmark.report_questions import open_questions_section  # the seed's open questions (issue 8)
 
-    lines += ["", open_questions_section(tables, config.confidence)]
+    lines += ["", open_questions_section(tables, config.confidence, figures if config.figures else None)]
     lines += ["", *sections]
     extra = _extra_figures(config, figures) if config.figures else []
     if extra:

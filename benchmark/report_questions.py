@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
@@ -35,6 +36,8 @@ import pandas as pd
 from benchmark.report import (
     DONE_STATUSES,
     Summary,
+    _ci_bounds,
+    _plt,
     _sort_key,
     format_cell,
     summarize,
@@ -545,10 +548,58 @@ def _t_note(tables: Mapping[str, pd.DataFrame], confidence: float) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+def grouped_figure(table: pd.DataFrame, x: str, hue: str, path: Path, confidence: float, title: str,
+                   xlabel: str, lines: bool = False) -> Path:
+    """E / k-means of the finished trials against ``x``, one bar (or line) per ``hue`` value;
+    error bars = the tables' t-interval; dashed line at the k-means reference 1.0."""
+    import seaborn as sns
+
+    plt = _plt()
+    data = _done(table).copy()
+    data[KEY_METRIC] = pd.to_numeric(data[KEY_METRIC], errors="coerce")
+    data[hue] = data[hue].astype(str).astype(object)
+    order = sorted(data[hue].unique(), key=_sort_key)
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    if lines:
+        data[x] = pd.to_numeric(data[x])
+        sns.lineplot(data=data, x=x, y=KEY_METRIC, hue=hue, hue_order=order, marker="o",
+                     errorbar=_ci_bounds(confidence), err_style="bars", ax=ax)
+        ax.set_xticks(sorted(data[x].unique()))
+    else:
+        data[x] = data[x].astype(str).astype(object)
+        sns.barplot(data=data, x=x, y=KEY_METRIC, hue=hue, hue_order=order, order=sorted(data[x].unique()),
+                    errorbar=_ci_bounds(confidence), ax=ax)
+        low = float(data[KEY_METRIC].min())
+        ax.set_ylim(max(0.0, min(0.9, low - 0.05)), None)
+    ax.axhline(1.0, color="0.4", linestyle="--", linewidth=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("E / k-means")
+    ax.set_title(title)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _figure_lines(path: Path | None, what: str) -> list[str]:
+    if path is None:
+        return []
+    return [f"![{path.stem}](figures/{path.name})", "", f"Figure: {what}; error bars = the table's t-interval; "
+            "dashed: the k-means reference (1.0).", ""]
+
+
+# --------------------------------------------------------------------------------------------
 # The section
 # --------------------------------------------------------------------------------------------
-def open_questions_section(tables: Mapping[str, pd.DataFrame], confidence: float = 0.95) -> str:
-    """Markdown of the "Open questions" section from the sweep tables (missing sweeps are said so)."""
+def open_questions_section(tables: Mapping[str, pd.DataFrame], confidence: float = 0.95,
+                           figures: Path | None = None) -> str:
+    """Markdown of the "Open questions" section from the sweep tables (missing sweeps are said so).
+
+    ``figures``: folder for the section's figures (``open_questions_*.png``), None = tables only."""
     lines = [
         "## Open questions (seed paper arXiv 2506.15078, ../shared/seeds/001)",
         "",
@@ -569,6 +620,10 @@ def open_questions_section(tables: Mapping[str, pd.DataFrame], confidence: float
         lines += [f"Sweep `{NON_GAUSSIAN}`: {_setting(table)}. Datasets: "
                   + ", ".join(f"`{d}` ({DATASET_LABELS.get(d, d)})" for d in _values(table, "dataset")) + ".", "",
                   _table_block(table, NON_GAUSSIAN, confidence, ["dataset", "method"]), ""]
+        if figures is not None and "dataset" in table.columns:
+            path = grouped_figure(table, "dataset", "method", Path(figures) / "open_questions_non_gaussian.png",
+                                  confidence, "E / k-means by feature distribution", "features")
+            lines += _figure_lines(path, "E / k-means per feature distribution, one bar per method")
         findings = non_gaussian_findings(table, confidence)
         lines += _non_gaussian_text(findings)
         lines += ["", non_gaussian_answer(findings)]
@@ -588,6 +643,10 @@ def open_questions_section(tables: Mapping[str, pd.DataFrame], confidence: float
         ]
         if len(present) < len(LOW_D):
             lines += [_missing([n for n in LOW_D if n not in present]), ""]
+        if figures is not None:
+            path = grouped_figure(merged, "dim", "method", Path(figures) / "open_questions_low_d.png", confidence,
+                                  "E / k-means vs d by density target", "d", lines=True)
+            lines += _figure_lines(path, "E / k-means against d, one line per density target")
         findings = low_d_findings(merged, confidence)
         lines += _low_d_text(findings)
         lines += ["", low_d_answer(findings)]

@@ -222,3 +222,13 @@ def test_build_report_has_the_section(tmp_path):
     config.filter_to_spec = False
     text = report.build_report(config, params).read_text()
     assert "## Open questions" in text and "So yes" in text
+
+
+def test_section_figures(tmp_path):
+    tables = {"non_gaussian": _non_gaussian(_errors(1.15, 1.03)),
+              **_low_d({(2, "plain"): 1.2, (2, "gersho"): 1.0, (3, "plain"): 1.1, (3, "gersho"): 1.05})}
+    text = rq.open_questions_section(tables, figures=tmp_path)
+    for name in ("open_questions_non_gaussian.png", "open_questions_low_d.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+        assert f"(figures/{name})" in text
+    assert "![" not in rq.open_questions_section(tables)  # no folder: tables only
