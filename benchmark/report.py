@@ -601,6 +601,10 @@ TITLES = {
     "gamma_sweep": "Weight gamma of the Wasserstein term",
     "vqvae": "Image VQ-VAE",
     "disk": "2-D uniform disk (K = 400)",
+    "non_gaussian": "Non-Gaussian features: Gaussian W vs sliced W, exact OT, MMD",
+    "low_d": "Low d: plain W vs the W loss aimed at Gersho's density",
+    "low_d_paper": "Low d: the W loss aimed at Theorem 2's density",
+    "dead_codes": "Dead-code strategies vs distribution matching (mean shift, K = 256)",
 }
 ROLES = {"atomic": "atomic", "d_sweep": "d_sweep", "gamma_sweep": "gamma_sweep", "vqvae": "vqvae"}  # role -> sweep
 CODEBOOK_SWEEP = "disk"  # its saved codebooks are drawn over its prepared data sample
