@@ -491,6 +491,10 @@ def sweep_figure(table: pd.DataFrame, summary: Summary, path: Path, confidence: 
     import seaborn as sns
 
     x = main_axis(summary, table)
+    # A categorical factor besides method (dataset): grouped bars without a numeric axis, line
+    # styles with one, so that its levels are never pooled.
+    others = [f for f in summary.factors if f not in ("method", x)]
+    category = others[0] if others else None
     metrics = [m for m in summary.metrics if m.better is not None]
     if not metrics:
         return None
@@ -509,11 +513,15 @@ def sweep_figure(table: pd.DataFrame, summary: Summary, path: Path, confidence: 
     for ax in axes[0][len(metrics):]:
         ax.remove()
     axes = [axes[0][:len(metrics)]]
+    if category is not None:
+        data[category] = data[category].astype(str).astype(object)
+        levels = sorted(data[category].unique(), key=_sort_key)
     for ax, m in zip(axes[0], metrics):
         data[m.label] = pd.to_numeric(data[m.column], errors="coerce") * m.scale
         if x is not None:
             data[x] = pd.to_numeric(data[x])
             sns.lineplot(data=data, x=x, y=m.label, hue=hue, hue_order=order, marker="o",
+                         style=category, style_order=levels if category else None,
                          errorbar=_ci_bounds(confidence), err_style="bars", ax=ax)
             values = sorted(data[x].unique())
             positive = [v for v in values if v > 0]
@@ -526,9 +534,14 @@ def sweep_figure(table: pd.DataFrame, summary: Summary, path: Path, confidence: 
             y = data[m.label].dropna()
             if m.column != "utilization" and len(y) and y.min() > 0 and y.max() / y.min() > 20:
                 ax.set_yscale("log")
+        elif category is not None:
+            sns.barplot(data=data, x=category, y=m.label, order=levels, hue=hue, hue_order=order,
+                        errorbar=_ci_bounds(confidence), ax=ax)
+            ax.set_xlabel(FACTOR_LABELS.get(category, category))
+            plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
         else:
             sns.barplot(data=data, x=hue, y=m.label, order=order, errorbar=_ci_bounds(confidence), ax=ax)
-            ax.tick_params(axis="x", rotation=30)
+            plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
         if m.column == "utilization":
             ax.set_ylim(-3, 103)  # a share: the t-interval of 2 seeds can reach far past [0, 100]
         if ax.get_legend() is not None and ax is not axes[0][-1]:
@@ -808,8 +821,12 @@ def _sweep_section(config: ReportConfig, name: str, spec: Any, table: pd.DataFra
               if config.figures else None)
     if figure is not None:
         axis = main_axis(summary, table)
+        others = [f for f in summary.factors if f not in ("method", axis)]
         what = (f"against {FACTOR_LABELS.get(axis, axis)}, one line per method" if axis
+                else f"per {FACTOR_LABELS.get(others[0], others[0])} and method (bars)" if others
                 else "per method (bars)")
+        if axis and others:
+            what += f", line style = {FACTOR_LABELS.get(others[0], others[0])}"
         lines += [f"![{name}](figures/{figure.name})", "",
                   f"Figure: metrics {what}; error bars = the table's t-interval.", ""]
     lines += ["Code version: " + (", ".join(f"`{c[:12]}{'+dirty' if c.endswith('+dirty') else ''}`"

@@ -196,3 +196,17 @@ def test_pandas3_string_columns_become_objects(workspace: Path):
     summary = report.summarize(table, "k_sweep")
     assert summary.factors == ["method", "codebook_size"]
     assert list(summary.rows["method"].unique()) == ["vanilla", "ema", "wasserstein"]
+
+
+def test_categorical_factor_is_not_pooled(tmp_path: Path):
+    rows = []
+    for dataset in ("gaussian", "uniform"):
+        rows += _rows("ng", ["vanilla", "wasserstein"], "dataset", [dataset],
+                      value_fn=lambda m, v, rng: (0.5 + 0.4 * (m == "wasserstein") + rng.uniform(0, 0.01),
+                                                  1.0 + (v == "uniform") + rng.normal(0, 0.01)))
+    table = report._as_object_strings(pd.DataFrame(rows))
+    summary = report.summarize(table, "ng")
+    assert summary.factors == ["method", "dataset"] and report.main_axis(summary, table) is None
+    assert len(summary.rows) == 4  # method x dataset, never pooled over datasets
+    path = report.sweep_figure(table, summary, tmp_path / "ng.png", 0.95)
+    assert path is not None and path.stat().st_size > 5000
