@@ -530,6 +530,10 @@ def sweep_figure(table: pd.DataFrame, summary: Summary, path: Path, confidence: 
             elif positive and len(positive) < len(values) and max(positive) / min(positive) >= 100:
                 ax.set_xscale("symlog", linthresh=min(positive))
                 ax.set_xlim(-0.3 * min(positive), max(positive) * 1.5)  # no empty negative half
+            elif all(float(v).is_integer() for v in values):
+                from matplotlib.ticker import MaxNLocator
+
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel(FACTOR_LABELS.get(x, x))
             y = data[m.label].dropna()
             if m.column != "utilization" and len(y) and y.min() > 0 and y.max() / y.min() > 20:
