@@ -91,17 +91,28 @@ def nearest_code_torch(features: Tensor, codebook: Tensor, chunk_size: int | Non
 # search's extra memory does not grow with N; faiss blocks queries by 4,096 internally anyway.
 FAISS_ROWS_PER_CALL = 1 << 16
 
-# faiss 1.15's k = 1 search has a fused SIMD kernel (no distance matrix) for 16 <= d <= 32 but not
-# below: measured on these machines, 8,192 x 16,384 codes, one thread, 0.39 s at every d < 16 and
-# 0.04 s at d = 16. Zero-padding both sides to 16 dims leaves every distance unchanged and takes the
-# fast kernel (about 10x at d = 8); the padded copy is made per call of FAISS_ROWS_PER_CALL rows.
-FAISS_PAD_DIM = 16
+# faiss 1.15's k = 1 search is about 10x faster per (query, code) pair once a call's queries hold
+# at least about 2^17 floats (rows x d); below that it takes a slower path. Measured on these
+# machines, one thread, K = 16,384: d = 8 is 2.7 ns/pair at 8,192 or 12,000 rows and 0.07 ns/pair
+# at 16,383 rows; 8,192 rows are 2.7 ns/pair at d = 15 and 0.28 at d = 16; 4,096 rows 0.6 at d = 32.
+# So a call with fewer elements is zero-padded up to that size (at most to 32 dims): padding
+# leaves every distance unchanged. Calls already that large are passed as they are.
+FAISS_FAST_PATH_ELEMENTS = 1 << 17
+FAISS_MAX_PAD_DIM = 32
+
+
+def _faiss_padded_dim(rows: int, dim: int) -> int:
+    """The dimension to zero-pad a call of ``rows`` queries to (``dim`` itself when not worth it)."""
+    if rows * dim >= FAISS_FAST_PATH_ELEMENTS:
+        return dim
+    wanted = -(-FAISS_FAST_PATH_ELEMENTS // rows)  # ceil
+    return wanted if wanted <= FAISS_MAX_PAD_DIM else dim
 
 
 def nearest_code_faiss(features: Tensor, codebook: Tensor) -> Tensor:
     """Exact nearest code with faiss' brute-force L2 search (CPU, float32, zero-copy input).
 
-    faiss computes distances in cache-sized blocks (or fused, see FAISS_PAD_DIM) and keeps a
+    faiss computes distances in cache-sized blocks (or fused, see FAISS_FAST_PATH_ELEMENTS) and keeps a
     running best per row, so it never materialises the N x K distance matrix; that is why it is
     an order of magnitude faster than a torch matmul path at small d. Exact ties (identical
     codes) go to the lowest index. Indices are written straight into the returned tensor,
@@ -116,21 +127,21 @@ def nearest_code_faiss(features: Tensor, codebook: Tensor) -> Tensor:
     if n == 0:
         return torch.empty(0, dtype=torch.long)
     rows_per_call = min(n, FAISS_ROWS_PER_CALL)
-    padded = None
-    if dim < FAISS_PAD_DIM:
-        database = torch.nn.functional.pad(database, (0, FAISS_PAD_DIM - dim))
-        padded = torch.zeros(rows_per_call, FAISS_PAD_DIM)
+    # every call but the last has rows_per_call rows; the last one gets its own padding decision
+    calls = [(start, min(rows_per_call, n - start)) for start in range(0, n, rows_per_call)]
     indices = torch.empty(n, dtype=torch.long)
     distances = torch.empty(rows_per_call, dtype=torch.float32)
-    database_ptr = faiss.swig_ptr(database.numpy())
-    for start in range(0, n, rows_per_call):
-        rows = min(rows_per_call, n - start)
+    padded_codebooks: dict[int, Tensor] = {dim: database}
+    for start, rows in calls:
+        width = _faiss_padded_dim(rows, dim)
         block = queries[start : start + rows]
-        if padded is not None:
-            padded[:rows, :dim] = block
-            block = padded[:rows]
+        if width != dim:
+            if width not in padded_codebooks:
+                padded_codebooks[width] = torch.nn.functional.pad(database, (0, width - dim))
+            block = torch.nn.functional.pad(block, (0, width - dim))  # rows x 32 floats at most 2^17
+        codes = padded_codebooks[width]
         faiss.knn_L2sqr(
-            faiss.swig_ptr(block.numpy()), database_ptr, database.shape[1], rows, k, 1,
+            faiss.swig_ptr(block.numpy()), faiss.swig_ptr(codes.numpy()), width, rows, k, 1,
             faiss.swig_ptr(distances.numpy()), faiss.swig_ptr(indices[start : start + rows].numpy()),
         )
     return indices

@@ -35,17 +35,27 @@ def reference_indices(features: torch.Tensor, codebook: torch.Tensor) -> torch.T
 
 
 def faiss_unpadded(features: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """faiss' own search at the input's d (nearest_code_faiss pads d < 16 to its fused kernel)."""
-    saved, core.FAISS_PAD_DIM = core.FAISS_PAD_DIM, 0
+    """faiss' own search at the input's d (nearest_code_faiss may zero-pad small calls)."""
+    saved, core.FAISS_MAX_PAD_DIM = core.FAISS_MAX_PAD_DIM, 0
     try:
         return nearest_code_faiss(features, codebook)
     finally:
-        core.FAISS_PAD_DIM = saved
+        core.FAISS_MAX_PAD_DIM = saved
+
+
+def faiss_padded(features: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """nearest_code_faiss with padding switched on for these small inputs (up to 32 dims)."""
+    saved, core.FAISS_FAST_PATH_ELEMENTS = core.FAISS_FAST_PATH_ELEMENTS, 1 << 12
+    try:
+        return nearest_code_faiss(features, codebook)
+    finally:
+        core.FAISS_FAST_PATH_ELEMENTS = saved
 
 
 FAST_PATHS = {
     "faiss": nearest_code_faiss,
     "faiss_unpadded": faiss_unpadded,
+    "faiss_padded": faiss_padded,
     "dispatch": nearest_code,
     "torch_default_chunk": lambda z, c: nearest_code_torch(z, c),
     "torch_chunk_1": lambda z, c: nearest_code_torch(z, c, chunk_size=1),
@@ -172,6 +182,14 @@ def test_faiss_path_splits_large_inputs_into_calls(monkeypatch: pytest.MonkeyPat
     features = torch.randn(1234, 8, generator=generator)
     expected = reference_indices(features, codebook)
     assert_same_or_within_rounding(features, codebook, nearest_code_faiss(features, codebook), expected)
+
+
+def test_faiss_padding_rule() -> None:
+    assert core._faiss_padded_dim(8192, 8) == 16
+    assert core._faiss_padded_dim(4096, 8) == 32
+    assert core._faiss_padded_dim(65536, 8) == 8  # already on the fast path
+    assert core._faiss_padded_dim(100, 8) == 8  # would need more than 32 dims
+    assert core._faiss_padded_dim(8192, 64) == 64
 
 
 def test_lowest_duplicate_index() -> None:
