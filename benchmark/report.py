@@ -302,7 +302,8 @@ def summary_table(summary: Summary) -> str:
     bold = {m.column: best_mask(summary, m) for m in summary.metrics}
     body = []
     for i, row in summary.rows.iterrows():
-        cells = [_fmt_value(row[f]) for f in summary.factors] + [str(row["n"]), str(row["failed"])]
+        # iterrows() upcasts an all-numeric row to float: counts are ints again here.
+        cells = [_fmt_value(row[f]) for f in summary.factors] + [str(int(row["n"])), str(int(row["failed"]))]
         for m in summary.metrics:
             cell = format_cell(row[f"{m.column}_mean"], row[f"{m.column}_half"], m.digits)
             cells.append(f"**{cell}**" if bold[m.column].loc[i] else cell)

@@ -208,5 +208,9 @@ def test_categorical_factor_is_not_pooled(tmp_path: Path):
     summary = report.summarize(table, "ng")
     assert summary.factors == ["method", "dataset"] and report.main_axis(summary, table) is None
     assert len(summary.rows) == 4  # method x dataset, never pooled over datasets
+    gamma = report._as_object_strings(pd.DataFrame(_rows("g", ["wasserstein"], "method_options.gamma", [0.0, 1.0],
+                                                         value_fn=lambda m, v, rng: (0.5 + v / 4, 2.0 - v))))
+    header, rule, first, *_ = report.summary_table(report.summarize(gamma, "g")).splitlines()
+    assert header.startswith("| gamma | n | failed |") and first.startswith("| 0 | 3 | 0 |")
     path = report.sweep_figure(table, summary, tmp_path / "ng.png", 0.95)
     assert path is not None and path.stat().st_size > 5000
