@@ -674,35 +674,37 @@ def current_trial_ids(params_path: Path, name: str) -> set[str] | None:
         return None
 
 
-def _codebooks(config: ReportConfig) -> dict[str, np.ndarray]:
-    """Saved final codebooks of the 2-D sweep: ``<results>/<sweep>/codebooks/<method>.npy``."""
+def _trial_artifacts(config: ReportConfig) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Final codebooks and code-usage histograms of the 2-D sweep's lowest-seed trial per method.
+
+    Both are the artifacts each trial wrote (and logged to its MLflow run):
+    ``<results>/<sweep>/artifacts/<trial>/codebook.npy`` and ``code_counts.npy``, the latter the
+    usage on the trial's held-out evaluation features.
+    """
     if not config.codebook_sweep:
-        return {}
-    folder = config.results_dir / config.codebook_sweep / "codebooks"
-    if not folder.is_dir():
-        return {}
-    return {p.stem: np.load(p) for p in sorted(folder.glob("*.npy"))}
+        return {}, {}
+    folder = config.results_dir / config.codebook_sweep
+    table_path = folder / "trials.csv"
+    if not table_path.exists():
+        return {}, {}
+    table = pd.read_csv(table_path)
+    current = current_trial_ids(config.params_path, config.codebook_sweep) if config.filter_to_spec else None
+    table = table[table["status"] == "finished"]
+    if current is not None:
+        table = table[table["trial"].isin(current)]
+    codebooks, usage = {}, {}
+    for method, rows in table.sort_values("seed").groupby("method", sort=False):
+        trial_dir = folder / "artifacts" / str(rows.iloc[0]["trial"])
+        if (trial_dir / "codebook.npy").exists() and (trial_dir / "code_counts.npy").exists():
+            codebooks[str(method)] = np.load(trial_dir / "codebook.npy")
+            usage[str(method)] = np.load(trial_dir / "code_counts.npy")
+    return codebooks, usage
 
 
 def _prepared_sample(config: ReportConfig, sweep: str) -> np.ndarray | None:
     """The pinned data sample of ``sweep`` written by benchmark.prepare (first dataset config)."""
     path = config.prepared_dir / sweep / "sample_0.npy"
     return np.load(path) if path.exists() else None
-
-
-def _usage_from_codebooks(codebooks: Mapping[str, np.ndarray], data: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-code counts of the nearest code of every data point (exact, chunked)."""
-    out = {}
-    for name, code in codebooks.items():
-        code = np.asarray(code, dtype=np.float64)
-        counts = np.zeros(len(code), dtype=np.int64)
-        norms = (code**2).sum(1)
-        for start in range(0, len(data), 4096):
-            chunk = np.asarray(data[start:start + 4096], dtype=np.float64)
-            nearest = np.argmin(norms[None, :] - 2.0 * chunk @ code.T, axis=1)
-            counts += np.bincount(nearest, minlength=len(code))
-        out[name] = counts
-    return out
 
 
 HEADLINE_METRICS = ("utilization", "error_vs_kmeans", "psnr")  # metrics.json: the columns that decide
@@ -843,27 +845,23 @@ def _sweep_section(config: ReportConfig, name: str, spec: Any, table: pd.DataFra
 
 def _extra_figures(config: ReportConfig, figures: Path) -> list[str]:
     lines: list[str] = []
-    codebooks = _codebooks(config)
+    codebooks, usage = _trial_artifacts(config)
     sample = _prepared_sample(config, config.codebook_sweep) if config.codebook_sweep else None
     title = config.titles.get(config.codebook_sweep or "", config.codebook_sweep or "")
     if codebooks:
         path = codebook_figure(codebooks, sample, figures / "disk_codebooks.png")
         lines += ["## Codebook over data (2-D disk)", "", f"![disk codebooks](figures/{path.name})", "",
-                  f"Final code vectors (red) of each method of `{config.codebook_sweep}` (seed 0) over a "
-                  "sample of the data (grey).", ""]
-        if sample is not None:
-            usage = _usage_from_codebooks(codebooks, sample)
-            path = usage_figure(usage, figures / "disk_code_usage.png", f"code usage: {title}")
-            lines += ["## Code usage", "", f"![code usage](figures/{path.name})", "",
-                      f"Codes sorted by use; y = share of the {len(sample)} prepared disk points whose "
-                      "nearest code it is (computed here from the saved codebooks, exact search). "
-                      "A curve that ends early = dead codes.", ""]
-        else:
-            lines += ["Code-usage histogram left out: no prepared data sample to assign.", ""]
+                  f"Final code vectors (red) of each method of `{config.codebook_sweep}` (lowest seed) over "
+                  "a sample of the data (grey).", ""]
+        path = usage_figure(usage, figures / "disk_code_usage.png", f"code usage: {title}")
+        lines += ["## Code usage", "", f"![code usage](figures/{path.name})", "",
+                  "Codes sorted by use; y = share of the trial's held-out evaluation features whose "
+                  "nearest code it is (the trial's saved usage histogram). A curve that ends early = "
+                  "dead codes.", ""]
     else:
         lines += ["## Codebook over data (2-D disk)", "",
-                  "Left out: no saved codebooks found"
-                  + (f" under `{_rel(config.results_dir / config.codebook_sweep / 'codebooks')}`"
+                  "Left out: no saved trial artifacts found"
+                  + (f" under `{_rel(config.results_dir / config.codebook_sweep / 'artifacts')}`"
                      if config.codebook_sweep else "")
                   + "; the code-usage histogram needs them too.", ""]
     return lines

@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -187,6 +188,11 @@ class SweepSpec:
     @property
     def table_path(self) -> Path:
         return self.tracking.results_dir / self.name / "trials.csv"
+
+    @property
+    def artifacts_root(self) -> Path:
+        """``<results>/<sweep>/artifacts/<trial id>/``: each trial's final codebook and usage."""
+        return self.tracking.results_dir / self.name / "artifacts"
 
 
 @dataclass(frozen=True)
@@ -314,9 +320,32 @@ def expand_grid(axes: Sequence[tuple[str, Sequence[Any]]]) -> list[dict[str, Any
     return [dict(zip(keys, combo)) for combo in itertools.product(*(values for _, values in axes))]
 
 
+# The code that determines a trial's result (the sweep stages' code deps in dvc.yaml).
+RESULT_CODE = ("methods", "datasets", "benchmark/config.py", "benchmark/train.py",
+               "benchmark/metrics.py", "benchmark/models.py")
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """sha256 of the Python sources in RESULT_CODE: a trial run by other code is another trial.
+
+    Content, not the git commit, so a README edit or a dirty work tree does not invalidate
+    results, while any change to a quantizer, dataset, metric or training loop does.
+    """
+    digest = hashlib.sha256()
+    for entry in RESULT_CODE:
+        path = REPO_ROOT / entry
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file.relative_to(REPO_ROOT)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
 def trial_id_of(config: RunConfig) -> str:
-    """Deterministic id of a trial: a hash of its full configuration (12 hex characters)."""
-    canonical = json.dumps(config.to_dict(), sort_keys=True, default=repr)
+    """Deterministic id of a trial: a hash of its full configuration and of the result code
+    (12 hex characters). Resuming skips a trial only if both are unchanged."""
+    canonical = json.dumps({"config": config.to_dict(), "code": code_fingerprint()}, sort_keys=True, default=repr)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
@@ -488,6 +517,7 @@ def _run_trial(
     configs: Mapping[str, Mapping[str, Any]],
     runner: Runner | None,
     objective: str | None,
+    artifacts_root: str,
 ) -> None:
     """Tune function-trainable: run one trial, report every step and the outcome to the driver.
 
@@ -512,7 +542,7 @@ def _run_trial(
         tune.report(result)
 
     try:
-        final = run(config, on_step=on_step)
+        final = run(config, on_step=on_step, artifacts_dir=str(Path(artifacts_root) / param["trial_id"]))
     except Exception as err:  # noqa: BLE001 - any failure is recorded, the sweep goes on
         result = {KIND_KEY: "failed", "error": f"{type(err).__name__}: {err}"}
     else:
@@ -638,7 +668,11 @@ class _MlflowRecorder:
         if kind == "step":
             tracking.log_step_metrics(self._client, run_id, result[STEP_KEY], result.get("metrics", {}))
         elif kind in ("final", "failed"):
-            config = self._configs[tune_trial.config["trial_id"]]
+            trial_id = tune_trial.config["trial_id"]
+            config = self._configs[trial_id]
+            artifacts = self._spec.artifacts_root / trial_id
+            if kind == "final" and artifacts.is_dir():
+                self._client.log_artifacts(run_id, str(artifacts))
             status = tracking.STATUS_FINISHED if kind == "final" else tracking.STATUS_FAILED
             self._close(tune_trial, status, metrics=result.get("metrics"), error=result.get("error"),
                         final_step=config.steps)
@@ -777,6 +811,7 @@ def _fit(spec: SweepSpec, todo: Sequence[Trial], client: Any, experiment_id: str
             configs={trial.trial_id: trial.config.to_dict() for trial in todo},
             runner=runner,
             objective=objective,
+            artifacts_root=str(spec.artifacts_root.resolve()),
         ),
         resources,
     )

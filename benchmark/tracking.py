@@ -98,11 +98,19 @@ def make_client(tracking_uri: str) -> "MlflowClient":
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+def artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts of a SQLite store live beside it (``<db dir>/mlartifacts/``), not in the working
+    directory of whichever process created the experiment; servers choose their own (None)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+
+
 def get_or_create_experiment(client: "MlflowClient", name: str) -> str:
     """Id of the experiment ``name``, created (or restored from deleted) if necessary."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri))
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
     return experiment.experiment_id

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -214,7 +215,9 @@ def _load_features(config: RunConfig) -> Any:
     return dataset
 
 
-def _run_fit(config: RunConfig, device: torch.device, on_step: OnStep | None, progress: bool) -> dict[str, float]:
+def _run_fit(
+    config: RunConfig, device: torch.device, on_step: OnStep | None, progress: bool, artifacts_dir: Path | None
+) -> dict[str, float]:
     if config.model_options:
         raise ConfigError("model_options: only used by the vqvae experiment; leave it empty for fit")
     dataset = _load_features(config)
@@ -243,12 +246,7 @@ def _run_fit(config: RunConfig, device: torch.device, on_step: OnStep | None, pr
     kmeans_features = dataset.sample(
         metrics.kmeans_train_size(config.codebook_size), _generator(config.seed, _STREAM_KMEANS, cpu)
     ).cpu()
-    record = metrics.evaluate(
-        codebook,
-        _in_code_space(quantizer, eval_features, device),
-        kmeans_features=_in_code_space(quantizer, kmeans_features, device),
-        seed=config.seed,
-    )
+    record = _evaluate(config, quantizer, codebook, eval_features, kmeans_features, device, artifacts_dir)
     record.update(final_loss=final_loss, train_seconds=train_seconds)
     return {key: float(record[key]) for key in RESULT_KEYS}
 
@@ -263,6 +261,38 @@ def _in_code_space(quantizer: Any, features: torch.Tensor, device: torch.device)
         return torch.cat(
             [quantizer.search_space(features[i : i + 65536].to(device)).cpu() for i in range(0, len(features), 65536)]
         )
+
+
+def _evaluate(
+    config: RunConfig,
+    quantizer: Any,
+    codebook: torch.Tensor,
+    eval_features: torch.Tensor,
+    kmeans_features: torch.Tensor,
+    device: torch.device,
+    artifacts_dir: Path | None,
+) -> dict[str, Any]:
+    """The metric record on held-out features, measured in the quantizer's search space.
+
+    With ``artifacts_dir``, also writes ``codebook.npy`` (K, d) and ``code_counts.npy`` (K,): the
+    final codebook and its usage histogram on the evaluated features (the report draws them).
+    """
+    eval_features = _in_code_space(quantizer, eval_features, device)
+    record = metrics.evaluate(
+        codebook,
+        eval_features,
+        kmeans_features=_in_code_space(quantizer, kmeans_features, device),
+        seed=config.seed,
+    )
+    if artifacts_dir is not None:
+        artifacts_dir.mkdir(parents=True, exist_ok=True)
+        cpu_codebook = codebook.detach().float().cpu()
+        from methods import nearest_code
+
+        counts = metrics.code_counts(nearest_code(eval_features.float(), cpu_codebook), config.codebook_size)
+        np.save(artifacts_dir / "codebook.npy", cpu_codebook.numpy())
+        np.save(artifacts_dir / "code_counts.npy", counts.numpy())
+    return record
 
 
 # --------------------------------------------------------------------------- vqvae
@@ -293,7 +323,9 @@ def _image_scores(images: Tensor, recons: Tensor) -> tuple[list[float], list[flo
     return psnr, ssim
 
 
-def _run_vqvae(config: RunConfig, device: torch.device, on_step: OnStep | None, progress: bool) -> dict[str, float]:
+def _run_vqvae(
+    config: RunConfig, device: torch.device, on_step: OnStep | None, progress: bool, artifacts_dir: Path | None
+) -> dict[str, float]:
     from .models import AutoEncoder, ModelOptions
 
     options = ModelOptions.from_mapping(config.model_options)
@@ -358,12 +390,7 @@ def _run_vqvae(config: RunConfig, device: torch.device, on_step: OnStep | None, 
             train_latents.shape[0], generator=_generator(config.seed, _STREAM_KMEANS, torch.device("cpu"))
         )[:cap]
         train_latents = train_latents[pick]
-    record = metrics.evaluate(
-        codebook,
-        _in_code_space(quantizer, torch.cat(test_latents), device),
-        kmeans_features=_in_code_space(quantizer, train_latents, device),
-        seed=config.seed,
-    )
+    record = _evaluate(config, quantizer, codebook, torch.cat(test_latents), train_latents, device, artifacts_dir)
     record.update(
         final_loss=final_loss,
         train_seconds=train_seconds,
@@ -379,9 +406,15 @@ _EXPERIMENTS = {"fit": _run_fit, "vqvae": _run_vqvae}
 
 
 def run_experiment(
-    config: RunConfig, *, on_step: OnStep | None = None, progress: bool = False
+    config: RunConfig,
+    *,
+    on_step: OnStep | None = None,
+    progress: bool = False,
+    artifacts_dir: str | Path | None = None,
 ) -> dict[str, float]:
     """Train and evaluate one run; returns the flat result record (floats).
+
+    ``artifacts_dir``: where to write the final ``codebook.npy`` and ``code_counts.npy`` (optional).
 
     ``on_step(step, metrics)`` is called every ``config.log_every`` steps and at the last step with
     the loss, each unweighted loss component of the quantizer and ``batch_utilization``.
@@ -392,4 +425,5 @@ def run_experiment(
         raise TypeError(f"config: expected a RunConfig, got {type(config).__name__}")
     device = resolve_device(config.device)
     with _seeded_global_rng(config.seed, device):
-        return _EXPERIMENTS[config.experiment](config, device, on_step, progress)
+        artifacts = Path(artifacts_dir) if artifacts_dir is not None else None
+        return _EXPERIMENTS[config.experiment](config, device, on_step, progress, artifacts)

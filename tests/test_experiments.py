@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -250,3 +251,16 @@ def test_metrics_are_measured_where_the_quantizer_searches():
     )
     assert record["quantization_error"] < 4 * 1.0
     assert record["utilization"] <= 2 / 16  # saturated tanh: (nearly) every feature in one corner
+
+
+def test_artifacts_are_the_final_codebook_and_its_usage(tmp_path):
+    config = RunConfig(method="vanilla", codebook_size=16, dim=2, steps=3, batch_size=64, eval_size=500)
+    record = run_experiment(config, artifacts_dir=tmp_path / "trial")
+    codebook = np.load(tmp_path / "trial" / "codebook.npy")
+    counts = np.load(tmp_path / "trial" / "code_counts.npy")
+    assert codebook.shape == (16, 2) and counts.shape == (16,) and counts.sum() == 500
+    assert record["utilization"] == pytest.approx((counts > 0).mean())
+    again = run_experiment(config)  # writing artifacts changes nothing else
+    assert {k: v for k, v in again.items() if k != "train_seconds"} == {
+        k: v for k, v in record.items() if k != "train_seconds"
+    }

@@ -156,11 +156,16 @@ def test_report_figures_and_metrics(built):
 
 
 def test_disk_codebook_and_usage_figures(workspace: Path):
+    """Drawn from each method's lowest-seed trial artifacts (codebook.npy, code_counts.npy)."""
     rng = np.random.default_rng(0)
-    codebooks = workspace / "results" / "disk" / "codebooks"
-    codebooks.mkdir(parents=True)
-    np.save(codebooks / "vanilla.npy", rng.normal(0, 0.1, (40, 2)))
-    np.save(codebooks / "wasserstein.npy", rng.uniform(-0.7, 0.7, (40, 2)))
+    disk = pd.DataFrame(_rows("disk", ["vanilla", "wasserstein"], "dim", [2], seeds=(1, 0), value_fn=_atomic))
+    (workspace / "results" / "disk").mkdir(parents=True)
+    disk.to_csv(workspace / "results" / "disk" / "trials.csv", index=False)
+    for trial in disk["trial"]:
+        folder = workspace / "results" / "disk" / "artifacts" / trial
+        folder.mkdir(parents=True)
+        np.save(folder / "codebook.npy", rng.uniform(-0.7, 0.7, (40, 2)))
+        np.save(folder / "code_counts.npy", rng.integers(0, 5, 40))
     prepared = workspace / "data" / "prepared" / "disk"
     prepared.mkdir(parents=True)
     np.save(prepared / "sample_0.npy", rng.uniform(-1, 1, (500, 2)).astype(np.float32))
@@ -168,14 +173,15 @@ def test_disk_codebook_and_usage_figures(workspace: Path):
     assert (config.out_dir / "figures" / "disk_codebooks.png").stat().st_size > 5000
     assert (config.out_dir / "figures" / "disk_code_usage.png").stat().st_size > 5000
     assert "figures/disk_code_usage.png" in text
-    usage = report._usage_from_codebooks({"c": np.array([[0.0, 0.0], [10.0, 10.0]])},
-                                         np.array([[0.1, 0.0], [9.0, 9.0], [-1.0, 0.0]]))
-    assert usage["c"].tolist() == [2, 1]
+    codebooks, usage = report._trial_artifacts(config)
+    seed0 = workspace / "results" / "disk" / "artifacts" / "disk-vanilla-2-0"
+    assert np.array_equal(codebooks["vanilla"], np.load(seed0 / "codebook.npy"))
+    assert np.array_equal(usage["vanilla"], np.load(seed0 / "code_counts.npy"))
 
 
 def test_missing_codebooks_are_reported_not_faked(built):
     _, text, config = built
-    assert "Left out: no saved codebooks" in text
+    assert "Left out: no saved trial artifacts" in text
     assert not (config.out_dir / "figures" / "disk_codebooks.png").exists()
 
 

@@ -44,7 +44,7 @@ FAKE_CATALOG = sweep.Catalog(method_options={"vanilla": VanillaOptions, "wassers
 
 
 def fake_runner(config: RunConfig, *, on_step: Callable | None = None, progress: bool = False,
-                call_dir: str | None = None) -> dict[str, float]:
+                call_dir: str | None = None, artifacts_dir: str | None = None) -> dict[str, float]:
     """Stands in for benchmark.train.run_experiment: a curve, a record, seed 13 diverges."""
     import importlib.util
 
@@ -354,7 +354,8 @@ def test_resume_reruns_interrupted_trials_only(ray_cluster: None, store_uri: str
     assert len(list(calls.iterdir())) == 1
 
 
-def _early_runner(config: RunConfig, *, on_step: Callable | None = None, progress: bool = False) -> dict:
+def _early_runner(config: RunConfig, *, on_step: Callable | None = None, progress: bool = False,
+                  artifacts_dir: str | None = None) -> dict:
     """Loss ordered by seed: ASHA keeps the best (seed 0) and may stop the others."""
     for step in range(1, config.steps + 1):
         on_step(step, {"loss": config.seed + 1.0 / step})
@@ -398,6 +399,12 @@ def test_cli_real_runner_end_to_end(ray_cluster: None, store_uri: str, tmp_path:
     assert set(record_keys) <= set(table.columns) and table[record_keys].notna().all().all()
     assert sorted(table["method"]) == ["vanilla", "wasserstein"]
     assert table.loc[table["method"] == "wasserstein", "method_options.gamma"].item() == 1.0
+    # each trial leaves its final codebook and usage histogram, also logged to its MLflow run
+    for trial, run_id in zip(table["trial"], table["run_id"]):
+        folder = tmp_path / "results" / "tiny" / "artifacts" / trial
+        assert (folder / "codebook.npy").exists() and (folder / "code_counts.npy").exists()
+        logged = {a.path for a in tracking.make_client(store_uri).list_artifacts(run_id)}
+        assert {"codebook.npy", "code_counts.npy"} <= logged
     assert sweep.main(["--params", str(path), "--sweep", "tiny", "--export-only"]) == 0
     assert "exported 2 trials" in capsys.readouterr().out
     assert sweep.main(["--params", str(path), "--sweep", "nope"]) == 2
