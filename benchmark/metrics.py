@@ -124,15 +124,11 @@ def gaussian_stats(x: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def sqrtm_psd(matrix: np.ndarray) -> np.ndarray:
-    """Square root of a symmetric PSD matrix by symmetric eigendecomposition.
+    """Square root of a symmetric PSD matrix (symmetrised, eigenvalues clamped at 0, never
+    complex, unlike a general ``sqrtm``): ``methods._core.symmetric_sqrt`` in float64."""
+    from methods._core import symmetric_sqrt
 
-    Symmetrises first and clamps eigenvalues at 0 (round-off makes PSD matrices slightly
-    indefinite); unlike a general ``sqrtm`` this never returns complex values.
-    """
-    m = np.asarray(matrix, dtype=np.float64)
-    m = 0.5 * (m + m.T)
-    w, v = np.linalg.eigh(m)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    return symmetric_sqrt(torch.as_tensor(np.asarray(matrix, dtype=np.float64))).numpy()
 
 
 def gaussian_w2(
@@ -140,9 +136,11 @@ def gaussian_w2(
 ) -> float:
     """Squared 2-Wasserstein distance between N(mean1, cov1) and N(mean2, cov2) (closed form).
 
-    tr((S1^1/2 S2 S1^1/2)^1/2) is computed as sum sqrt(eigvalsh(.)) of the symmetrised product;
-    a result below 0 can only be round-off and is returned as 0.
+    The same closed form the Wasserstein quantizers optimise (``methods._core.gaussian_w2_squared``),
+    in float64 with the eigenvalue floor at 0: the exact value, no gradient needed.
     """
+    from methods._core import gaussian_w2_squared
+
     mean1, mean2 = np.asarray(mean1, np.float64), np.asarray(mean2, np.float64)
     cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
     if mean1.shape != mean2.shape or cov1.shape != cov2.shape or cov1.shape != mean1.shape * 2:
@@ -150,11 +148,8 @@ def gaussian_w2(
             f"gaussian_w2: shapes do not match: means {mean1.shape}, {mean2.shape}; "
             f"covariances {cov1.shape}, {cov2.shape}"
         )
-    root1 = sqrtm_psd(cov1)
-    cross = root1 @ cov2 @ root1
-    cross_eigs = np.linalg.eigvalsh(0.5 * (cross + cross.T))
-    trace_term = np.trace(cov1) + np.trace(cov2) - 2.0 * np.sqrt(np.clip(cross_eigs, 0.0, None)).sum()
-    return float(max(np.sum((mean1 - mean2) ** 2) + trace_term, 0.0))
+    tensors = [torch.from_numpy(a) for a in (mean1, cov1, mean2, cov2)]
+    return float(gaussian_w2_squared(*tensors, eigenvalue_floor=0.0))
 
 
 # --------------------------------------------------------------------------- k-means reference

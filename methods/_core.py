@@ -194,7 +194,12 @@ def symmetric_sqrt(matrix: Tensor) -> Tensor:
 
 
 def gaussian_w2_squared(
-    mean_a: Tensor, cov_a: Tensor, mean_b: Tensor, cov_b: Tensor, sqrt_cov_a: Tensor | None = None
+    mean_a: Tensor,
+    cov_a: Tensor,
+    mean_b: Tensor,
+    cov_b: Tensor,
+    sqrt_cov_a: Tensor | None = None,
+    eigenvalue_floor: float = 1e-12,
 ) -> Tensor:
     """Squared 2-Wasserstein distance between N(mean_a, cov_a) and N(mean_b, cov_b).
 
@@ -203,13 +208,14 @@ def gaussian_w2_squared(
     through ``eigvalsh``, whose gradient stays finite for repeated eigenvalues (an isotropic
     codebook); differentiable in ``mean_b``/``cov_b``. ``sqrt_cov_a`` may be passed precomputed
     (it should be computed from detached statistics). Eigenvalues are clamped at 1e-12 so the
-    gradient of the square root stays finite for singular covariances (K < d, constant dims).
+    gradient of the square root stays finite for singular covariances (K < d, constant dims);
+    a metric that needs no gradient passes ``eigenvalue_floor=0`` for the exact value.
     """
     if sqrt_cov_a is None:
         sqrt_cov_a = symmetric_sqrt(cov_a.detach())
     cross = sqrt_cov_a @ cov_b @ sqrt_cov_a
     eigenvalues = torch.linalg.eigvalsh((cross + cross.t()) / 2)
-    cross_trace = eigenvalues.clamp(min=1e-12).sqrt().sum()
+    cross_trace = eigenvalues.clamp(min=eigenvalue_floor).sqrt().sum()
     bures = (torch.trace(cov_a) + torch.trace(cov_b) - 2 * cross_trace).clamp(min=0)
     return (mean_a - mean_b).pow(2).sum() + bures
 

@@ -75,11 +75,14 @@ class WassersteinVQ(DistributionMatchingQuantizer):
         super().__init__(dim, codebook_size, options, generator)
         self.queue = FeatureQueue(options.queue_size, dim)
 
-    def distribution_loss(self, features: Tensor, codebook: Tensor) -> Tensor:
+    def feature_statistics(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and covariance (float64) of the queue, after pushing ``features`` in training mode."""
         if self.training:
             self.queue.push(features)
         if int(self.queue.count) > 0:
-            mean, cov = self.queue.statistics()
-        else:  # evaluation before any training step: the batch is all we have
-            mean, cov = mean_and_covariance(features.double())
+            return self.queue.statistics()
+        return mean_and_covariance(features.double())  # evaluation before any training step
+
+    def distribution_loss(self, features: Tensor, codebook: Tensor) -> Tensor:
+        mean, cov = self.feature_statistics(features)
         return gaussian_wasserstein_loss(mean, cov, codebook, self.options.normalize, self.options.squared)

@@ -47,7 +47,6 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from methods._base import _check_non_negative
-from methods._core import mean_and_covariance
 from methods._registry import register
 from methods.wasserstein import WassersteinOptions, WassersteinVQ, gaussian_wasserstein_loss
 
@@ -92,12 +91,7 @@ class WassersteinDensityVQ(WassersteinVQ):
         return target_covariance_scale(self.dim, self.options.exponent, self.options.covariance_scale)
 
     def distribution_loss(self, features: Tensor, codebook: Tensor) -> Tensor:
-        if self.training:
-            self.queue.push(features)
-        if int(self.queue.count) > 0:
-            mean, cov = self.queue.statistics()
-        else:  # evaluation before any training step: the batch is all we have
-            mean, cov = mean_and_covariance(features.double())
+        mean, cov = self.feature_statistics(features)
         target_cov = self.covariance_scale * cov
         if self.options.normalize:  # by the features' spread, not the target's, as wasserstein does
             scale = cov.diagonal().clamp(min=0).sqrt().max().clamp(min=1e-12)
