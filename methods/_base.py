@@ -39,6 +39,13 @@ def _check_non_negative(options: Any, *names: str) -> None:
             raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
 
 
+def _check_int(options: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name}: must be an integer, got {value!r}")
+
+
 def _check_positive_int(options: Any, *names: str) -> None:
     for name in names:
         value = getattr(options, name)

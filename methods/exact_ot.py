@@ -20,7 +20,7 @@ import ot
 import torch
 from torch import Tensor
 
-from methods._base import _check_positive_int
+from methods._base import _check_int, _check_positive_int
 from methods._matching import DistributionMatchingQuantizer, MatchingOptions
 from methods._registry import register
 
@@ -35,8 +35,7 @@ class ExactOTOptions(MatchingOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_positive_int(self, "max_samples")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed: must be an integer, got {self.seed!r}")
+        _check_int(self, "seed")
 
 
 def exact_ot_squared(features: Tensor, codes: Tensor) -> Tensor:

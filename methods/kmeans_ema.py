@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods._base import QuantizerOutput, _check_positive_int
+from methods._base import QuantizerOutput, _check_int, _check_positive_int
 from methods._core import nearest_code, straight_through
 from methods._registry import register
 from methods.ema import EMAOptions, EMAVQ
@@ -50,8 +50,7 @@ class KMeansEMAOptions(EMAOptions):
         _check_positive_int(self, "dead_after")
         if isinstance(self.kmeans_iters, bool) or not isinstance(self.kmeans_iters, int) or self.kmeans_iters < 0:
             raise ValueError(f"kmeans_iters: must be an integer >= 0, got {self.kmeans_iters!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed: must be an integer, got {self.seed!r}")
+        _check_int(self, "seed")
 
 
 def sample_rows(count: int, n: int, generator: torch.Generator) -> Tensor:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods._base import _check_non_negative, _check_positive_int
+from methods._base import _check_int, _check_non_negative, _check_positive_int
 from methods._matching import DistributionMatchingQuantizer, MatchingOptions
 from methods._registry import register
 
@@ -45,8 +45,7 @@ class MMDOptions(MatchingOptions):
         super().__post_init__()
         _check_non_negative(self, "bandwidth")
         _check_positive_int(self, "max_samples")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed: must be an integer, got {self.seed!r}")
+        _check_int(self, "seed")
 
 
 def squared_distances(a: Tensor, b: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from methods._base import _check_positive_int
+from methods._base import _check_int, _check_positive_int
 from methods._core import random_directions, wasserstein_1d_squared
 from methods._matching import DistributionMatchingQuantizer, MatchingOptions
 from methods._registry import register
@@ -34,8 +34,7 @@ class SlicedWassersteinOptions(MatchingOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_positive_int(self, "projections")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed: must be an integer, got {self.seed!r}")
+        _check_int(self, "seed")
 
 
 def sliced_wasserstein_squared(features: Tensor, codebook: Tensor, directions: Tensor) -> Tensor:
