@@ -219,9 +219,10 @@ def test_exact_ot_samples_at_most_max_samples():
     z = randn(500, 2, seed=9)
     q = methods.build("exact_ot", dim=2, codebook_size=400, max_samples=64)
     out = q.train()(z)
-    out.loss.backward()
     assert torch.isfinite(out.losses["exact_ot"])
-    assert int((q.embedding.grad.abs().sum(dim=1) > 0).sum()) <= 64 + 400  # VQ terms touch used codes too
+    (grad,) = torch.autograd.grad(out.losses["exact_ot"], q.embedding)
+    touched = int((grad.abs().sum(dim=1) > 0).sum())
+    assert 0 < touched <= 64  # the OT term sees a sample of 64 codes, not all 400
 
 
 # --- EMA and SimVQ --------------------------------------------------------------------------------
