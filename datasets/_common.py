@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -128,6 +129,14 @@ class ImageDataset:
         assert train.shape[1:] == test.shape[1:]
         self.train, self.train_labels = train.contiguous(), train_labels
         self.test, self.test_labels = test.contiguous(), test_labels
+
+    def _set_uint8(self, train: np.ndarray, train_labels: np.ndarray, test: np.ndarray,
+                   test_labels: np.ndarray) -> None:
+        """``_set`` from uint8 (N, C, H, W) images (scaled by 1/255) and integer label arrays."""
+        self._set(
+            torch.from_numpy(train).to(torch.float32) / 255.0, torch.from_numpy(train_labels),
+            torch.from_numpy(test).to(torch.float32) / 255.0, torch.from_numpy(test_labels),
+        )
 
     @property
     def channels(self) -> int:

@@ -24,7 +24,6 @@ from types import MappingProxyType
 from typing import Mapping
 
 import numpy as np
-import torch
 
 from ._common import DatasetNotFoundError, ImageDataset, check_root, read_verified, verify
 from ._registry import register
@@ -130,7 +129,4 @@ class Cifar10(ImageDataset):
     def __init__(self, options: Cifar10Options) -> None:
         self.options = options
         train, train_labels, test, test_labels = read_cifar10(options.root, checksums=MD5)
-        self._set(
-            torch.from_numpy(train).to(torch.float32) / 255.0, torch.from_numpy(train_labels),
-            torch.from_numpy(test).to(torch.float32) / 255.0, torch.from_numpy(test_labels),
-        )
+        self._set_uint8(train, train_labels, test, test_labels)

@@ -18,7 +18,6 @@ from types import MappingProxyType
 from typing import Mapping
 
 import numpy as np
-import torch
 
 from ._common import DatasetNotFoundError, ImageDataset, check_root, read_verified
 from ._registry import register
@@ -92,7 +91,4 @@ class Svhn(ImageDataset):
     def __init__(self, options: SvhnOptions) -> None:
         self.options = options
         train, train_labels, test, test_labels = read_svhn(options.root, checksums=MD5)
-        self._set(
-            torch.from_numpy(train).to(torch.float32) / 255.0, torch.from_numpy(train_labels),
-            torch.from_numpy(test).to(torch.float32) / 255.0, torch.from_numpy(test_labels),
-        )
+        self._set_uint8(train, train_labels, test, test_labels)
