@@ -308,6 +308,17 @@ def test_sinkhorn_plan_equals_pot_sinkhorn_log(iterations):
     assert torch.allclose(f_small, f_one, atol=1e-12) and torch.allclose(g_small, g_one, atol=1e-12)
 
 
+@pytest.mark.parametrize("iterations", [1, 5])
+def test_sinkhorn_assignment_is_the_argmax_of_the_plan_at_every_block_size(iterations):
+    # the assignment fuses each f update with the next g update and skips the last f: same plan
+    from methods.sinkhorn import sinkhorn_assignment, sinkhorn_plan
+
+    z, c = randn(50, 3, seed=45, dtype=torch.float64) * 0.5 + 1.0, randn(20, 3, seed=46, dtype=torch.float64)
+    expected = sinkhorn_plan(z, c, 10.0, iterations).argmax(dim=1)
+    for block_rows in (1, 7, 50, 1000):
+        assert torch.equal(sinkhorn_assignment(z, c, 10.0, iterations, block_rows=block_rows), expected)
+
+
 def test_sinkhorn_assignment_tends_to_the_exact_balanced_matching():
     from methods.sinkhorn import sinkhorn_assignment
 
