@@ -5,6 +5,10 @@ Nothing here knows about a particular method; every method calls these instead o
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy
 import torch
 from torch import Tensor
@@ -220,46 +224,157 @@ def gaussian_w2_squared(
     return (mean_a - mean_b).pow(2).sum() + bures
 
 
-def sort_rows(x: Tensor) -> Tensor:
-    """``torch.sort(x, dim=1).values`` for a 2-D tensor, differentiable like it.
+def _over_row_blocks(fn: Callable[[slice], None], rows: int, elements: int) -> None:
+    """Call ``fn(rows slice)`` over row blocks on torch's intra-op thread count (numpy's sorts
+    and ufuncs release the GIL); one call for small inputs."""
+    workers = min(torch.get_num_threads(), rows)
+    if workers < 2 or elements < (1 << 16):
+        fn(slice(0, rows))
+        return
+    global _SORT_POOL
+    if _SORT_POOL is None or _SORT_POOL._max_workers < workers:
+        _SORT_POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vqbench-sort")
+    bounds = numpy.linspace(0, rows, workers + 1).astype(int)
+    for _ in _SORT_POOL.map(fn, [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]):
+        pass  # re-raises a worker's exception
 
-    On CPU the sort runs in numpy, whose SIMD sorts (x86-simd-sort) are far faster than torch's CPU
-    sort: measured here for 128 rows of 16,384 float32 on one thread, 4 ms (values) / 22 ms
-    (argsort) vs 116 ms. A tensor that needs a gradient is gathered through the argsort, so the
-    backward pass is the same scatter as torch.sort's. Other devices and dtypes use torch.sort.
+
+_SORT_POOL: ThreadPoolExecutor | None = None
+
+
+def _float32_order_bits(bits: numpy.ndarray) -> numpy.ndarray:
+    """int32 bit patterns of float32s -> int32s that order like the floats (and back: an
+    involution): the magnitude bits of negative values are flipped."""
+    return bits ^ ((bits >> 31) & numpy.int32(0x7FFFFFFF))
+
+
+def sort_rows_with_order(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(values, order) of a stable ascending sort of each row of a 2-D tensor, no gradient: the
+    same as ``torch.sort(x, dim=1, stable=True)`` (ties keep their column order; -0.0 and +0.0
+    tie, and come back as +0.0).
+
+    CPU float32: each float's order bits go into the high half of an int64 beside its column
+    index, so one SIMD integer sort gives the values and a stable order, split over threads:
+    about 1.6x faster than ``numpy.argsort`` (introsort, unstable), 5x faster than its stable
+    sort and 3x faster than ``torch.sort`` on 128 x 16,384 (2 CPU cores). Everything else
+    uses ``torch.sort``.
     """
+    x = x.detach()
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.ndim != 2 or x.shape[1] >= 1 << 31:
+        values, order = torch.sort(x, dim=1, stable=True)
+        return values, order
+    source = x.contiguous().numpy()
+    values = numpy.empty(source.shape, dtype=numpy.float32)
+    order = numpy.empty(source.shape, dtype=numpy.int64)
+    columns = numpy.arange(source.shape[1], dtype=numpy.int64)
+
+    def sort_block(rows: slice) -> None:
+        bits = (source[rows] + numpy.float32(0.0)).view(numpy.int32)  # -0.0 -> +0.0
+        keys = _float32_order_bits(bits).astype(numpy.int64)
+        keys <<= 32
+        keys |= columns
+        keys.sort(axis=1)
+        numpy.bitwise_and(keys, 0xFFFFFFFF, out=order[rows])
+        keys >>= 32
+        values[rows] = _float32_order_bits(keys.astype(numpy.int32)).view(numpy.float32)
+
+    _over_row_blocks(sort_block, source.shape[0], source.size)
+    return torch.from_numpy(values), torch.from_numpy(order)
+
+
+def sort_rows_values(x: Tensor) -> Tensor:
+    """Ascending sorted values of each row of a 2-D tensor, no gradient (numpy's SIMD sort on CPU,
+    5-10x faster than torch's CPU sort)."""
+    x = x.detach()
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.ndim != 2:
         return torch.sort(x, dim=1).values
-    x = x.contiguous()
-    if not x.requires_grad:
-        return torch.from_numpy(numpy.sort(x.numpy(), axis=1))
-    order = torch.from_numpy(numpy.argsort(x.detach().numpy(), axis=1))
-    return torch.take_along_dim(x, order, dim=1)
+    source = x.contiguous().numpy()
+    values = numpy.empty_like(source)
+
+    def sort_block(rows: slice) -> None:
+        values[rows] = numpy.sort(source[rows], axis=1)
+
+    _over_row_blocks(sort_block, source.shape[0], source.size)
+    return torch.from_numpy(values)
+
+
+@functools.lru_cache(maxsize=16)
+def _merged_quantile_grid(n: int, m: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """The intervals of [0, 1] cut at {i/n} U {j/m}: (widths, rank in the n-grid, rank in the
+    m-grid), float64 and long, one entry per interval."""
+    levels = torch.cat([torch.arange(1, n + 1, dtype=torch.float64) / n, torch.arange(1, m + 1, dtype=torch.float64) / m])
+    levels = torch.unique(levels)  # sorted; common breakpoints merged
+    widths = torch.diff(levels, prepend=levels.new_zeros(1))
+    middles = levels - widths / 2
+    rank_n = (middles * n).floor().long().clamp(max=n - 1)
+    rank_m = (middles * m).floor().long().clamp(max=m - 1)
+    return widths.to(device), rank_n.to(device), rank_m.to(device)
+
+
+def quantile_means(sorted_rows: Tensor, m: int) -> Tensor:
+    """(P, n) sorted rows -> (P, m): the mean of each row's quantile function F^-1 over the m
+    intervals [(j - 1)/m, j/m), i.e. m * integral of F^-1 there. Exact; a repeat when n divides m,
+    a group mean when m divides n, a weighted sum over the merged grid otherwise."""
+    rows, n = sorted_rows.shape
+    if m % n == 0:
+        return sorted_rows.repeat_interleave(m // n, dim=1)
+    if n % m == 0:
+        return sorted_rows.reshape(rows, m, n // m).mean(dim=2)
+    widths, rank_n, rank_m = _merged_quantile_grid(n, m, sorted_rows.device)
+    weighted = sorted_rows.double().index_select(1, rank_n) * (widths * m)
+    means = torch.zeros(rows, m, dtype=torch.float64, device=sorted_rows.device).index_add_(1, rank_m, weighted)
+    return means.to(sorted_rows.dtype)
+
+
+class _Wasserstein1DSquared(torch.autograd.Function):
+    """Per column: W2^2 = mean_j (Abar_j - B_j)^2 + (mean A^2 - mean Abar^2), with A, B the sorted
+    samples (n and m of them) and Abar = ``quantile_means(A, m)``; gradient (2/m)(b_i - Abar_rank(i))
+    to b (and symmetrically to a), so the backward pass is elementwise."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:  # type: ignore[override]
+        n, m = a.shape[0], b.shape[0]
+        need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        a_rows, b_rows = a.t(), b.t()
+        a_sorted, a_order = sort_rows_with_order(a_rows) if need_a else (sort_rows_values(a_rows), None)
+        b_sorted, b_order = sort_rows_with_order(b_rows) if need_b else (sort_rows_values(b_rows), None)
+        a_means = quantile_means(a_sorted, m)
+        value = (a_means - b_sorted).pow(2).mean(dim=1)
+        if m % n != 0:  # the spread of A inside each of B's intervals; 0 when n divides m
+            within = a_sorted.double().pow(2).mean(dim=1) - a_means.double().pow(2).mean(dim=1)
+            value = value + within.clamp(min=0).to(value.dtype)
+        targets: list[Tensor | None] = [None, None]
+        if need_b:
+            targets[1] = torch.empty_like(b_sorted).scatter_(1, b_order, a_means)
+        if need_a:
+            targets[0] = torch.empty_like(a_sorted).scatter_(1, a_order, quantile_means(b_sorted, n))
+        ctx.save_for_backward(a if need_a else None, b if need_b else None, *targets)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
+        a, b, a_target, b_target = ctx.saved_tensors
+        grad_a = grad_b = None
+        # computed in the (P, n) layout of the sorts: contiguous when the input is a transposed view
+        if a is not None:
+            grad_a = ((a.t() - a_target) * (grad[:, None] * (2.0 / a.shape[0]))).t()
+        if b is not None:
+            grad_b = ((b.t() - b_target) * (grad[:, None] * (2.0 / b.shape[0]))).t()
+        return grad_a, grad_b
 
 
 def wasserstein_1d_squared(a: Tensor, b: Tensor) -> Tensor:
     """Exact squared W2 between the uniform empirical measures of each column of ``a`` and ``b``.
 
-    a: (n, P), b: (m, P) -> (P,). W2^2 = int_0^1 (F_a^-1(t) - F_b^-1(t))^2 dt, with the quantile
-    functions piecewise constant on the merged grid {i/n} U {j/m}; differentiable in a and b.
-    Works on (P, n) rows internally so that sorts and gathers read contiguous memory.
+    a: (n, P), b: (m, P) -> (P,). W2^2 = int_0^1 (F_a^-1(t) - F_b^-1(t))^2 dt with piecewise
+    constant quantile functions (Rabin et al. 2011; POT ``wasserstein_1d``), differentiable in a
+    and b. Cost: one sort per column of each side (a stable argsort for a side that needs a
+    gradient) and O(n + m) elementwise work; no gather in the backward pass. Fastest when a and b
+    are transposed views of contiguous (P, n) and (P, m) tensors (no transposing copies).
     """
-    n, m = a.shape[0], b.shape[0]
-    a_sorted, b_sorted = sort_rows(a.t()), sort_rows(b.t())
-    if n == m:
-        return (a_sorted - b_sorted).pow(2).mean(dim=1)
-    device = a.device
-    levels = torch.cat(
-        [torch.arange(1, n + 1, device=device, dtype=torch.float64) / n,
-         torch.arange(1, m + 1, device=device, dtype=torch.float64) / m]
-    )
-    levels = torch.unique(levels)  # sorted; duplicates (common breakpoints) merged
-    widths = torch.diff(levels, prepend=levels.new_zeros(1))
-    middles = levels - widths / 2
-    rank_a = (middles * n).floor().long().clamp(max=n - 1)
-    rank_b = (middles * m).floor().long().clamp(max=m - 1)
-    diff = a_sorted.index_select(1, rank_a) - b_sorted.index_select(1, rank_b)
-    return (diff.pow(2) * widths.to(a.dtype)).sum(dim=1)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[0] < 1 or b.shape[0] < 1:
+        raise ValueError(f"a, b: expected (n, P) and (m, P) with n, m >= 1, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return _Wasserstein1DSquared.apply(a, b)
 
 
 def random_directions(dim: int, count: int, generator: torch.Generator) -> Tensor:

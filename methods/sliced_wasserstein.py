@@ -9,8 +9,9 @@ Barycenter and its Application to Texture Mixing", SSVM 2011; Bonneel et al. 201
 
 estimated with ``projections`` directions drawn afresh every training step from (seed, step).
 Each 1-D W2^2 between the batch (n points) and the whole codebook (K points) is exact (sorted
-quantile functions on the merged grid), O((n + K) log(n + K)) per projection. Gradient reaches
-the codebook only.
+quantile functions on the merged grid), O(n log n + K log K) per projection. Gradient reaches
+the codebook only. Cost: the P sorts of K code projections (a stable argsort, for the gradient)
+dominate: about 1x a nearest-code search at batch 8,192, K = 16,384, P = 128 on 2 CPU cores.
 """
 from __future__ import annotations
 
@@ -39,8 +40,11 @@ class SlicedWassersteinOptions(MatchingOptions):
 
 def sliced_wasserstein_squared(features: Tensor, codebook: Tensor, directions: Tensor) -> Tensor:
     """Mean over the columns of ``directions`` (d, P) of the exact 1-D W2^2 of the projections."""
-    directions = directions.to(device=codebook.device, dtype=codebook.dtype)
-    return wasserstein_1d_squared(features.to(codebook.dtype) @ directions, codebook @ directions).mean()
+    directions = directions.to(device=codebook.device, dtype=codebook.dtype).t()
+    # (P, n) and (P, m) projections, passed as transposed views: the 1-D sorts read rows
+    projected_features = directions @ features.to(codebook.dtype).t()
+    projected_codes = directions @ codebook.t()
+    return wasserstein_1d_squared(projected_features.t(), projected_codes.t()).mean()
 
 
 @register("sliced_wasserstein")

@@ -227,25 +227,69 @@ def test_perf_quick_smoke(tmp_path) -> None:
     assert report["summary"]["targets"]["max_ours_over_faiss"] is not None
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_numpy_sort_matches_torch_sort_values_and_gradient(dtype: torch.dtype) -> None:
-    from methods._core import sort_rows
+@pytest.mark.parametrize("shape", [(5, 301), (64, 4096)])  # the second is split over threads
+def test_keyed_sort_is_torch_stable_sort_ties_and_signed_zeros_included(shape) -> None:
+    from methods._core import sort_rows_values, sort_rows_with_order
 
     generator = torch.Generator().manual_seed(11)
-    x = torch.randn(5, 301, generator=generator, dtype=dtype)
-    x[:, 7] = x[:, 3]  # a tie: values stay exact, the gradient of a tie goes to either position
-    weights = torch.randn(5, 301, generator=generator, dtype=dtype)
-    ours, reference = x.clone().requires_grad_(), x.clone().requires_grad_()
-    sorted_ours, sorted_reference = sort_rows(ours), torch.sort(reference, dim=1).values
-    assert torch.equal(sorted_ours, sorted_reference)
-    assert torch.equal(sort_rows(x), sorted_reference.detach())  # no-gradient path
-    assert torch.equal(sort_rows(x.t().t()[:, ::2]), torch.sort(x[:, ::2], dim=1).values)  # strided input
-    (sorted_ours * weights).sum().backward()
-    (sorted_reference * weights).sum().backward()
-    untied = torch.ones(301, dtype=torch.bool)
-    untied[[3, 7]] = False
-    assert torch.equal(ours.grad[:, untied], reference.grad[:, untied])
-    assert torch.equal(ours.grad[:, [3, 7]].sum(dim=1), reference.grad[:, [3, 7]].sum(dim=1))
+    x = torch.randn(*shape, generator=generator)
+    x[:, 7] = x[:, 3]  # ties keep their column order
+    x[:, 9], x[:, 10], x[:, 11] = -0.0, 0.0, -0.0  # signed zeros tie
+    x[:, 12] = float("inf")
+    x[:, 13] = -float("inf")
+    x[:, 14] = 1e-45  # a subnormal
+    values, order = sort_rows_with_order(x)
+    reference_values, reference_order = torch.sort(x, dim=1, stable=True)
+    assert torch.equal(order, reference_order)
+    assert torch.equal(values, reference_values)
+    assert torch.equal(sort_rows_values(x), reference_values)
+    assert torch.equal(sort_rows_values(x.double()), reference_values.double())
+    strided = x.t().t()[:, ::2]
+    assert torch.equal(sort_rows_with_order(strided)[1], torch.sort(strided, dim=1, stable=True).indices)
+
+
+def _wasserstein_1d_by_sorting(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Plain reference: gather both sorted quantile functions on the merged grid, autograd through sort."""
+    n, m = a.shape[0], b.shape[0]
+    a_sorted, b_sorted = torch.sort(a.t(), dim=1).values, torch.sort(b.t(), dim=1).values
+    steps = [torch.arange(1, count + 1, dtype=torch.float64) / count for count in (n, m)]
+    levels = torch.unique(torch.cat(steps))
+    widths = torch.diff(levels, prepend=levels.new_zeros(1))
+    middles = levels - widths / 2
+    rank_a = (middles * n).floor().long().clamp(max=n - 1)
+    rank_b = (middles * m).floor().long().clamp(max=m - 1)
+    diff = a_sorted[:, rank_a] - b_sorted[:, rank_b]
+    return (diff.pow(2) * widths).sum(dim=1)
+
+
+@pytest.mark.parametrize("n,m", [(40, 40), (37, 11), (11, 37), (8, 100), (64, 256), (256, 64), (3, 1)])
+def test_wasserstein_1d_value_and_gradients_match_autograd_through_sort(n, m) -> None:
+    from methods._core import wasserstein_1d_squared
+
+    generator = torch.Generator().manual_seed(n * 1000 + m)
+    a = torch.randn(n, 6, generator=generator, dtype=torch.float64).requires_grad_()
+    b = (torch.randn(m, 6, generator=generator, dtype=torch.float64) * 2 + 1).requires_grad_()
+    weights = torch.randn(6, generator=generator, dtype=torch.float64)
+    ours = wasserstein_1d_squared(a, b)
+    reference = _wasserstein_1d_by_sorting(a, b)
+    assert torch.allclose(ours, reference, rtol=1e-12, atol=1e-12)
+    grads = torch.autograd.grad((ours * weights).sum(), (a, b))
+    reference_grads = torch.autograd.grad((reference * weights).sum(), (a, b))
+    for got, expected in zip(grads, reference_grads):
+        assert torch.allclose(got, expected, rtol=1e-10, atol=1e-12)
+    # float32 with a detached side: the training path of sliced_wasserstein
+    a32, b32 = a.detach().float(), b.detach().float().requires_grad_()
+    ours32 = wasserstein_1d_squared(a32, b32)
+    assert torch.allclose(ours32.double(), reference.detach(), rtol=1e-5)
+    (grad_b32,) = torch.autograd.grad((ours32 * weights.float()).sum(), b32)
+    assert torch.allclose(grad_b32.double(), reference_grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_wasserstein_1d_rejects_mismatched_projections() -> None:
+    from methods._core import wasserstein_1d_squared
+
+    with pytest.raises(ValueError, match="a, b"):
+        wasserstein_1d_squared(torch.zeros(4, 3), torch.zeros(5, 2))
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 64])
