@@ -6,6 +6,7 @@ Nothing here knows about a particular method; every method calls these instead o
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -232,14 +233,17 @@ def _over_row_blocks(fn: Callable[[slice], None], rows: int, elements: int) -> N
         fn(slice(0, rows))
         return
     global _SORT_POOL
-    if _SORT_POOL is None or _SORT_POOL._max_workers < workers:
-        _SORT_POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vqbench-sort")
+    pool, owner, size = _SORT_POOL
+    # a forked child inherits the pool object but not its threads: it needs its own pool
+    if pool is None or owner != os.getpid() or size < workers:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vqbench-sort")
+        _SORT_POOL = (pool, os.getpid(), workers)
     bounds = numpy.linspace(0, rows, workers + 1).astype(int)
-    for _ in _SORT_POOL.map(fn, [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]):
+    for _ in pool.map(fn, [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]):
         pass  # re-raises a worker's exception
 
 
-_SORT_POOL: ThreadPoolExecutor | None = None
+_SORT_POOL: tuple[ThreadPoolExecutor | None, int, int] = (None, 0, 0)
 
 
 def _float32_order_bits(bits: numpy.ndarray) -> numpy.ndarray:

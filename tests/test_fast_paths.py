@@ -303,3 +303,31 @@ def test_mmd_median_bandwidth_is_torch_lower_median(n: int) -> None:
     upper_x, upper_y = torch.triu_indices(n, n, 1), torch.triu_indices(n + 1, n + 1, 1)
     pooled = torch.cat([xx[upper_x[0], upper_x[1]], yy[upper_y[0], upper_y[1]], xy.reshape(-1)])
     assert torch.equal(median_bandwidth_squared(xx, yy, xy), pooled.median())
+
+
+def _sort_in_child(queue) -> None:
+    from methods._core import sort_rows_values
+
+    torch.set_num_threads(2)
+    queue.put(bool(torch.equal(sort_rows_values(torch.arange(8192.0).flip(0).reshape(8, 1024)),
+                               torch.arange(8192.0).flip(0).reshape(8, 1024).sort(dim=1).values)))
+
+
+def test_threaded_sort_works_in_a_forked_child() -> None:
+    # the thread pool of the parent does not survive fork: the child must build its own, not hang
+    import multiprocessing
+
+    from methods._core import sort_rows_values
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        sort_rows_values(torch.randn(64, 4096))  # the parent's pool exists
+    finally:
+        torch.set_num_threads(threads)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_sort_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0 and queue.get(timeout=5) is True
