@@ -10,7 +10,8 @@ Writes ``<out>/perf.md`` (tables) and ``<out>/perf.json`` (every measurement and
    exceed ``--cdist-cap-gb``), vector-quantize-pytorch ``VectorQuantize`` eval forward with its
    defaults (EMA decay 0.8, rotation trick on; skipped when a call is predicted, from the previous K,
    to take over ``--max-call-seconds`` or to need over half the available memory);
-2. peak extra memory of our search at two N (it must not grow with N beyond the N indices);
+2. peak extra memory of our search at two N (it must not grow with N beyond the N indices), and
+   the search at training-batch sizes (256 to 8,192 rows) against faiss' default settings;
 3. one full training step (forward, backward, SGD step) of every registered method at each K,
    with the ratio to vanilla;
 4. exact-OT and sliced-Wasserstein loss (forward + backward) against the sample size.
@@ -68,6 +69,7 @@ class Sizes:
     memory_ns: tuple[int, ...]
     memory_dim: int
     memory_k: int
+    batch_ns: tuple[int, ...]
     step_ks: tuple[int, ...]
     step_dim: int
     step_batch: int
@@ -80,14 +82,14 @@ class Sizes:
 
 FULL = Sizes(
     search_n=65_536, search_dims=(8, 64), search_ks=(1_024, 16_384, 65_536),
-    memory_ns=(65_536, 1_048_576), memory_dim=8, memory_k=16_384,
+    memory_ns=(65_536, 1_048_576), memory_dim=8, memory_k=16_384, batch_ns=(256, 2_048, 8_192),
     step_ks=(1_024, 16_384, 65_536), step_dim=8, step_batch=8_192,
     exact_ot_ns=(256, 512, 1_024, 2_048, 4_096), sliced_ns=(1_024, 4_096, 16_384, 65_536),
     sliced_projections=(32, 128, 512), repeats=7, warmup=2,
 )
 QUICK = Sizes(
     search_n=1_024, search_dims=(8,), search_ks=(64,),
-    memory_ns=(1_024, 4_096), memory_dim=8, memory_k=64,
+    memory_ns=(1_024, 4_096), memory_dim=8, memory_k=64, batch_ns=(16, 256),
     step_ks=(64,), step_dim=8, step_batch=256,
     exact_ot_ns=(32, 64), sliced_ns=(128,), sliced_projections=(8,), repeats=1, warmup=1,
 )
@@ -300,8 +302,9 @@ def bench_search(sizes: Sizes, device: torch.device, args: argparse.Namespace) -
                 rows.append(Measurement("search", "vqp_eval", params, status="failed", reason=str(error)))
                 continue
             print(f"search d={dim} K={k}: vector-quantize-pytorch", flush=True)
+            repeats = min(sizes.repeats, args.vqp_repeats)
             vqp_prev = measure_one("search", "vqp_eval", params, lambda: run(features), device,
-                                   min(sizes.repeats, 3), 1)
+                                   repeats, 1 if repeats > 1 else 0)
             rows.append(vqp_prev)
             del run
             gc.collect()
@@ -329,6 +332,27 @@ def _vqp_skip_reason(prev: Measurement | None, k: int, device: torch.device, arg
         return (f"predicted peak {predicted_bytes / GB:.1f} GB (N x K distances) > half the available "
                 f"{available / GB:.1f} GB")
     return ""
+
+
+def bench_search_batches(sizes: Sizes, device: torch.device) -> list[Measurement]:
+    """The search at training-batch sizes (d and K of the memory section), where faiss by default
+    takes its one-pair-at-a-time path below 128,000 query floats and ours does not."""
+    rows: list[Measurement] = []
+    generator = torch.Generator().manual_seed(2)
+    dim, k = sizes.memory_dim, sizes.memory_k
+    codebook = torch.randn(k, dim, generator=generator).to(device)
+    for n in sizes.batch_ns:
+        features = torch.randn(n, dim, generator=generator).to(device)
+        params = {"n": n, "dim": dim, "codebook_size": k}
+        calls = {"ours": lambda: methods.nearest_code(features, codebook),
+                 "torch_chunked": lambda: methods.nearest_code_torch(features, codebook)}
+        if faiss is not None:
+            calls["faiss_flat_l2"] = _faiss_flat_search_bound(codebook, features)
+        print(f"search batch N={n}", flush=True)
+        for name, result in time_round_robin(calls, device, sizes.repeats, sizes.warmup).items():
+            result.section, result.params = "search_batch", params
+            rows.append(result)
+    return rows
 
 
 def bench_search_memory(sizes: Sizes, device: torch.device) -> list[Measurement]:
@@ -616,6 +640,20 @@ def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], 
                      f"{mem(flat)[0]} | {mem(flat)[1]} |")
     lines.append("")
 
+    lines += [f"## Search at training-batch sizes (d = {sizes.memory_dim}, K = {sizes.memory_k:,})", "",
+              "faiss IndexFlatL2 with its default settings searches one (query, code) pair at a time when a "
+              "call holds fewer than 128,000 query floats (N x d); ours always takes faiss' blocked, fused "
+              "k = 1 path (`methods._core._faiss_blocked_search`), exact on both.", "",
+              "| N | ours | faiss IndexFlatL2 | faiss / ours | torch chunked | torch chunked / ours |",
+              "|---|---|---|---|---|---|"]
+    for n in sizes.batch_ns:
+        ours = _find(rows, "search_batch", "ours", n=n)
+        flat = _find(rows, "search_batch", "faiss_flat_l2", n=n)
+        chunked = _find(rows, "search_batch", "torch_chunked", n=n)
+        lines.append(f"| {n:,} | {_seconds(ours)} | {_seconds(flat)} | {_fmt_ratio(_ratio(flat, ours), 1)} | "
+                     f"{_seconds(chunked)} | {_fmt_ratio(_ratio(chunked, ours), 1)} |")
+    lines.append("")
+
     lines += [f"## One training step (forward + backward + SGD step), d = {sizes.step_dim}, batch {sizes.step_batch:,}", "",
               "Time, ratio to vanilla in the same round-robin, peak extra memory of the step.", "",
               "| method | " + " | ".join(f"K = {k:,}" for k in sizes.step_ks) + " |",
@@ -669,10 +707,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="skip torch.cdist when the N x K matrix would need more than this")
     parser.add_argument("--max-call-seconds", type=float, default=60.0,
                         help="skip a peer whose call is predicted to take longer than this")
+    parser.add_argument("--vqp-repeats", type=int, default=3,
+                        help="timed vector-quantize-pytorch calls per size (1: no warm-up call either)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch and faiss threads (default: leave the libraries' defaults)")
-    parser.add_argument("--sections", default="search,memory,step,ot",
-                        help="comma-separated subset of search,memory,step,ot")
+    parser.add_argument("--sections", default="search,memory,batch,step,ot",
+                        help="comma-separated subset of search,memory,batch,step,ot")
     parser.add_argument("--search-impls", default="ours,faiss_flat_l2,torch_chunked,torch_cdist,vqp_eval",
                         help="comma-separated subset of the search implementations to measure")
     parser.add_argument("--merge", action="store_true",
@@ -691,6 +731,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows += bench_search(sizes, device, args)
     if "memory" in sections:
         rows += bench_search_memory(sizes, device)
+    if "batch" in sections:
+        rows += bench_search_batches(sizes, device)
     if "step" in sections:
         rows += bench_training_step(sizes, device)
     if "ot" in sections:

@@ -201,13 +201,16 @@ def test_lowest_duplicate_index() -> None:
 def test_perf_quick_smoke(tmp_path) -> None:
     from benchmark import perf
 
-    report = perf.main(["--quick", "--out", str(tmp_path), "--sections", "search,memory,step,ot"])
+    report = perf.main(["--quick", "--out", str(tmp_path), "--sections", "search,memory,batch,step,ot"])
     data = json.loads((tmp_path / "perf.json").read_text())
     markdown = (tmp_path / "perf.md").read_text()
     assert data["environment"]["device"] == "cpu"
     assert data["environment"]["torch_threads"] >= 1
     sections = {row["section"] for row in data["measurements"]}
-    assert sections == {"search", "search_memory", "training_step", "exact_ot", "sliced_wasserstein"}
+    assert sections == {"search", "search_memory", "search_batch", "training_step", "exact_ot", "sliced_wasserstein"}
+    assert {row["name"] for row in data["measurements"] if row["section"] == "search_batch"} == {
+        "ours", "faiss_flat_l2", "torch_chunked"}
+    assert "## Search at training-batch sizes" in markdown
     names = {row["name"] for row in data["measurements"] if row["section"] == "search"}
     assert {"ours", "faiss_flat_l2", "torch_chunked", "torch_cdist", "vqp_eval"} <= names
     import methods
