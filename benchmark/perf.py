@@ -37,7 +37,7 @@ import statistics
 import subprocess
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -611,7 +611,8 @@ def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], 
               "Time (peak extra memory). ours = `methods.nearest_code` (faiss on CPU float32, chunked torch "
               "otherwise); faiss = IndexFlatL2 k=1, index built outside the timing; torch chunked = "
               "`methods.nearest_code_torch`; vqp = vector-quantize-pytorch `VectorQuantize` eval forward, "
-              "defaults (EMA decay 0.8, rotation trick), no_grad.", "",
+              "defaults (EMA decay 0.8, rotation trick), no_grad, median of "
+              f"{min(sizes.repeats, env.get('vqp_repeats', 3))} call(s).", "",
               "| d | K | ours | faiss IndexFlatL2 | ours / faiss | torch chunked | torch.cdist + argmin | vqp eval | vqp / ours |",
               "|---|---|---|---|---|---|---|---|---|"]
     for s in summary["search"]:
@@ -707,6 +708,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="skip torch.cdist when the N x K matrix would need more than this")
     parser.add_argument("--max-call-seconds", type=float, default=60.0,
                         help="skip a peer whose call is predicted to take longer than this")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per cell (default: 7; --quick 1)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls first (default: 2; --quick 1)")
     parser.add_argument("--vqp-repeats", type=int, default=3,
                         help="timed vector-quantize-pytorch calls per size (1: no warm-up call either)")
     parser.add_argument("--threads", type=int, default=None,
@@ -724,8 +727,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if faiss is not None:
             faiss.omp_set_num_threads(args.threads)
     sizes = QUICK if args.quick else FULL
+    if args.repeats is not None or args.warmup is not None:
+        if (args.repeats is not None and args.repeats < 1) or (args.warmup is not None and args.warmup < 0):
+            parser.error("--repeats must be >= 1 and --warmup >= 0")
+        sizes = replace(sizes, repeats=args.repeats or sizes.repeats,
+                        warmup=sizes.warmup if args.warmup is None else args.warmup)
     sections = set(args.sections.split(","))
     env = environment(device)
+    env["vqp_repeats"] = args.vqp_repeats
     rows: list[Measurement] = []
     if "search" in sections:
         rows += bench_search(sizes, device, args)
