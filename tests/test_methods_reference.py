@@ -133,6 +133,9 @@ def test_feature_queue_statistics_equal_those_of_the_last_items():
         mean, cov = queue.statistics()
         assert torch.allclose(mean, recent.mean(0), atol=1e-9)
         assert torch.allclose(cov, torch.from_numpy(np.cov(recent.numpy().T, bias=True)), atol=1e-8)
+        # the ring holds exactly the last items (filled from slot 0, so the occupied slots lead)
+        held = queue.items[: int(queue.count)].double().numpy()
+        assert np.array_equal(held[np.lexsort(held.T)], recent.numpy()[np.lexsort(recent.numpy().T)])
 
 
 def test_wasserstein_loss_equals_independent_computation():
