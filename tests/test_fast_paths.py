@@ -329,3 +329,20 @@ def test_threaded_sort_works_in_a_forked_child() -> None:
     child.start()
     child.join(timeout=60)
     assert child.exitcode == 0 and queue.get(timeout=5) is True
+
+
+def test_row_hashes_separate_codes_that_differ_by_a_few_ulps() -> None:
+    # EMA codebooks hold codes a few ULPs apart; a linear hash of the bits collided on such pairs
+    # (seen: bit deltas (0, 0, -1, 0, 1, 1, 0, -1)), sending every search to the slow exact fallback
+    generator = torch.Generator().manual_seed(12)
+    base = torch.randn(1, 8, generator=generator).view(torch.int32)
+    deltas = torch.randint(-2, 3, (3000, 8), generator=generator, dtype=torch.int32)
+    deltas[0] = torch.tensor([0, 0, -1, 0, 1, 1, 0, -1], dtype=torch.int32)
+    rows = (base + deltas).view(torch.float32)
+    distinct = torch.unique(deltas, dim=0).shape[0]
+    assert torch.unique(core._row_hashes(rows)).shape[0] == distinct
+    # with exact copies mixed in, every code maps to its lowest copy, as a brute-force reference
+    codebook = torch.cat([rows, rows[:500]])
+    canonical = lowest_duplicate_index(codebook)
+    equal = (codebook[:, None, :] == codebook[None, :, :]).all(dim=2)
+    assert torch.equal(canonical, equal.int().argmax(dim=1))
