@@ -334,44 +334,38 @@ def _vqp_skip_reason(prev: Measurement | None, k: int, device: torch.device, arg
     return ""
 
 
-def bench_search_batches(sizes: Sizes, device: torch.device) -> list[Measurement]:
-    """The search at training-batch sizes (d and K of the memory section), where faiss by default
-    takes its one-pair-at-a-time path below 128,000 query floats and ours does not."""
+def _bench_search_over_n(section: str, ns: tuple[int, ...], dim: int, k: int, seed: int, device: torch.device,
+                         repeats: int, warmup: int, with_torch: bool) -> list[Measurement]:
+    """ours vs faiss IndexFlatL2 (and the torch path) for each N, one round-robin per N."""
     rows: list[Measurement] = []
-    generator = torch.Generator().manual_seed(2)
-    dim, k = sizes.memory_dim, sizes.memory_k
+    generator = torch.Generator().manual_seed(seed)
     codebook = torch.randn(k, dim, generator=generator).to(device)
-    for n in sizes.batch_ns:
-        features = torch.randn(n, dim, generator=generator).to(device)
-        params = {"n": n, "dim": dim, "codebook_size": k}
-        calls = {"ours": lambda: methods.nearest_code(features, codebook),
-                 "torch_chunked": lambda: methods.nearest_code_torch(features, codebook)}
-        if faiss is not None:
-            calls["faiss_flat_l2"] = _faiss_flat_search_bound(codebook, features)
-        print(f"search batch N={n}", flush=True)
-        for name, result in time_round_robin(calls, device, sizes.repeats, sizes.warmup).items():
-            result.section, result.params = "search_batch", params
-            rows.append(result)
-    return rows
-
-
-def bench_search_memory(sizes: Sizes, device: torch.device) -> list[Measurement]:
-    rows: list[Measurement] = []
-    generator = torch.Generator().manual_seed(1)
-    dim, k = sizes.memory_dim, sizes.memory_k
-    codebook = torch.randn(k, dim, generator=generator).to(device)
-    for n in sizes.memory_ns:
+    for n in ns:
         features = torch.randn(n, dim, generator=generator).to(device)
         params = {"n": n, "dim": dim, "codebook_size": k, "output_bytes": n * 8}
         calls = {"ours": lambda: methods.nearest_code(features, codebook)}
+        if with_torch:
+            calls["torch_chunked"] = lambda: methods.nearest_code_torch(features, codebook)
         if faiss is not None:
             calls["faiss_flat_l2"] = _faiss_flat_search_bound(codebook, features)
-        print(f"search memory N={n}", flush=True)
-        for name, result in time_round_robin(calls, device, repeats=3, warmup=1).items():
-            result.section, result.params = "search_memory", params
+        print(f"{section} N={n}", flush=True)
+        for result in time_round_robin(calls, device, repeats, warmup).values():
+            result.section, result.params = section, params
             rows.append(result)
         del features
     return rows
+
+
+def bench_search_batches(sizes: Sizes, device: torch.device) -> list[Measurement]:
+    """The search at training-batch sizes (d and K of the memory section), where faiss by default
+    takes its one-pair-at-a-time path below 128,000 query floats and ours does not."""
+    return _bench_search_over_n("search_batch", sizes.batch_ns, sizes.memory_dim, sizes.memory_k, 2, device,
+                                sizes.repeats, sizes.warmup, with_torch=True)
+
+
+def bench_search_memory(sizes: Sizes, device: torch.device) -> list[Measurement]:
+    return _bench_search_over_n("search_memory", sizes.memory_ns, sizes.memory_dim, sizes.memory_k, 1, device,
+                                repeats=3, warmup=1, with_torch=False)
 
 
 # --- 3: one training step of every method ----------------------------------------------------------
