@@ -675,11 +675,15 @@ def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], 
         lines.append(f"| {row.params['n']:,} | {_seconds(row).split(' (')[0]} | "
                      f"{'-' if row.peak_extra_bytes is None else f'{row.peak_extra_bytes / MB:,.0f} MB'} |")
     measured = [r for r in exact if r.status == "ok" and r.median_s]
-    if len(measured) >= 2:
-        a, b = measured[-2], measured[-1]
-        exponent = math.log(b.median_s / a.median_s) / math.log(b.params["n"] / a.params["n"])
+    if len(measured) >= 3:  # the smallest n is mostly fixed overhead: fit the rest
+        xs = [math.log(r.params["n"]) for r in measured[1:]]
+        ys = [math.log(r.median_s) for r in measured[1:]]
+        mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+        exponent = (sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys))
+                    / sum((x - mean_x) ** 2 for x in xs))
         lines.append("")
-        lines.append(f"Growth between the two largest measured n: about n^{exponent:.1f}.")
+        lines.append(f"Growth: time ~ n^{exponent:.1f} (least squares on log-log over n = "
+                     f"{measured[1].params['n']:,} to {measured[-1].params['n']:,}).")
         summary["exact_ot_exponent"] = exponent
     lines += ["", "Sliced W2: `methods.sliced_wasserstein.sliced_wasserstein_squared`, n features vs m codes, "
               "P projections (exact 1-D W2 per projection by sorting).", "",
@@ -709,7 +713,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch and faiss threads (default: leave the libraries' defaults)")
     parser.add_argument("--sections", default="search,memory,batch,step,ot",
-                        help="comma-separated subset of search,memory,batch,step,ot")
+                        help="comma-separated subset of search,memory,batch,step,ot ('' with --merge: re-render)")
     parser.add_argument("--search-impls", default="ours,faiss_flat_l2,torch_chunked,torch_cdist,vqp_eval",
                         help="comma-separated subset of the search implementations to measure")
     parser.add_argument("--merge", action="store_true",
@@ -742,7 +746,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows += bench_ot(sizes, device, args)
     env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     previous = args.out / "perf.json"
-    if args.merge and previous.exists():
+    if args.merge and previous.exists() and not rows:  # nothing re-measured: re-render only
+        old = json.loads(previous.read_text())
+        rows, env = [Measurement(**m) for m in old["measurements"]], old["environment"]
+    elif args.merge and previous.exists():
         old = json.loads(previous.read_text())
         redone = {(r.section, r.name, json.dumps(r.params, sort_keys=True)) for r in rows}
         kept = [Measurement(**m) for m in old["measurements"]

@@ -222,6 +222,10 @@ def test_perf_quick_smoke(tmp_path) -> None:
             assert row["median_s"] > 0 and len(row["seconds"]) >= 1
     assert "## Nearest-code search" in markdown and "| vanilla |" in markdown
     assert report["summary"]["targets"]["max_ours_over_faiss"] is not None
+    # --merge with no section re-renders the same measurements
+    rerendered = perf.main(["--quick", "--out", str(tmp_path), "--merge", "--sections", ""])
+    assert rerendered["measurements"] == data["measurements"]
+    assert (tmp_path / "perf.md").read_text() == markdown
 
 
 @pytest.mark.parametrize("shape", [(5, 301), (64, 4096)])  # the second is split over threads
