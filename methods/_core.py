@@ -152,9 +152,9 @@ def nearest_code_faiss(features: Tensor, codebook: Tensor) -> Tensor:
     faiss computes distances in cache-sized blocks (fused with the argmin at small d, see
     ``_faiss_blocked_search``) and keeps a running best per row, so it never materialises the
     N x K distance matrix; that is why it is an order of magnitude faster than a torch matmul
-    path at small d. Exact ties (identical
-    codes) go to the lowest index. Indices are written straight into the returned tensor,
-    FAISS_ROWS_PER_CALL rows at a time, so extra memory is independent of N.
+    path at small d. Exact ties (identical codes) go to the lowest index. Indices are written
+    straight into the returned tensor, FAISS_ROWS_PER_CALL rows at a time, so extra memory is
+    independent of N.
     """
     _check_search_inputs(features, codebook)
     if faiss is None:  # pragma: no cover

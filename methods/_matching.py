@@ -100,7 +100,7 @@ class FeatureQueue(nn.Module):
     def push(self, features: Tensor) -> None:
         features = features.detach()[-self.size :]
         n, head, count = features.shape[0], int(self.head), int(self.count)
-        spans = self._ring_spans(head, n)  # slices, not index tensors: a gather/scatter costs 3x more
+        spans = self._ring_spans(head, n)
         leaving_count = min(n, max(0, count + n - self.size))
         if leaving_count:
             # while filling, the write range first covers empty slots: the occupied ones are its tail

@@ -143,7 +143,7 @@ def _sinkhorn(
     return f, g, scale
 
 
-def _block_rows(features: Tensor, codebook: Tensor, block_rows: int | None) -> int:
+def _block_rows(codebook: Tensor, block_rows: int | None) -> int:
     return block_rows if block_rows is not None else max(1, SEARCH_BLOCK_ELEMENTS // codebook.shape[0])
 
 
@@ -156,7 +156,7 @@ def sinkhorn_potentials(
     C_ij = ||z_i - c_j|| and scale = std of C (1 when it is 0). Memory O(block_rows x K).
     """
     features, codebook = features.detach(), codebook.detach().to(features.dtype)
-    f, g, scale = _sinkhorn(features, codebook, epsilon, iterations, _block_rows(features, codebook, block_rows),
+    f, g, scale = _sinkhorn(features, codebook, epsilon, iterations, _block_rows(codebook, block_rows),
                             final_rows=True)
     assert f is not None
     return f, g, scale
@@ -169,7 +169,7 @@ def sinkhorn_assignment(
     """argmax_j of each row of the entropic OT plan, (n,) long; memory O(block x K), time
     ``iterations + 2`` passes over the n x K costs."""
     features, codebook = features.detach(), codebook.detach().to(features.dtype)
-    block_rows = _block_rows(features, codebook, block_rows)
+    block_rows = _block_rows(codebook, block_rows)
     _, g, scale = _sinkhorn(features, codebook, epsilon, iterations, block_rows, final_rows=False)
     indices = torch.empty(features.shape[0], dtype=torch.long, device=features.device)
     factor = -epsilon / scale
