@@ -678,9 +678,7 @@ def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], 
     if len(measured) >= 3:  # the smallest n is mostly fixed overhead: fit the rest
         xs = [math.log(r.params["n"]) for r in measured[1:]]
         ys = [math.log(r.median_s) for r in measured[1:]]
-        mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
-        exponent = (sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys))
-                    / sum((x - mean_x) ** 2 for x in xs))
+        exponent = statistics.linear_regression(xs, ys).slope
         lines.append("")
         lines.append(f"Growth: time ~ n^{exponent:.1f} (least squares on log-log over n = "
                      f"{measured[1].params['n']:,} to {measured[-1].params['n']:,}).")
@@ -724,6 +722,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
         if faiss is not None:
             faiss.omp_set_num_threads(args.threads)
+    if args.vqp_repeats < 1:
+        parser.error("--vqp-repeats must be >= 1")
     sizes = QUICK if args.quick else FULL
     if args.repeats is not None or args.warmup is not None:
         if (args.repeats is not None and args.repeats < 1) or (args.warmup is not None and args.warmup < 0):
@@ -746,11 +746,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows += bench_ot(sizes, device, args)
     env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     previous = args.out / "perf.json"
-    if args.merge and previous.exists() and not rows:  # nothing re-measured: re-render only
-        old = json.loads(previous.read_text())
+    old = json.loads(previous.read_text()) if args.merge and previous.exists() else None
+    if old is not None and not rows:  # nothing re-measured: re-render only
         rows, env = [Measurement(**m) for m in old["measurements"]], old["environment"]
-    elif args.merge and previous.exists():
-        old = json.loads(previous.read_text())
+    elif old is not None:
         redone = {(r.section, r.name, json.dumps(r.params, sort_keys=True)) for r in rows}
         kept = [Measurement(**m) for m in old["measurements"]
                 if (m["section"], m["name"], json.dumps(m["params"], sort_keys=True)) not in redone]
