@@ -21,10 +21,10 @@ test: venv
 	$(PY) -m pytest -q
 
 perf: venv
-	$(PY) -m benchmark.perf
+	$(PY) -m benchmark perf
 
 report: venv
-	$(PY) -m benchmark.report
+	$(PY) -m benchmark report
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-"""benchmark.train (fit, vqvae), benchmark.run (CLI): behaviour at reduced sizes."""
+"""benchmark.experiments.train (fit, vqvae), benchmark.experiments.run (CLI): behaviour at reduced sizes."""
 from __future__ import annotations
 
 import json
@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark import train
-from benchmark.config import ConfigError, RunConfig
-from benchmark.train import DivergedError, run_experiment
+from benchmark.experiments import training as train
+from benchmark.experiments.config import ConfigError, RunConfig
+from benchmark.experiments.train import DivergedError, run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ TINY_VQVAE = RunConfig(
     steps=8,
     batch_size=32,
     optimizer="adam",
-    lr=1e-3,
+    model_lr=1e-3,
     codebook_lr=1e-2,
     momentum=0.9,
     grad_clip=1.0,
@@ -170,7 +170,9 @@ class _NaNAtStep3(nn.Module):
 
 
 def test_diverged_error_names_the_step(monkeypatch):
-    monkeypatch.setattr(train, "_build_quantizer", lambda config, device: _NaNAtStep3(config.dim, config.codebook_size))
+    from benchmark.experiments import fit
+
+    monkeypatch.setattr(fit, "build_quantizer", lambda config, device: _NaNAtStep3(config.dim, config.codebook_size))
     with pytest.raises(DivergedError, match="step 3"):
         run_experiment(TINY_FIT)
     assert issubclass(DivergedError, RuntimeError)
@@ -203,7 +205,7 @@ def test_vqvae_rejects_indivisible_downsampling_and_oversized_batches():
 def _cli(*args):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run(
-        [sys.executable, "-m", "benchmark.run", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "benchmark.experiments.run", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
 
 
@@ -235,7 +237,7 @@ def test_cli_bad_settings_exit_2():
 
 
 def test_cli_option_values_are_yaml():
-    from benchmark.run import _parse_options
+    from benchmark.experiments.run import _parse_options
 
     assert _parse_options(["a=4", "b=0.1", "c=true", "d=abc", "e=1e-3"], "x") == {
         "a": 4, "b": 0.1, "c": True, "d": "abc", "e": 0.001,

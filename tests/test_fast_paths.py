@@ -7,7 +7,7 @@ float64 cdist does not send exact ties to the lowest index.
 
 Fast paths: faiss (CPU float32, what ``nearest_code`` dispatches to), the chunked torch matmul
 (several chunk sizes, including ones that do not divide N and one-row chunks), float64 (torch path).
-Timings live in ``benchmark.perf``; the last test only runs its ``--quick`` mode as a smoke test.
+Timings live in ``benchmark.perf.bench``; the last test only runs its ``--quick`` mode as a smoke test.
 """
 from __future__ import annotations
 
@@ -199,7 +199,7 @@ def test_lowest_duplicate_index() -> None:
 
 
 def test_perf_quick_smoke(tmp_path) -> None:
-    from benchmark import perf
+    from benchmark.perf import bench as perf
 
     report = perf.main(["--quick", "--out", str(tmp_path), "--sections", "search,memory,batch,step,ot"])
     data = json.loads((tmp_path / "perf.json").read_text())

@@ -1,4 +1,4 @@
-"""benchmark.metrics against hand-computed tiny cases and independent references (scipy, POT)."""
+"""benchmark.experiments.metrics against hand-computed tiny cases and independent references (scipy, POT)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from benchmark import metrics
+from benchmark.experiments import metrics
 
 # 4 points, 3 codes in 2-D; nearest codes (no ties): 0, 0, 1, 1; squared errors 1, 0.25, 1, 4.
 CODEBOOK = torch.tensor([[0.0, 0.0], [2.0, 0.0], [10.0, 10.0]])

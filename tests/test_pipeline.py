@@ -7,8 +7,10 @@ compare hashes exactly as after a real ``dvc repro``).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,46 +50,73 @@ def index():
         yield {stage.addressing: stage for stage in repo.index.stages}
 
 
+SWEEP_STAGE_CODE = {"benchmark/pipeline/sweep.py", "benchmark/pipeline/recorder.py", "benchmark/pipeline/tracking.py"}
+
+
 def test_stages_match_params(index):
     sweeps = list(_params()["sweeps"])
-    expected = {f"prepare@{name}" for name in sweeps} | set(sweeps) | {"report"}
+    expected = {f"prepare@{name}" for name in sweeps} | {f"sweep@{name}" for name in sweeps} | {"report"}
     assert set(index) == expected
+
+
+def _module_of(cmd: str) -> str:
+    """`python -m benchmark COMMAND ...` -> the module that runs COMMAND."""
+    from benchmark.__main__ import COMMANDS
+
+    words = cmd.split()
+    assert words[:3] == ["python", "-m", "benchmark"] and words[3] in COMMANDS, cmd
+    return COMMANDS[words[3]].replace(".", "/") + ".py"
+
+
+def _covered(path: str, deps: set[str]) -> bool:
+    return any(path == dep or path.startswith(dep + "/") for dep in deps)
 
 
 def test_stage_declarations_are_consistent(index):
     params = _params()
     outs = {str(out.def_path): name for name, stage in index.items() for out in stage.outs}
     for name, stage in index.items():
-        module = stage.cmd.split()[2]
-        assert stage.cmd.startswith("python -m ") and (ROOT / (module.replace(".", "/") + ".py")).is_file()
-        assert module.replace(".", "/") + ".py" in {str(d.def_path) for d in stage.deps}, f"{name}: script not a dep"
-        for dep in stage.deps:
-            path = str(dep.def_path)
-            if path == "params.yaml":
-                continue
-            produced = any(path == out or path.startswith(out + "/") for out in outs)
+        deps = {str(d.def_path) for d in stage.deps}
+        assert _covered(_module_of(stage.cmd), deps), f"{name}: its script is not a dep"
+        for path in deps:
+            produced = any(path == out or path.startswith(out + "/") or out.startswith(path + "/") for out in outs)
             assert produced or (ROOT / path).exists(), f"{name}: dep {path} neither exists nor is produced"
         for param_dep in stage.params:
             for key in param_dep.params:
                 _lookup(params, key)
     for sweep in params["sweeps"]:
-        stage = index[sweep]
-        assert stage.cmd == f"python -m benchmark.sweep --params params.yaml --sweep {sweep}"
+        stage = index[f"sweep@{sweep}"]
+        assert stage.cmd == f"python -m benchmark sweep --params params.yaml --sweep {sweep}"
         keys = {key for dep in stage.params for key in dep.params}
         assert {"base", f"sweeps.{sweep}"} <= keys and not any(
             k.startswith("sweeps.") and k != f"sweeps.{sweep}" for k in keys), keys
-        assert [str(o.def_path) for o in stage.outs] == [f"results/{sweep}/trials.csv"]
-        assert not stage.outs[0].use_cache
-        assert f"data/prepared/{sweep}" in {str(d.def_path) for d in stage.deps}
-        assert f"results/{sweep}/trials.csv" in {str(d.def_path) for d in index["report"].deps}
+        assert [str(o.def_path) for o in stage.outs] == [f"results/{sweep}"]
+        assert stage.outs[0].use_cache, "tables and artifacts are cached: dvc pull restores them"
     report_outs = {str(o.def_path): o for o in index["report"].outs}
     assert {"reports/ablation.md", "reports/figures", "reports/metrics.json"} <= set(report_outs)
     assert report_outs["reports/metrics.json"].metric and not report_outs["reports/ablation.md"].use_cache
+    assert "results" in {str(d.def_path) for d in index["report"].deps}
+
+
+def test_sweep_code_deps_have_one_source(index):
+    """A sweep stage depends on exactly the code its trials' fingerprints read (via its prepared
+    code.json) plus the pipeline modules that run it; prepare@ covers every such file."""
+    from benchmark.pipeline import code
+    from benchmark.pipeline.spec import load_sweep
+
+    for sweep in _params()["sweeps"]:
+        trials = load_sweep(ROOT / "params.yaml", sweep).trials
+        read = {unit.path for trial in trials for unit in code.config_code(trial.config)[0]}
+        assert read == set(code.sweep_code(trial.config for trial in trials)["files"])
+        sweep_deps = {str(d.def_path) for d in index[f"sweep@{sweep}"].deps} - {"params.yaml"}
+        assert sweep_deps == {f"data/prepared/{sweep}"} | SWEEP_STAGE_CODE, sweep
+        prepare_deps = {str(d.def_path) for d in index[f"prepare@{sweep}"].deps} - {"params.yaml"}
+        assert {path for path in read if not _covered(path, prepare_deps)} == set(), sweep
 
 
 @pytest.mark.parametrize("params_file", ["params.yaml", "params-paper.yaml"])
 def test_every_sweep_spec_validates(params_file):
-    from benchmark.sweep import load_sweep
+    from benchmark.pipeline.spec import load_sweep
 
     params = yaml.safe_load((ROOT / params_file).read_text())
     assert set(params["sweeps"]) == set(_params()["sweeps"]), "both profiles must name the same sweeps"
@@ -148,31 +177,65 @@ def test_param_change_reruns_only_dependents(pipeline_copy: Path):
         assert repo.reproduce(dry=True) == []
 
     _edit_params(pipeline_copy, lambda p: p["sweeps"]["gamma_sweep"]["grid"]["seed"].append(7))
-    assert _changed(pipeline_copy) == {"prepare@gamma_sweep", "gamma_sweep", "report"}
+    assert _changed(pipeline_copy) == {"prepare@gamma_sweep", "sweep@gamma_sweep", "report"}
     with Repo(str(pipeline_copy)) as repo:  # what `dvc repro --dry` would run, in order
         ran = [stage.addressing for stage in repo.reproduce(dry=True)]
-    assert ran == ["prepare@gamma_sweep", "gamma_sweep", "report"]
+    assert ran == ["prepare@gamma_sweep", "sweep@gamma_sweep", "report"]
 
     _edit_params(pipeline_copy, lambda p: p["sweeps"]["gamma_sweep"]["grid"]["seed"].pop())
     assert _changed(pipeline_copy) == set()
     _edit_params(pipeline_copy, lambda p: p["ray"].update(num_cpus=1))  # parallelism: results unchanged
     assert _changed(pipeline_copy) == set()
     _edit_params(pipeline_copy, lambda p: p["base"].update(steps=p["base"]["steps"] + 1))
-    assert _changed(pipeline_copy) == set(_params()["sweeps"]) | {
+    assert _changed(pipeline_copy) == {f"sweep@{name}" for name in _params()["sweeps"]} | {
         f"prepare@{name}" for name in _params()["sweeps"]} | {"report"}
 
 
 def test_code_change_reruns_only_its_users(pipeline_copy: Path):
-    report = pipeline_copy / "benchmark" / "report.py"
+    from dvc.repo import Repo
+
+    report = pipeline_copy / "benchmark" / "report" / "build.py"
     report.write_text(report.read_text() + "\n# edited\n")
     assert _changed(pipeline_copy) == {"report"}
+    sweep_code = pipeline_copy / "benchmark" / "pipeline" / "recorder.py"
+    sweep_code.write_text(sweep_code.read_text() + "\n# edited\n")
+    assert _changed(pipeline_copy) == {"report"} | {f"sweep@{name}" for name in _params()["sweeps"]}
+    # A method edit reruns every prepare (cheap); code.json then tells which sweeps run that method.
     method = pipeline_copy / "methods" / "vanilla.py"
     method.write_text(method.read_text() + "\n# edited\n")
-    assert _changed(pipeline_copy) == {"report"} | set(_params()["sweeps"])
+    assert {f"prepare@{name}" for name in _params()["sweeps"]} <= _changed(pipeline_copy)
+
+
+def test_comment_edit_retrains_nothing_and_real_edit_only_its_sweeps(pipeline_copy: Path, monkeypatch):
+    """With the real prepare stage: a comment or docstring edit of a method leaves every sweep stage
+    up to date; a real edit puts exactly the sweeps that run the method out of date."""
+    from dvc.repo import Repo
+
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # stages run `python`
+    users, others = "vqvae", "gamma_sweep"  # vqvae runs ema; gamma_sweep runs wasserstein only
+    stages = {f"sweep@{users}", f"sweep@{others}"}
+
+    def prepare_both(force: bool = False) -> None:
+        with Repo(str(pipeline_copy)) as repo:
+            for name in (users, others):
+                repo.reproduce(f"prepare@{name}", single_item=True, force=force)
+
+    prepare_both(force=True)
+    with Repo(str(pipeline_copy)) as repo:
+        for stage in stages:
+            repo.commit(stage, force=True)
+    assert not stages & _changed(pipeline_copy)
+    method = pipeline_copy / "methods" / "ema.py"
+    method.write_text(method.read_text().replace('"""', '"""Edited docstring. ', 1) + "\n# a comment\n")
+    prepare_both()
+    assert not stages & _changed(pipeline_copy)
+    method.write_text(method.read_text() + "\n_EDITED = 1\n")
+    prepare_both()
+    assert stages & _changed(pipeline_copy) == {f"sweep@{users}"}
 
 
 def test_prepare_pins_are_deterministic(tmp_path: Path):
-    from benchmark import prepare
+    from benchmark.pipeline import prepare
 
     params = {"base": {"dim": 2, "steps": 1, "batch_size": 8, "eval_size": 8},
               "sweeps": {"tiny": {"base": {"dataset": "disk", "codebook_size": 4},

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from benchmark import report
+from benchmark.report import build as report
 
 SEEDS = (0, 1, 2)
 
@@ -77,7 +77,7 @@ def workspace(tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """One full report (tables + figures) of the synthetic workspace, built with training forbidden."""
-    import benchmark.train as train
+    import benchmark.experiments.train as train
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the report must not train")

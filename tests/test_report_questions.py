@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmark import report
-from benchmark import report_questions as rq
+from benchmark.report import build as report
+from benchmark.report import questions as rq
 
 SEEDS = (0, 1, 2)
 

@@ -1,4 +1,4 @@
-"""benchmark.sweep: spec validation, grid expansion, Ray Tune + MLflow end to end, resume."""
+"""benchmark.pipeline.sweep: spec validation, grid expansion, Ray Tune + MLflow end to end, resume."""
 from __future__ import annotations
 
 import copy
@@ -14,8 +14,10 @@ import ray.cloudpickle as cloudpickle
 import pytest
 import yaml
 
-from benchmark import sweep, tracking
-from benchmark.config import ConfigError, RunConfig
+from benchmark.pipeline import code, sweep, tracking
+from benchmark.pipeline import recorder as sweep_recorder
+from benchmark.pipeline import spec as sweep_spec
+from benchmark.experiments.config import ConfigError, RunConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DIVERGING_SEED = 13
@@ -40,7 +42,7 @@ class WassersteinOptions:
             raise ValueError(f"gamma: must be >= 0, got {self.gamma}")
 
 
-FAKE_CATALOG = sweep.Catalog(method_options={"vanilla": VanillaOptions, "wasserstein": WassersteinOptions})
+FAKE_CATALOG = sweep_spec.Catalog(method_options={"vanilla": VanillaOptions, "wasserstein": WassersteinOptions})
 
 
 def fake_runner(config: RunConfig, *, on_step: Callable | None = None, progress: bool = False,
@@ -55,7 +57,7 @@ def fake_runner(config: RunConfig, *, on_step: Callable | None = None, progress:
         if on_step is not None:
             on_step(step, {"loss": 1.0 / step + config.seed})
     if config.seed == DIVERGING_SEED:
-        from benchmark.train import DivergedError
+        from benchmark.experiments.train import DivergedError
 
         raise DivergedError(f"step {config.steps}: training loss is nan ({config.method})")
     origin = importlib.util.find_spec("benchmark").origin or ""
@@ -77,8 +79,8 @@ def make_params(sweep_body: Mapping[str, Any] | None = None, *, name: str = "s",
     return params
 
 
-def parse(params: Mapping[str, Any], name: str = "s", base_dir: Path | str = "/tmp") -> sweep.SweepSpec:
-    return sweep.parse_sweep(params, name, base_dir=base_dir, catalog=FAKE_CATALOG)
+def parse(params: Mapping[str, Any], name: str = "s", base_dir: Path | str = "/tmp") -> sweep_spec.SweepSpec:
+    return sweep_spec.parse_sweep(params, name, base_dir=base_dir, catalog=FAKE_CATALOG)
 
 
 # ------------------------------------------------------------------------------ validation
@@ -153,41 +155,41 @@ def test_params_file_errors(tmp_path: Path) -> None:
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("sweeps: {s: [\n")
     with pytest.raises(ConfigError, match="malformed YAML"):
-        sweep.load_sweep(bad_yaml, "s", catalog=FAKE_CATALOG)
+        sweep_spec.load_sweep(bad_yaml, "s", catalog=FAKE_CATALOG)
     not_mapping = tmp_path / "list.yaml"
     not_mapping.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="top level must be a mapping, got list"):
-        sweep.load_sweep(not_mapping, "s", catalog=FAKE_CATALOG)
+        sweep_spec.load_sweep(not_mapping, "s", catalog=FAKE_CATALOG)
     with pytest.raises(ConfigError, match="cannot read params file"):
-        sweep.load_sweep(tmp_path / "missing.yaml", "s", catalog=FAKE_CATALOG)
+        sweep_spec.load_sweep(tmp_path / "missing.yaml", "s", catalog=FAKE_CATALOG)
 
 
 def test_real_registries_validate_methods_and_dataset_options() -> None:
-    catalog = sweep.Catalog.from_registries()
+    catalog = sweep_spec.Catalog.from_registries()
     import methods
 
     params = make_params({"grid": {"method": ["nope"]}})
     with pytest.raises(ConfigError, match=r"unknown method 'nope'; valid: " + repr(sorted(methods.available()))
                        .replace("[", r"\[").replace("]", r"\]")):
-        sweep.parse_sweep(params, "s", catalog=catalog)
+        sweep_spec.parse_sweep(params, "s", catalog=catalog)
     params = make_params({"grid": {"method": ["wasserstein", "vanilla"], "method_options.gamma": [1.0]}})
     with pytest.raises(ConfigError, match=r"grid.method_options.gamma: method 'vanilla' does not take"):
-        sweep.parse_sweep(params, "s", catalog=catalog)
+        sweep_spec.parse_sweep(params, "s", catalog=catalog)
     params = make_params({"base": {"dataset_options": {"colour": 1}}, "grid": {"seed": [0]}})
     with pytest.raises(ConfigError, match=r"sweeps.s.base.dataset_options.colour: dataset 'gaussian' does not"):
-        sweep.parse_sweep(params, "s", catalog=catalog)
+        sweep_spec.parse_sweep(params, "s", catalog=catalog)
     ok = make_params({"grid": {"method": methods.available(), "seed": [0, 1]}})
-    assert len(sweep.parse_sweep(ok, "s", catalog=catalog).trials) == 2 * len(methods.available())
+    assert len(sweep_spec.parse_sweep(ok, "s", catalog=catalog).trials) == 2 * len(methods.available())
 
 
 def test_the_documented_example_is_valid() -> None:
-    """The schema example in benchmark.sweep's docstring parses against the real registries."""
-    doc = sweep.__doc__.splitlines()
+    """The schema example in benchmark.pipeline.sweep's docstring parses against the real registries."""
+    doc = sweep_spec.__doc__.splitlines()
     start = next(i for i, line in enumerate(doc) if line.startswith("    tracking:"))
     end = next(i for i in range(start, len(doc)) if doc[i] and not doc[i].startswith(" "))
     params = yaml.safe_load(textwrap.dedent("\n".join(doc[start:end])))
-    spec = sweep.parse_sweep(params, "NAME", base_dir="/tmp", catalog=sweep.Catalog.from_registries())
-    assert len(spec.trials) == 8 and spec.ray == sweep.RaySettings()
+    spec = sweep_spec.parse_sweep(params, "NAME", base_dir="/tmp", catalog=sweep_spec.Catalog.from_registries())
+    assert len(spec.trials) == 8 and spec.ray == sweep_spec.RaySettings()
     wasserstein = [t.config for t in spec.trials if t.config.method == "wasserstein"]
     assert all(config.method_options["gamma"] == 10.0 for config in wasserstein)
 
@@ -219,11 +221,11 @@ def test_grid_expansion_and_layering() -> None:
     assert dict(spec.trials[0].config.method_options) == {"beta": 0.1}  # wasserstein's block not applied
     ids = [t.trial_id for t in spec.trials]
     assert len(set(ids)) == 8 and ids == [t.trial_id for t in parse(params).trials]  # deterministic
-    assert spec.trials[0].trial_id == sweep.trial_id_of(spec.trials[0].config)
+    assert spec.trials[0].trial_id == code.trial_id_of(spec.trials[0].config)
 
 
 def test_expand_grid_is_the_cartesian_product() -> None:
-    points = sweep.expand_grid([("a", [1, 2, 3]), ("b", ["x", "y"])])
+    points = sweep_spec.expand_grid([("a", [1, 2, 3]), ("b", ["x", "y"])])
     assert len(points) == 6 and points[0] == {"a": 1, "b": "x"} and points[-1] == {"a": 3, "b": "y"}
 
 
@@ -231,21 +233,21 @@ def test_paths_are_relative_to_the_params_file(tmp_path: Path) -> None:
     path = tmp_path / "conf" / "params.yaml"
     path.parent.mkdir()
     path.write_text(yaml.safe_dump(make_params(ray={"storage_path": "ray"})))
-    spec = sweep.load_sweep(path, "s", catalog=FAKE_CATALOG)
+    spec = sweep_spec.load_sweep(path, "s", catalog=FAKE_CATALOG)
     assert spec.tracking.uri == f"sqlite:///{tmp_path}/conf/mlflow.db"
     assert spec.table_path == tmp_path / "conf" / "results" / "s" / "trials.csv"
     assert spec.ray.storage_path == str(tmp_path / "conf" / "ray")
 
 
 def test_gpus_requested_only_when_the_cluster_has_them() -> None:
-    settings = sweep.RaySettings(cpus_per_trial=1, gpus_per_trial=0.5)
+    settings = sweep_spec.RaySettings(cpus_per_trial=1, gpus_per_trial=0.5)
     assert sweep.trial_resources(settings, {"CPU": 2.0}) == {"cpu": 1.0, "gpu": 0.0}
     assert sweep.trial_resources(settings, {"CPU": 2.0, "GPU": 0.0}) == {"cpu": 1.0, "gpu": 0.0}
     assert sweep.trial_resources(settings, {"CPU": 2.0, "GPU": 1.0}) == {"cpu": 1.0, "gpu": 0.5}
     with pytest.raises(ConfigError, match="ray.cpus_per_trial"):
-        sweep.trial_resources(sweep.RaySettings(cpus_per_trial=4), {"CPU": 2.0})
+        sweep.trial_resources(sweep_spec.RaySettings(cpus_per_trial=4), {"CPU": 2.0})
     with pytest.raises(ConfigError, match="ray.gpus_per_trial"):
-        sweep.trial_resources(sweep.RaySettings(gpus_per_trial=2), {"CPU": 2.0, "GPU": 1.0})
+        sweep.trial_resources(sweep_spec.RaySettings(gpus_per_trial=2), {"CPU": 2.0, "GPU": 1.0})
 
 
 # ------------------------------------------------------------------------------ Ray + MLflow
@@ -256,7 +258,7 @@ def ray_cluster() -> Iterator[None]:
     """One local 2-CPU Ray for the module, without GPUs."""
     import ray
 
-    started = sweep.start_ray(sweep.RaySettings(num_cpus=2))
+    started = sweep.start_ray(sweep_spec.RaySettings(num_cpus=2))
     assert ray.cluster_resources().get("GPU", 0) == 0
     yield
     if started:
@@ -269,7 +271,7 @@ def store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     return tracking.resolve_tracking_uri("mlflow.db", tmp_path_factory.mktemp("mlflow"))
 
 
-def _active_runs(spec: sweep.SweepSpec) -> list[Any]:
+def _active_runs(spec: sweep_spec.SweepSpec) -> list[Any]:
     client = tracking.make_client(spec.tracking.uri)
     experiment = client.get_experiment_by_name(spec.name)
     return tracking.search_sweep_runs(client, experiment.experiment_id)
@@ -425,13 +427,13 @@ def test_recorder_fails_trials_cut_off_by_an_interruption(store_uri: str) -> Non
     spec = parse(make_params({"grid": {"seed": [0, 1, 2]}}, name="cut", tracking={"uri": store_uri}), "cut")
     client = tracking.make_client(store_uri)
     experiment_id = tracking.get_or_create_experiment(client, "cut")
-    recorder = sweep._MlflowRecorder(client, experiment_id, spec, tracking.GitState("0" * 40, False), {})
+    recorder = sweep_recorder.MlflowRecorder(client, experiment_id, spec, tracking.GitState("0" * 40, False), {})
     done, completed_early, open_ = (_FakeTuneTrial(f"t{i}", {"trial_id": t.trial_id})
                                     for i, t in enumerate(spec.trials))
     for trial in (done, completed_early, open_):
         recorder.on_start(trial)
-    recorder.on_result(done, {sweep.KIND_KEY: "final", "metrics": {"quantization_error": 1.0}})
-    completed_early.last_result = {sweep.STEP_KEY: 2}
+    recorder.on_result(done, {sweep_recorder.KIND_KEY: "final", "metrics": {"quantization_error": 1.0}})
+    completed_early.last_result = {sweep_recorder.STEP_KEY: 2}
     recorder.on_complete(completed_early)  # no final result and no ASHA: not a success
     recorder.close_open_runs()
     status = tracking.export_table(store_uri, "cut").set_index("trial")[["status", "error"]]

@@ -1,4 +1,4 @@
-"""benchmark.tracking: URI resolution, trial runs in MLflow, the tidy export (no Ray here)."""
+"""benchmark.pipeline.tracking: URI resolution, trial runs in MLflow, the tidy export (no Ray here)."""
 from __future__ import annotations
 
 import math
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import tracking
-from benchmark.config import RunConfig
+from benchmark.pipeline import tracking
+from benchmark.experiments.config import RunConfig
 
 GIT = tracking.GitState(commit="abc123", dirty=False)
 
@@ -44,8 +44,8 @@ def test_git_state_outside_git(tmp_path: Path) -> None:
     ("key", "text", "expected"),
     [
         ("codebook_size", "1024", 1024),
-        ("lr", "0.001", 0.001),
-        ("lr", "1", 1.0),
+        ("model_lr", "0.001", 0.001),
+        ("model_lr", "1", 1.0),
         ("method", "vanilla", "vanilla"),
         ("device", "123", "123"),  # a str field stays a string
         ("method_options.gamma", "0.5", 0.5),

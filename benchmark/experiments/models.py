@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from .config import ConfigError
+from benchmark.experiments.config import ConfigError
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The open questions of the seed paper, answered from the sweep tables: "Open questions" in the report.
 
-``benchmark.report`` calls :func:`open_questions_section` with the tables it has read (filtered to
+``benchmark.report.build`` calls :func:`open_questions_section` with the tables it has read (filtered to
 the current sweep specs) and puts the returned markdown into ``reports/ablation.md``. Nothing is
 retrained. The questions are those of ``../shared/seeds/001_*.txt`` (arXiv 2506.15078):
 
@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from benchmark.report import (
+from benchmark.report.build import (
     DONE_STATUSES,
     Summary,
     _ci_bounds,
@@ -203,7 +203,7 @@ def _setting(table: pd.DataFrame) -> str:
 
 def _missing(names: Iterable[str]) -> str:
     return ("Not measured yet: no results table for " + ", ".join(f"`{n}`" for n in names)
-            + " (run `dvc repro` or `python -m benchmark.sweep --params params.yaml --sweep NAME`).")
+            + " (run `dvc repro` or `python -m benchmark sweep --params params.yaml --sweep NAME`).")
 
 
 def _join(items: Sequence[str]) -> str:

@@ -1,7 +1,7 @@
 """Typed run configuration: the one shape every experiment, sweep trial and report row shares.
 
 Data flow (one way): ``params.yaml`` -> :class:`RunConfig` -> ``datasets`` -> ``methods`` ->
-``benchmark.train`` -> MLflow -> ``benchmark.report``. A field name here is the same spelling as
+``benchmark.experiments.train`` -> MLflow -> ``benchmark.report.build``. A field name here is the same spelling as
 its params.yaml key and its MLflow param.
 """
 from __future__ import annotations
@@ -10,8 +10,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-EXPERIMENTS = ("fit", "vqvae")
+EXPERIMENTS = ("fit", "vqvae")  # each is a module benchmark/experiments/<name>.py
 OPTIMIZERS = ("sgd", "adam")
+OPTION_FIELDS = ("dataset_options", "method_options", "model_options")  # mappings of registry options
 
 
 class ConfigError(ValueError):
@@ -40,9 +41,11 @@ class RunConfig:
     batch_size: int = 4096
     eval_size: int = 65536
     optimizer: str = "sgd"
-    lr: float = 1e-3  # encoder/decoder learning rate (vqvae only)
+    model_lr: float = 1e-3  # encoder/decoder learning rate (vqvae only)
     codebook_lr: float = 1.0  # learning rate of the quantizer's parameters
-    momentum: float = 0.9  # SGD momentum, or Adam beta1
+    momentum: float = 0.9  # SGD momentum (sgd only)
+    adam_beta1: float = 0.9  # Adam's first-moment decay (adam only)
+    adam_beta2: float = 0.999  # Adam's second-moment decay (adam only)
     grad_clip: float = 0.0  # global grad-norm clip, 0 = off
     device: str = "auto"  # "auto" picks CUDA when present, else CPU
     seed: int = 0
@@ -60,17 +63,19 @@ class RunConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 bad(name, f"must be an integer >= 1, got {value!r}")
-        for name in ("lr", "codebook_lr", "grad_clip"):
+        for name in ("model_lr", "codebook_lr", "grad_clip"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 bad(name, f"must be a number >= 0, got {value!r}")
-        if not 0 <= self.momentum < 1:
-            bad("momentum", f"must be in [0, 1), got {self.momentum!r}")
+        for name in ("momentum", "adam_beta1", "adam_beta2"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                bad(name, f"must be a number in [0, 1), got {value!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             bad("seed", f"must be an integer, got {self.seed!r}")
         if not isinstance(self.device, str) or not self.device:
             bad("device", f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        for name in ("dataset_options", "method_options", "model_options"):
+        for name in OPTION_FIELDS:
             if not isinstance(getattr(self, name), Mapping):
                 bad(name, f"must be a mapping, got {type(getattr(self, name)).__name__}")
 
@@ -94,7 +99,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (options as dicts), suitable for YAML/JSON."""
         out = dataclasses.asdict(self)
-        for name in ("dataset_options", "method_options", "model_options"):
+        for name in OPTION_FIELDS:
             out[name] = dict(getattr(self, name))
         return out
 
@@ -111,3 +116,6 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
+
+
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))  # params.yaml keys of one run

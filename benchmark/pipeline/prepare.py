@@ -1,6 +1,6 @@
 """Data preparation stage: pin the data every sweep trains on, so DVC reruns a sweep when it changes.
 
-``python -m benchmark.prepare --params params.yaml --sweep NAME`` (the ``prepare@NAME`` stages of
+``python -m benchmark prepare --params params.yaml --sweep NAME`` (the ``prepare@NAME`` stages of
 dvc.yaml) writes ``data/prepared/NAME/``:
 
 - ``manifest.json``: one entry per distinct dataset configuration of the sweep's trials
@@ -12,9 +12,12 @@ dvc.yaml) writes ``data/prepared/NAME/``:
   (a local copy; their loaders verify the official checksums).
 - ``sample_<i>.npy`` for manifest entry i: the pinned feature sample or, for an image dataset,
   its first 64 test images; the report draws the 2-D disk under its codebooks from it.
+- ``code.json``: every source file the sweep's trials run, with the hash of its syntax tree
+  (:func:`benchmark.pipeline.code.sweep_code`), and the plugin distributions they use.
 
-A sweep stage depends on its ``data/prepared/NAME`` folder instead of the ``datasets/`` code:
-a refactor that leaves the data unchanged reruns nothing, a change of the data reruns it.
+A sweep stage depends on its ``data/prepared/NAME`` folder instead of the ``datasets/`` and
+``methods/`` code: a refactor that leaves the data and the trials' code unchanged reruns nothing,
+a change of either reruns it.
 The trials' own sampling is not replaced: the sweep never reads these files.
 """
 from __future__ import annotations
@@ -28,7 +31,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-PREPARED_DIR = Path("data/prepared")
+from benchmark import paths
+from benchmark.pipeline import code
+
+PREPARED_DIR = paths.PREPARED_DIR
+CODE_FILE = "code.json"
 SAMPLE_SEED = 0
 IMAGE_PREVIEW = 64
 
@@ -36,7 +43,7 @@ IMAGE_PREVIEW = 64
 def dataset_configs(configs: Sequence[Any]) -> list[tuple[str, dict[str, Any]]]:
     """Distinct (dataset, options) pairs of ``configs`` (RunConfigs), options as the trial builds them.
 
-    For a feature dataset that takes ``dim``, the run's ``dim`` is filled in (benchmark.train does
+    For a feature dataset that takes ``dim``, the run's ``dim`` is filled in (benchmark.experiments.train does
     the same), so the pin covers the dimension the trials actually sample.
     """
     import datasets
@@ -99,8 +106,8 @@ def pin_dataset(name: str, options: Mapping[str, Any], samples: int) -> tuple[di
 
 def prepare(params_path: str | Path, sweep: str, *, out_root: str | Path | None = None,
             samples: int = 4096) -> Path:
-    """Write ``<out_root>/<sweep>/manifest.json`` and ``sample_<i>.npy``; returns the folder."""
-    from benchmark.sweep import load_sweep  # the one parser of params.yaml sweeps
+    """Write ``<out_root>/<sweep>/manifest.json``, ``code.json`` and ``sample_<i>.npy``; returns the folder."""
+    from benchmark.pipeline.spec import load_sweep  # the one parser of params.yaml sweeps
 
     params_path = Path(params_path).resolve()
     spec = load_sweep(params_path, sweep)
@@ -114,6 +121,8 @@ def prepare(params_path: str | Path, sweep: str, *, out_root: str | Path | None 
         arrays[f"sample_{index}"] = array
     manifest = {"sweep": sweep, "trials": len(spec.trials), "datasets": entries}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    trial_code = code.sweep_code(t.config for t in spec.trials)
+    (folder / CODE_FILE).write_text(json.dumps(trial_code, indent=1, sort_keys=True) + "\n")
     for stale in folder.glob("sample_*.npy"):
         stale.unlink()
     for key, array in arrays.items():  # .npy, not .npz: zip members carry a timestamp
@@ -122,13 +131,13 @@ def prepare(params_path: str | Path, sweep: str, *, out_root: str | Path | None 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.prepare", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmark prepare", description=__doc__.split("\n")[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--sweep", required=True, help="sweep name under `sweeps:`")
     parser.add_argument("--out", default=None, help="output root (default data/prepared beside params)")
     parser.add_argument("--samples", type=int, default=4096, help="points per pinned feature sample")
     args = parser.parse_args(argv)
-    from benchmark.config import ConfigError
+    from benchmark.experiments.config import ConfigError
 
     try:
         folder = prepare(args.params, args.sweep, out_root=args.out, samples=args.samples)

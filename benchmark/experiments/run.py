@@ -1,6 +1,6 @@
 """Command line: run one experiment and print its result record as JSON.
 
-    python -m benchmark.run --experiment fit --dataset gaussian --method wasserstein \\
+    python -m benchmark run --experiment fit --dataset gaussian --method wasserstein \\
         --codebook-size 1024 --dim 8 --steps 500 --batch-size 4096 --seed 0 \\
         --dataset-option mean=4 --method-option gamma=10 --progress
 
@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from .config import ConfigError, RunConfig
+from benchmark.experiments.config import ConfigError, RunConfig
 
 _OPTION_FIELDS = {"dataset_options": "dataset-option", "method_options": "method-option", "model_options": "model-option"}
 
@@ -50,7 +50,7 @@ def _parse_options(pairs: Sequence[str] | None, flag: str) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmark.run",
+        prog="python -m benchmark run",
         description="Run one vqbench experiment (fit or vqvae) and print the result record as JSON.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from .train import DivergedError, run_experiment
+    from benchmark.experiments.train import DivergedError, run_experiment
 
     try:
         record = run_experiment(config, progress=args.progress)

@@ -1,9 +1,9 @@
-"""Sweeps: a named grid of runs from params.yaml, fanned out by Ray Tune, recorded in MLflow.
+"""Sweep specs: params.yaml parsed and validated into trials, before anything runs.
 
 Usage::
 
-    python -m benchmark.sweep --params params.yaml --sweep NAME [--address ADDR] [--max-concurrent N]
-    python -m benchmark.sweep --params params.yaml --sweep NAME --export-only   # rebuild the table
+    python -m benchmark sweep --params params.yaml --sweep NAME [--address ADDR] [--max-concurrent N]
+    python -m benchmark sweep --params params.yaml --sweep NAME --export-only   # rebuild the table
 
 or from Python: ``run_sweep(load_sweep("params.yaml", "NAME"))``. The CLI prints one line
 (``sweep NAME: N finished, M failed (K already done, not rerun) -> results/NAME/trials.csv``) and
@@ -79,45 +79,17 @@ Trials, tracking, faults, resume
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import functools
-import hashlib
 import itertools
-import json
-import logging
-import math
-import os
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
-from benchmark import tracking
-from benchmark.config import ConfigError, RunConfig
-
-if TYPE_CHECKING:
-    import pandas
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-OPTION_FIELDS = ("dataset_options", "method_options", "model_options")
-RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
-
-# Keys of the results a trial reports to Tune (see _run_trial).
-KIND_KEY = "vqbench_kind"  # "step" | "final" | "failed"
-STEP_KEY = "vqbench_step"
-OBJECTIVE_KEY = "vqbench_objective"  # what ASHA minimises (present only with early stopping)
-
-Runner = Callable[..., Mapping[str, float]]
-"""``runner(config: RunConfig, *, on_step) -> {metric: value}`` (benchmark.train.run_experiment)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Spec
-
+from benchmark import paths
+from benchmark.experiments.config import OPTION_FIELDS, RUN_FIELDS, ConfigError, RunConfig
+from benchmark.pipeline import code, tracking
 
 @dataclass(frozen=True)
 class TrackingSettings:
@@ -187,12 +159,12 @@ class SweepSpec:
 
     @property
     def table_path(self) -> Path:
-        return self.tracking.results_dir / self.name / "trials.csv"
+        return self.tracking.results_dir / self.name / paths.TABLE_FILE
 
     @property
     def artifacts_root(self) -> Path:
         """``<results>/<sweep>/artifacts/<trial id>/``: each trial's final codebook and usage."""
-        return self.tracking.results_dir / self.name / "artifacts"
+        return self.tracking.results_dir / self.name / paths.ARTIFACTS_DIR
 
 
 @dataclass(frozen=True)
@@ -268,10 +240,10 @@ def parse_tracking(params: Mapping[str, Any], base_dir: Path) -> TrackingSetting
     section = _mapping(params.get("tracking"), "tracking")
     _check_keys(section, ("uri", "results_dir"), "tracking")
     try:
-        uri = tracking.resolve_tracking_uri(section.get("uri", "mlflow.db"), base_dir)
+        uri = tracking.resolve_tracking_uri(section.get("uri", paths.TRACKING_DB), base_dir)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    results_dir = section.get("results_dir", "results")
+    results_dir = section.get("results_dir", paths.RESULTS_DIR)
     if not isinstance(results_dir, str) or not results_dir:
         raise ConfigError(f"tracking.results_dir: must be a path, got {results_dir!r}")
     return TrackingSettings(uri=uri, results_dir=(base_dir / Path(results_dir).expanduser()).resolve())
@@ -321,34 +293,6 @@ def expand_grid(axes: Sequence[tuple[str, Sequence[Any]]]) -> list[dict[str, Any
 
 
 # The code that determines a trial's result (the sweep stages' code deps in dvc.yaml).
-RESULT_CODE = ("methods", "datasets", "benchmark/config.py", "benchmark/train.py",
-               "benchmark/metrics.py", "benchmark/models.py")
-
-
-@functools.lru_cache(maxsize=1)
-def code_fingerprint() -> str:
-    """sha256 of the Python sources in RESULT_CODE: a trial run by other code is another trial.
-
-    Content, not the git commit, so a README edit or a dirty work tree does not invalidate
-    results, while any change to a quantizer, dataset, metric or training loop does.
-    """
-    digest = hashlib.sha256()
-    for entry in RESULT_CODE:
-        path = REPO_ROOT / entry
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        for file in files:
-            digest.update(str(file.relative_to(REPO_ROOT)).encode())
-            digest.update(file.read_bytes())
-    return digest.hexdigest()
-
-
-def trial_id_of(config: RunConfig) -> str:
-    """Deterministic id of a trial: a hash of its full configuration and of the result code
-    (12 hex characters). Resuming skips a trial only if both are unchanged."""
-    canonical = json.dumps({"config": config.to_dict(), "code": code_fingerprint()}, sort_keys=True, default=repr)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
-
-
 @dataclass(frozen=True)
 class _Layer:
     """One layer of a trial's config and the params.yaml path it came from (for error messages).
@@ -453,7 +397,7 @@ def parse_sweep(
         values, origin = _merge_layers(layers)
         config = _build_config(values, origin, point)
         _validate_against_catalog(config, origin, point, catalog)
-        trial = Trial(trial_id=trial_id_of(config), config=config, point=tuple(point.items()))
+        trial = Trial(trial_id=code.trial_id_of(config), config=config, point=tuple(point.items()))
         if trial.trial_id in seen:
             raise ConfigError(f"{where}.grid: points {seen[trial.trial_id].describe()} and "
                               f"{trial.describe()} give the same run")
@@ -499,399 +443,3 @@ def _validate_against_catalog(
             named = [option for option in options if option in str(err)]
             path = _field_path(origin, f"{kind}_options.{named[0]}" if named else f"{kind}_options")
             raise ConfigError(f"{path}: invalid option for {kind} {name!r}: {err} {trial}") from None
-
-
-# --------------------------------------------------------------------------------------------
-# Running
-
-
-def _default_runner() -> Runner:
-    from benchmark.train import run_experiment
-
-    return run_experiment
-
-
-def _run_trial(
-    param: Mapping[str, Any],
-    *,
-    configs: Mapping[str, Mapping[str, Any]],
-    runner: Runner | None,
-    objective: str | None,
-    artifacts_root: str,
-) -> None:
-    """Tune function-trainable: run one trial, report every step and the outcome to the driver.
-
-    Exceptions from the runner never escape: they are reported as a ``failed`` result so the
-    driver records the reason and Tune does not treat the trial as crashed (no retry noise).
-    """
-    from ray import tune
-
-    config = RunConfig.from_dict(configs[param["trial_id"]])
-    run = runner if runner is not None else _default_runner()
-    last_objective = math.inf
-
-    def on_step(step: int, metrics: Mapping[str, float]) -> None:
-        nonlocal last_objective
-        result: dict[str, Any] = {KIND_KEY: "step", STEP_KEY: int(step), "metrics": _as_floats(metrics)}
-        if objective is not None:
-            if objective not in metrics:
-                raise ConfigError(f"ray.early_stopping_metric: {objective!r} is not a per-step metric; "
-                                  f"reported: {sorted(metrics)}")
-            last_objective = float(metrics[objective])
-            result[OBJECTIVE_KEY] = last_objective
-        tune.report(result)
-
-    try:
-        final = run(config, on_step=on_step, artifacts_dir=str(Path(artifacts_root) / param["trial_id"]))
-    except Exception as err:  # noqa: BLE001 - any failure is recorded, the sweep goes on
-        result = {KIND_KEY: "failed", "error": f"{type(err).__name__}: {err}"}
-    else:
-        result = {KIND_KEY: "final", "metrics": _as_floats(final)}
-    if objective is not None:
-        result[OBJECTIVE_KEY] = last_objective if result[KIND_KEY] == "final" else math.inf
-    tune.report(result)
-
-
-def _as_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """Plain floats (0-d tensors and numpy scalars included; Tune refuses tensors); drop the rest."""
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        if isinstance(value, (str, bytes)):
-            continue
-        try:
-            out[str(key)] = float(value)
-        except (TypeError, ValueError):
-            continue
-    return out
-
-
-def trial_resources(settings: RaySettings, cluster: Mapping[str, float]) -> dict[str, float]:
-    """Resources one trial asks for: GPUs only when the cluster has some (else trials would hang).
-
-    Raises ConfigError when a trial could never be placed on this cluster.
-    """
-    cpus = float(settings.cpus_per_trial)
-    cluster_cpus = float(cluster.get("CPU", 0))
-    if cpus > cluster_cpus:
-        raise ConfigError(f"ray.cpus_per_trial: {settings.cpus_per_trial} exceeds the cluster's "
-                          f"{cluster_cpus:g} CPUs; trials would never start")
-    cluster_gpus = float(cluster.get("GPU", 0))
-    gpus = float(settings.gpus_per_trial) if cluster_gpus > 0 else 0.0
-    if gpus > cluster_gpus > 0:
-        raise ConfigError(f"ray.gpus_per_trial: {settings.gpus_per_trial} exceeds the cluster's "
-                          f"{cluster_gpus:g} GPUs; trials would never start")
-    return {"cpu": cpus, "gpu": gpus}
-
-
-def ray_runtime_env() -> dict[str, Any]:
-    """Runtime env making this repo importable in Ray workers (they run in trial directories)."""
-    python_path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {"env_vars": {"PYTHONPATH": python_path}}
-
-
-def start_ray(settings: RaySettings, *, address: str | None = None, quiet: bool = True) -> bool:
-    """Connect to Ray: ``address`` > ``settings.address`` > $RAY_ADDRESS > a new local instance.
-
-    A local instance gets ``num_cpus`` (default: all cores) and no dashboard. Returns False if
-    Ray was already initialised in this process (then it is used as is), else True.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or settings.address or os.environ.get("RAY_ADDRESS") or None
-    common: dict[str, Any] = {
-        "runtime_env": ray_runtime_env(),
-        "log_to_driver": not quiet,
-        "logging_level": logging.ERROR if quiet else logging.INFO,
-    }
-    if address:
-        ray.init(address=address, **common)
-    else:
-        ray.init(num_cpus=settings.num_cpus or os.cpu_count() or 1, include_dashboard=False, **common)
-    return True
-
-
-@dataclass(frozen=True)
-class SweepOutcome:
-    """What one ``run_sweep`` call did, and the resulting table."""
-
-    name: str
-    finished: int
-    failed: int
-    stopped: int
-    skipped: int  # already finished before this call (resume)
-    not_run: int  # pending trials this call never started (the sweep was interrupted)
-    table_path: Path
-    table: "pandas.DataFrame" = field(repr=False, compare=False)
-
-    def summary(self) -> str:
-        stopped = f", {self.stopped} stopped early" if self.stopped else ""
-        not_run = f", {self.not_run} not run (interrupted)" if self.not_run else ""
-        return (f"sweep {self.name}: {self.finished} finished, {self.failed} failed{stopped}{not_run} "
-                f"({self.skipped} already done, not rerun) -> {self.table_path}")
-
-
-class _MlflowRecorder:
-    """Driver-side MLflow writer fed by Tune callbacks: the only writer of the SQLite store."""
-
-    def __init__(self, client: Any, experiment_id: str, spec: SweepSpec, git: tracking.GitState,
-                 stale_runs: Mapping[str, Sequence[str]]) -> None:
-        self._client = client
-        self._experiment_id = experiment_id
-        self._spec = spec
-        self._git = git
-        self._configs = {trial.trial_id: trial.config for trial in spec.trials}
-        self._stale_runs = dict(stale_runs)
-        self._run_ids: dict[str, str] = {}  # Tune trial id -> MLflow run id
-        self._closed: set[str] = set()
-
-    def run_id(self, tune_trial: Any) -> str:
-        """MLflow run of a Tune trial, created on first use (replacing stale runs of the trial)."""
-        key = tune_trial.trial_id
-        if key not in self._run_ids:
-            trial_id = tune_trial.config["trial_id"]
-            for stale in self._stale_runs.pop(trial_id, ()):
-                self._client.delete_run(stale)
-            self._run_ids[key] = tracking.start_trial_run(
-                self._client, self._experiment_id, sweep=self._spec.name, trial_id=trial_id,
-                config=self._configs[trial_id], git=self._git,
-            )
-        return self._run_ids[key]
-
-    def on_start(self, tune_trial: Any) -> None:
-        self.run_id(tune_trial)
-
-    def on_result(self, tune_trial: Any, result: Mapping[str, Any]) -> None:
-        kind = result.get(KIND_KEY)
-        run_id = self.run_id(tune_trial)
-        if kind == "step":
-            tracking.log_step_metrics(self._client, run_id, result[STEP_KEY], result.get("metrics", {}))
-        elif kind in ("final", "failed"):
-            trial_id = tune_trial.config["trial_id"]
-            config = self._configs[trial_id]
-            artifacts = self._spec.artifacts_root / trial_id
-            if kind == "final" and artifacts.is_dir():
-                self._client.log_artifacts(run_id, str(artifacts))
-            status = tracking.STATUS_FINISHED if kind == "final" else tracking.STATUS_FAILED
-            self._close(tune_trial, status, metrics=result.get("metrics"), error=result.get("error"),
-                        final_step=config.steps)
-
-    def on_complete(self, tune_trial: Any) -> None:
-        """Trial ended without a final report: ASHA stopped it, or the sweep was interrupted."""
-        if tune_trial.trial_id not in self._closed:
-            step = (tune_trial.last_result or {}).get(STEP_KEY, 0)
-            if self._spec.ray.early_stopping:
-                self._close(tune_trial, tracking.STATUS_STOPPED, error=f"stopped early by ASHA at step {step}")
-            else:  # failed, so that a resumed sweep runs it again
-                self._close(tune_trial, tracking.STATUS_FAILED,
-                            error=f"Interrupted: trial ended at step {step} without a final result")
-
-    def on_error(self, tune_trial: Any) -> None:
-        """The trial process itself crashed (killed, out of memory): failed with Ray's message."""
-        if tune_trial.trial_id not in self._closed:
-            message = getattr(tune_trial, "error_msg", None) or "trial crashed in Ray"
-            error_file = getattr(tune_trial, "error_file", None)
-            if error_file and os.path.exists(error_file):
-                lines = Path(error_file).read_text().strip().splitlines()
-                message = lines[-1] if lines else message
-            self._close(tune_trial, tracking.STATUS_FAILED, error=f"RayTrialError: {message}")
-
-    def close_open_runs(self) -> None:
-        """Fail every run still open (the sweep was interrupted, e.g. Ctrl-C): retried on resume."""
-        for key, run_id in self._run_ids.items():
-            if key not in self._closed:
-                tracking.finish_trial_run(self._client, run_id, status=tracking.STATUS_FAILED,
-                                          error="Interrupted: the sweep stopped before this trial finished")
-                self._closed.add(key)
-
-    def _close(self, tune_trial: Any, status: str, *, metrics: Mapping[str, Any] | None = None,
-               error: str | None = None, final_step: int = 0) -> None:
-        tracking.finish_trial_run(self._client, self.run_id(tune_trial), status=status, metrics=metrics,
-                                  error=error, final_step=final_step)
-        self._closed.add(tune_trial.trial_id)
-
-
-def _tune_callback(recorder: _MlflowRecorder) -> Any:
-    """A ray.tune Callback forwarding trial events to ``recorder`` (runs in the driver)."""
-    from ray import tune
-
-    class MlflowCallback(tune.Callback):
-        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            recorder.on_start(trial)
-
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            recorder.on_result(trial, result)
-
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            recorder.on_complete(trial)
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            recorder.on_error(trial)
-
-    return MlflowCallback()
-
-
-def pending_trials(spec: SweepSpec, runs_by_trial: Mapping[str, Any]) -> list[Trial]:
-    """Trials of ``spec`` without a finished (or ASHA-stopped) run: what a (re)run must do."""
-    return [
-        trial for trial in spec.trials
-        if trial.trial_id not in runs_by_trial
-        or runs_by_trial[trial.trial_id].data.tags.get("status") not in tracking.DONE_STATUSES
-    ]
-
-
-def run_sweep(
-    spec: SweepSpec,
-    *,
-    runner: Runner | None = None,
-    address: str | None = None,
-    max_concurrent: int | None = None,
-    quiet: bool = True,
-) -> SweepOutcome:
-    """Run every pending trial of ``spec`` through Ray Tune, record it in MLflow, export the table.
-
-    ``runner`` (default ``benchmark.train.run_experiment``, imported in the workers) must be
-    picklable by cloudpickle. Ray is started (and shut down afterwards) unless already
-    initialised; see :func:`start_ray` for the address order. ``max_concurrent`` overrides
-    ``ray.max_concurrent``.
-    """
-    from ray import tune
-
-    client = tracking.make_client(spec.tracking.uri)
-    experiment_id = tracking.get_or_create_experiment(client, spec.name)
-    all_runs = tracking.search_sweep_runs(client, experiment_id)
-    runs_by_trial = tracking.latest_runs_by_trial(all_runs)
-    todo = pending_trials(spec, runs_by_trial)
-    todo_ids = {trial.trial_id for trial in todo}
-    stale: dict[str, list[str]] = {}
-    for run in all_runs:
-        trial_id = run.data.tags.get("trial")
-        if trial_id in todo_ids:
-            stale.setdefault(trial_id, []).append(run.info.run_id)
-
-    if todo:
-        started = start_ray(spec.ray, address=address, quiet=quiet)
-        try:
-            _fit(spec, todo, client, experiment_id, stale, runner, max_concurrent, quiet)
-        finally:
-            if started:
-                import ray
-
-                ray.shutdown()
-
-    table = tracking.export_table(spec.tracking.uri, spec.name)
-    path = tracking.write_table(table, spec.table_path)
-    statuses = table.set_index("trial")["status"].to_dict() if len(table) else {}
-    ran = [statuses.get(trial.trial_id) for trial in todo]
-    return SweepOutcome(
-        name=spec.name,
-        finished=ran.count(tracking.STATUS_FINISHED),
-        failed=ran.count(tracking.STATUS_FAILED) + ran.count(tracking.STATUS_RUNNING),
-        stopped=ran.count(tracking.STATUS_STOPPED),
-        skipped=len(spec.trials) - len(todo),
-        not_run=ran.count(None),
-        table_path=path,
-        table=table,
-    )
-
-
-def _fit(spec: SweepSpec, todo: Sequence[Trial], client: Any, experiment_id: str,
-         stale: Mapping[str, Sequence[str]], runner: Runner | None, max_concurrent: int | None,
-         quiet: bool) -> None:
-    """The Ray Tune part of :func:`run_sweep` (Ray already connected)."""
-    import ray
-    from ray import tune
-
-    resources = trial_resources(spec.ray, ray.cluster_resources())
-    objective = spec.ray.early_stopping_metric if spec.ray.early_stopping else None
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            _run_trial,
-            configs={trial.trial_id: trial.config.to_dict() for trial in todo},
-            runner=runner,
-            objective=objective,
-            artifacts_root=str(spec.artifacts_root.resolve()),
-        ),
-        resources,
-    )
-    scheduler = None
-    if objective is not None:
-        from ray.tune.schedulers import ASHAScheduler
-
-        max_steps = max(trial.config.steps for trial in todo)
-        # max_t one past the last step: ASHA stops any trial reaching max_t, which would cut off
-        # the final evaluation of every trial that trains to the end.
-        scheduler = ASHAScheduler(time_attr=STEP_KEY, metric=OBJECTIVE_KEY, mode="min", max_t=max_steps + 1,
-                                  grace_period=max(1, max_steps // 4), reduction_factor=3)
-    recorder = _MlflowRecorder(client, experiment_id, spec, tracking.git_state(REPO_ROOT), stale)
-    storage = Path(spec.ray.storage_path or Path.home() / "ray_results" / "vqbench").expanduser().resolve()
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"trial_id": tune.grid_search([trial.trial_id for trial in todo])},
-        tune_config=tune.TuneConfig(
-            scheduler=scheduler,
-            max_concurrent_trials=max_concurrent or spec.ray.max_concurrent,
-            reuse_actors=True,  # a trial is a pure function of its config: skip a process start each
-        ),
-        run_config=tune.RunConfig(
-            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=str(storage),
-            callbacks=[_tune_callback(recorder)],
-            verbose=0 if quiet else 1,
-            failure_config=tune.FailureConfig(max_failures=0),
-        ),
-    )
-    # Tune's console output engine ignores verbose=0 for its banner unless the legacy engine is
-    # selected; the variable is read during fit() only, so it is set just around it.
-    previous = os.environ.get("RAY_AIR_NEW_OUTPUT")
-    if quiet:
-        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    try:
-        tuner.fit()
-    finally:
-        recorder.close_open_runs()
-        if previous is None:
-            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
-        else:
-            os.environ["RAY_AIR_NEW_OUTPUT"] = previous
-
-
-# --------------------------------------------------------------------------------------------
-# CLI
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.sweep", description=__doc__.split("\n")[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--sweep", required=True, help="name of the sweep under `sweeps:`")
-    parser.add_argument("--address", default=None, help="Ray cluster address (default: params, "
-                        "then $RAY_ADDRESS, then a local Ray)")
-    parser.add_argument("--max-concurrent", type=int, default=None, help="at most N trials at once")
-    parser.add_argument("--export-only", action="store_true", help="only rebuild the table from MLflow")
-    parser.add_argument("--verbose", action="store_true", help="show Ray / Tune output")
-    args = parser.parse_args(argv)
-    if not args.verbose:
-        import mlflow  # noqa: F401  (mlflow sets its loggers' level on import: import, then quieten)
-
-        for noisy in ("mlflow", "alembic", "ray"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-    if args.max_concurrent is not None and args.max_concurrent < 1:
-        parser.error("--max-concurrent must be >= 1")
-    try:
-        spec = load_sweep(args.params, args.sweep)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.export_only:
-        table = tracking.export_table(spec.tracking.uri, spec.name)
-        path = tracking.write_table(table, spec.table_path)
-        print(f"sweep {spec.name}: exported {len(table)} trials -> {path}")
-        return 0
-    outcome = run_sweep(spec, address=args.address, max_concurrent=args.max_concurrent, quiet=not args.verbose)
-    print(outcome.summary())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

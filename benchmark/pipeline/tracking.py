@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from benchmark.config import RunConfig
+from benchmark.experiments.config import RunConfig
 
 if TYPE_CHECKING:  # mlflow / pandas are imported lazily: they are slow to import
     import pandas

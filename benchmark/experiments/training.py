@@ -1,0 +1,234 @@
+"""The machinery every experiment shares: devices, seeded random streams, the quantizer, the
+optimizer, the training step and the evaluation record.
+
+The experiments (one module each, dispatched by :mod:`benchmark.experiments.train`):
+
+- ``fit``: the quantizer is fitted directly to a feature distribution (no encoder). Every step
+  draws ``batch_size`` fresh features; the metrics are measured on ``eval_size`` held-out features
+  from a separate random stream. This is the "atomic" experiment of Wasserstein VQ
+  (arXiv 2506.15078): features N(mu * 1, I_d), codebook initialised by the method.
+- ``vqvae``: a small conv encoder/decoder (:mod:`benchmark.experiments.models`) around the quantizer, trained
+  on an image dataset with loss = reconstruction MSE + ``out.loss``; reconstruction MSE, PSNR and
+  SSIM (scikit-image) on the test split, and the quantizer metrics on the test-set latents.
+  Batches are drawn without replacement (one shuffled epoch after another, the last partial
+  batch dropped); ``eval_size`` is not used (the whole test split is evaluated).
+
+Record (floats): quantization_error, utilization, perplexity, dead_codes, gaussian_w2,
+kmeans_error, error_vs_kmeans, final_loss, train_seconds; vqvae adds recon_mse, psnr, ssim.
+``final_loss`` is the mean training loss over the last ``min(log_every, steps)`` steps.
+The k-means reference trains on a separate sample (``fit``: fresh features, ``vqvae``: training-set
+latents) of up to :func:`benchmark.metrics.kmeans_train_size` points (256 per code, capped).
+
+Optimizers: the quantizer's trainable parameters form their own group at ``codebook_lr``; the
+encoder/decoder use ``model_lr``. ``sgd`` is SGD with ``momentum``; ``adam`` is Adam with
+betas = (``adam_beta1``, ``adam_beta2``). Parameters that do
+not require grad (EMA codebooks, frozen bases) are left out; a method with no trainable parameters
+trains without an optimizer. ``grad_clip > 0`` clips the global gradient norm over all groups.
+
+Randomness: every random draw comes from a ``torch.Generator`` seeded from ``(seed, stream)``
+(quantizer init, training batches, evaluation sample, k-means sample, image order). The
+encoder/decoder initialisation and any global-RNG use inside a method run under
+``torch.random.fork_rng`` seeded with ``seed``, so the caller's global RNG state is untouched and
+a CPU run is deterministic for a fixed seed.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from benchmark.experiments import metrics
+from benchmark.experiments.config import ConfigError, RunConfig
+
+OnStep = Callable[[int, dict[str, float]], None]
+
+# Random streams derived from the run seed (see generator).
+STREAM_INIT, STREAM_TRAIN, STREAM_EVAL, STREAM_KMEANS, STREAM_ORDER = 0, 1, 2, 3, 4
+# Images per forward pass when evaluating a vqvae.
+EVAL_BATCH = 256
+
+RESULT_KEYS = metrics.METRIC_KEYS + ("final_loss", "train_seconds")
+VQVAE_KEYS = RESULT_KEYS + ("recon_mse", "psnr", "ssim")
+
+
+class DivergedError(RuntimeError):
+    """The training loss (or the codebook) became NaN/inf; the message names the step."""
+
+
+# --------------------------------------------------------------------------- plumbing
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> CUDA when available, else CPU; any other string is used as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise ConfigError(f"device: {err}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {device!r} requested but CUDA is not available")
+    return resolved
+
+
+def generator(seed: int, stream: int, device: torch.device) -> torch.Generator:
+    """A generator for one random stream of a run; streams of one seed are independent."""
+    state = np.random.SeedSequence([seed % 2**64, stream]).generate_state(1, np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(state) % 2**63)
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global RNG for module init inside a fork (restored on exit)."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build_quantizer(config: RunConfig, device: torch.device) -> nn.Module:
+    import methods
+
+    quantizer = methods.build(
+        config.method,
+        dim=config.dim,
+        codebook_size=config.codebook_size,
+        generator=generator(config.seed, STREAM_INIT, torch.device("cpu")),
+        **dict(config.method_options),
+    )
+    return quantizer.to(device)
+
+
+def make_optimizer(
+    config: RunConfig, quantizer: nn.Module, model: nn.Module | None = None
+) -> torch.optim.Optimizer | None:
+    groups = []
+    quantizer_params = [p for p in quantizer.parameters() if p.requires_grad]
+    if quantizer_params:
+        groups.append({"params": quantizer_params, "lr": config.codebook_lr})
+    if model is not None:
+        model_params = [p for p in model.parameters() if p.requires_grad]
+        if model_params:
+            groups.append({"params": model_params, "lr": config.model_lr})
+    if not groups:
+        return None
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.codebook_lr, momentum=config.momentum)
+    return torch.optim.Adam(groups, lr=config.codebook_lr, betas=(config.adam_beta1, config.adam_beta2))
+
+
+class Trainer:
+    """The shared step: forward -> finite check -> backward -> clip -> step, plus logging."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        quantizer: nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        on_step: OnStep | None,
+        progress: bool,
+    ) -> None:
+        self.config = config
+        self.quantizer = quantizer
+        self.optimizer = optimizer
+        self.on_step = on_step
+        self.params = [p for group in (optimizer.param_groups if optimizer else []) for p in group["params"]]
+        self.window = min(config.log_every, config.steps)
+        self.recent: list[float] = []
+        self.bar = tqdm(
+            total=config.steps,
+            disable=not progress,
+            desc=f"{config.experiment} {config.method}",
+            leave=False,
+        )
+
+    def step(self, step: int, loss: Tensor, out: Any) -> None:
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise DivergedError(f"step {step}: training loss is {value} ({self.config.method})")
+        if self.optimizer is not None and loss.requires_grad:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+            self.optimizer.step()
+        self.recent.append(value)
+        if len(self.recent) > self.window:
+            self.recent.pop(0)
+        self.bar.update(1)
+        if step % self.config.log_every == 0 or step == self.config.steps:
+            logged = {"loss": value}
+            for name, component in out.losses.items():
+                logged[name] = float(torch.as_tensor(component).detach())
+            used = torch.unique(out.indices.detach()).numel()
+            logged["batch_utilization"] = used / self.config.codebook_size
+            self.bar.set_postfix(loss=f"{value:.4g}", refresh=False)
+            if self.on_step is not None:
+                self.on_step(step, logged)
+
+    def close(self) -> float:
+        self.bar.close()
+        return sum(self.recent) / len(self.recent)
+
+
+def check_codebook(quantizer: nn.Module, step: int) -> Tensor:
+    with torch.no_grad():
+        codebook = quantizer.codebook.detach().float().cpu()
+    if not torch.isfinite(codebook).all():
+        raise DivergedError(f"step {step}: codebook has NaN/inf entries after training")
+    return codebook
+
+
+
+def in_code_space(quantizer: Any, features: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Features in the coordinates where the quantizer searches its codebook (CPU).
+
+    The identity for every method but those that transform features before the search (FSQ's
+    bound): metrics then measure the quantizer in the space it actually quantizes.
+    """
+    with torch.no_grad():
+        return torch.cat(
+            [quantizer.search_space(features[i : i + 65536].to(device)).cpu() for i in range(0, len(features), 65536)]
+        )
+
+
+def evaluate(
+    config: RunConfig,
+    quantizer: Any,
+    codebook: torch.Tensor,
+    eval_features: torch.Tensor,
+    kmeans_features: torch.Tensor,
+    device: torch.device,
+    artifacts_dir: Path | None,
+) -> dict[str, Any]:
+    """The metric record on held-out features, measured in the quantizer's search space.
+
+    With ``artifacts_dir``, also writes ``codebook.npy`` (K, d) and ``code_counts.npy`` (K,): the
+    final codebook and its usage histogram on the evaluated features (the report draws them).
+    """
+    eval_features = in_code_space(quantizer, eval_features, device)
+    record = metrics.evaluate(
+        codebook,
+        eval_features,
+        kmeans_features=in_code_space(quantizer, kmeans_features, device),
+        seed=config.seed,
+    )
+    if artifacts_dir is not None:
+        artifacts_dir.mkdir(parents=True, exist_ok=True)
+        cpu_codebook = codebook.detach().float().cpu()
+        from methods._core import nearest_code
+
+        counts = metrics.code_counts(nearest_code(eval_features.float(), cpu_codebook), config.codebook_size)
+        np.save(artifacts_dir / "codebook.npy", cpu_codebook.numpy())
+        np.save(artifacts_dir / "code_counts.npy", counts.numpy())
+    return record

@@ -1,0 +1,17 @@
+"""Where things are: every path and file name the pipeline, the report and the tests share.
+
+Written once here and read everywhere else; params.yaml may relocate the tracking store and the
+results (``tracking.uri``, ``tracking.results_dir``), and these are their defaults.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PARAMS_FILE = "params.yaml"
+TRACKING_DB = "mlflow.db"  # default tracking.uri: an SQLite store beside params.yaml
+RESULTS_DIR = "results"  # default tracking.results_dir: <results>/<sweep>/trials.csv
+PREPARED_DIR = Path("data") / "prepared"  # <prepared>/<sweep>/manifest.json pins a sweep's data
+TABLE_FILE = "trials.csv"
+ARTIFACTS_DIR = "artifacts"  # <results>/<sweep>/artifacts/<trial>/: final codebook and usage
+REPORTS_DIR = REPO_ROOT / "reports"

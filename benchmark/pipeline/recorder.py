@@ -1,0 +1,114 @@
+"""The driver-side MLflow recorder: Tune callbacks in, one MLflow run per trial out."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from benchmark.pipeline import tracking
+from benchmark.pipeline.spec import SweepSpec
+
+# Keys of the results a trial reports to Tune (see benchmark.pipeline.sweep._run_trial).
+KIND_KEY = "vqbench_kind"  # "step" | "final" | "failed"
+STEP_KEY = "vqbench_step"
+OBJECTIVE_KEY = "vqbench_objective"  # what ASHA minimises (present only with early stopping)
+
+
+class MlflowRecorder:
+    """Driver-side MLflow writer fed by Tune callbacks: the only writer of the SQLite store."""
+
+    def __init__(self, client: Any, experiment_id: str, spec: SweepSpec, git: tracking.GitState,
+                 stale_runs: Mapping[str, Sequence[str]]) -> None:
+        self._client = client
+        self._experiment_id = experiment_id
+        self._spec = spec
+        self._git = git
+        self._configs = {trial.trial_id: trial.config for trial in spec.trials}
+        self._stale_runs = dict(stale_runs)
+        self._run_ids: dict[str, str] = {}  # Tune trial id -> MLflow run id
+        self._closed: set[str] = set()
+
+    def run_id(self, tune_trial: Any) -> str:
+        """MLflow run of a Tune trial, created on first use (replacing stale runs of the trial)."""
+        key = tune_trial.trial_id
+        if key not in self._run_ids:
+            trial_id = tune_trial.config["trial_id"]
+            for stale in self._stale_runs.pop(trial_id, ()):
+                self._client.delete_run(stale)
+            self._run_ids[key] = tracking.start_trial_run(
+                self._client, self._experiment_id, sweep=self._spec.name, trial_id=trial_id,
+                config=self._configs[trial_id], git=self._git,
+            )
+        return self._run_ids[key]
+
+    def on_start(self, tune_trial: Any) -> None:
+        self.run_id(tune_trial)
+
+    def on_result(self, tune_trial: Any, result: Mapping[str, Any]) -> None:
+        kind = result.get(KIND_KEY)
+        run_id = self.run_id(tune_trial)
+        if kind == "step":
+            tracking.log_step_metrics(self._client, run_id, result[STEP_KEY], result.get("metrics", {}))
+        elif kind in ("final", "failed"):
+            trial_id = tune_trial.config["trial_id"]
+            config = self._configs[trial_id]
+            artifacts = self._spec.artifacts_root / trial_id
+            if kind == "final" and artifacts.is_dir():
+                self._client.log_artifacts(run_id, str(artifacts))
+            status = tracking.STATUS_FINISHED if kind == "final" else tracking.STATUS_FAILED
+            self._close(tune_trial, status, metrics=result.get("metrics"), error=result.get("error"),
+                        final_step=config.steps)
+
+    def on_complete(self, tune_trial: Any) -> None:
+        """Trial ended without a final report: ASHA stopped it, or the sweep was interrupted."""
+        if tune_trial.trial_id not in self._closed:
+            step = (tune_trial.last_result or {}).get(STEP_KEY, 0)
+            if self._spec.ray.early_stopping:
+                self._close(tune_trial, tracking.STATUS_STOPPED, error=f"stopped early by ASHA at step {step}")
+            else:  # failed, so that a resumed sweep runs it again
+                self._close(tune_trial, tracking.STATUS_FAILED,
+                            error=f"Interrupted: trial ended at step {step} without a final result")
+
+    def on_error(self, tune_trial: Any) -> None:
+        """The trial process itself crashed (killed, out of memory): failed with Ray's message."""
+        if tune_trial.trial_id not in self._closed:
+            message = getattr(tune_trial, "error_msg", None) or "trial crashed in Ray"
+            error_file = getattr(tune_trial, "error_file", None)
+            if error_file and os.path.exists(error_file):
+                lines = Path(error_file).read_text().strip().splitlines()
+                message = lines[-1] if lines else message
+            self._close(tune_trial, tracking.STATUS_FAILED, error=f"RayTrialError: {message}")
+
+    def close_open_runs(self) -> None:
+        """Fail every run still open (the sweep was interrupted, e.g. Ctrl-C): retried on resume."""
+        for key, run_id in self._run_ids.items():
+            if key not in self._closed:
+                tracking.finish_trial_run(self._client, run_id, status=tracking.STATUS_FAILED,
+                                          error="Interrupted: the sweep stopped before this trial finished")
+                self._closed.add(key)
+
+    def _close(self, tune_trial: Any, status: str, *, metrics: Mapping[str, Any] | None = None,
+               error: str | None = None, final_step: int = 0) -> None:
+        tracking.finish_trial_run(self._client, self.run_id(tune_trial), status=status, metrics=metrics,
+                                  error=error, final_step=final_step)
+        self._closed.add(tune_trial.trial_id)
+
+
+def tune_callback(recorder: MlflowRecorder) -> Any:
+    """A ray.tune Callback forwarding trial events to ``recorder`` (runs in the driver)."""
+    from ray import tune
+
+    class MlflowCallback(tune.Callback):
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            recorder.on_start(trial)
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            recorder.on_result(trial, result)
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            recorder.on_complete(trial)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            recorder.on_error(trial)
+
+    return MlflowCallback()

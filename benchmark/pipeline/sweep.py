@@ -1,0 +1,328 @@
+"""Running a sweep: every pending trial through Ray Tune, recorded in MLflow, exported as a table.
+
+Usage::
+
+    python -m benchmark sweep --params params.yaml --sweep NAME [--address ADDR] [--max-concurrent N]
+    python -m benchmark sweep --params params.yaml --sweep NAME --export-only   # rebuild the table
+
+or from Python: ``run_sweep(load_sweep("params.yaml", "NAME"))``. The params.yaml schema is in
+:mod:`benchmark.pipeline.spec`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from benchmark import paths
+from benchmark.experiments.config import ConfigError, RunConfig
+from benchmark.pipeline import tracking
+from benchmark.pipeline.recorder import KIND_KEY, OBJECTIVE_KEY, STEP_KEY, MlflowRecorder, tune_callback
+from benchmark.pipeline.spec import RaySettings, SweepSpec, Trial, load_sweep
+
+if TYPE_CHECKING:
+    import pandas
+
+Runner = Callable[..., Mapping[str, float]]
+"""``runner(config: RunConfig, *, on_step) -> {metric: value}`` (benchmark.train.run_experiment)."""
+
+# --------------------------------------------------------------------------------------------
+# Running
+
+
+def _default_runner() -> Runner:
+    from benchmark.experiments.train import run_experiment
+
+    return run_experiment
+
+
+def _run_trial(
+    param: Mapping[str, Any],
+    *,
+    configs: Mapping[str, Mapping[str, Any]],
+    runner: Runner | None,
+    objective: str | None,
+    artifacts_root: str,
+) -> None:
+    """Tune function-trainable: run one trial, report every step and the outcome to the driver.
+
+    Exceptions from the runner never escape: they are reported as a ``failed`` result so the
+    driver records the reason and Tune does not treat the trial as crashed (no retry noise).
+    """
+    from ray import tune
+
+    config = RunConfig.from_dict(configs[param["trial_id"]])
+    run = runner if runner is not None else _default_runner()
+    last_objective = math.inf
+
+    def on_step(step: int, metrics: Mapping[str, float]) -> None:
+        nonlocal last_objective
+        result: dict[str, Any] = {KIND_KEY: "step", STEP_KEY: int(step), "metrics": _as_floats(metrics)}
+        if objective is not None:
+            if objective not in metrics:
+                raise ConfigError(f"ray.early_stopping_metric: {objective!r} is not a per-step metric; "
+                                  f"reported: {sorted(metrics)}")
+            last_objective = float(metrics[objective])
+            result[OBJECTIVE_KEY] = last_objective
+        tune.report(result)
+
+    try:
+        final = run(config, on_step=on_step, artifacts_dir=str(Path(artifacts_root) / param["trial_id"]))
+    except Exception as err:  # noqa: BLE001 - any failure is recorded, the sweep goes on
+        result = {KIND_KEY: "failed", "error": f"{type(err).__name__}: {err}"}
+    else:
+        result = {KIND_KEY: "final", "metrics": _as_floats(final)}
+    if objective is not None:
+        result[OBJECTIVE_KEY] = last_objective if result[KIND_KEY] == "final" else math.inf
+    tune.report(result)
+
+
+def _as_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Plain floats (0-d tensors and numpy scalars included; Tune refuses tensors); drop the rest."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, (str, bytes)):
+            continue
+        try:
+            out[str(key)] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def trial_resources(settings: RaySettings, cluster: Mapping[str, float]) -> dict[str, float]:
+    """Resources one trial asks for: GPUs only when the cluster has some (else trials would hang).
+
+    Raises ConfigError when a trial could never be placed on this cluster.
+    """
+    cpus = float(settings.cpus_per_trial)
+    cluster_cpus = float(cluster.get("CPU", 0))
+    if cpus > cluster_cpus:
+        raise ConfigError(f"ray.cpus_per_trial: {settings.cpus_per_trial} exceeds the cluster's "
+                          f"{cluster_cpus:g} CPUs; trials would never start")
+    cluster_gpus = float(cluster.get("GPU", 0))
+    gpus = float(settings.gpus_per_trial) if cluster_gpus > 0 else 0.0
+    if gpus > cluster_gpus > 0:
+        raise ConfigError(f"ray.gpus_per_trial: {settings.gpus_per_trial} exceeds the cluster's "
+                          f"{cluster_gpus:g} GPUs; trials would never start")
+    return {"cpu": cpus, "gpu": gpus}
+
+
+def ray_runtime_env() -> dict[str, Any]:
+    """Runtime env making this repo importable in Ray workers (they run in trial directories)."""
+    python_path = os.pathsep.join(p for p in (str(paths.REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {"env_vars": {"PYTHONPATH": python_path}}
+
+
+def start_ray(settings: RaySettings, *, address: str | None = None, quiet: bool = True) -> bool:
+    """Connect to Ray: ``address`` > ``settings.address`` > $RAY_ADDRESS > a new local instance.
+
+    A local instance gets ``num_cpus`` (default: all cores) and no dashboard. Returns False if
+    Ray was already initialised in this process (then it is used as is), else True.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or settings.address or os.environ.get("RAY_ADDRESS") or None
+    common: dict[str, Any] = {
+        "runtime_env": ray_runtime_env(),
+        "log_to_driver": not quiet,
+        "logging_level": logging.ERROR if quiet else logging.INFO,
+    }
+    if address:
+        ray.init(address=address, **common)
+    else:
+        ray.init(num_cpus=settings.num_cpus or os.cpu_count() or 1, include_dashboard=False, **common)
+    return True
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What one ``run_sweep`` call did, and the resulting table."""
+
+    name: str
+    finished: int
+    failed: int
+    stopped: int
+    skipped: int  # already finished before this call (resume)
+    not_run: int  # pending trials this call never started (the sweep was interrupted)
+    table_path: Path
+    table: "pandas.DataFrame" = field(repr=False, compare=False)
+
+    def summary(self) -> str:
+        stopped = f", {self.stopped} stopped early" if self.stopped else ""
+        not_run = f", {self.not_run} not run (interrupted)" if self.not_run else ""
+        return (f"sweep {self.name}: {self.finished} finished, {self.failed} failed{stopped}{not_run} "
+                f"({self.skipped} already done, not rerun) -> {self.table_path}")
+
+
+def pending_trials(spec: SweepSpec, runs_by_trial: Mapping[str, Any]) -> list[Trial]:
+    """Trials of ``spec`` without a finished (or ASHA-stopped) run: what a (re)run must do."""
+    return [
+        trial for trial in spec.trials
+        if trial.trial_id not in runs_by_trial
+        or runs_by_trial[trial.trial_id].data.tags.get("status") not in tracking.DONE_STATUSES
+    ]
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    runner: Runner | None = None,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    quiet: bool = True,
+) -> SweepOutcome:
+    """Run every pending trial of ``spec`` through Ray Tune, record it in MLflow, export the table.
+
+    ``runner`` (default ``benchmark.train.run_experiment``, imported in the workers) must be
+    picklable by cloudpickle. Ray is started (and shut down afterwards) unless already
+    initialised; see :func:`start_ray` for the address order. ``max_concurrent`` overrides
+    ``ray.max_concurrent``.
+    """
+    from ray import tune
+
+    client = tracking.make_client(spec.tracking.uri)
+    experiment_id = tracking.get_or_create_experiment(client, spec.name)
+    all_runs = tracking.search_sweep_runs(client, experiment_id)
+    runs_by_trial = tracking.latest_runs_by_trial(all_runs)
+    todo = pending_trials(spec, runs_by_trial)
+    todo_ids = {trial.trial_id for trial in todo}
+    stale: dict[str, list[str]] = {}
+    for run in all_runs:
+        trial_id = run.data.tags.get("trial")
+        if trial_id in todo_ids:
+            stale.setdefault(trial_id, []).append(run.info.run_id)
+
+    if todo:
+        started = start_ray(spec.ray, address=address, quiet=quiet)
+        try:
+            _fit(spec, todo, client, experiment_id, stale, runner, max_concurrent, quiet)
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+
+    table = tracking.export_table(spec.tracking.uri, spec.name)
+    path = tracking.write_table(table, spec.table_path)
+    statuses = table.set_index("trial")["status"].to_dict() if len(table) else {}
+    ran = [statuses.get(trial.trial_id) for trial in todo]
+    return SweepOutcome(
+        name=spec.name,
+        finished=ran.count(tracking.STATUS_FINISHED),
+        failed=ran.count(tracking.STATUS_FAILED) + ran.count(tracking.STATUS_RUNNING),
+        stopped=ran.count(tracking.STATUS_STOPPED),
+        skipped=len(spec.trials) - len(todo),
+        not_run=ran.count(None),
+        table_path=path,
+        table=table,
+    )
+
+
+def _fit(spec: SweepSpec, todo: Sequence[Trial], client: Any, experiment_id: str,
+         stale: Mapping[str, Sequence[str]], runner: Runner | None, max_concurrent: int | None,
+         quiet: bool) -> None:
+    """The Ray Tune part of :func:`run_sweep` (Ray already connected)."""
+    import ray
+    from ray import tune
+
+    resources = trial_resources(spec.ray, ray.cluster_resources())
+    objective = spec.ray.early_stopping_metric if spec.ray.early_stopping else None
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            _run_trial,
+            configs={trial.trial_id: trial.config.to_dict() for trial in todo},
+            runner=runner,
+            objective=objective,
+            artifacts_root=str(spec.artifacts_root.resolve()),
+        ),
+        resources,
+    )
+    scheduler = None
+    if objective is not None:
+        from ray.tune.schedulers import ASHAScheduler
+
+        max_steps = max(trial.config.steps for trial in todo)
+        # max_t one past the last step: ASHA stops any trial reaching max_t, which would cut off
+        # the final evaluation of every trial that trains to the end.
+        scheduler = ASHAScheduler(time_attr=STEP_KEY, metric=OBJECTIVE_KEY, mode="min", max_t=max_steps + 1,
+                                  grace_period=max(1, max_steps // 4), reduction_factor=3)
+    recorder = MlflowRecorder(client, experiment_id, spec, tracking.git_state(paths.REPO_ROOT), stale)
+    storage = Path(spec.ray.storage_path or Path.home() / "ray_results" / "vqbench").expanduser().resolve()
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial_id": tune.grid_search([trial.trial_id for trial in todo])},
+        tune_config=tune.TuneConfig(
+            scheduler=scheduler,
+            max_concurrent_trials=max_concurrent or spec.ray.max_concurrent,
+            reuse_actors=True,  # a trial is a pure function of its config: skip a process start each
+        ),
+        run_config=tune.RunConfig(
+            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(storage),
+            callbacks=[tune_callback(recorder)],
+            verbose=0 if quiet else 1,
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+    # Tune's console output engine ignores verbose=0 for its banner unless the legacy engine is
+    # selected; the variable is read during fit() only, so it is set just around it.
+    previous = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    if quiet:
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        tuner.fit()
+    finally:
+        recorder.close_open_runs()
+        if previous is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = previous
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark sweep", description=__doc__.split("\n")[0])
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--sweep", required=True, help="name of the sweep under `sweeps:`")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: params, "
+                        "then $RAY_ADDRESS, then a local Ray)")
+    parser.add_argument("--max-concurrent", type=int, default=None, help="at most N trials at once")
+    parser.add_argument("--export-only", action="store_true", help="only rebuild the table from MLflow")
+    parser.add_argument("--verbose", action="store_true", help="show Ray / Tune output")
+    args = parser.parse_args(argv)
+    if not args.verbose:
+        import mlflow  # noqa: F401  (mlflow sets its loggers' level on import: import, then quieten)
+
+        for noisy in ("mlflow", "alembic", "ray"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        parser.error("--max-concurrent must be >= 1")
+    try:
+        spec = load_sweep(args.params, args.sweep)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.export_only:
+        table = tracking.export_table(spec.tracking.uri, spec.name)
+        path = tracking.write_table(table, spec.table_path)
+        print(f"sweep {spec.name}: exported {len(table)} trials -> {path}")
+        return 0
+    outcome = run_sweep(spec, address=args.address, max_concurrent=args.max_concurrent, quiet=not args.verbose)
+    print(outcome.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
