@@ -183,12 +183,14 @@ class Registry(Generic[S]):
         self.group = group or f"vqbench.{kind}s"
         self._make_spec = make_spec
         self._specs: dict[str, S] = {}
-        self._plugin_names: set[str] = set()          # names that came from entry points
-        self._errors: dict[str, PluginError] = {}      # skipped plugin name -> why
-        self._problems: list[PluginError] = []         # every skipped entry point, in scan order
+        self._owners: dict[str, _EntryPoint] = {}  # plugin name -> the entry point that registered it
+        self._errors: dict[str, PluginError] = {}  # name of a skipped plugin -> why
+        self._problems: list[PluginError] = []  # every plugin skipped by the last scan, in order
+        self._claims: dict[str, list[tuple[_EntryPoint, S]]] = {}  # plugin names claimed twice
         self._loaded: dict[tuple[str, str, str | None], list[S]] = {}  # entry point -> its specs
-        self._scanned = False
+        self._added: list[S] = []  # what the entry point being loaded has registered so far
         self._loading: _EntryPoint | None = None
+        self._scanned = False
 
     # ---------------------------------------------------------------- registration
 
@@ -214,109 +216,90 @@ class Registry(Generic[S]):
         if not options.__dataclass_params__.frozen:  # type: ignore[attr-defined]
             raise TypeError(f"{cls.__qualname__}.Options must be a frozen dataclass")
         loading = self._loading
-        module = getattr(cls, "__module__", "") or ""
         spec = self._make_spec(
-            name, cls, module=module, distribution=loading.distribution if loading else None
+            name, cls, module=cls.__module__, distribution=loading.distribution if loading else None
         )
         existing = self._specs.get(name)
         if existing is not None and existing.cls is not cls:
+            if loading is not None and name in self._owners:
+                # two plugins, one name: recorded here, the scan then drops the name for both
+                self._claims.setdefault(name, [(self._owners[name], existing)]).append((loading, spec))
+                self._added.append(spec)
+                return spec
             raise ValueError(
                 f"{self.kind} {name!r} is already registered by {existing.describe()}; "
                 f"cannot register {spec.describe()} under the same name"
             )
-        if existing is None and name in self._errors and loading is None:
-            # an in-process registration of a name whose plugin failed: allowed, the error goes
-            self._errors.pop(name)
+        self._errors.pop(name, None)  # a name registered in-process after its plugin failed
         self._specs[name] = spec
         if loading is not None:
-            self._plugin_names.add(name)
+            self._owners[name] = loading
+            self._added.append(spec)
         return spec
 
     def unregister(self, name: str) -> None:
         """Remove ``name`` (tests that register throwaway classes clean up with this)."""
         self._specs.pop(name, None)
-        self._plugin_names.discard(name)
+        self._owners.pop(name, None)
 
     # ---------------------------------------------------------------- entry points
 
     def _scan(self) -> None:
         if self._scanned or self._loading is not None:
             return  # a plugin importing the package while it loads sees the table so far
-        self._problems = []
-        self._errors = {}
-        claimed: dict[str, list[tuple[_EntryPoint, S]]] = {}
+        self._problems, self._errors, self._claims = [], {}, {}
         for entry_point in importlib.metadata.entry_points(group=self.group):
             ep = _EntryPoint.of(entry_point)
             try:
-                specs = self._load_one(ep)
+                self._load_one(ep)
             except PluginError as err:
                 self._skip(ep.name, err)
-                continue
-            for spec in specs:
-                claimed.setdefault(spec.name, []).append((ep, spec))
-        for name, owners in claimed.items():
-            if len(owners) > 1:  # two plugins, one name: neither wins
-                self.unregister(name)
-                descriptions = "; ".join(ep.describe(self.group) for ep, _ in owners)
-                self._skip(name, PluginError(
-                    f"{self.kind}: plugin name {name!r} is claimed by {len(owners)} plugins "
-                    f"({descriptions}); all of them were skipped"
-                ))
+        for name, claims in self._claims.items():
+            self.unregister(name)
+            owners = "; ".join(f"{ep.describe(self.group)} with {spec.describe()}" for ep, spec in claims)
+            self._skip(name, PluginError(
+                f"{self.kind}: {len(claims)} plugins register the name {name!r}, all of them were "
+                f"skipped: {owners}"
+            ))
         self._scanned = True
 
-    def _load_one(self, ep: _EntryPoint) -> list[S]:
-        """Register what one entry point provides; PluginError (with nothing registered) if it fails."""
+    def _load_one(self, ep: _EntryPoint) -> None:
+        """Register what one entry point provides; PluginError (and nothing registered) if it fails."""
         key = (ep.name, ep.value, ep.distribution)
-        if key in self._loaded:  # loaded on an earlier scan: its module will not run again
-            specs = self._loaded[key]
-            for spec in specs:
-                if spec.name in self._specs and self._specs[spec.name].cls is not spec.cls:
-                    raise self._plugin_error(ep, f"its name is taken by {self._specs[spec.name].describe()}")
-            for spec in specs:
-                self._specs[spec.name] = spec
-                self._plugin_names.add(spec.name)
-            return specs
-        before = dict(self._specs)
-        self._loading = ep
+        before = (dict(self._specs), dict(self._owners), {n: list(c) for n, c in self._claims.items()})
+        self._loading, self._added = ep, []
         try:
-            loaded = ep.load()
-            if isinstance(loaded, type):
-                if loaded.__module__ and ep.name in self._specs and ep.name not in before \
-                        and self._specs[ep.name].cls is loaded:
-                    pass  # the module registered the class under this very name itself
-                else:
-                    self._add(ep.name, loaded)
-            elif not isinstance(loaded, types.ModuleType):
-                raise TypeError(
-                    f"it loads {loaded!r}, neither a {self.kind} class nor a module that registers one"
-                )
-            added = [spec for name, spec in self._specs.items() if before.get(name) is not spec]
-            if not added:
-                raise TypeError(f"module {loaded.__name__!r} registers no {self.kind}")
-        except Exception as err:  # noqa: BLE001 - any failure of third-party code skips that plugin
-            self._specs.clear()
-            self._specs.update(before)
-            self._plugin_names &= set(before)
-            reason = str(err) if isinstance(err, (TypeError, ValueError)) and not isinstance(err, PluginError) \
-                else f"{type(err).__name__}: {err}"
-            raise self._plugin_error(ep, reason) from err
+            if key in self._loaded:  # loaded by an earlier scan: its module would not run again
+                for spec in self._loaded[key]:
+                    self._add(spec.name, spec.cls)
+            else:
+                loaded = ep.load()
+                if isinstance(loaded, type):
+                    if ep.name not in self._specs or self._specs[ep.name].cls is not loaded:
+                        self._add(ep.name, loaded)  # unless its module registered it under this name
+                elif not isinstance(loaded, types.ModuleType):
+                    raise TypeError(
+                        f"it loads {loaded!r}, neither a {self.kind} class nor a module that registers one"
+                    )
+                if not self._added:
+                    raise TypeError(f"module {loaded.__name__!r} registers no {self.kind}")
+        except Exception as err:  # noqa: BLE001 - whatever third-party code raises skips that plugin alone
+            self._specs, self._owners, self._claims = before
+            reason = str(err) if type(err) in (TypeError, ValueError) else f"{type(err).__name__}: {err}"
+            raise PluginError(f"{self.kind}: plugin {ep.describe(self.group)} was skipped: {reason}") from err
         finally:
             self._loading = None
-        self._loaded[key] = added
-        return added
-
-    def _plugin_error(self, ep: _EntryPoint, reason: str) -> PluginError:
-        return PluginError(f"{self.kind}: plugin {ep.describe(self.group)} was skipped: {reason}")
+        self._loaded[key] = list(self._added)
 
     def _skip(self, name: str, err: PluginError) -> None:
         self._problems.append(err)
         if name not in self._specs:
             self._errors[name] = err
-        warnings.warn(PluginWarning(str(err)), stacklevel=4)
+        warnings.warn(PluginWarning(str(err)), stacklevel=5)
 
     def reload_entry_points(self) -> None:
         """Scan the entry-point group again (after installing or removing a plugin at run time)."""
-        for name in list(self._plugin_names):
+        for name in list(self._owners):
             self.unregister(name)
         self._scanned = False
         self._scan()
