@@ -117,6 +117,8 @@ def make_options(spec_or_options_type: Spec | type, mapping: Mapping[str, Any] |
         owner = options_type.__qualname__
     else:
         raise TypeError(f"make_options needs a registry Spec or a dataclass type, got {spec_or_options_type!r}")
+    if mapping is not None and not isinstance(mapping, Mapping):
+        raise ValueError(f"{where or 'options'}: must be a mapping of option names to values, got {mapping!r}")
     mapping = dict(mapping or {})
     prefix = f"{where}." if where else ""
     fields = dataclasses.fields(options_type)

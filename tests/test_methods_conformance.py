@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 import methods
-from methods.testing import CHECKS, run_conformance  # noqa: F401  run_conformance: for plugin tests
+from methods.testing import CHECKS, run_conformance  # noqa: F401  (run_conformance: the old import path)
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))

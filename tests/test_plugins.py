@@ -147,6 +147,21 @@ def test_a_failing_module_leaves_nothing_half_registered(site):
     assert "half_a" not in methods.available()
 
 
+def test_a_plugin_may_use_the_registry_while_it_loads(site):
+    site.install("vq-curious", "0.1", {"vqbench.methods": ["curious = vq_curious_mod"]}, {"vq_curious_mod": """
+        import methods
+        from methods.vanilla import VanillaVQ
+
+        assert "vanilla" in methods.available()  # the table so far, no second scan
+
+        @methods.register("curious_vq")
+        class CuriousVQ(VanillaVQ):
+            pass
+    """})
+    assert site.rescan() == []
+    assert methods.get("curious_vq").distribution == "vq-curious==0.1"
+
+
 def test_a_plugin_cannot_take_a_built_in_name(site):
     site.install("vq-shadow", "2.0", {"vqbench.methods": ["vanilla = vq_shadow_mod:ShadowVQ"]},
                  {"vq_shadow_mod": PLUGIN_VQ.format(cls="ShadowVQ")})
@@ -244,6 +259,8 @@ def test_make_options_names_the_dotted_key():
         registry.make_options(StepOptions, {}, where="train")
     with pytest.raises(ValueError, match=r"^train\.steps: must be >= 1, got 0$"):
         registry.make_options(StepOptions, {"rate": 0.5, "steps": 0}, where="train")
+    with pytest.raises(ValueError, match=r"^train: must be a mapping"):
+        registry.make_options(StepOptions, [0.5], where="train")
 
 
 def test_make_options_on_a_spec_is_what_build_uses():
