@@ -4,6 +4,7 @@
     datasets.load(name, **options)      # unknown name/option -> ValueError listing the valid ones
     datasets.get(name) -> DatasetSpec   # frozen: name, cls, options (dataclass type), kind, source
     @datasets.register("name")          # class decorator (duplicate name -> ValueError)
+    entry-point group "vqbench.datasets" # plugins; one that fails is skipped with a PluginWarning
 
 Features: ``.kind == "features"``, ``.dim``, ``.sample(n, generator) -> float32 (n, dim)``,
 ``.mean`` / ``.covariance`` (float64 closed forms).
@@ -16,13 +17,17 @@ must not be installed beside it).
 from __future__ import annotations
 
 from ._common import ChecksumError, DatasetNotFoundError, FeatureDistribution, ImageDataset
-from ._registry import DATASETS, KINDS, DatasetSpec, available, get, load, register
+from ._registry import (
+    DATASETS, ENTRY_POINT_GROUP, KINDS, DatasetSpec, PluginError, PluginWarning, available, get, load,
+    make_options, plugin_errors, register, reload_entry_points, unregister,
+)
 
 # Each module registers its dataset on import; the order here is the registration order.
 from . import gaussian, uniform, gaussian_mixture, disk, low_rank_gaussian  # noqa: E402,F401  isort:skip
 from . import digits, image_patches, cifar10, svhn  # noqa: E402,F401  isort:skip
 
 __all__ = [
-    "ChecksumError", "DATASETS", "DatasetNotFoundError", "DatasetSpec", "FeatureDistribution",
-    "ImageDataset", "KINDS", "available", "get", "load", "register",
+    "ChecksumError", "DATASETS", "DatasetNotFoundError", "DatasetSpec", "ENTRY_POINT_GROUP",
+    "FeatureDistribution", "ImageDataset", "KINDS", "PluginError", "PluginWarning", "available", "get",
+    "load", "make_options", "plugin_errors", "register", "reload_entry_points", "unregister",
 ]

@@ -5,100 +5,93 @@ attributes: ``Options`` (a frozen dataclass whose ``__post_init__`` validates ev
 raises ValueError naming it), ``kind`` (``"features"`` or ``"images"``) and ``source`` (the paper
 or URL the data comes from). It is built as ``cls(options)``.
 
-Duplicate names fail at import (like mmengine's registry, unlike timm's overwrite); unknown names
-and options fail with a ValueError listing the valid ones and the closest match (difflib).
+The table is a :class:`registry.Registry`, the API shared with ``methods``: duplicate names fail
+at import naming both owners; unknown names and options fail with a ValueError listing the valid
+ones and the closest match; out-of-tree datasets join through the entry-point group
+``vqbench.datasets`` (a class, registered under the entry point's name, or a module that registers
+on import), and a plugin that fails is skipped alone with a ``PluginWarning``.
 """
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
+from registry import PluginError, PluginWarning, Registry, Spec
+
 KINDS = ("features", "images")
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+ENTRY_POINT_GROUP = "vqbench.datasets"
 
 T = TypeVar("T", bound=type)
 
+__all__ = [
+    "DATASETS", "DatasetSpec", "ENTRY_POINT_GROUP", "KINDS", "PluginError", "PluginWarning", "available",
+    "get", "load", "make_options", "plugin_errors", "register", "reload_entry_points", "unregister",
+]
 
-@dataclass(frozen=True)
-class DatasetSpec:
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetSpec(Spec):
     """One registry entry. ``options`` is the options dataclass type; ``kind`` a :data:`KINDS` value."""
 
-    name: str
-    cls: type
-    options: type
+    KIND = "dataset"
+
     kind: str
     source: str
 
-    def option_names(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self.options)]
-
     def make_options(self, **options: Any) -> Any:
         """Validated options instance; an unknown key raises ValueError listing the valid ones."""
-        valid = self.option_names()
-        for key in options:
-            if key not in valid:
-                raise ValueError(
-                    f"{key}: unknown option for dataset {self.name!r}{_close(key, valid)}; "
-                    f"valid options: {valid}"
-                )
-        return self.options(**options)
+        return DATASETS.make_options(self.name, **options)
 
 
-DATASETS: dict[str, DatasetSpec] = {}
+def _dataset_spec(name: str, cls: type, **provenance: Any) -> DatasetSpec:
+    kind = getattr(cls, "kind", None)
+    if kind not in KINDS:
+        raise TypeError(f"{cls.__qualname__}.kind must be one of {list(KINDS)}, got {kind!r}")
+    source = getattr(cls, "source", None)
+    if not isinstance(source, str) or not source:
+        raise TypeError(f"{cls.__qualname__}.source must be a non-empty string")
+    return DatasetSpec(name=name, cls=cls, options=cls.Options, kind=kind, source=source, **provenance)
 
 
-def _close(key: str, valid: list[str]) -> str:
-    match = difflib.get_close_matches(key, valid, n=1)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+DATASETS: Registry[DatasetSpec] = Registry("dataset", _dataset_spec, group=ENTRY_POINT_GROUP)
 
 
 def register(name: str) -> Callable[[T], T]:
     """Class decorator adding ``cls`` to :data:`DATASETS` under ``name``."""
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"dataset name must match {_NAME.pattern}, got {name!r}")
+    return DATASETS.register(name)
 
-    def decorator(cls: T) -> T:
-        if name in DATASETS:
-            raise ValueError(
-                f"dataset {name!r} is already registered by {DATASETS[name].cls.__qualname__}"
-            )
-        options = getattr(cls, "Options", None)
-        if not (dataclasses.is_dataclass(options) and isinstance(options, type)):
-            raise TypeError(f"{cls.__qualname__}.Options must be a dataclass type")
-        if not options.__dataclass_params__.frozen:  # type: ignore[attr-defined]
-            raise TypeError(f"{cls.__qualname__}.Options must be a frozen dataclass")
-        kind = getattr(cls, "kind", None)
-        if kind not in KINDS:
-            raise TypeError(f"{cls.__qualname__}.kind must be one of {list(KINDS)}, got {kind!r}")
-        source = getattr(cls, "source", None)
-        if not isinstance(source, str) or not source:
-            raise TypeError(f"{cls.__qualname__}.source must be a non-empty string")
-        DATASETS[name] = DatasetSpec(name=name, cls=cls, options=options, kind=kind, source=source)
-        return cls
 
-    return decorator
+def unregister(name: str) -> None:
+    """Remove a dataset (tests that register throwaway datasets clean up with this)."""
+    DATASETS.unregister(name)
+
+
+def reload_entry_points() -> None:
+    """Scan the ``vqbench.datasets`` entry points again (after installing a plugin at run time)."""
+    DATASETS.reload_entry_points()
+
+
+def plugin_errors() -> list[PluginError]:
+    """The ``vqbench.datasets`` plugins skipped by the last scan, each saying why."""
+    return DATASETS.plugin_errors()
 
 
 def available() -> list[str]:
-    """Registered dataset names, sorted."""
-    return sorted(DATASETS)
+    """Registered dataset names, sorted (built-in and entry-point plugins)."""
+    return DATASETS.available()
 
 
 def get(name: str) -> DatasetSpec:
     """The spec registered under ``name``; unknown -> ValueError listing the valid names."""
-    try:
-        return DATASETS[name]
-    except (KeyError, TypeError):
-        valid = available()
-        raise ValueError(
-            f"unknown dataset {name!r}{_close(str(name), valid)}; valid datasets: {valid}"
-        ) from None
+    return DATASETS.get(name)
+
+
+def make_options(name: str, **options: Any) -> Any:
+    """Validated options dataclass of ``name``; unknown keys raise ValueError listing valid ones."""
+    return DATASETS.make_options(name, **options)
 
 
 def load(name: str, **options: Any) -> Any:
     """Build dataset ``name`` with ``options`` (checked against its options dataclass)."""
     spec = get(name)
-    return spec.cls(spec.make_options(**options))
+    return spec.cls(make_options(name, **options))

@@ -8,17 +8,23 @@
 
 Adding a quantizer: one file ``methods/<name>.py`` with a frozen options dataclass and a
 ``Quantizer`` subclass decorated with ``@methods.register("<name>")``, imported below (or
-published by another package through the ``vqbench.methods`` entry-point group).
+published by another package through the ``vqbench.methods`` entry-point group, scanned on the
+first ``available()`` / ``get()``). ``methods.testing.run_conformance(name_or_class)`` runs the
+conformance suite on one quantizer.
 """
 from methods._base import QuantizerOutput, Quantizer, VQOptions
 from methods._core import nearest_code, nearest_code_faiss, nearest_code_torch
 from methods._registry import (
     ENTRY_POINT_GROUP,
+    METHODS,
     MethodSpec,
+    PluginError,
+    PluginWarning,
     available,
     build,
     get,
     make_options,
+    plugin_errors,
     register,
     reload_entry_points,
     unregister,
@@ -40,7 +46,10 @@ from methods import sinkhorn  # noqa: E402,F401
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "METHODS",
     "MethodSpec",
+    "PluginError",
+    "PluginWarning",
     "Quantizer",
     "QuantizerOutput",
     "VQOptions",
@@ -51,6 +60,7 @@ __all__ = [
     "nearest_code",
     "nearest_code_faiss",
     "nearest_code_torch",
+    "plugin_errors",
     "register",
     "reload_entry_points",
     "unregister",

@@ -1,48 +1,59 @@
-"""The methods registry: one frozen spec per quantizer name, filled by ``@register``.
+"""The methods registry: one frozen :class:`MethodSpec` per quantizer name, filled by ``@register``.
 
-Out-of-tree quantizers join through the entry-point group ``vqbench.methods``: an entry point
-either names a module that registers its classes on import, or a Quantizer subclass, registered
-under the entry point's name.
+The table is a :class:`registry.Registry` (the API shared with ``datasets``: ``available``,
+``get``, ``register``, ``unregister``, ``make_options``, ``reload_entry_points``,
+``plugin_errors``). Out-of-tree quantizers join through the entry-point group ``vqbench.methods``:
+an entry point names either a Quantizer subclass, registered under the entry point's name, or a
+module that registers its classes on import. A plugin that fails to load is skipped alone with a
+``PluginWarning``; ``get`` of its name raises ``PluginError`` saying why.
 """
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import importlib.metadata
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from methods._base import Quantizer
+from registry import PluginError, PluginWarning, Registry, Spec
 
 ENTRY_POINT_GROUP = "vqbench.methods"
 
+__all__ = [
+    "ENTRY_POINT_GROUP", "METHODS", "MethodSpec", "PluginError", "PluginWarning", "available", "build",
+    "get", "make_options", "plugin_errors", "register", "reload_entry_points", "unregister",
+]
 
-@dataclass(frozen=True)
-class MethodSpec:
-    """A registered quantizer: its name, class, options type, paper and capability flags."""
 
-    name: str
-    cls: type[Quantizer]
-    options: type
+@dataclass(frozen=True, kw_only=True)
+class MethodSpec(Spec):
+    """A registered quantizer: name, class, options type, paper, capability flags and provenance
+    (``module``, ``distribution``; see :class:`registry.Spec`)."""
+
+    KIND = "method"
+
     paper: str
     trainable_by_gradient: bool
     distribution_matching: bool
     straight_through: bool = True
     learnable_codebook: bool = True
 
-    @property
-    def option_names(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self.options)]
 
-    @property
-    def defaults(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.options())
+def _method_spec(name: str, cls: type[Quantizer], **provenance: Any) -> MethodSpec:
+    return MethodSpec(
+        name=name,
+        cls=cls,
+        options=cls.Options,
+        paper=cls.paper,
+        trainable_by_gradient=cls.trainable_by_gradient,
+        distribution_matching=cls.distribution_matching,
+        straight_through=cls.straight_through,
+        learnable_codebook=cls.learnable_codebook,
+        **provenance,
+    )
 
 
-_REGISTRY: dict[str, MethodSpec] = {}
-_entry_points_loaded = False
+METHODS: Registry[MethodSpec] = Registry("method", _method_spec, base=Quantizer, group=ENTRY_POINT_GROUP)
 
 
 def register(name: str) -> Callable[[type[Quantizer]], type[Quantizer]]:
@@ -50,80 +61,37 @@ def register(name: str) -> Callable[[type[Quantizer]], type[Quantizer]]:
 
     The class must define ``Options`` (a frozen dataclass). A duplicate name is an error.
     """
-    if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"name: a method name must be an identifier, got {name!r}")
-
-    def decorate(cls: type[Quantizer]) -> type[Quantizer]:
-        if not (isinstance(cls, type) and issubclass(cls, Quantizer)):
-            raise TypeError(f"@register({name!r}) must decorate a Quantizer subclass, got {cls!r}")
-        if not dataclasses.is_dataclass(cls.Options) or not cls.Options.__dataclass_params__.frozen:
-            raise TypeError(f"{cls.__name__}.Options must be a frozen dataclass")
-        if name in _REGISTRY and _REGISTRY[name].cls is not cls:
-            raise ValueError(f"method {name!r} is already registered by {_REGISTRY[name].cls.__qualname__}")
-        _REGISTRY[name] = MethodSpec(
-            name=name,
-            cls=cls,
-            options=cls.Options,
-            paper=cls.paper,
-            trainable_by_gradient=cls.trainable_by_gradient,
-            distribution_matching=cls.distribution_matching,
-            straight_through=cls.straight_through,
-            learnable_codebook=cls.learnable_codebook,
-        )
-        return cls
-
-    return decorate
+    return METHODS.register(name)
 
 
 def unregister(name: str) -> None:
     """Remove a method (tests that register throwaway quantizers clean up with this)."""
-    _REGISTRY.pop(name, None)
-
-
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        loaded = entry_point.load()
-        if isinstance(loaded, type) and issubclass(loaded, Quantizer) and entry_point.name not in _REGISTRY:
-            register(entry_point.name)(loaded)
+    METHODS.unregister(name)
 
 
 def reload_entry_points() -> None:
     """Scan the ``vqbench.methods`` entry points again (after installing a plugin at run time)."""
-    global _entry_points_loaded
-    _entry_points_loaded = False
-    _load_entry_points()
+    METHODS.reload_entry_points()
+
+
+def plugin_errors() -> list[PluginError]:
+    """The ``vqbench.methods`` plugins skipped by the last scan, each saying why."""
+    return METHODS.plugin_errors()
 
 
 def available() -> list[str]:
     """Sorted names of every registered quantizer (built-in and entry-point plugins)."""
-    _load_entry_points()
-    return sorted(_REGISTRY)
+    return METHODS.available()
 
 
 def get(name: str) -> MethodSpec:
     """The spec of ``name``; an unknown name raises ValueError listing the valid ones."""
-    _load_entry_points()
-    if name not in _REGISTRY:
-        valid = sorted(_REGISTRY)
-        close = difflib.get_close_matches(str(name), valid, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"method: unknown method {name!r}.{hint} Valid methods: {valid}")
-    return _REGISTRY[name]
+    return METHODS.get(name)
 
 
 def make_options(name: str, **options: Any) -> Any:
     """Validated options dataclass of ``name``; unknown keys raise ValueError listing valid ones."""
-    spec = get(name)
-    unknown = sorted(set(options) - set(spec.option_names))
-    if unknown:
-        raise ValueError(
-            f"{unknown[0]}: unknown option for method {name!r}; valid options: {spec.option_names}"
-        )
-    return spec.options(**options)
+    return METHODS.make_options(name, **options)
 
 
 def build(

@@ -11,7 +11,7 @@ from torch import nn
 
 import methods
 from methods._base import commitment_and_codebook
-from tests.test_methods_conformance import run_conformance
+from methods.testing import CHECKS, ConformanceError, check_indices_are_nearest_codes, run_conformance
 
 BUILT_IN = ["ema", "exact_ot", "simvq", "sliced_wasserstein", "vanilla", "wasserstein"]
 
@@ -27,14 +27,14 @@ def test_unknown_method_lists_valid_names_and_a_close_match():
 
 
 def test_unknown_option_lists_valid_options():
-    with pytest.raises(ValueError, match=r"gamm.*valid options.*gamma"):
+    with pytest.raises(ValueError, match=r"^gamm: unknown option for method 'wasserstein'\. Did you mean 'gamma'\? Valid options: \[.*'gamma'"):
         methods.build("wasserstein", dim=2, codebook_size=4, gamm=1.0)
 
 
 def test_spec_exposes_options_paper_and_flags():
     spec = methods.get("wasserstein")
     assert spec.paper == "arXiv:2506.15078" and spec.distribution_matching and spec.trainable_by_gradient
-    assert spec.defaults["beta"] == 0.1 and "gamma" in spec.option_names
+    assert spec.defaults["beta"] == 0.1 and "gamma" in spec.option_names()
     assert not methods.get("ema").trainable_by_gradient
 
 
@@ -110,3 +110,33 @@ def test_entry_point_plugin_is_discovered(tmp_path, monkeypatch):
     finally:
         methods.unregister("plugin_demo")
         sys.modules.pop("vqbench_plugin_demo", None)
+
+
+def test_run_conformance_takes_a_class_and_leaves_the_registry_as_it_was():
+    before = methods.available()
+    run_conformance(NudgeVQ)
+    assert methods.available() == before
+
+
+class FarthestVQ(NudgeVQ):
+    """Breaks the contract: it picks the farthest code, not the nearest."""
+
+    def search(self, features):
+        flat = self.search_space(features).reshape(-1, self.dim)
+        return torch.cdist(flat, self.codebook.detach()).argmax(dim=1).reshape(features.shape[:-1])
+
+
+def test_run_conformance_names_every_failed_check():
+    with pytest.raises(ConformanceError, match="FarthestVQ") as err:
+        run_conformance(FarthestVQ, checks=[check_indices_are_nearest_codes])
+    assert "1 of 1 conformance checks failed" in str(err.value)
+    assert "check_indices_are_nearest_codes: AssertionError" in str(err.value)
+    assert "conformance_farthestvq" not in methods.available()
+
+
+def test_run_conformance_rejects_what_is_not_a_quantizer():
+    with pytest.raises(TypeError, match="name_or_class"):
+        run_conformance(dict)
+    with pytest.raises(ValueError, match="unknown method 'no_such_vq'"):
+        run_conformance("no_such_vq")
+    assert len(CHECKS) >= 10
