@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import registry
+
 EXPERIMENTS = ("fit", "vqvae")  # each is a module benchmark/experiments/<name>.py
 OPTIMIZERS = ("sgd", "adam")
 OPTION_FIELDS = ("dataset_options", "method_options", "model_options")  # mappings of registry options
@@ -84,17 +86,10 @@ class RunConfig:
         """Build from a (params.yaml) mapping; unknown keys raise ConfigError naming them."""
         if not isinstance(values, Mapping):
             raise ConfigError(f"{where or 'run'}: must be a mapping, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            prefix = f"{where}." if where else ""
-            raise ConfigError(
-                f"{prefix}{unknown[0]}: unknown run setting; valid: {sorted(known)}"
-            )
         try:
-            return cls(**dict(values))
-        except ConfigError as err:
-            raise ConfigError(f"{where}.{err}" if where else str(err)) from None
+            return registry.make_options(cls, values, where=where)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (options as dicts), suitable for YAML/JSON."""

@@ -87,6 +87,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+import registry
 from benchmark import paths
 from benchmark.experiments.config import OPTION_FIELDS, RUN_FIELDS, ConfigError, RunConfig
 from benchmark.pipeline import code, tracking
@@ -430,16 +431,13 @@ def _validate_against_catalog(
         registries.append(("dataset", config.dataset, config.dataset_options, catalog.dataset_options))
     for kind, name, options, known in registries:
         if name not in known:
-            raise ConfigError(f"{_field_path(origin, kind)}: unknown {kind} {name!r}; valid: {sorted(known)}")
-        accepted = [f.name for f in dataclasses.fields(known[name])]
-        for option in options:
-            if option not in accepted:
-                path = _field_path(origin, f"{kind}_options.{option}")
-                raise ConfigError(f"{path}: {kind} {name!r} does not take option {option!r}; "
-                                  f"its options: {accepted} {trial}")
+            valid = sorted(known)
+            raise ConfigError(f"{_field_path(origin, kind)}: unknown {kind} {name!r}."
+                              f"{registry.close_match_hint(str(name), valid)} Valid {kind}s: {valid}")
         try:
-            known[name](**dict(options))
+            registry.make_options(known[name], options)
         except (ValueError, TypeError) as err:
-            named = [option for option in options if option in str(err)]
-            path = _field_path(origin, f"{kind}_options.{named[0]}" if named else f"{kind}_options")
-            raise ConfigError(f"{path}: invalid option for {kind} {name!r}: {err} {trial}") from None
+            field, _, why = str(err).partition(": ")
+            key = f"{kind}_options.{field}" if field in options else f"{kind}_options"
+            raise ConfigError(f"{_field_path(origin, key)}: {why if field in options else err} "
+                              f"({kind} {name!r}) {trial}") from None
