@@ -15,14 +15,16 @@ must not be installed beside it).
 """
 from __future__ import annotations
 
-from ._common import ChecksumError, DatasetNotFoundError, FeatureDistribution, ImageDataset
+from ._common import (
+    SPLITS, ChecksumError, DatasetNotFoundError, FeatureDistribution, ImageDataset, sha256_file,
+)
 from ._registry import DATASETS, KINDS, DatasetSpec, available, get, load, register
 
 # Each module registers its dataset on import; the order here is the registration order.
-from . import gaussian, uniform, gaussian_mixture, disk, low_rank_gaussian  # noqa: E402,F401  isort:skip
+from . import gaussian, uniform, gaussian_mixture, disk, low_rank_gaussian, features_file  # noqa: E402,F401  isort:skip
 from . import digits, image_patches, cifar10, svhn  # noqa: E402,F401  isort:skip
 
 __all__ = [
     "ChecksumError", "DATASETS", "DatasetNotFoundError", "DatasetSpec", "FeatureDistribution",
-    "ImageDataset", "KINDS", "available", "get", "load", "register",
+    "ImageDataset", "KINDS", "SPLITS", "available", "get", "load", "register", "sha256_file",
 ]
