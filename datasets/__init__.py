@@ -7,8 +7,11 @@
 
 Features: ``.kind == "features"``, ``.dim``, ``.sample(n, generator) -> float32 (n, dim)``,
 ``.mean`` / ``.covariance`` (float64 closed forms).
-Images: ``.kind == "images"``, ``.train`` / ``.test`` float32 (N, C, H, W) in [0, 1],
-``.train_labels`` / ``.test_labels`` long (N,), ``.channels``, ``.size`` (H == W).
+Features also take ``sample(n, generator, split)``, split in ``datasets.SPLITS`` ("train",
+"validation", "test"): a fresh draw for synthetic data, disjoint rows for ``features_file``.
+Images: ``.kind == "images"``, ``.train`` / ``.validation`` / ``.test`` float32 (N, C, H, W) in
+[0, 1] (validation held out of the training images), ``.train_labels`` / ``.validation_labels`` /
+``.test_labels`` long (N,), ``.channels``, ``.size`` (H == W).
 
 This is the repository's top-level ``datasets`` package (not Hugging Face ``datasets``, which
 must not be installed beside it).
@@ -22,7 +25,7 @@ from ._registry import DATASETS, KINDS, DatasetSpec, available, get, load, regis
 
 # Each module registers its dataset on import; the order here is the registration order.
 from . import gaussian, uniform, gaussian_mixture, disk, low_rank_gaussian, features_file  # noqa: E402,F401  isort:skip
-from . import digits, image_patches, cifar10, svhn  # noqa: E402,F401  isort:skip
+from . import digits, image_patches, cifar10, svhn, image_folder  # noqa: E402,F401  isort:skip
 
 __all__ = [
     "ChecksumError", "DATASETS", "DatasetNotFoundError", "DatasetSpec", "FeatureDistribution",

@@ -225,14 +225,14 @@ def split_permutation(n: int, split_seed: int) -> Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(split_seed), dtype=dtype)
 
 
-def split_indices(n: int, split_seed: int, test_fraction: float = 0.0,
-                  validation_fraction: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+def split_indices(n: int, split_seed: int, test_fraction: float = 0.0, validation_fraction: float = 0.0,
+                  what: str = "items") -> tuple[Tensor, Tensor, Tensor]:
     """Seeded split of ``range(n)`` without replacement: (train, validation, test) indices, each sorted.
 
     One permutation: test = its first n_test items, validation the next n_validation, train the
     rest (:func:`split_sizes`); so the test set of a seed does not depend on validation_fraction.
     """
-    n_train, n_validation, n_test = split_sizes(n, test_fraction, validation_fraction)
+    n_train, n_validation, n_test = split_sizes(n, test_fraction, validation_fraction, what)
     perm = split_permutation(n, split_seed).long()
     return (perm[n_test + n_validation:].sort().values, perm[n_test:n_test + n_validation].sort().values,
             perm[:n_test].sort().values)

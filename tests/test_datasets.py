@@ -54,7 +54,7 @@ def test_import_resolves_to_repo_package():
 
 def test_available_lists_every_dataset():
     assert datasets.available() == sorted([
-        "cifar10", "digits", "disk", "features_file", "gaussian", "gaussian_mixture",
+        "cifar10", "digits", "disk", "features_file", "gaussian", "gaussian_mixture", "image_folder",
         "image_patches", "low_rank_gaussian", "svhn", "uniform",
     ])
 

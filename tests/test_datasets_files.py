@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageOps
 from safetensors.numpy import save_file
 
 import datasets
@@ -267,3 +268,115 @@ def test_not_a_valid_file(tmp_path):
             (tmp_path / f"{name}{suffix}").write_bytes(content)
             with pytest.raises(ValueError, match=f"^path: .*{name}{suffix}"):
                 datasets.load("features_file", path=str(tmp_path / f"{name}{suffix}"))
+
+
+# ---------------------------------------------------------------- image_folder
+
+
+def picture(width: int, height: int, seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8), "RGB")
+
+
+def make_folder(root: Path, per_class: int = 5) -> list[Path]:
+    """Two class subfolders of PNG / JPEG / WebP files of assorted sizes and modes, plus a text file."""
+    paths = []
+    for c, name in enumerate(("cats", "dogs")):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            image = picture(20 + 3 * i, 16 + 5 * c, seed=10 * c + i)
+            suffix = (".png", ".jpg", ".webp", ".JPEG", ".png")[i % 5]
+            if i == 4:
+                image = image.convert("RGBA" if c == 0 else "L")
+            path = root / name / f"{i}{suffix}"
+            image.save(path)
+            paths.append(path)
+    (root / "cats" / "notes.txt").write_text("not an image")
+    return paths
+
+
+def test_image_folder_loads_every_format_resized_and_cropped(tmp_path):
+    paths = make_folder(tmp_path)
+    data = datasets.load("image_folder", root=str(tmp_path), size=8, test_fraction=0.2, validation_fraction=0.2)
+    assert data.kind == "images" and data.channels == 3 and data.size == 8
+    assert (len(data.train), len(data.validation), len(data.test)) == (6, 2, 2)
+    assert data.classes == ("cats", "dogs")
+    everything = [p for split in datasets.SPLITS for p in data.files[split]]
+    assert sorted(everything) == sorted(paths)  # the text file is not an image; nothing else is left out
+    for split in datasets.SPLITS:
+        x, y = getattr(data, split), getattr(data, f"{split}_labels")
+        assert x.dtype == torch.float32 and x.shape[1:] == (3, 8, 8) and 0 <= x.min() and x.max() <= 1
+        assert y.tolist() == [0 if p.parent.name == "cats" else 1 for p in data.files[split]]
+    # identical to Pillow's own resize-shorter-side + center crop of the file
+    path = data.files["train"][0]
+    with Image.open(path) as image:
+        expected = np.array(ImageOps.fit(image.convert("RGB"), (8, 8), Image.Resampling.BICUBIC))
+    assert torch.equal(data.train[0] * 255, torch.from_numpy(expected).permute(2, 0, 1).float())
+
+
+def test_image_folder_center_crop_keeps_the_middle(tmp_path):
+    # H = 20, W = 60: red | green | blue; the central 20 x 20 square lies 10 pixels inside the green
+    wide = np.zeros((20, 60, 3), np.uint8)
+    wide[:, :10, 0], wide[:, 10:50, 1], wide[:, 50:, 2] = 255, 255, 255
+    tall = wide.transpose(1, 0, 2).copy()
+    for i, array in enumerate((wide, tall, wide, tall)):
+        Image.fromarray(array).save(tmp_path / f"{i}.png")
+    data = datasets.load("image_folder", root=str(tmp_path), size=10, test_fraction=0.25, validation_fraction=0.0)
+    green = torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1).expand(3, 3, 10, 10)
+    assert torch.equal(data.train, green)
+
+
+def test_image_folder_split_is_seeded_by_file(tmp_path):
+    make_folder(tmp_path, per_class=10)
+    a = datasets.load("image_folder", root=str(tmp_path), size=4)
+    b = datasets.load("image_folder", root=str(tmp_path), size=4)
+    assert a.files == b.files and torch.equal(a.test, b.test)
+    c = datasets.load("image_folder", root=str(tmp_path), size=4, split_seed=1)
+    assert set(c.files["test"]) != set(a.files["test"])
+    assert len({p for split in datasets.SPLITS for p in a.files[split]}) == 20  # disjoint, complete
+
+
+def test_image_folder_manifest_has_per_file_sha256(tmp_path):
+    make_folder(tmp_path)
+    data = datasets.load("image_folder", root=str(tmp_path), size=4)
+    manifest = data.manifest()
+    assert len(manifest) == 10
+    for entry in manifest:
+        path = tmp_path / entry["file"]
+        assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert path in data.files[entry["split"]] and entry["label"] == data.classes.index(path.parent.name)
+
+
+def test_image_folder_lists_every_unreadable_file(tmp_path):
+    make_folder(tmp_path)
+    (tmp_path / "cats" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (tmp_path / "dogs" / "empty.jpg").write_bytes(b"")
+    good = tmp_path / "dogs" / "1.jpg"
+    (tmp_path / "dogs" / "truncated.jpg").write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    with pytest.raises(ValueError) as err:
+        datasets.load("image_folder", root=str(tmp_path))
+    message = str(err.value)
+    assert message.startswith("root: 3 of 13 image files")
+    for name in ("cats/broken.png", "dogs/empty.jpg", "dogs/truncated.jpg"):
+        assert str(tmp_path / name) in message
+    assert "1.jpg:" not in message
+
+
+def test_image_folder_empty_or_missing(tmp_path):
+    with pytest.raises(datasets.DatasetNotFoundError, match="no such folder"):
+        datasets.load("image_folder", root=str(tmp_path / "nowhere"))
+    with pytest.raises(datasets.DatasetNotFoundError, match="holds no image file"):
+        datasets.load("image_folder", root=str(tmp_path))
+    (tmp_path / "readme.txt").write_text("no images here")
+    with pytest.raises(datasets.DatasetNotFoundError, match=r"holds no image file \(.*\.png, \.jpg, \.jpeg, \.webp"):
+        datasets.load("image_folder", root=str(tmp_path))
+
+
+def test_image_folder_too_few_files_and_bad_options(tmp_path):
+    picture(8, 8, 0).save(tmp_path / "only.png")
+    with pytest.raises(ValueError, match="image files in .*too few for the split: 1 in all"):
+        datasets.load("image_folder", root=str(tmp_path))
+    for options, field in (({}, "root"), ({"root": str(tmp_path), "size": 0}, "size"),
+                           ({"root": str(tmp_path), "test_fraction": 1.5}, "test_fraction")):
+        with pytest.raises(ValueError, match=rf"^{field}:"):
+            datasets.load("image_folder", **options)
