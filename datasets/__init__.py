@@ -13,6 +13,9 @@ Images: ``.kind == "images"``, ``.train`` / ``.validation`` / ``.test`` float32 
 [0, 1] (validation held out of the training images), ``.train_labels`` / ``.validation_labels`` /
 ``.test_labels`` long (N,), ``.channels``, ``.size`` (H == W).
 
+``datasets.check_data(root)`` reports which official dataset files (CIFAR-10, SVHN) under ``root``
+are present and intact, and where to get the others.
+
 This is the repository's top-level ``datasets`` package (not Hugging Face ``datasets``, which
 must not be installed beside it).
 """
@@ -22,12 +25,14 @@ from ._common import (
     SPLITS, ChecksumError, DatasetNotFoundError, FeatureDistribution, ImageDataset, sha256_file,
 )
 from ._registry import DATASETS, KINDS, DatasetSpec, available, get, load, register
+from .check import DataReport, DatasetCheck, FileCheck, check_data
 
 # Each module registers its dataset on import; the order here is the registration order.
 from . import gaussian, uniform, gaussian_mixture, disk, low_rank_gaussian, features_file  # noqa: E402,F401  isort:skip
 from . import digits, image_patches, cifar10, svhn, image_folder  # noqa: E402,F401  isort:skip
 
 __all__ = [
-    "ChecksumError", "DATASETS", "DatasetNotFoundError", "DatasetSpec", "FeatureDistribution",
-    "ImageDataset", "KINDS", "SPLITS", "available", "get", "load", "register", "sha256_file",
+    "ChecksumError", "DATASETS", "DataReport", "DatasetCheck", "DatasetNotFoundError", "DatasetSpec",
+    "FeatureDistribution", "FileCheck", "ImageDataset", "KINDS", "SPLITS", "available", "check_data",
+    "get", "load", "register", "sha256_file",
 ]

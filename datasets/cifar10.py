@@ -31,6 +31,7 @@ from ._common import (
     DatasetNotFoundError, ImageDataset, check_fractions, check_int, check_root, read_verified, verify,
 )
 from ._registry import register
+from .check import DatasetCheck, check_files
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -133,6 +134,18 @@ class Cifar10Options:
 class Cifar10(ImageDataset):
     Options = Cifar10Options
     source = f"CIFAR-10, Krizhevsky 2009, {PAGE}"
+
+    @classmethod
+    def check_files(cls, root: str | Path) -> DatasetCheck:
+        """Presence and MD5 of what :func:`read_cifar10` would read under ``root`` (for ``check_data``):
+        the extracted batches when all six are there, else the archive."""
+        root, names = Path(root), TRAIN_FILES + TEST_FILES
+        if all((root / FOLDER / name).is_file() for name in names):
+            files = check_files({root / FOLDER / name: MD5[name] for name in names})
+        else:
+            files = check_files({root / ARCHIVE: MD5[ARCHIVE]})
+        ok = all(file.status == "ok" for file in files)
+        return DatasetCheck("cifar10", ok, files, "" if ok else _where_to_get(root))
 
     def __init__(self, options: Cifar10Options) -> None:
         self.options = options

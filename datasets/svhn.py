@@ -25,6 +25,7 @@ from ._common import (
     DatasetNotFoundError, ImageDataset, check_fractions, check_int, check_root, read_verified,
 )
 from ._registry import register
+from .check import DatasetCheck, check_files
 
 PAGE = "http://ufldl.stanford.edu/housenumbers/"
 TRAIN_FILE = "train_32x32.mat"
@@ -95,6 +96,17 @@ class SvhnOptions:
 class Svhn(ImageDataset):
     Options = SvhnOptions
     source = f"SVHN cropped digits, Netzer et al. 2011, {PAGE}"
+
+    @classmethod
+    def check_files(cls, root: str | Path) -> DatasetCheck:
+        """Presence and MD5 of ``root/train_32x32.mat`` and ``root/test_32x32.mat`` (for ``check_data``)."""
+        root = Path(root)
+        files = check_files({root / name: MD5[name] for name in (TRAIN_FILE, TEST_FILE)})
+        ok = all(file.status == "ok" for file in files)
+        how = " ".join(
+            f"Download {PAGE}{name} (MD5 {OFFICIAL_MD5[name]}) into {root}." for name in (TRAIN_FILE, TEST_FILE)
+        ) + f" Format 2, cropped digits; page {PAGE}."
+        return DatasetCheck("svhn", ok, files, "" if ok else how)
 
     def __init__(self, options: SvhnOptions) -> None:
         self.options = options

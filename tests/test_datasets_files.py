@@ -380,3 +380,56 @@ def test_image_folder_too_few_files_and_bad_options(tmp_path):
                            ({"root": str(tmp_path), "test_fraction": 1.5}, "test_fraction")):
         with pytest.raises(ValueError, match=rf"^{field}:"):
             datasets.load("image_folder", **options)
+
+
+# ---------------------------------------------------------------- check_data
+
+
+def test_check_data_reports_missing_files_and_where_to_get_them(tmp_path):
+    report = datasets.check_data(tmp_path)
+    assert not report.ok and report.not_ready == ["cifar10", "svhn"]
+    assert [check.dataset for check in report.datasets] == ["cifar10", "svhn"]  # every dataset with official files
+    text = str(report)
+    for url in ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                "http://ufldl.stanford.edu/housenumbers/train_32x32.mat",
+                "http://ufldl.stanford.edu/housenumbers/test_32x32.mat"):
+        assert url in text
+    assert str(tmp_path / "train_32x32.mat") in text and "c58f30108f718f92721af3b95e74349a" in text
+    svhn_check = report.datasets[1]
+    assert [(Path(f.path).name, f.status) for f in svhn_check.files] == [
+        ("train_32x32.mat", "missing"), ("test_32x32.mat", "missing")]
+
+
+def test_check_data_verifies_checksums_where_the_loader_reads(tmp_path, monkeypatch):
+    from datasets import cifar10, svhn
+    from tests.test_datasets import make_cifar, make_svhn, md5
+
+    cifar_files, svhn_files = make_cifar(tmp_path), make_svhn(tmp_path)
+    # the official MD5s reject the fixtures: reported corrupt with both hashes, never "ok"
+    report = datasets.check_data(tmp_path)
+    assert report.not_ready == ["cifar10", "svhn"]
+    first = report.datasets[0].files[0]
+    assert first.status == "corrupt" and first.expected_md5 == "c99cafc152244af753f735de768cd75f"
+    assert first.actual_md5 == md5(cifar_files["data_batch_1"]) and first.actual_md5 in str(report)
+    # with the fixtures' own MD5s everything checks out, and the loaders agree
+    monkeypatch.setattr(cifar10, "MD5", {name: md5(data) for name, data in cifar_files.items()})
+    monkeypatch.setattr(svhn, "MD5", {name: md5(data) for name, data in svhn_files.items()})
+    report = datasets.check_data(str(tmp_path))
+    assert report.ok and all(f.status == "ok" for check in report.datasets for f in check.files)
+    assert len(report.datasets[0].files) == 6 and "all datasets ready" in str(report)
+    datasets.load("cifar10", root=tmp_path), datasets.load("svhn", root=tmp_path)
+    # one damaged file is named
+    (tmp_path / "test_32x32.mat").write_bytes(b"damaged")
+    report = datasets.check_data(tmp_path)
+    assert report.not_ready == ["svhn"]
+    assert [f.status for f in report.datasets[1].files] == ["ok", "corrupt"]
+
+
+def test_check_data_reads_the_cifar_archive_when_the_folder_is_incomplete(tmp_path, monkeypatch):
+    from datasets import cifar10
+    from tests.test_datasets import make_cifar, md5
+
+    files = make_cifar(tmp_path, archive=True)
+    monkeypatch.setattr(cifar10, "MD5", {name: md5(data) for name, data in files.items()})
+    check = datasets.check_data(tmp_path).datasets[0]
+    assert check.ok and [Path(f.path).name for f in check.files] == ["cifar-10-python.tar.gz"]
