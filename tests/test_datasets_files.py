@@ -103,7 +103,8 @@ def test_latent_maps_become_vectors(tmp_path, layout):
         # each vector is one position of one latent map of that split
         own = vectors[data.rows(split)].reshape(-1, 4)
         assert all((own == row).all(1).any() for row in sample)
-    assert torch.allclose(data.mean, torch.from_numpy(vectors[np.sort(data.rows("train"))].reshape(-1, 4).mean(0)).double())
+    train_vectors = vectors[np.sort(data.rows("train"))].reshape(-1, 4).astype(np.float64)
+    assert torch.allclose(data.mean, torch.from_numpy(train_vectors.mean(0)))
 
 
 def test_moments_are_those_of_the_training_rows(tmp_path):
@@ -119,7 +120,8 @@ def test_moments_and_finite_scan_stream_in_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(features_file, "CHUNK_BYTES", 64)  # 4 rows of 4 float32 per chunk
     x = features(103, 4)
     data = datasets.load("features_file", path=str(write(tmp_path / "f.npy", x)))
-    assert torch.allclose(data.covariance, torch.from_numpy(np.cov(x[np.sort(data.rows("train"))].T.astype(np.float64))))
+    train = x[np.sort(data.rows("train"))].astype(np.float64)
+    assert torch.allclose(data.covariance, torch.from_numpy(np.cov(train.T)))
     x[101, 2] = np.inf  # in the last chunk
     with pytest.raises(ValueError, match="row 101"):
         datasets.load("features_file", path=str(write(tmp_path / "g.npy", x)))
@@ -133,7 +135,8 @@ def test_split_is_a_seeded_partition_of_rows(tmp_path):
     data = datasets.load("features_file", path=path, validation_fraction=0.2, test_fraction=0.1)
     train, validation, test = (set(data.rows(s).tolist()) for s in ("train", "validation", "test"))
     assert (len(train), len(validation), len(test)) == (70, 20, 10)
-    assert train | validation | test == set(range(100)) and not (train & test or train & validation or validation & test)
+    assert train | validation | test == set(range(100))
+    assert not (train & test or train & validation or validation & test)
     again = datasets.load("features_file", path=path, validation_fraction=0.2, test_fraction=0.1)
     assert np.array_equal(again.rows("test"), data.rows("test"))
     other = datasets.load("features_file", path=path, validation_fraction=0.2, test_fraction=0.1, split_seed=1)
