@@ -2,7 +2,9 @@
 
 Source: Krizhevsky, "Learning Multiple Layers of Features from Tiny Images", 2009;
 https://www.cs.toronto.edu/~kriz/cifar.html. 50,000 train + 10,000 test RGB 32x32 images,
-10 classes; the official split is used as is (train = data_batch_1..5 in order, test = test_batch).
+10 classes; the official split is used as is (train = data_batch_1..5 in order, test = test_batch),
+except that a seeded ``validation_fraction`` of the training images (default 0.1) is held out of
+``train`` as ``validation``.
 
 Layout under ``root``, either of:
 - ``cifar-10-batches-py/`` holding data_batch_1 .. data_batch_5 and test_batch (the extracted archive);
@@ -25,8 +27,11 @@ from typing import Mapping
 
 import numpy as np
 
-from ._common import DatasetNotFoundError, ImageDataset, check_root, read_verified, verify
+from ._common import (
+    DatasetNotFoundError, ImageDataset, check_fractions, check_int, check_root, read_verified, verify,
+)
 from ._registry import register
+from .check import DatasetCheck, check_files
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -116,9 +121,13 @@ def read_cifar10(
 @dataclass(frozen=True)
 class Cifar10Options:
     root: str | None = None  # directory holding cifar-10-batches-py/ or cifar-10-python.tar.gz
+    validation_fraction: float = 0.1  # share of the official training set held out as validation
+    split_seed: int = 0  # which training images are held out
 
     def __post_init__(self) -> None:
         check_root(self)
+        check_fractions(self, test=False)
+        check_int(self, "split_seed", low=0)
 
 
 @register("cifar10")
@@ -126,7 +135,21 @@ class Cifar10(ImageDataset):
     Options = Cifar10Options
     source = f"CIFAR-10, Krizhevsky 2009, {PAGE}"
 
+    @classmethod
+    def check_files(cls, root: str | Path) -> DatasetCheck:
+        """Presence and MD5 of what :func:`read_cifar10` would read under ``root`` (for ``check_data``):
+        the extracted batches when all six are there, else the archive."""
+        root, names = Path(root), TRAIN_FILES + TEST_FILES
+        if all((root / FOLDER / name).is_file() for name in names):
+            files = check_files({root / FOLDER / name: MD5[name] for name in names})
+        else:
+            files = check_files({root / ARCHIVE: MD5[ARCHIVE]})
+        ok = all(file.status == "ok" for file in files)
+        return DatasetCheck("cifar10", ok, files, "" if ok else _where_to_get(root))
+
     def __init__(self, options: Cifar10Options) -> None:
         self.options = options
         train, train_labels, test, test_labels = read_cifar10(options.root, checksums=MD5)
-        self._set_uint8(train, train_labels, test, test_labels)
+        self._set_uint8(
+            train, train_labels, test, test_labels, options.validation_fraction, options.split_seed
+        )

@@ -5,8 +5,9 @@ a pooch download are not offered). Crops: ``patches`` patches of ``patch_size`` 
 RGB pixels; each picks a source image with probability proportional to its number of valid crop
 positions, (H - p + 1)(W - p + 1), then a position uniformly, so every crop position of every
 image is equally likely. Everything is fixed by ``crop_seed``; pixels are uint8 / 255 in [0, 1].
-``test_fraction`` of the patches (permutation seeded with ``split_seed``) form the test set; train
-and test patches come from the same images and may overlap. Labels are the index of the source
+``test_fraction`` of the patches (permutation seeded with ``split_seed``) form the test set, the next
+``validation_fraction`` the validation set; train, validation and test patches come from the same
+images and may overlap. Labels are the index of the source
 image in ``images``.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._common import ImageDataset, check_float, check_int, split
+from ._common import ImageDataset, check_fractions, check_int, split_indices
 from ._registry import register
 
 # RGB photographs stored in skimage/data/ itself (checked on scikit-image 0.26: load without pooch).
@@ -30,6 +31,7 @@ class ImagePatchesOptions:
     images: tuple[str, ...] = ("astronaut", "chelsea", "coffee", "rocket")
     crop_seed: int = 0
     test_fraction: float = 0.1
+    validation_fraction: float = 0.1
     split_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -46,7 +48,7 @@ class ImagePatchesOptions:
         if len(set(self.images)) != len(self.images):
             raise ValueError(f"images: names repeat: {list(self.images)}")
         check_int(self, "crop_seed", low=0)
-        check_float(self, "test_fraction", low=0.0, high=1.0, open_low=True, open_high=True)
+        check_fractions(self)
         check_int(self, "split_seed", low=0)
 
 
@@ -84,5 +86,8 @@ class ImagePatches(ImageDataset):
             y, x = int(uy * (height - p + 1)), int(ux * (width - p + 1))
             out[i] = images[j][y : y + p, x : x + p]
         patches = torch.from_numpy(out).permute(0, 3, 1, 2).to(torch.float32) / 255.0
-        train, test = split(options.patches, options.test_fraction, options.split_seed)
-        self._set(patches[train], which[train], patches[test], which[test])
+        train, validation, test = split_indices(
+            options.patches, options.split_seed, options.test_fraction, options.validation_fraction
+        )
+        self._set(patches[train], which[train], patches[validation], which[validation],
+                  patches[test], which[test])

@@ -2,7 +2,9 @@
 
 Source: Netzer et al., "Reading Digits in Natural Images with Unsupervised Feature Learning",
 NIPS workshop 2011; http://ufldl.stanford.edu/housenumbers/. 73,257 train + 26,032 test RGB
-32x32 images (the "extra" set is not used); the official split is used as is.
+32x32 images (the "extra" set is not used); the official split is used as is, except that a
+seeded ``validation_fraction`` of the training images (default 0.1) is held out of ``train`` as
+``validation``.
 
 Layout: ``root/train_32x32.mat`` and ``root/test_32x32.mat`` (MATLAB v5, read with
 scipy.io.loadmat from memory after the official MD5, as torchvision lists it, has been checked).
@@ -19,8 +21,11 @@ from typing import Mapping
 
 import numpy as np
 
-from ._common import DatasetNotFoundError, ImageDataset, check_root, read_verified
+from ._common import (
+    DatasetNotFoundError, ImageDataset, check_fractions, check_int, check_root, read_verified,
+)
 from ._registry import register
+from .check import DatasetCheck, check_files
 
 PAGE = "http://ufldl.stanford.edu/housenumbers/"
 TRAIN_FILE = "train_32x32.mat"
@@ -78,9 +83,13 @@ def read_svhn(
 @dataclass(frozen=True)
 class SvhnOptions:
     root: str | None = None  # directory holding train_32x32.mat and test_32x32.mat
+    validation_fraction: float = 0.1  # share of the official training set held out as validation
+    split_seed: int = 0  # which training images are held out
 
     def __post_init__(self) -> None:
         check_root(self)
+        check_fractions(self, test=False)
+        check_int(self, "split_seed", low=0)
 
 
 @register("svhn")
@@ -88,7 +97,20 @@ class Svhn(ImageDataset):
     Options = SvhnOptions
     source = f"SVHN cropped digits, Netzer et al. 2011, {PAGE}"
 
+    @classmethod
+    def check_files(cls, root: str | Path) -> DatasetCheck:
+        """Presence and MD5 of ``root/train_32x32.mat`` and ``root/test_32x32.mat`` (for ``check_data``)."""
+        root = Path(root)
+        files = check_files({root / name: MD5[name] for name in (TRAIN_FILE, TEST_FILE)})
+        ok = all(file.status == "ok" for file in files)
+        how = " ".join(
+            f"Download {PAGE}{name} (MD5 {OFFICIAL_MD5[name]}) into {root}." for name in (TRAIN_FILE, TEST_FILE)
+        ) + f" Format 2, cropped digits; page {PAGE}."
+        return DatasetCheck("svhn", ok, files, "" if ok else how)
+
     def __init__(self, options: SvhnOptions) -> None:
         self.options = options
         train, train_labels, test, test_labels = read_svhn(options.root, checksums=MD5)
-        self._set_uint8(train, train_labels, test, test_labels)
+        self._set_uint8(
+            train, train_labels, test, test_labels, options.validation_fraction, options.split_seed
+        )

@@ -1,5 +1,6 @@
-"""Specification of the datasets package (issue 4, part 1): registry, synthetic distributions,
-image datasets, and the CIFAR-10 / SVHN readers on small fixture files in the official formats."""
+"""Specification of the datasets package: registry, synthetic distributions, image datasets, and
+the CIFAR-10 / SVHN readers on small fixture files in the official formats. A user's own data
+(features_file, image_folder) and check_data are specified in tests/test_datasets_files.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -28,6 +29,17 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def load_feature(name: str, folder: Path):
+    """Feature dataset ``name`` with default options; one that reads a file (option ``path``) gets
+    a small fixture file of standard-normal (200, 8) float32 features written in ``folder``."""
+    if "path" not in datasets.get(name).option_names():
+        return datasets.load(name)
+    path = folder / "features.npy"
+    if not path.exists():
+        np.save(path, np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32))
+    return datasets.load(name, path=str(path))
+
+
 # ---------------------------------------------------------------- package identity
 
 
@@ -42,8 +54,8 @@ def test_import_resolves_to_repo_package():
 
 def test_available_lists_every_dataset():
     assert datasets.available() == sorted([
-        "cifar10", "digits", "disk", "gaussian", "gaussian_mixture", "image_patches",
-        "low_rank_gaussian", "svhn", "uniform",
+        "cifar10", "digits", "disk", "features_file", "gaussian", "gaussian_mixture", "image_folder",
+        "image_patches", "low_rank_gaussian", "svhn", "uniform",
     ])
 
 
@@ -110,6 +122,7 @@ def test_register_requires_frozen_options():
         ("gaussian", {"scale": 0.0}, "scale"),
         ("gaussian", {"mean": float("nan")}, "mean"),
         ("uniform", {"low": 1.0, "high": 1.0}, "high"),
+        ("uniform", {"mean": float("inf")}, "mean"),
         ("gaussian_mixture", {"dim": 2, "components": 5}, "components"),
         ("gaussian_mixture", {"separation": -1.0}, "separation"),
         ("disk", {"dim": 3}, "dim"),
@@ -117,6 +130,10 @@ def test_register_requires_frozen_options():
         ("low_rank_gaussian", {"dim": 4, "rank": 4}, "rank"),
         ("low_rank_gaussian", {"rank": 0}, "rank"),
         ("digits", {"test_fraction": 1.0}, "test_fraction"),
+        ("digits", {"validation_fraction": -0.1}, "validation_fraction"),
+        ("digits", {"test_fraction": 0.5, "validation_fraction": 0.5}, "validation_fraction"),
+        ("cifar10", {"root": "x", "validation_fraction": 1.0}, "validation_fraction"),
+        ("svhn", {"root": "x", "split_seed": -1}, "split_seed"),
         ("image_patches", {"images": ["astronaut", "moon"]}, "images"),
         ("image_patches", {"patch_size": 301, "images": ["chelsea"], "patches": 2}, "patch_size"),
         ("cifar10", {}, "root"),
@@ -139,11 +156,15 @@ def test_int_options_accepted_for_floats():
 
 
 @pytest.mark.parametrize("name", FEATURES)
-def test_sample_shape_dtype_and_n_checks(name):
-    dist = datasets.load(name)
+def test_sample_shape_dtype_and_n_checks(name, tmp_path):
+    dist = load_feature(name, tmp_path)
     assert dist.kind == "features"
-    x = dist.sample(5, gen())
-    assert x.shape == (5, dist.dim) and x.dtype == torch.float32 and torch.isfinite(x).all()
+    for split in ("train", "validation", "test"):
+        x = dist.sample(5, gen(), split=split)
+        assert x.shape == (5, dist.dim) and x.dtype == torch.float32 and torch.isfinite(x).all()
+    assert torch.equal(dist.sample(5, gen()), dist.sample(5, gen(), split="train"))  # the default
+    with pytest.raises(ValueError, match="^split:"):
+        dist.sample(5, gen(), split="eval")
     for bad in (0, -3, 2.0, True):
         with pytest.raises(ValueError, match="^n:"):
             dist.sample(bad, gen())
@@ -154,8 +175,8 @@ def test_sample_shape_dtype_and_n_checks(name):
 
 
 @pytest.mark.parametrize("name", FEATURES)
-def test_seeded_only_by_generator(name):
-    dist = datasets.load(name)
+def test_seeded_only_by_generator(name, tmp_path):
+    dist = load_feature(name, tmp_path)
     torch.manual_seed(123)
     a = dist.sample(1000, gen(7))
     torch.manual_seed(456)  # the global RNG must not matter
@@ -176,8 +197,8 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", FEATURES)
-def test_sample_on_generator_device(name, device):
-    dist = datasets.load(name)
+def test_sample_on_generator_device(name, device, tmp_path):
+    dist = load_feature(name, tmp_path)
     g = torch.Generator(device=device).manual_seed(3)
     x = dist.sample(4096, g)
     assert x.device.type == device and x.dtype == torch.float32 and x.shape == (4096, dist.dim)
@@ -190,6 +211,8 @@ def test_sample_on_generator_device(name, device):
         ("gaussian", {}),
         ("gaussian", {"mean": 4.0, "scale": 0.5, "dim": 3}),
         ("uniform", {"low": 2.0, "high": 5.0}),
+        ("uniform", {"mean": 4.0, "dim": 3}),
+        ("uniform", {"low": 0.0, "high": 2.0, "mean": -3.0}),
         ("gaussian_mixture", {}),
         ("gaussian_mixture", {"dim": 3, "components": 3, "separation": 6.0, "scale": 0.5}),
         ("disk", {"radius": 2.0}),
@@ -209,6 +232,27 @@ def test_gaussian_closed_form_values():
     dist = datasets.load("gaussian", dim=3, mean=4.0, scale=2.0)
     assert torch.equal(dist.mean, torch.full((3,), 4.0, dtype=torch.float64))
     assert torch.equal(dist.covariance, 4.0 * torch.eye(3, dtype=torch.float64))
+
+
+def test_synthetic_splits_are_fresh_draws_of_one_distribution():
+    dist = datasets.load("gaussian", dim=2, mean=3.0)
+    train, test = dist.sample(1000, gen(), split="train"), dist.sample(1000, gen(), split="test")
+    assert torch.equal(train, test)  # the split does not change the stream: same generator, same draw
+    g = gen()
+    assert not torch.equal(dist.sample(1000, g, split="train"), dist.sample(1000, g, split="test"))
+
+
+def test_uniform_mean_shift_is_the_papers_shifted_cube():
+    mu = 4.0
+    shifted = datasets.load("uniform", dim=3, mean=mu)
+    x = shifted.sample(10_000, gen())
+    assert x.min() >= mu - 1 and x.max() <= mu + 1  # U[-1, 1]^d + mu
+    assert torch.equal(shifted.mean, torch.full((3,), mu, dtype=torch.float64))
+    # mean = 0 is today's cube, draw for draw; a shift moves every draw by exactly mu
+    plain = datasets.load("uniform", dim=3).sample(100, gen())
+    assert torch.equal(plain, datasets.load("uniform", dim=3, mean=0.0).sample(100, gen()))
+    assert torch.allclose(shifted.sample(100, gen()), plain + mu)
+    assert torch.equal(datasets.load("uniform", dim=3, low=-1.0 + mu, high=1.0 + mu).mean, shifted.mean)
 
 
 def test_gaussian_mixture_placement_and_bimodality():
@@ -264,7 +308,8 @@ def offline_images():
 def test_offline_images_shapes_and_ranges(offline_images, name, channels, size):
     data = offline_images[name]
     assert data.kind == "images" and data.channels == channels and data.size == size
-    for x, y in ((data.train, data.train_labels), (data.test, data.test_labels)):
+    for x, y in ((data.train, data.train_labels), (data.validation, data.validation_labels),
+                 (data.test, data.test_labels)):
         assert x.dtype == torch.float32 and x.shape[1:] == (channels, size, size)
         assert x.min() >= 0 and x.max() <= 1 and y.dtype == torch.long and y.shape == x.shape[:1]
     assert data.train.max() == 1.0 and data.train.min() == 0.0
@@ -272,7 +317,8 @@ def test_offline_images_shapes_and_ranges(offline_images, name, channels, size):
 
 def test_digits_split(offline_images):
     data = offline_images["digits"]
-    assert len(data.train) + len(data.test) == 1797 and len(data.test) == round(1797 * 0.2)
+    assert len(data.test) == round(1797 * 0.2) and len(data.validation) == round(1797 * 0.1)
+    assert len(data.train) + len(data.validation) + len(data.test) == 1797
     assert set(data.train_labels.tolist()) == set(range(10))
     # values are multiples of 1/16
     assert torch.equal(data.train * 16, (data.train * 16).round())
@@ -284,15 +330,21 @@ def test_digits_split(offline_images):
     from sklearn.datasets import load_digits
 
     whole = load_digits().images.reshape(-1, 64) / 16
-    union = torch.cat([data.train, data.test]).flatten(1).double().numpy()
+    union = torch.cat([data.train, data.validation, data.test]).flatten(1).double().numpy()
     assert np.array_equal(union[np.lexsort(union.T)], whole[np.lexsort(whole.T)])
+    # the validation set is held out of the training images; the test set of a seed stays put
+    whole_train = datasets.load("digits", validation_fraction=0.0)
+    assert len(whole_train.validation) == 0 and whole_train.validation.shape[1:] == (1, 8, 8)
+    assert torch.equal(whole_train.test, data.test)
+    assert len(whole_train.train) == len(data.train) + len(data.validation)
 
 
 def test_image_patches_deterministic_and_from_images(offline_images):
     import skimage.data
 
     data = offline_images["image_patches"]
-    assert len(data.train) + len(data.test) == 4096 and len(data.test) == round(4096 * 0.1)
+    assert len(data.test) == len(data.validation) == round(4096 * 0.1)
+    assert len(data.train) + len(data.validation) + len(data.test) == 4096
     small = dict(patch_size=8, patches=64, images=["chelsea", "coffee"])
     a, b = datasets.load("image_patches", **small), datasets.load("image_patches", **small)
     assert torch.equal(a.train, b.train) and torch.equal(a.test, b.test)
@@ -373,7 +425,7 @@ def test_official_md5_table():
 def test_cifar10_fixture_loads(tmp_path, monkeypatch, archive):
     files = make_cifar(tmp_path, archive=archive)
     monkeypatch.setattr(cifar10, "MD5", {name: md5(data) for name, data in files.items()})
-    data = datasets.load("cifar10", root=str(tmp_path))
+    data = datasets.load("cifar10", root=str(tmp_path), validation_fraction=0.0)
     assert data.train.shape == (15, 3, 32, 32) and data.test.shape == (2, 3, 32, 32)
     assert data.channels == 3 and data.size == 32
     assert torch.equal(data.train * 255, torch.from_numpy(cifar_images(15, 0)).float())  # batch order 1..5
@@ -384,6 +436,13 @@ def test_cifar10_fixture_loads(tmp_path, monkeypatch, archive):
     row = pickle.loads(files["data_batch_2"])[b"data"][1]
     for c, h, w in [(0, 0, 0), (1, 5, 30), (2, 31, 1)]:
         assert data.train[4, c, h, w] * 255 == row[1024 * c + 32 * h + w]
+    # by default a seeded tenth of the official training images is held out as validation
+    held = datasets.load("cifar10", root=str(tmp_path))
+    assert len(held.validation) == 2 and len(held.train) == 13 and torch.equal(held.test, data.test)
+    together = torch.cat([held.train, held.validation])
+    assert sorted(map(tuple, together.flatten(1).tolist())) == sorted(map(tuple, data.train.flatten(1).tolist()))
+    other = datasets.load("cifar10", root=str(tmp_path), split_seed=1)
+    assert not torch.equal(other.validation, held.validation)
 
 
 def test_cifar10_wrong_checksum_raises_before_unpickling(tmp_path, monkeypatch, no_unpickling):
@@ -439,12 +498,16 @@ def make_svhn(root: Path, n_train: int = 4, n_test: int = 3) -> dict[str, bytes]
 def test_svhn_fixture_loads(tmp_path, monkeypatch):
     files = make_svhn(tmp_path, n_train=12)
     monkeypatch.setattr(svhn, "MD5", {name: md5(data) for name, data in files.items()})
-    data = datasets.load("svhn", root=tmp_path)
+    data = datasets.load("svhn", root=tmp_path, validation_fraction=0.0)
     assert data.train.shape == (12, 3, 32, 32) and data.test.shape == (3, 3, 32, 32)
     assert torch.equal(data.train * 255, torch.from_numpy(svhn_images(12, 0)).float())
     assert torch.equal(data.test * 255, torch.from_numpy(svhn_images(3, 100)).float())
     assert data.train_labels.tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2]  # label 10 -> 0
     assert data.test_labels.tolist() == [1, 2, 3]
+    held = datasets.load("svhn", root=tmp_path)  # default: a seeded tenth of train held out
+    assert len(held.validation) == 1 and len(held.train) == 11
+    assert any(torch.equal(held.validation[0], image) for image in data.train)
+    assert not any(torch.equal(held.validation[0], image) for image in held.train)
 
 
 def test_svhn_wrong_checksum_and_missing_file(tmp_path, monkeypatch):
