@@ -11,6 +11,7 @@ Adding a quantizer: one file ``methods/<name>.py`` with a frozen options datacla
 published by another package through the ``vqbench.methods`` entry-point group).
 """
 from methods._base import QuantizerOutput, Quantizer, VQOptions
+from methods._usage import CodeUsage, code_usage
 from methods._core import nearest_code, nearest_code_faiss, nearest_code_torch
 from methods._registry import (
     ENTRY_POINT_GROUP,
@@ -37,8 +38,11 @@ from methods import mmd  # noqa: E402,F401
 from methods import wasserstein_density  # noqa: E402,F401
 from methods import kmeans_ema  # noqa: E402,F401
 from methods import sinkhorn  # noqa: E402,F401
+from methods import residual  # noqa: E402,F401
+from methods import grouped  # noqa: E402,F401
 
 __all__ = [
+    "CodeUsage",
     "ENTRY_POINT_GROUP",
     "MethodSpec",
     "Quantizer",
@@ -46,6 +50,7 @@ __all__ = [
     "VQOptions",
     "available",
     "build",
+    "code_usage",
     "get",
     "make_options",
     "nearest_code",

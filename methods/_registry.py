@@ -31,6 +31,10 @@ class MethodSpec:
     distribution_matching: bool
     straight_through: bool = True
     learnable_codebook: bool = True
+    code_structure: str = "single"
+    error_space: str = "euclidean"
+    codebook_size_rule: str = "any"
+    has_codebook_loss: bool = True
 
     @property
     def option_names(self) -> list[str]:
@@ -69,6 +73,10 @@ def register(name: str) -> Callable[[type[Quantizer]], type[Quantizer]]:
             distribution_matching=cls.distribution_matching,
             straight_through=cls.straight_through,
             learnable_codebook=cls.learnable_codebook,
+            code_structure=cls.code_structure,
+            error_space=cls.error_space,
+            codebook_size_rule=cls.codebook_size_rule,
+            has_codebook_loss=cls.has_codebook_loss,
         )
         return cls
 
