@@ -40,6 +40,10 @@ from methods import kmeans_ema  # noqa: E402,F401
 from methods import sinkhorn  # noqa: E402,F401
 from methods import residual  # noqa: E402,F401
 from methods import grouped  # noqa: E402,F401
+from methods import cosine  # noqa: E402,F401
+from methods import lfq  # noqa: E402,F401
+from methods import bsq  # noqa: E402,F401
+from methods import ibq  # noqa: E402,F401
 
 __all__ = [
     "CodeUsage",

@@ -86,6 +86,9 @@ class Quantizer(nn.Module):
         (M_z z = q; the rotation trick).
       ``learnable_codebook``: the codebook is learned (by gradient or EMA) and its initialisation
         follows the generator. False for a fixed implicit codebook (FSQ's grid).
+      ``relaxed_gradient``: the value is the hard code but dq/dz is the Jacobian of
+        ``relaxation(z)``, a soft assignment over the codes (IBQ); implies ``straight_through``
+        False.
       ``code_structure``: "single" (one codebook, indices z.shape[:-1]), "residual" (level l
         quantizes the residual left by levels < l, quantized = sum of the level codes) or
         "grouped" (z split into equal parts along d, one codebook per part, quantized = their
@@ -105,6 +108,7 @@ class Quantizer(nn.Module):
     distribution_matching: ClassVar[bool] = False
     straight_through: ClassVar[bool] = True
     learnable_codebook: ClassVar[bool] = True
+    relaxed_gradient: ClassVar[bool] = False
     code_structure: ClassVar[str] = "single"
     error_space: ClassVar[str] = "euclidean"
     codebook_size_rule: ClassVar[str] = "any"
@@ -133,6 +137,10 @@ class Quantizer(nn.Module):
 
     def loss_weights(self) -> dict[str, float]:
         """Weight of each component of ``loss_terms`` in ``loss``."""
+        raise NotImplementedError
+
+    def relaxation(self, features: Tensor) -> Tensor:
+        """Soft codes (N, d) whose Jacobian is dq/dz, for ``relaxed_gradient`` methods only."""
         raise NotImplementedError
 
     # --- code structure (single and multi-codebook) ---------------------------------------------

@@ -31,6 +31,7 @@ class MethodSpec:
     distribution_matching: bool
     straight_through: bool = True
     learnable_codebook: bool = True
+    relaxed_gradient: bool = False
     code_structure: str = "single"
     error_space: str = "euclidean"
     codebook_size_rule: str = "any"
@@ -73,6 +74,7 @@ def register(name: str) -> Callable[[type[Quantizer]], type[Quantizer]]:
             distribution_matching=cls.distribution_matching,
             straight_through=cls.straight_through,
             learnable_codebook=cls.learnable_codebook,
+            relaxed_gradient=cls.relaxed_gradient,
             code_structure=cls.code_structure,
             error_space=cls.error_space,
             codebook_size_rule=cls.codebook_size_rule,

@@ -125,6 +125,14 @@ def check_straight_through_gradient(name: str) -> None:
         (expected,) = torch.autograd.grad((q.search_space(z) * weights).sum(), z)
         assert torch.allclose(grad, expected)
         return
+    if methods.get(name).relaxed_gradient:
+        # the value is the hard code, the gradient that of the method's soft relaxation
+        weights = features(16, DIM, seed=5)
+        (grad,) = torch.autograd.grad((out.quantized * weights).sum(), z)
+        (expected,) = torch.autograd.grad((q.relaxation(z) * weights).sum(), z)
+        assert torch.allclose(grad, expected, rtol=1e-4, atol=1e-6)
+        assert grad.abs().sum() > 0
+        return
     # q = sg(M_z) z with M_z z = q: per-feature Jacobians (rows are independent) map z to its code
     jacobian = torch.stack(
         [torch.autograd.grad(out.quantized[:, i].sum(), z, retain_graph=True)[0] for i in range(DIM)], dim=1
