@@ -98,8 +98,12 @@ class Quantizer(nn.Module):
         "sphere" (features and codes are l2-normalised before the search: E is measured on the
         unit sphere of ``search_space`` and is never ranked against euclidean E).
       ``codebook_size_rule``: "any", or "binary" (K must equal 2^dim: one bit per dimension).
-      ``has_codebook_loss``: ``losses`` has a term that trains the codebook (False for wrapped
-        peer modules that train it by EMA or have none).
+      ``gradient_gain``: "one", or "levels" where a straight-through residual quantizer passes the
+        identity once per level (dq/dz = num_levels x the Jacobian of ``search_space``; the
+        peer's ResidualVQ does).
+      ``degenerate_sizes``: K = 1 and K < d build and train (False where a wrapped peer cannot:
+        building then raises ValueError).
+      ``has_loss_terms``: ``losses`` is non-empty (False for a peer with no loss, e.g. its FSQ).
     """
 
     Options: ClassVar[type] = VQOptions
@@ -112,7 +116,9 @@ class Quantizer(nn.Module):
     code_structure: ClassVar[str] = "single"
     error_space: ClassVar[str] = "euclidean"
     codebook_size_rule: ClassVar[str] = "any"
-    has_codebook_loss: ClassVar[bool] = True
+    gradient_gain: ClassVar[str] = "one"
+    degenerate_sizes: ClassVar[bool] = True
+    has_loss_terms: ClassVar[bool] = True
 
     def __init__(self, dim: int, codebook_size: int, options: Any, generator: torch.Generator | None = None):
         super().__init__()

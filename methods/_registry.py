@@ -35,7 +35,9 @@ class MethodSpec:
     code_structure: str = "single"
     error_space: str = "euclidean"
     codebook_size_rule: str = "any"
-    has_codebook_loss: bool = True
+    gradient_gain: str = "one"
+    degenerate_sizes: bool = True
+    has_loss_terms: bool = True
 
     @property
     def option_names(self) -> list[str]:
@@ -78,7 +80,9 @@ def register(name: str) -> Callable[[type[Quantizer]], type[Quantizer]]:
             code_structure=cls.code_structure,
             error_space=cls.error_space,
             codebook_size_rule=cls.codebook_size_rule,
-            has_codebook_loss=cls.has_codebook_loss,
+            gradient_gain=cls.gradient_gain,
+            degenerate_sizes=cls.degenerate_sizes,
+            has_loss_terms=cls.has_loss_terms,
         )
         return cls
 
