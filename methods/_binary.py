@@ -51,6 +51,7 @@ def codebook_entropy_exact(log_p_one: Tensor, log_p_zero: Tensor) -> Tensor:
     total = log_p_one.new_zeros(2**dim)
     for start in range(0, rows, block):
         one, zero = log_p_one[start : start + block], log_p_zero[start : start + block]
-        total = total + (one @ bits.T + zero @ (1 - bits).T).exp().sum(dim=0)
+        # sum_i b_ki log p_ni + (1 - b_ki) log(1 - p_ni) = sum_i log(1 - p_ni) + (log-odds) . b_k
+        total = total + ((one - zero) @ bits.T + zero.sum(dim=1, keepdim=True)).exp().sum(dim=0)
     mean = total / max(rows, 1)
     return -torch.xlogy(mean, mean).sum()
