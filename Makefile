@@ -9,9 +9,10 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 
 # Re-install when a pin changes. torch==2.13.0 resolves to the CPU wheel on disk.
-$(STAMP): requirements.txt requirements-lock.txt
+$(STAMP): requirements.txt requirements-lock.txt plugins/vqbench_vqp/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt -c requirements-lock.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e plugins/vqbench_vqp
 	touch $(STAMP)
 
 repro: venv

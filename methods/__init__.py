@@ -13,6 +13,7 @@ first ``available()`` / ``get()``). ``methods.testing.run_conformance(name_or_cl
 conformance suite on one quantizer.
 """
 from methods._base import QuantizerOutput, Quantizer, VQOptions
+from methods._usage import CodeUsage, code_usage
 from methods._core import nearest_code, nearest_code_faiss, nearest_code_torch
 from methods._registry import (
     ENTRY_POINT_GROUP,
@@ -43,8 +44,15 @@ from methods import mmd  # noqa: E402,F401
 from methods import wasserstein_density  # noqa: E402,F401
 from methods import kmeans_ema  # noqa: E402,F401
 from methods import sinkhorn  # noqa: E402,F401
+from methods import residual  # noqa: E402,F401
+from methods import grouped  # noqa: E402,F401
+from methods import cosine  # noqa: E402,F401
+from methods import lfq  # noqa: E402,F401
+from methods import bsq  # noqa: E402,F401
+from methods import ibq  # noqa: E402,F401
 
 __all__ = [
+    "CodeUsage",
     "ENTRY_POINT_GROUP",
     "METHODS",
     "MethodSpec",
@@ -55,6 +63,7 @@ __all__ = [
     "VQOptions",
     "available",
     "build",
+    "code_usage",
     "get",
     "make_options",
     "nearest_code",

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from methods._core import nearest_code, straight_through
+from methods._usage import CodeUsage, code_usage
 
 
 class QuantizerOutput(NamedTuple):
@@ -85,6 +86,24 @@ class Quantizer(nn.Module):
         (M_z z = q; the rotation trick).
       ``learnable_codebook``: the codebook is learned (by gradient or EMA) and its initialisation
         follows the generator. False for a fixed implicit codebook (FSQ's grid).
+      ``relaxed_gradient``: the value is the hard code but dq/dz is the Jacobian of
+        ``relaxation(z)``, a soft assignment over the codes (IBQ); implies ``straight_through``
+        False.
+      ``code_structure``: "single" (one codebook, indices z.shape[:-1]), "residual" (level l
+        quantizes the residual left by levels < l, quantized = sum of the level codes) or
+        "grouped" (z split into equal parts along d, one codebook per part, quantized = their
+        concatenation). Multi-codebook indices have shape z.shape[:-1] + (num_levels,); their
+        codebook is (num_levels, K, d_level). ``level_codebook_sizes`` gives K per level.
+      ``error_space``: "euclidean" (E = ||z - quantized||^2 is comparable across methods) or
+        "sphere" (features and codes are l2-normalised before the search: E is measured on the
+        unit sphere of ``search_space`` and is never ranked against euclidean E).
+      ``codebook_size_rule``: "any", or "binary" (K must equal 2^dim: one bit per dimension).
+      ``gradient_gain``: "one", or "levels" where a straight-through residual quantizer passes the
+        identity once per level (dq/dz = num_levels x the Jacobian of ``search_space``; the
+        peer's ResidualVQ does).
+      ``degenerate_sizes``: K = 1 and K < d build and train (False where a wrapped peer cannot:
+        building then raises ValueError).
+      ``has_loss_terms``: ``losses`` is non-empty (False for a peer with no loss, e.g. its FSQ).
     """
 
     Options: ClassVar[type] = VQOptions
@@ -93,6 +112,13 @@ class Quantizer(nn.Module):
     distribution_matching: ClassVar[bool] = False
     straight_through: ClassVar[bool] = True
     learnable_codebook: ClassVar[bool] = True
+    relaxed_gradient: ClassVar[bool] = False
+    code_structure: ClassVar[str] = "single"
+    error_space: ClassVar[str] = "euclidean"
+    codebook_size_rule: ClassVar[str] = "any"
+    gradient_gain: ClassVar[str] = "one"
+    degenerate_sizes: ClassVar[bool] = True
+    has_loss_terms: ClassVar[bool] = True
 
     def __init__(self, dim: int, codebook_size: int, options: Any, generator: torch.Generator | None = None):
         super().__init__()
@@ -118,6 +144,39 @@ class Quantizer(nn.Module):
     def loss_weights(self) -> dict[str, float]:
         """Weight of each component of ``loss_terms`` in ``loss``."""
         raise NotImplementedError
+
+    def relaxation(self, features: Tensor) -> Tensor:
+        """Soft codes (N, d) whose Jacobian is dq/dz, for ``relaxed_gradient`` methods only."""
+        raise NotImplementedError
+
+    # --- code structure (single and multi-codebook) ---------------------------------------------
+    @property
+    def level_codebook_sizes(self) -> tuple[int, ...]:
+        """K of each level's codebook: (K,) for a single codebook."""
+        return (self.codebook_size,)
+
+    @property
+    def num_levels(self) -> int:
+        """Indices per token: 1 for a single codebook, else the trailing size of ``indices``."""
+        return len(self.level_codebook_sizes)
+
+    @property
+    def bits_per_token(self) -> float:
+        """sum_l log2 K_l: the bits one token's indices carry."""
+        return sum(math.log2(size) for size in self.level_codebook_sizes)
+
+    def indices_shape(self, leading: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of ``indices`` for features of shape leading + (d,): leading, plus (num_levels,)
+        for a multi-codebook structure."""
+        return tuple(leading) if self.code_structure == "single" else (*leading, self.num_levels)
+
+    def level_indices(self, indices: Tensor) -> Tensor:
+        """Indices of any leading shape as (N, num_levels), one column per level."""
+        return indices.reshape(-1, self.num_levels)
+
+    def code_usage(self, indices: Tensor) -> CodeUsage:
+        """Per-level and overall usage (counts, utilization, perplexity) of ``indices``."""
+        return code_usage(self.level_indices(indices), self.level_codebook_sizes)
 
     # --- shared machinery ----------------------------------------------------------------------
     def extra_repr(self) -> str:
@@ -173,7 +232,7 @@ class Quantizer(nn.Module):
         flat = self._flatten(z)
         out = self.quantize_flat(flat)
         return QuantizerOutput(
-            out.quantized.reshape(z.shape), out.indices.reshape(z.shape[:-1]), out.loss, out.losses
+            out.quantized.reshape(z.shape), out.indices.reshape(self.indices_shape(z.shape[:-1])), out.loss, out.losses
         )
 
 

@@ -37,6 +37,13 @@ class MethodSpec(Spec):
     distribution_matching: bool
     straight_through: bool = True
     learnable_codebook: bool = True
+    relaxed_gradient: bool = False
+    code_structure: str = "single"
+    error_space: str = "euclidean"
+    codebook_size_rule: str = "any"
+    gradient_gain: str = "one"
+    degenerate_sizes: bool = True
+    has_loss_terms: bool = True
 
 
 def _method_spec(name: str, cls: type[Quantizer], **provenance: Any) -> MethodSpec:
@@ -49,6 +56,13 @@ def _method_spec(name: str, cls: type[Quantizer], **provenance: Any) -> MethodSp
         distribution_matching=cls.distribution_matching,
         straight_through=cls.straight_through,
         learnable_codebook=cls.learnable_codebook,
+        relaxed_gradient=cls.relaxed_gradient,
+        code_structure=cls.code_structure,
+        error_space=cls.error_space,
+        codebook_size_rule=cls.codebook_size_rule,
+        gradient_gain=cls.gradient_gain,
+        degenerate_sizes=cls.degenerate_sizes,
+        has_loss_terms=cls.has_loss_terms,
         **provenance,
     )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 from typing import Callable, Sequence
 
@@ -29,8 +30,14 @@ __all__ = ["CHECKS", "ConformanceError", "run_conformance"]
 DIM, K = 4, 24
 
 
-def make(name: str, seed: int = 0, dim: int = DIM, codebook_size: int = K, **options) -> methods.Quantizer:
-    return methods.build(name, dim=dim, codebook_size=codebook_size, generator=torch.Generator().manual_seed(seed), **options)
+def size_for(name: str, dim: int = DIM) -> int:
+    """The suite's K for ``name`` at ``dim``: K, or 2^dim where the method needs K = 2^d."""
+    return 2**dim if methods.get(name).codebook_size_rule == "binary" else K
+
+
+def make(name: str, seed: int = 0, dim: int = DIM, codebook_size: int | None = None, **options) -> methods.Quantizer:
+    size = size_for(name, dim) if codebook_size is None else codebook_size
+    return methods.build(name, dim=dim, codebook_size=size, generator=torch.Generator().manual_seed(seed), **options)
 
 
 def features(*shape: int, seed: int = 1, shift: float = 0.5) -> torch.Tensor:
@@ -63,6 +70,25 @@ def assert_nearest(codebook: torch.Tensor, z: torch.Tensor, indices: torch.Tenso
     assert differ.float().mean() < 0.01
 
 
+def assert_nearest_per_level(q: methods.Quantizer, z: torch.Tensor, indices: torch.Tensor) -> None:
+    """Multi-codebook indices (N, L) are the brute-force nearest codes of each level: of the
+    residual left by levels < l (residual), or of the l-th of L equal parts of z (grouped)."""
+    codebook = q.codebook.detach()
+    flat = q.search_space(z).detach().reshape(-1, q.dim)
+    indices = q.level_indices(indices)
+    assert codebook.shape[0] == q.num_levels == indices.shape[1]
+    if q.code_structure == "residual":
+        residual = flat
+        for level in range(q.num_levels):
+            assert_nearest(codebook[level], residual, indices[:, level])
+            residual = residual - codebook[level][indices[:, level]]
+    else:
+        assert q.code_structure == "grouped"
+        parts = flat.reshape(flat.shape[0], q.num_levels, -1)
+        for level in range(q.num_levels):
+            assert_nearest(codebook[level], parts[:, level], indices[:, level])
+
+
 # --- the checks -----------------------------------------------------------------------------------
 
 def check_output_shapes(name: str) -> None:
@@ -72,19 +98,30 @@ def check_output_shapes(name: str) -> None:
         out = q(z)
         assert isinstance(out, methods.QuantizerOutput)
         assert out.quantized.shape == z.shape and out.quantized.dtype == z.dtype
-        assert out.indices.shape == z.shape[:-1] and out.indices.dtype == torch.long
-        assert int(out.indices.min()) >= 0 and int(out.indices.max()) < K
+        assert out.indices.shape == q.indices_shape(z.shape[:-1]) and out.indices.dtype == torch.long
+        per_level = q.level_indices(out.indices)
+        assert (per_level >= 0).all() and (per_level < torch.tensor(q.level_codebook_sizes)).all()
         assert out.loss.ndim == 0 and torch.isfinite(out.loss)
-        assert out.losses and all(v.ndim == 0 and torch.isfinite(v) for v in out.losses.values())
-    assert q.codebook.shape == (K, DIM)
+        assert all(v.ndim == 0 and torch.isfinite(v) for v in out.losses.values())
+        assert bool(out.losses) == methods.get(name).has_loss_terms
+    if q.code_structure == "single":
+        assert q.level_codebook_sizes == (q.codebook_size,) and q.codebook.shape == (q.codebook_size, DIM)
+    else:
+        level_dim = DIM if q.code_structure == "residual" else DIM // q.num_levels
+        assert q.codebook.shape == (q.num_levels, q.codebook_size, level_dim)
+        assert q.level_codebook_sizes == (q.codebook_size,) * q.num_levels
+    assert q.bits_per_token == pytest.approx(sum(math.log2(k) for k in q.level_codebook_sizes))
 
 
 def check_indices_are_nearest_codes(name: str) -> None:
     q = make(name).eval()  # in training mode an EMA codebook moves after the search
     z = features(3, 7, 5, DIM)
     out = q(z)
-    assert_nearest(q.codebook, q.search_space(z), out.indices)
-    assert torch.equal(out.quantized.detach(), q.codebook.detach()[out.indices])
+    if q.code_structure == "single":
+        assert_nearest(q.codebook, q.search_space(z), out.indices)
+        assert torch.equal(out.quantized.detach(), q.codebook.detach()[out.indices])
+    else:
+        assert_nearest_per_level(q, z, out.indices)
     assert torch.equal(q.search(z), out.indices)
     assert torch.equal(q.indices_to_codes(out.indices).detach(), out.quantized.detach())
 
@@ -98,7 +135,16 @@ def check_straight_through_gradient(name: str) -> None:
         weights = features(16, DIM, seed=5)
         (grad,) = torch.autograd.grad((out.quantized * weights).sum(), z)
         (expected,) = torch.autograd.grad((q.search_space(z) * weights).sum(), z)
-        assert torch.allclose(grad, expected)
+        gain = q.num_levels if methods.get(name).gradient_gain == "levels" else 1
+        assert torch.allclose(grad, gain * expected)
+        return
+    if methods.get(name).relaxed_gradient:
+        # the value is the hard code, the gradient that of the method's soft relaxation
+        weights = features(16, DIM, seed=5)
+        (grad,) = torch.autograd.grad((out.quantized * weights).sum(), z)
+        (expected,) = torch.autograd.grad((q.relaxation(z) * weights).sum(), z)
+        assert torch.allclose(grad, expected, rtol=1e-4, atol=1e-6)
+        assert grad.abs().sum() > 0
         return
     # q = sg(M_z) z with M_z z = q: per-feature Jacobians (rows are independent) map z to its code
     jacobian = torch.stack(
@@ -168,13 +214,18 @@ def check_same_seed_same_result(name: str) -> None:
 
 def check_degenerate_sizes(name: str) -> None:
     """K = 1, K < d (singular codebook covariance) and a constant feature dimension stay finite."""
-    for codebook_size in (1, 2):
-        q = make(name, dim=6, codebook_size=codebook_size)
-        z = features(40, 6)
+    if not methods.get(name).degenerate_sizes:  # the method refuses the sizes it cannot handle
+        with pytest.raises(ValueError, match="codebook_size|levels"):
+            make(name, dim=6, codebook_size=1)
+        return
+    binary = methods.get(name).codebook_size_rule == "binary"
+    for dim, codebook_size in [(1, 2)] if binary else [(6, 1), (6, 2)]:
+        q = make(name, dim=dim, codebook_size=codebook_size)
+        z = features(40, dim)
         z[:, 0] = 3.0
         out = train_step(q, z)
         assert torch.isfinite(out.loss) and torch.isfinite(q.codebook).all()
-        assert (out.indices < codebook_size).all()
+        assert (out.indices < codebook_size).all() and (out.indices >= 0).all()
 
 
 def check_bad_input(name: str) -> None:
@@ -195,14 +246,14 @@ def check_bad_options(name: str) -> None:
     with pytest.raises(ValueError, match="codebook_size"):
         methods.build(name, dim=DIM, codebook_size=0)
     with pytest.raises(ValueError, match="dim"):
-        methods.build(name, dim=0, codebook_size=K)
+        methods.build(name, dim=0, codebook_size=size_for(name))
     with pytest.raises(ValueError, match="no_such_option"):
-        methods.build(name, dim=DIM, codebook_size=K, no_such_option=1)
+        methods.build(name, dim=DIM, codebook_size=size_for(name), no_such_option=1)
     # Every real-valued option (weights, scales, decay, eps) is non-negative by definition.
     for field in dataclasses.fields(spec.options):
         if type(spec.defaults[field.name]) is float:
             with pytest.raises(ValueError, match=field.name):
-                methods.build(name, dim=DIM, codebook_size=K, **{field.name: -1.0})
+                methods.build(name, dim=DIM, codebook_size=size_for(name), **{field.name: -1.0})
 
 
 CHECKS = [

@@ -1,0 +1,94 @@
+"""BSQ: binary spherical quantization, the sign of a unit vector, scaled back onto the sphere.
+
+Zhao, Xiong, Krähenbühl, "Image and Video Tokenization with Binary Spherical Quantization"
+(BSQ-ViT), arXiv:2406.07548. Official code: https://github.com/zhaoyue-zephyrus/bsq-vit
+(transcoder/models/quantizer/bsq.py).
+
+    u = z / ||z||,  q(z) = sign(u) / sqrt(d)   (C = {-1/sqrt(d), +1/sqrt(d)}^d on the unit sphere)
+    index = sum_i [u_i > 0] 2^(d-1-i),  gradient to u: straight-through (dq/dz = d u / d z)
+    soft entropy (the paper's factorised approximation, group size 1):
+      p_ni = sigmoid(4 tau u_ni / sqrt(d)),  H_sample = mean_n sum_i H(p_ni),
+      H_codebook ~ sum_i H(mean_n p_ni)
+    loss = beta ||u - sg(q)||^2 + entropy_weight (gamma0 H_sample - gamma H_codebook) / tau
+
+Because every code has norm 1, ||u - q||^2 = 2 - 2 <u, q> is bounded and the quantization error
+lives on the sphere (``error_space = "sphere"``: never rank it against euclidean E). Every
+quantizer of this kind is a fixed codebook (nothing to learn, nothing dies).
+Deviations: no linear in/out projections (the encoder/decoder of the model supply them);
+commitment averaged over elements (the official code sums over d); the codebook entropy is the
+per-bit approximation only (no sub-group option). Needs K = 2^dim (``codebook_size``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from methods._base import QuantizerOutput, Quantizer, _check_non_negative
+from methods._binary import binary_entropy, check_binary_size, sign_codes, sign_indices
+from methods._core import straight_through
+from methods._registry import register
+
+
+@dataclass(frozen=True)
+class BSQOptions:
+    """beta: commitment weight; entropy_weight (zeta), gamma0, gamma: the entropy penalty;
+    inv_temperature: tau of the soft bit probabilities."""
+
+    beta: float = 0.25
+    entropy_weight: float = 0.1
+    gamma0: float = 1.0
+    gamma: float = 1.0
+    inv_temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_non_negative(self, "beta", "entropy_weight", "gamma0", "gamma", "inv_temperature")
+        if self.inv_temperature == 0:
+            raise ValueError("inv_temperature: must be > 0, got 0")
+
+
+@register("bsq")
+class BSQ(Quantizer):
+    """Binary spherical quantization on the unit sphere, implicit 2^d-code codebook."""
+
+    Options = BSQOptions
+    paper = "arXiv:2406.07548"
+    trainable_by_gradient = False
+    learnable_codebook = False
+    codebook_size_rule = "binary"
+    error_space = "sphere"
+
+    def __init__(self, dim: int, codebook_size: int, options: BSQOptions, generator: torch.Generator | None = None):
+        super().__init__(dim, codebook_size, options, generator)
+        check_binary_size(dim, codebook_size)
+
+    @property
+    def codebook(self) -> Tensor:
+        return self.indices_to_codes(torch.arange(self.codebook_size))
+
+    def indices_to_codes(self, indices: Tensor) -> Tensor:
+        return sign_codes(indices, self.dim) / self.dim**0.5
+
+    def search_space(self, features: Tensor) -> Tensor:
+        return F.normalize(features, dim=-1)
+
+    def search(self, z: Tensor) -> Tensor:
+        return sign_indices(self.search_space(self._flatten(z).detach())).reshape(z.shape[:-1])
+
+    def loss_weights(self) -> dict[str, float]:
+        scale = self.options.entropy_weight / self.options.inv_temperature
+        return {"commitment": self.options.beta, "per_sample_entropy": scale * self.options.gamma0, "codebook_entropy": -scale * self.options.gamma}
+
+    def quantize_flat(self, features: Tensor) -> QuantizerOutput:
+        unit = self.search_space(features)
+        indices = sign_indices(unit.detach())
+        codes = torch.where(unit.detach() > 0, 1.0, -1.0).to(features.dtype) / self.dim**0.5
+        p = torch.sigmoid(4 * self.options.inv_temperature * unit / self.dim**0.5)
+        losses = {
+            "commitment": (unit - codes).pow(2).mean(),
+            "per_sample_entropy": binary_entropy(p).sum(dim=1).mean(),
+            "codebook_entropy": binary_entropy(p.mean(dim=0)).sum(),
+        }
+        return QuantizerOutput(straight_through(unit, codes), indices, self.weighted_sum(losses), losses)

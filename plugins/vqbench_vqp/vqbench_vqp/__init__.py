@@ -1,0 +1,1 @@
+"""vqbench adapters for vector-quantize-pytorch (registered through ``vqbench.methods``)."""
