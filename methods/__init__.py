@@ -10,7 +10,7 @@ Adding a quantizer: one file ``methods/<name>.py`` with a frozen options datacla
 ``Quantizer`` subclass decorated with ``@methods.register("<name>")``, imported below (or
 published by another package through the ``vqbench.methods`` entry-point group).
 """
-from methods._base import QuantizerOutput, Quantizer, VQOptions
+from methods._base import QuantizerOutput, Quantizer, Tunable, VQOptions
 from methods._core import nearest_code, nearest_code_faiss, nearest_code_torch
 from methods._registry import (
     ENTRY_POINT_GROUP,
@@ -43,6 +43,7 @@ __all__ = [
     "MethodSpec",
     "Quantizer",
     "QuantizerOutput",
+    "Tunable",
     "VQOptions",
     "available",
     "build",

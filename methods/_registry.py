@@ -9,12 +9,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.metadata
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Callable
 
 import torch
 
-from methods._base import Quantizer
+from methods._base import Quantizer, Tunable
 
 ENTRY_POINT_GROUP = "vqbench.methods"
 
@@ -31,6 +33,7 @@ class MethodSpec:
     distribution_matching: bool
     straight_through: bool = True
     learnable_codebook: bool = True
+    tunables: Mapping[str, Tunable] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def option_names(self) -> list[str]:
@@ -58,6 +61,15 @@ def register(name: str) -> Callable[[type[Quantizer]], type[Quantizer]]:
             raise TypeError(f"@register({name!r}) must decorate a Quantizer subclass, got {cls!r}")
         if not dataclasses.is_dataclass(cls.Options) or not cls.Options.__dataclass_params__.frozen:
             raise TypeError(f"{cls.__name__}.Options must be a frozen dataclass")
+        option_names = {f.name for f in dataclasses.fields(cls.Options)}
+        for option, tunable in cls.tunables.items():
+            if option not in option_names:
+                raise ValueError(
+                    f"tunables: {cls.__name__}.tunables names {option!r}, not an option of "
+                    f"{cls.Options.__name__} ({sorted(option_names)})"
+                )
+            if not isinstance(tunable, Tunable):
+                raise TypeError(f"tunables: {cls.__name__}.tunables[{option!r}] must be a Tunable, got {tunable!r}")
         if name in _REGISTRY and _REGISTRY[name].cls is not cls:
             raise ValueError(f"method {name!r} is already registered by {_REGISTRY[name].cls.__qualname__}")
         _REGISTRY[name] = MethodSpec(
@@ -69,6 +81,7 @@ def register(name: str) -> Callable[[type[Quantizer]], type[Quantizer]]:
             distribution_matching=cls.distribution_matching,
             straight_through=cls.straight_through,
             learnable_codebook=cls.learnable_codebook,
+            tunables=MappingProxyType(dict(cls.tunables)),
         )
         return cls
 

@@ -199,5 +199,5 @@ class SinkhornVQ(VanillaVQ):
         else:
             indices = nearest_code(features.detach(), codebook.detach())
         codes = codebook[indices]
-        losses = commitment_and_codebook(features, codes)
+        losses = commitment_and_codebook(features, codes, self.options.reduction)
         return QuantizerOutput(straight_through(features, codes), indices, self.weighted_sum(losses), losses)
