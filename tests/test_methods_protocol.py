@@ -204,3 +204,19 @@ def test_half_precision_features_are_searched_in_float32(dtype):
     codebook = torch.randn(512, 8, generator=gen(0))
     z = (torch.randn(1000, 8, generator=gen(1)) * 2).to(dtype)
     assert torch.equal(nearest_code(z, codebook), float64_nearest(z.float(), codebook))
+
+
+# --- FSQ default levels -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("dim", "codebook_size"), [(8, 1024), (4, 1000), (8, 256), (2, 64), (6, 4096), (16, 1024)])
+def test_fsq_default_levels_use_the_codes_of_gaussian_features(dim, codebook_size):
+    # Before: (d = 8, K = 1024) derived (4, 4, 2, 2, 2, 2, 2, 2), utilization 2-3% of N(0, I_8).
+    q = methods.build("fsq", dim=dim, codebook_size=codebook_size)
+    assert 2 not in q.levels or codebook_size == 2
+    indices = q.search(torch.randn(100_000, dim, generator=gen(0)))
+    assert (torch.bincount(indices, minlength=codebook_size) > 0).float().mean() >= 0.9
+
+
+def test_fsq_a_level_of_two_splits_at_zero():
+    q = methods.build("fsq", dim=1, codebook_size=2, levels=(2,))
+    assert q.search(torch.tensor([[-0.01], [0.01]])).tolist() == [0, 1]
