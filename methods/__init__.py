@@ -37,6 +37,7 @@ from methods import mmd  # noqa: E402,F401
 from methods import wasserstein_density  # noqa: E402,F401
 from methods import kmeans_ema  # noqa: E402,F401
 from methods import sinkhorn  # noqa: E402,F401
+from methods import online  # noqa: E402,F401
 
 __all__ = [
     "ENTRY_POINT_GROUP",

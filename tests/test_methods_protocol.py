@@ -220,3 +220,41 @@ def test_fsq_default_levels_use_the_codes_of_gaussian_features(dim, codebook_siz
 def test_fsq_a_level_of_two_splits_at_zero():
     q = methods.build("fsq", dim=1, codebook_size=2, levels=(2,))
     assert q.search(torch.tensor([[-0.01], [0.01]])).tolist() == [0, 1]
+
+
+# --- online clustering ------------------------------------------------------------------------------
+
+def test_online_pulls_unused_codes_onto_their_nearest_feature():
+    q = methods.build("online", dim=2, codebook_size=4, generator=gen())
+    codebook = torch.tensor([[0.0, 0.0], [1.0, 0.0], [20.0, 20.0], [-30.0, 0.0]])
+    with torch.no_grad():
+        q.embedding.copy_(codebook)
+    z = torch.tensor([[0.1, 0.0], [0.9, 0.1], [1.1, 0.0], [3.0, 3.0]])
+    out = q.train()(z)
+    assert out.indices.tolist() == [0, 1, 1, 1]
+    share = torch.tensor([0.25, 0.75, 0.0, 0.0])
+    assert torch.allclose(q.usage, 0.1 * share)
+    a = torch.exp(-10 * 4 * q.usage / 0.1 - 1e-3)
+    nearest = z[[0, 2, 3, 0]]  # nearest batch feature of each code
+    expected = (1 - a[:, None]) * codebook + a[:, None] * nearest
+    assert torch.allclose(q.embedding.detach(), expected)
+    assert torch.allclose(q.embedding[2].detach(), z[3], atol=0.02)  # unused: pulled (a = e^-0.001)
+    assert torch.allclose(q.embedding[1].detach(), codebook[1], atol=1e-12)  # used: a = e^-30
+    out.loss.backward()  # the gradient step still applies to the pre-pull loss terms
+    assert torch.isfinite(q.embedding.grad).all()
+
+
+def test_online_keeps_codes_alive_under_a_mean_shift_where_vanilla_loses_them():
+
+    q = methods.build("online", dim=8, codebook_size=256, beta=0.0, reduction="sum", generator=gen())
+    vanilla = methods.build("vanilla", dim=8, codebook_size=256, beta=0.0, reduction="sum", generator=gen())
+    for model in (q, vanilla):
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
+        for step in range(30):
+            out = model.train()(torch.randn(2048, 8, generator=gen(step)) + 4.0)
+            optimizer.zero_grad()
+            out.loss.backward()
+            optimizer.step()
+    z = torch.randn(20000, 8, generator=gen(99)) + 4.0
+    used = lambda model: (torch.bincount(model.search(z), minlength=256) > 0).float().mean()  # noqa: E731
+    assert used(q) > 0.5 and used(vanilla) < 0.05  # measured: 69% and 1.2%
