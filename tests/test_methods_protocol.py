@@ -258,3 +258,19 @@ def test_online_keeps_codes_alive_under_a_mean_shift_where_vanilla_loses_them():
     z = torch.randn(20000, 8, generator=gen(99)) + 4.0
     used = lambda model: (torch.bincount(model.search(z), minlength=256) > 0).float().mean()  # noqa: E731
     assert used(q) > 0.5 and used(vanilla) < 0.05  # measured: 69% and 1.2%
+
+
+# --- OptVQ options of sinkhorn ----------------------------------------------------------------------
+
+def test_sinkhorn_projection_trains_a_linear_layer_on_the_codebook():
+    q = methods.build("sinkhorn", dim=4, codebook_size=24, projection=True, beta=1.0, codebook_weight=0.25,
+                      generator=gen())
+    assert torch.allclose(q.codebook, q.projection(q.embedding))
+    out = q.train()(torch.randn(64, 4, generator=gen(1)))
+    assert float(out.loss.detach()) == pytest.approx(float((out.losses["commitment"] + 0.25 * out.losses["codebook"]).detach()))
+    out.loss.backward()
+    for parameter in (q.embedding, q.projection.weight, q.projection.bias):
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0
+    assert methods.build("sinkhorn", dim=4, codebook_size=24).projection is None
+    with pytest.raises(ValueError, match="projection"):
+        methods.build("sinkhorn", dim=4, codebook_size=24, projection=1)
