@@ -245,7 +245,6 @@ def test_online_pulls_unused_codes_onto_their_nearest_feature():
 
 
 def test_online_keeps_codes_alive_under_a_mean_shift_where_vanilla_loses_them():
-
     q = methods.build("online", dim=8, codebook_size=256, beta=0.0, reduction="sum", generator=gen())
     vanilla = methods.build("vanilla", dim=8, codebook_size=256, beta=0.0, reduction="sum", generator=gen())
     for model in (q, vanilla):
