@@ -12,7 +12,7 @@ published by another package through the ``vqbench.methods`` entry-point group, 
 first ``available()`` / ``get()``). ``methods.testing.run_conformance(name_or_class)`` runs the
 conformance suite on one quantizer.
 """
-from methods._base import QuantizerOutput, Quantizer, VQOptions
+from methods._base import QuantizerOutput, Quantizer, Tunable, VQOptions
 from methods._usage import CodeUsage, code_usage
 from methods._core import nearest_code, nearest_code_faiss, nearest_code_torch
 from methods._registry import (
@@ -50,6 +50,7 @@ from methods import cosine  # noqa: E402,F401
 from methods import lfq  # noqa: E402,F401
 from methods import bsq  # noqa: E402,F401
 from methods import ibq  # noqa: E402,F401
+from methods import online  # noqa: E402,F401
 
 __all__ = [
     "CodeUsage",
@@ -60,6 +61,7 @@ __all__ = [
     "PluginWarning",
     "Quantizer",
     "QuantizerOutput",
+    "Tunable",
     "VQOptions",
     "available",
     "build",
