@@ -89,7 +89,7 @@ import yaml
 
 import registry
 from benchmark import paths
-from benchmark.experiments.config import OPTION_FIELDS, RUN_FIELDS, ConfigError, RunConfig
+from benchmark.experiments.config import OPTION_FIELDS, RUN_FIELDS, ConfigError, RunConfig, check_against_registries
 from benchmark.pipeline import code, tracking
 
 @dataclass(frozen=True)
@@ -177,6 +177,7 @@ class Catalog:
 
     method_options: Mapping[str, type]
     dataset_options: Mapping[str, type] | None = None
+    live: bool = False  # the real registries: also run benchmark.experiments.config.check_against_registries
 
     @classmethod
     def from_registries(cls) -> "Catalog":
@@ -189,6 +190,7 @@ class Catalog:
             dataset_options={
                 name: _options_type(dataset_registry.get(name)) for name in dataset_registry.available()
             },
+            live=True,
         )
 
 
@@ -339,8 +341,14 @@ def _merge_layers(layers: Sequence[_Layer]) -> tuple[dict[str, Any], dict[str, s
 
 
 def _field_path(origin: Mapping[str, str], key: str) -> str:
-    """Dotted params.yaml path that set ``key`` (e.g. ``sweeps.s.grid.method``); bare if a default."""
-    return origin.get(key, key)
+    """Dotted params.yaml path that set ``key`` (e.g. ``sweeps.s.grid.method``); bare if a default.
+
+    An option mapping (``model_options``) is named by where its last option was set.
+    """
+    if key in origin:
+        return origin[key]
+    inner = [path for dotted, path in origin.items() if dotted.startswith(f"{key}.")]
+    return inner[-1].rsplit(".", 1)[0] if inner else key
 
 
 def parse_sweep(
@@ -398,6 +406,12 @@ def parse_sweep(
         values, origin = _merge_layers(layers)
         config = _build_config(values, origin, point)
         _validate_against_catalog(config, origin, point, catalog)
+        if catalog.live:
+            try:
+                check_against_registries(config)
+            except ConfigError as err:
+                key, _, why = str(err).partition(": ")
+                raise ConfigError(f"{_field_path(origin, key)}: {why} (trial {_describe(point)})") from None
         trial = Trial(trial_id=code.trial_id_of(config), config=config, point=tuple(point.items()))
         if trial.trial_id in seen:
             raise ConfigError(f"{where}.grid: points {seen[trial.trial_id].describe()} and "
