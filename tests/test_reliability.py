@@ -29,6 +29,15 @@ def _cli(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.Compl
                           text=True, timeout=timeout)
 
 
+def _sweep_cli(capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess:
+    """``python -m benchmark sweep ARGS`` in this process (a subprocess spends seconds on imports)."""
+    from benchmark.pipeline import sweep
+
+    status = sweep.main(list(args))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, status, captured.out, captured.err)
+
+
 def _one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
     """Exit status 2, no traceback, one ``error:`` line containing every needle."""
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
@@ -57,11 +66,13 @@ def test_trainer_close_before_any_step_does_not_raise() -> None:
     assert math.isnan(trainer.final_loss)
 
 
-def test_cli_run_reports_the_divergence() -> None:
-    result = _cli("run", "--dataset-option", "mean=1e20", "--codebook-size", "32", "--dim", "4", "--steps", "20",
-                  "--batch-size", "256", "--eval-size", "1024", "--device", "cpu")
-    assert result.returncode == 3 and "ZeroDivisionError" not in result.stderr, result.stderr
-    assert "step 1: training loss is inf" in result.stderr
+def test_cli_run_reports_the_divergence(capsys: pytest.CaptureFixture) -> None:
+    from benchmark.experiments import run
+
+    status = run.main(["--dataset-option", "mean=1e20", "--codebook-size", "32", "--dim", "4", "--steps", "20",
+                       "--batch-size", "256", "--eval-size", "1024", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert status == 3 and "error: run diverged: step 1: training loss is inf" in err, err
 
 
 # ------------------------------------------------------------------------------ RunConfig
@@ -154,3 +165,179 @@ def test_sweep_spec_rejects_at_parse_time(sweep: dict[str, Any], message: str) -
     """Found by parse_sweep against the live registries, before Ray or MLflow start."""
     with pytest.raises(ConfigError, match=message):
         sweep_spec.parse_sweep(copy.deepcopy(_params(sweep)), "s", base_dir="/tmp")
+
+
+# ------------------------------------------------------------------------------ sweep exit status
+def _outcome(**counts: int):
+    import pandas as pd
+
+    from benchmark.pipeline.sweep import SweepOutcome
+
+    values = dict(name="s", finished=0, failed=0, stopped=0, skipped=0, not_run=0, interrupted=0)
+    values.update(counts)
+    return SweepOutcome(table_path=Path("/tmp/results/s/trials.csv"), table=pd.DataFrame(), **values)
+
+
+@pytest.mark.parametrize(
+    ("counts", "status", "problem"),
+    [
+        ({"finished": 6, "failed": 1}, 0, ""),
+        ({"failed": 2, "skipped": 3}, 0, ""),  # earlier calls finished the rest
+        ({"stopped": 2, "finished": 1}, 0, ""),
+        ({"finished": 6, "failed": 1, "not_run": 6}, 3, "incomplete: 6 trials not run, 0 interrupted"),
+        ({"finished": 6, "failed": 1, "interrupted": 1}, 3, "incomplete: 0 trials not run, 1 interrupted"),
+        ({"failed": 4}, 4, "every trial failed"),
+    ],
+)
+def test_sweep_exit_status(counts: dict[str, int], status: int, problem: str) -> None:
+    outcome = _outcome(**counts)
+    assert outcome.exit_status() == status
+    assert problem in outcome.problem() and bool(outcome.problem()) == bool(status)
+
+
+@pytest.mark.parametrize(("counts", "status"), [({"finished": 6, "failed": 1, "not_run": 6}, 3), ({"failed": 3}, 4)])
+def test_sweep_cli_exits_non_zero_when_incomplete_or_all_failed(
+    counts: dict[str, int], status: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """What `dvc repro` sees: a non-zero status, so it neither locks nor reports a partial sweep."""
+    from benchmark.pipeline import sweep
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(_params({"grid": {"seed": [0]}})))
+    monkeypatch.setattr(sweep, "run_sweep", lambda spec, **kwargs: _outcome(**counts))
+    assert sweep.main(["--params", str(params), "--sweep", "s"]) == status
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: sweep s")
+
+
+def test_sweep_cli_second_ctrl_c_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture) -> None:
+    from benchmark.pipeline import sweep
+
+    def interrupted(spec: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(_params({"grid": {"seed": [0]}})))
+    monkeypatch.setattr(sweep, "run_sweep", interrupted)
+    assert sweep.main(["--params", str(params), "--sweep", "s"]) == 130
+    assert "sweep s interrupted" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ one writer per store
+HOLD_LOCK = """
+import sys, time
+from benchmark.pipeline import tracking
+with tracking.store_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+CREATE_STORE = """
+import sys
+from benchmark.pipeline import tracking
+with tracking.store_lock(sys.argv[1]):
+    client = tracking.make_client(sys.argv[1])
+    tracking.get_or_create_experiment(client, "s")
+print("ok")
+"""
+
+
+def _python(code: str, *args: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_a_second_sweep_on_a_locked_store_is_refused_naming_the_holder(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    import socket
+
+    store = tmp_path / "mlflow.db"
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(_params({"grid": {"seed": [0]}})))
+    holder = _python(HOLD_LOCK, f"sqlite:///{store}", "60")
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = _sweep_cli(capsys, "--params", str(params), "--sweep", "s", "--lock-timeout", "0")
+        _one_line_error(result, str(store), f"pid {holder.pid} on {socket.gethostname()} since ")
+        result = _sweep_cli(capsys, "--params", str(params), "--sweep", "s", "--lock-timeout", "0.5")
+        assert result.returncode == 2 and "waiting for the lock" in result.stderr
+        assert "still locked after 0.5 s by pid" in result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_two_processes_creating_a_fresh_store_take_turns(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    procs = [_python(CREATE_STORE, uri) for _ in range(2)]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert sum("waiting for the lock" in err for _, err in outputs) <= 1
+    from benchmark.pipeline import tracking
+
+    client = tracking.make_client(uri)
+    assert client.get_experiment_by_name("s") is not None
+
+
+def test_the_lock_is_free_again_after_its_holder_is_killed(tmp_path: Path) -> None:
+    from benchmark.pipeline import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    holder = _python(HOLD_LOCK, uri, "60")
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()
+    holder.wait()
+    with tracking.store_lock(uri, timeout=0):
+        pass
+
+
+# ------------------------------------------------------------------------------ one-line errors
+def test_export_only_of_a_sweep_never_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(_params({"grid": {"seed": [0]}})))
+    result = _sweep_cli(capsys, "--params", str(params), "--sweep", "s", "--export-only")
+    _one_line_error(result, "sweep 's': no MLflow store at", str(tmp_path / "mlflow.db"), "run it first")
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_truncated_store_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import sqlite3
+
+    from benchmark.pipeline import tracking
+
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:  # any SQLite store of a few pages
+        db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, name TEXT)")
+        db.executemany("INSERT INTO runs (name) VALUES (?)", [("x" * 200,)] * 200)
+    db.close()
+    data = (tmp_path / "mlflow.db").read_bytes()
+    (tmp_path / "mlflow.db").write_bytes(data[: len(data) // 3])
+    with pytest.raises(tracking.StoreError, match=r"mlflow.db: the MLflow store is not a usable SQLite database"):
+        tracking.make_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(_params({"grid": {"seed": [0]}})))
+    result = _sweep_cli(capsys, "--params", str(params), "--sweep", "s", "--export-only")
+    _one_line_error(result, str(tmp_path / "mlflow.db"), "not a usable SQLite database")
+
+
+def test_a_store_that_is_not_sqlite_is_named(tmp_path: Path) -> None:
+    from benchmark.pipeline import tracking
+
+    (tmp_path / "mlflow.db").write_text("not a database\n" * 200)
+    with pytest.raises(tracking.StoreError, match=r"mlflow.db: .*not a database"):
+        tracking.make_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_an_unwritable_results_folder_is_found_before_training(tmp_path: Path) -> None:
+    """A results folder that cannot be created or written fails before Ray or any trial starts."""
+    from benchmark.pipeline import sweep, tracking
+
+    (tmp_path / "results").write_text("a file where the folder should be")
+    params = _params({"grid": {"seed": [0]}})
+    params["tracking"] = {"results_dir": "results/inner"}
+    spec = sweep_spec.parse_sweep(params, "s", base_dir=tmp_path)
+    with pytest.raises(tracking.StoreError, match=r"results/inner/s: results folder is not writable"):
+        sweep.run_sweep(spec, runner=lambda *a, **k: pytest.fail("trained before checking the folder"))
+    assert not (tmp_path / "mlflow.db").exists()

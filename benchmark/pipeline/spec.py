@@ -7,7 +7,10 @@ Usage::
 
 or from Python: ``run_sweep(load_sweep("params.yaml", "NAME"))``. The CLI prints one line
 (``sweep NAME: N finished, M failed (K already done, not rerun) -> results/NAME/trials.csv``) and
-exits 0 when the sweep ran, failed trials included (they are rows of the table), 2 on a bad spec.
+exits 0 when every trial ran, failed trials included (they are rows of the table); 3 when the sweep
+was interrupted or left trials not run (the table is still written, but a DVC stage fails and
+records nothing); 4 when every trial failed; 130 on a second Ctrl-C; 2 on a bad spec, a damaged or
+locked store, or a results folder that is not writable (one ``error:`` line naming the key or file).
 
 params.yaml schema (authoritative; ``docs/contracts.md`` points here)
 --------------------------------------------------------------------
@@ -67,7 +70,11 @@ Trials, tracking, faults, resume
 - A runner that raises (``benchmark.train.DivergedError`` on a NaN loss, or anything else)
   makes the trial ``failed`` with ``error = "<ExceptionType>: <message>"``; the sweep goes on.
 - Interrupted sweep (Ctrl-C): trials already started are closed as ``failed``
-  (``Interrupted: ...``), trials never started have no run; the table is still exported.
+  (``Interrupted: ...``), trials never started have no run; the table is still exported and the
+  command exits 3, so ``dvc repro`` stops and does not take the partial table as the stage's output.
+- One writer per store: a sweep holds ``<store>.lock`` (beside the SQLite file) from reading the
+  pending trials to exporting the table; a second sweep on the same store waits (``--lock-timeout``
+  to give up), saying which process holds it (pid, host, since), then runs what is still pending.
 - Resume: rerunning a sweep skips every trial whose run is ``finished`` (or ``stopped`` by
   ASHA). Failed trials, and ``running`` ones left by a driver that was killed outright, are
   RETRIED: their old run is soft-deleted in MLflow when the retry starts, so a trial never has
