@@ -341,3 +341,30 @@ def test_an_unwritable_results_folder_is_found_before_training(tmp_path: Path) -
     with pytest.raises(tracking.StoreError, match=r"results/inner/s: results folder is not writable"):
         sweep.run_sweep(spec, runner=lambda *a, **k: pytest.fail("trained before checking the folder"))
     assert not (tmp_path / "mlflow.db").exists()
+
+
+# ------------------------------------------------------------------------------ data readiness
+def test_prepare_check_data_prints_the_report_and_fails_when_not_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import datasets
+    from benchmark.pipeline import prepare
+    from datasets import cifar10, svhn
+    from tests.test_datasets import make_cifar, make_svhn, md5
+
+    assert prepare.main(["--check-data", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert out.strip() == str(datasets.check_data(tmp_path)).strip() and "cifar10: NOT READY" in out
+    cifar_files, svhn_files = make_cifar(tmp_path), make_svhn(tmp_path)
+    monkeypatch.setattr(cifar10, "MD5", {name: md5(data) for name, data in cifar_files.items()})
+    monkeypatch.setattr(svhn, "MD5", {name: md5(data) for name, data in svhn_files.items()})
+    assert prepare.main(["--check-data", str(tmp_path)]) == 0
+    assert "all datasets ready" in capsys.readouterr().out
+
+
+def test_prepare_without_sweep_or_check_data_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
+    from benchmark.pipeline import prepare
+
+    with pytest.raises(SystemExit) as exit_info:
+        prepare.main([])
+    assert exit_info.value.code == 2 and "--sweep is required" in capsys.readouterr().err
