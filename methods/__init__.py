@@ -12,10 +12,11 @@ published by another package through the ``vqbench.methods`` entry-point group, 
 first ``available()`` / ``get()``). ``methods.testing.run_conformance(name_or_class)`` runs the
 conformance suite on one quantizer.
 """
-from methods._base import QuantizerOutput, Quantizer, VQOptions
+from methods._base import QuantizerOutput, Quantizer, Tunable, VQOptions
 from methods._usage import CodeUsage, code_usage
 from methods._core import nearest_code, nearest_code_faiss, nearest_code_torch
 from methods._registry import (
+    display_order,
     ENTRY_POINT_GROUP,
     METHODS,
     MethodSpec,
@@ -31,19 +32,22 @@ from methods._registry import (
     unregister,
 )
 
-# Built-in methods register themselves on import; one module per method.
+# Built-in methods register themselves on import; one module per method. The import order is the
+# display order of reports: baselines, dead-code strategies, reparametrisations, distribution matching,
+# then multi-codebook and lookup-free quantizers.
 from methods import vanilla  # noqa: E402,F401
 from methods import ema  # noqa: E402,F401
-from methods import simvq  # noqa: E402,F401
-from methods import wasserstein  # noqa: E402,F401
-from methods import sliced_wasserstein  # noqa: E402,F401
-from methods import exact_ot  # noqa: E402,F401
-from methods import fsq  # noqa: E402,F401
-from methods import rotation_trick  # noqa: E402,F401
-from methods import mmd  # noqa: E402,F401
-from methods import wasserstein_density  # noqa: E402,F401
+from methods import online  # noqa: E402,F401
 from methods import kmeans_ema  # noqa: E402,F401
+from methods import simvq  # noqa: E402,F401
+from methods import rotation_trick  # noqa: E402,F401
+from methods import fsq  # noqa: E402,F401
 from methods import sinkhorn  # noqa: E402,F401
+from methods import wasserstein  # noqa: E402,F401
+from methods import wasserstein_density  # noqa: E402,F401
+from methods import sliced_wasserstein  # noqa: E402,F401
+from methods import mmd  # noqa: E402,F401
+from methods import exact_ot  # noqa: E402,F401
 from methods import residual  # noqa: E402,F401
 from methods import grouped  # noqa: E402,F401
 from methods import cosine  # noqa: E402,F401
@@ -60,6 +64,7 @@ __all__ = [
     "PluginWarning",
     "Quantizer",
     "QuantizerOutput",
+    "Tunable",
     "VQOptions",
     "available",
     "build",

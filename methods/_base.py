@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -47,11 +49,61 @@ def _check_int(options: Any, *names: str) -> None:
             raise ValueError(f"{name}: must be an integer, got {value!r}")
 
 
+def _check_optional_seed(options: Any, name: str = "seed") -> None:
+    value = getattr(options, name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{name}: must be an integer or None (None = derived from the generator), got {value!r}")
+
+
 def _check_positive_int(options: Any, *names: str) -> None:
     for name in names:
         value = getattr(options, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+
+
+REDUCTIONS = ("mean", "sum")
+INITS = ("normal", "uniform")
+
+
+def _check_choice(options: Any, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(options, name)
+    if value not in choices:
+        raise ValueError(f"{name}: must be one of {list(choices)}, got {value!r}")
+
+
+def check_loss_and_init(options: Any) -> None:
+    """Validate the shared ``reduction``, ``init`` and ``init_scale`` fields of an options dataclass."""
+    _check_non_negative(options, "init_scale")
+    for name, choices in (("reduction", REDUCTIONS), ("init", INITS)):
+        if hasattr(options, name):
+            _check_choice(options, name, choices)
+
+
+@dataclass(frozen=True)
+class Tunable:
+    """The search range of one option for a tuning stage: a float range ``[low, high]``
+    (log-uniform when ``log``) or a finite set of ``choices``. Read from ``Quantizer.tunables``
+    (carried on ``MethodSpec.tunables``)."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.choices, list):
+            object.__setattr__(self, "choices", tuple(self.choices))
+        if self.choices:
+            if self.low is not None or self.high is not None or self.log:
+                raise ValueError("choices: a Tunable is either a range (low, high, log) or choices, not both")
+            return
+        if self.low is None or self.high is None:
+            raise ValueError(f"low: a range Tunable needs low and high, got low={self.low!r}, high={self.high!r}")
+        if not (math.isfinite(self.low) and math.isfinite(self.high)) or not self.low < self.high:
+            raise ValueError(f"low: must be finite and < high, got low={self.low!r}, high={self.high!r}")
+        if self.log and not self.low > 0:
+            raise ValueError(f"low: a log-uniform range needs low > 0, got {self.low!r}")
 
 
 @dataclass(frozen=True)
@@ -60,15 +112,22 @@ class VQOptions:
 
     beta: weight of the commitment term ||z - sg(e)||^2 (pulls features/encoder to their code).
     codebook_weight: weight of the codebook term ||sg(z) - e||^2 (pulls the chosen code to z).
-    init_scale: codes are initialised i.i.d. N(0, init_scale^2).
+    init_scale: codes are initialised i.i.d. N(0, init_scale^2) (``init="normal"``) or
+      U[-init_scale, init_scale] (``init="uniform"``).
+    reduction: "mean" averages both squared errors over every element (F.mse_loss, the papers'
+      VQ-VAE code); "sum" sums over the d dimensions and averages over features
+      (``(e - sg(z)).square().sum(1).mean()``, the Wasserstein-VQ authors' synthetic script), d x "mean".
     """
 
     beta: float = 0.25
     codebook_weight: float = 1.0
     init_scale: float = 1.0
+    init: str = "normal"
+    reduction: str = "mean"
 
     def __post_init__(self) -> None:
-        _check_non_negative(self, "beta", "codebook_weight", "init_scale")
+        _check_non_negative(self, "beta", "codebook_weight")
+        check_loss_and_init(self)
 
 
 class Quantizer(nn.Module):
@@ -96,7 +155,8 @@ class Quantizer(nn.Module):
         codebook is (num_levels, K, d_level). ``level_codebook_sizes`` gives K per level.
       ``error_space``: "euclidean" (E = ||z - quantized||^2 is comparable across methods) or
         "sphere" (features and codes are l2-normalised before the search: E is measured on the
-        unit sphere of ``search_space`` and is never ranked against euclidean E).
+        unit sphere of ``search_space`` and is never ranked against euclidean E) or "bounded"
+        (features are squashed into a box before the search, FSQ: E is measured there).
       ``codebook_size_rule``: "any", or "binary" (K must equal 2^dim: one bit per dimension).
       ``gradient_gain``: "one", or "levels" where a straight-through residual quantizer passes the
         identity once per level (dq/dz = num_levels x the Jacobian of ``search_space``; the
@@ -108,6 +168,8 @@ class Quantizer(nn.Module):
 
     Options: ClassVar[type] = VQOptions
     paper: ClassVar[str] = ""
+    # option name -> search range for a tuning stage; every key must be a field of ``Options``
+    tunables: ClassVar[Mapping[str, Tunable]] = MappingProxyType({})
     trainable_by_gradient: ClassVar[bool] = True
     distribution_matching: ClassVar[bool] = False
     straight_through: ClassVar[bool] = True
@@ -127,6 +189,8 @@ class Quantizer(nn.Module):
                 raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
         if not isinstance(options, self.Options):
             raise TypeError(f"options: expected {self.Options.__name__}, got {type(options).__name__}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
         self.dim = dim
         self.codebook_size = codebook_size
         self.options = options
@@ -192,9 +256,23 @@ class Quantizer(nn.Module):
             raise ValueError(
                 f"z: last dimension must equal dim = {self.dim}, got shape {tuple(z.shape)}"
             )
+        if z.numel() == 0:
+            raise ValueError(f"z: empty batch (no feature vectors), got shape {tuple(z.shape)}")
         if not torch.isfinite(z).all():
             raise ValueError("z: features contain NaN or inf")
         return z.reshape(-1, self.dim)
+
+    def min_batch_size(self) -> int:
+        """Fewest feature vectors per forward the method's statistics are defined for (1 by default)."""
+        return 1
+
+    def internal_seed(self, generator: torch.Generator | None, seed: int | None) -> Tensor:
+        """The seed of the method's internal randomness (projections, sampling, k-means starts):
+        ``seed`` when given, else drawn from ``generator`` (the run seed; the global RNG when None).
+        Returned as a 0-d long tensor, to be registered as a buffer so a state_dict carries it."""
+        if seed is not None:
+            return torch.tensor(int(seed), dtype=torch.long)
+        return torch.randint(0, 2**31 - 1, (), generator=generator, dtype=torch.long)
 
     def search_space(self, features: Tensor) -> Tensor:
         """Features (..., d) in the coordinates of ``codebook``, where the nearest code is sought.
@@ -228,26 +306,67 @@ class Quantizer(nn.Module):
         losses = self.loss_terms(features, codes, codebook)
         return QuantizerOutput(straight_through(features, codes), indices, self.weighted_sum(losses), losses)
 
+    def working_dtype(self) -> torch.dtype:
+        """The dtype quantization runs in: that of the quantizer's state (float32 unless converted)."""
+        for tensor in (*self.parameters(), *self.buffers()):
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return torch.get_default_dtype()
+
     def forward(self, z: Tensor) -> QuantizerOutput:
+        """Quantize z (..., d). ``quantized`` has z's shape and dtype (the one dtype rule: a half-
+        precision input gets a half-precision output, whatever precision the codebook holds)."""
         flat = self._flatten(z)
+        needed = self.min_batch_size()
+        if flat.shape[0] < needed:
+            raise ValueError(
+                f"z: batch of {flat.shape[0]} feature vector(s) is too small: this quantizer's options "
+                f"need at least {needed} per forward"
+            )
+        flat = flat.to(self.working_dtype())  # e.g. half-precision features quantized in float32
         out = self.quantize_flat(flat)
         return QuantizerOutput(
-            out.quantized.reshape(z.shape), out.indices.reshape(self.indices_shape(z.shape[:-1])), out.loss, out.losses
+            out.quantized.reshape(z.shape).to(z.dtype), out.indices.reshape(self.indices_shape(z.shape[:-1])), out.loss,
+            out.losses,
         )
 
 
-def commitment_and_codebook(features: Tensor, codes: Tensor) -> dict[str, Tensor]:
+def squared_error(a: Tensor, b: Tensor, reduction: str = "mean") -> Tensor:
+    """||a - b||^2 reduced over (N, d): "mean" over every element, "sum" over d then mean over N."""
+    error = (a - b).pow(2)
+    if reduction == "mean":
+        return error.mean()
+    if reduction == "sum":
+        return error.sum(dim=-1).mean()
+    raise ValueError(f"reduction: must be one of {list(REDUCTIONS)}, got {reduction!r}")
+
+
+def commitment_and_codebook(features: Tensor, codes: Tensor, reduction: str = "mean") -> dict[str, Tensor]:
     """The VQ-VAE pair: commitment ||z - sg(e)||^2 and codebook ||sg(z) - e||^2.
 
-    Averaged over every element (``F.mse_loss``), as in the papers' code, so their loss weights
-    carry over unchanged; the quantization-error metric sums over dims instead (E = d x this).
+    ``reduction="mean"`` averages over every element (``F.mse_loss``), as in the papers' VQ-VAE
+    code, so their loss weights carry over unchanged (the quantization-error metric sums over dims:
+    E = d x this); ``"sum"`` sums over dims and averages over features, as the Wasserstein-VQ
+    authors' synthetic script does.
     """
     return {
-        "commitment": (features - codes.detach()).pow(2).mean(),
-        "codebook": (features.detach() - codes).pow(2).mean(),
+        "commitment": squared_error(features, codes.detach(), reduction),
+        "codebook": squared_error(features.detach(), codes, reduction),
     }
 
 
 def normal_codebook(codebook_size: int, dim: int, scale: float, generator: torch.Generator | None) -> Tensor:
     """(K, d) i.i.d. N(0, scale^2), drawn from ``generator`` (or the global RNG when None)."""
     return torch.randn(codebook_size, dim, generator=generator) * scale
+
+
+def initial_codebook(
+    codebook_size: int, dim: int, init: str, scale: float, generator: torch.Generator | None
+) -> Tensor:
+    """(K, d) initial codes: i.i.d. N(0, scale^2) for ``init="normal"``, U[-scale, scale] for
+    ``"uniform"`` (the authors' uniform synthetic setting uses U[-1, 1]^d), from ``generator``."""
+    if init == "normal":
+        return normal_codebook(codebook_size, dim, scale, generator)
+    if init == "uniform":
+        return (torch.rand(codebook_size, dim, generator=generator) * 2 - 1) * scale
+    raise ValueError(f"init: must be one of {list(INITS)}, got {init!r}")

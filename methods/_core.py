@@ -181,15 +181,53 @@ def nearest_code_faiss(features: Tensor, codebook: Tensor) -> Tensor:
     return indices
 
 
+# Float32 distances ||z||^2 + ||c||^2 - 2 z.c carry a rounding error of about eps32 x |z|^2 while the
+# gap between two codes' distances is about |z| x (their spacing): once the largest magnitude is
+# far above the codebook's spread the argmin is lost (measured, K = 1,024 N(0, I_8) codes: 99.0%
+# agreement with float64 at |z| ~ 1e5, 15% at 1e8, index -1 above 1e19 where squares overflow).
+# Up to 2^10 x the spread no disagreement was measured (|z| ~ 1e3: 100%); beyond it, or beyond
+# an absolute 2^60 (float32 squares overflow near 1.8e19), the search runs in float64.
+FLOAT32_RELATIVE_RANGE = 2.0**10
+FLOAT32_ABSOLUTE_RANGE = 2.0**60
+
+
+def float32_search_is_exact(features: Tensor, codebook: Tensor) -> bool:
+    """Whether a float32 search keeps the argmin: max |value| of features and codes within
+    ``FLOAT32_RELATIVE_RANGE`` x the codebook's spread (largest per-dimension range) and below
+    ``FLOAT32_ABSOLUTE_RANGE``. O(N d + K d), one pass each: 0.09 ms against 31 ms for the faiss
+    search at N = 65,536, K = 1,024, d = 8 (0.3%), 0.03 ms against 0.33 ms at N = 1,024 (one
+    thread, min of 9 runs)."""
+    low, high = torch.aminmax(features.detach())  # one pass, no |z| copy (10x faster than abs().amax())
+    code_low, code_high = torch.aminmax(codebook.detach(), dim=0)
+    magnitude = max(-float(low), float(high), -float(code_low.amin()), float(code_high.amax()))
+    if magnitude > FLOAT32_ABSOLUTE_RANGE:
+        return False
+    spread = float((code_high - code_low).amax())
+    return codebook.shape[0] < 2 or spread == 0.0 or magnitude <= FLOAT32_RELATIVE_RANGE * spread
+
+
 def nearest_code(features: Tensor, codebook: Tensor) -> Tensor:
     """Index of the nearest code (squared L2) for every row of ``features``.
 
     features: (N, d); codebook: (K, d) -> (N,) long on ``features.device``. Exact search.
-    CPU float32 goes to faiss; everything else (CUDA, float64) to the chunked torch path.
+    Half precisions are searched in float32 (exact for their values). CPU float32 goes to faiss;
+    everything else (CUDA, float64) to the chunked torch path; float32 magnitudes outside the
+    range where float32 distances keep the argmin (``float32_search_is_exact``) go to the
+    torch path in float64. Never returns -1.
     """
     _check_search_inputs(features, codebook)
     if features.shape[0] == 0:
         return torch.empty(0, dtype=torch.long, device=features.device)
+    if features.dtype in (torch.float16, torch.bfloat16):
+        features = features.float()
+    if codebook.dtype in (torch.float16, torch.bfloat16):
+        codebook = codebook.float()
+    if features.dtype == torch.float32 and codebook.dtype == torch.float32:
+        if not float32_search_is_exact(features, codebook):
+            return nearest_code_torch(features.double(), codebook.double())
+    elif features.dtype != codebook.dtype:
+        dtype = torch.promote_types(features.dtype, codebook.dtype)
+        features, codebook = features.to(dtype), codebook.to(dtype)
     if (
         faiss is not None
         and features.device.type == "cpu"

@@ -13,21 +13,33 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from methods._base import Quantizer, _check_non_negative, _check_positive_int, commitment_and_codebook, normal_codebook
+from methods._base import (
+    Quantizer,
+    Tunable,
+    _check_non_negative,
+    check_loss_and_init,
+    commitment_and_codebook,
+    initial_codebook,
+)
 
 
 @dataclass(frozen=True)
 class MatchingOptions:
     """beta: commitment weight (0.1 in arXiv:2506.15078); codebook_weight: ||sg(z) - e||^2 weight;
-    gamma: weight of the distribution term; init_scale: codes start N(0, init_scale^2)."""
+    gamma: weight of the distribution term; init / init_scale: codes start N(0, init_scale^2)
+    ("normal") or U[-init_scale, init_scale] ("uniform"); reduction: "mean" or "sum" over dims of
+    the two VQ terms (see ``methods._base.VQOptions``)."""
 
     beta: float = 0.1
     codebook_weight: float = 1.0
     gamma: float = 0.5
     init_scale: float = 1.0
+    init: str = "normal"
+    reduction: str = "mean"
 
     def __post_init__(self) -> None:
-        _check_non_negative(self, "beta", "codebook_weight", "gamma", "init_scale")
+        _check_non_negative(self, "beta", "codebook_weight", "gamma")
+        check_loss_and_init(self)
 
 
 class DistributionMatchingQuantizer(Quantizer):
@@ -35,18 +47,26 @@ class DistributionMatchingQuantizer(Quantizer):
 
     Subclasses set ``distribution_term`` (the key in ``out.losses``) and implement
     ``distribution_loss(features, codebook)``; features arrive detached. ``step`` counts training
-    forwards (a buffer, so sampling seeded by it repeats after a state_dict round trip).
+    forwards (a buffer, so sampling seeded by it repeats after a state_dict round trip). A method
+    whose options have a ``seed`` field draws its internal randomness from ``rng_seed`` (a buffer):
+    ``seed`` when set, else drawn from the ``generator`` passed to ``build`` (the run seed), after
+    the codebook, so different run seeds vary the projections and samples too.
     """
 
     Options = MatchingOptions
     paper = "arXiv:2506.15078"
     distribution_matching = True
     distribution_term = "distribution"
+    tunables = {"gamma": Tunable(1e-3, 10.0, log=True), "beta": Tunable(0.05, 2.0, log=True)}
 
     def __init__(self, dim: int, codebook_size: int, options, generator: torch.Generator | None = None):
         super().__init__(dim, codebook_size, options, generator)
-        self.embedding = nn.Parameter(normal_codebook(codebook_size, dim, options.init_scale, generator))
+        self.embedding = nn.Parameter(
+            initial_codebook(codebook_size, dim, options.init, options.init_scale, generator)
+        )
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        if hasattr(options, "seed"):
+            self.register_buffer("rng_seed", self.internal_seed(generator, options.seed))
 
     @property
     def codebook(self) -> Tensor:
@@ -55,12 +75,12 @@ class DistributionMatchingQuantizer(Quantizer):
     def distribution_loss(self, features: Tensor, codebook: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def step_generator(self, seed: int) -> torch.Generator:
-        """A CPU generator seeded by (seed, step): fresh randomness each step, reproducible."""
-        return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(self.step))
+    def step_generator(self) -> torch.Generator:
+        """A CPU generator seeded by (rng_seed, step): fresh randomness each step, reproducible."""
+        return torch.Generator().manual_seed(int(self.rng_seed) * 1_000_003 + int(self.step))
 
     def loss_terms(self, features: Tensor, codes: Tensor, codebook: Tensor) -> dict[str, Tensor]:
-        losses = commitment_and_codebook(features, codes)
+        losses = commitment_and_codebook(features, codes, self.options.reduction)
         losses[self.distribution_term] = self.distribution_loss(features.detach(), codebook)
         if self.training:
             self.step += 1

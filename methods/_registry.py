@@ -9,18 +9,21 @@ module that registers its classes on import. A plugin that fails to load is skip
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Callable
 
 import torch
 
-from methods._base import Quantizer
+from methods._base import Quantizer, Tunable
 from registry import PluginError, PluginWarning, Registry, Spec
 
 ENTRY_POINT_GROUP = "vqbench.methods"
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "METHODS", "MethodSpec", "PluginError", "PluginWarning", "available", "build",
+    "ENTRY_POINT_GROUP", "METHODS", "MethodSpec", "display_order", "PluginError", "PluginWarning", "available", "build",
     "get", "make_options", "plugin_errors", "register", "reload_entry_points", "unregister",
 ]
 
@@ -44,27 +47,25 @@ class MethodSpec(Spec):
     gradient_gain: str = "one"
     degenerate_sizes: bool = True
     has_loss_terms: bool = True
+    tunables: Mapping[str, Tunable] = field(default_factory=lambda: MappingProxyType({}))
+
+
+# Class attributes of a Quantizer that its spec carries (read by the tests, sweeps and report).
+CLASS_FLAGS = ("paper", "trainable_by_gradient", "distribution_matching", "straight_through", "learnable_codebook",
+               "relaxed_gradient", "code_structure", "error_space", "codebook_size_rule", "gradient_gain",
+               "degenerate_sizes", "has_loss_terms")
 
 
 def _method_spec(name: str, cls: type[Quantizer], **provenance: Any) -> MethodSpec:
-    return MethodSpec(
-        name=name,
-        cls=cls,
-        options=cls.Options,
-        paper=cls.paper,
-        trainable_by_gradient=cls.trainable_by_gradient,
-        distribution_matching=cls.distribution_matching,
-        straight_through=cls.straight_through,
-        learnable_codebook=cls.learnable_codebook,
-        relaxed_gradient=cls.relaxed_gradient,
-        code_structure=cls.code_structure,
-        error_space=cls.error_space,
-        codebook_size_rule=cls.codebook_size_rule,
-        gradient_gain=cls.gradient_gain,
-        degenerate_sizes=cls.degenerate_sizes,
-        has_loss_terms=cls.has_loss_terms,
-        **provenance,
-    )
+    option_names = {f.name for f in dataclasses.fields(cls.Options)}
+    for option, tunable in cls.tunables.items():
+        if option not in option_names:
+            raise ValueError(f"tunables: {cls.__name__}.tunables names {option!r}, not an option of "
+                             f"{cls.Options.__name__} ({sorted(option_names)})")
+        if not isinstance(tunable, Tunable):
+            raise TypeError(f"tunables: {cls.__name__}.tunables[{option!r}] must be a Tunable, got {tunable!r}")
+    return MethodSpec(name=name, cls=cls, options=cls.Options, tunables=MappingProxyType(dict(cls.tunables)),
+                      **{flag: getattr(cls, flag) for flag in CLASS_FLAGS}, **provenance)
 
 
 METHODS: Registry[MethodSpec] = Registry("method", _method_spec, base=Quantizer, group=ENTRY_POINT_GROUP)
@@ -91,6 +92,11 @@ def reload_entry_points() -> None:
 def plugin_errors() -> list[PluginError]:
     """The ``vqbench.methods`` plugins skipped by the last scan, each saying why."""
     return METHODS.plugin_errors()
+
+
+def display_order() -> list[str]:
+    """Method names in registration order (the order reports list them in)."""
+    return METHODS.registration_order()
 
 
 def available() -> list[str]:

@@ -11,8 +11,18 @@ In training mode every forward updates, for each code k with n_k assigned featur
     e_k  = m_k / Ntilde_k,   Ntilde_k = (N_k + eps) / (sum_j N_j + K eps) * sum_j N_j   (Laplace smoothing)
 
 The codebook is not trained by gradient; the loss is beta * ||z - sg(e)||^2 only.
-Deviation: N starts at 1 and m at the initial codes (not 0), so a code that is never assigned
-keeps its initial position instead of being divided towards infinity by a vanishing N_k.
+
+Deviations (defaults): N starts at ``initial_cluster_size`` = 1 and m at the initial codes (not 0),
+so a code is never divided by a vanishing N_k at the start; and a code with no feature in a step
+keeps its vector (``keep_unused``). Without that, m_k and N_k of an unused code decay together
+while the smoothed N~_k keeps a floor near eps, so once N_k falls below eps (after ~1,150 steps at
+decay 0.99, eps 1e-5) e_k = m_k / N~_k shrinks to the origin; a kept code resumes the EMA the
+first time it is chosen again.
+
+The Wasserstein-VQ authors' EMA baseline (their synthetic script): ``decay=0.9, eps=1e-5,
+initial_cluster_size=0, keep_unused=False`` (sums start at the initial codes; the smoothing
+formula above, their ``num_tokens`` argument being K). There an unused code is divided by
+N~_k ~ eps from the first step and flies away from the features.
 """
 from __future__ import annotations
 
@@ -21,22 +31,31 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods._base import QuantizerOutput, Quantizer, _check_non_negative, normal_codebook
+from methods._base import QuantizerOutput, Quantizer, Tunable, _check_non_negative, check_loss_and_init, initial_codebook
 from methods._core import nearest_code, straight_through
 from methods._registry import register
 
 
 @dataclass(frozen=True)
 class EMAOptions:
-    """beta: commitment weight; decay in (0, 1); eps > 0: Laplace smoothing; init_scale: N(0, s^2) init."""
+    """beta: commitment weight; decay in (0, 1); eps > 0: Laplace smoothing; init / init_scale:
+    N(0, s^2) ("normal") or U[-s, s] ("uniform") initial codes; initial_cluster_size: N_k at the
+    start (1; the authors' baseline 0); keep_unused: a code with no feature in a step keeps its
+    vector (False: every code is rewritten to m_k / N~_k, as in Sonnet and the authors' code)."""
 
     beta: float = 0.25
     decay: float = 0.99
     eps: float = 1e-5
     init_scale: float = 1.0
+    init: str = "normal"
+    initial_cluster_size: float = 1.0
+    keep_unused: bool = True
 
     def __post_init__(self) -> None:
-        _check_non_negative(self, "beta", "eps", "init_scale")
+        _check_non_negative(self, "beta", "eps", "initial_cluster_size")
+        check_loss_and_init(self)
+        if not isinstance(self.keep_unused, bool):
+            raise ValueError(f"keep_unused: must be true or false, got {self.keep_unused!r}")
         if isinstance(self.decay, bool) or not isinstance(self.decay, (int, float)) or not 0 < self.decay < 1:
             raise ValueError(f"decay: must be in (0, 1), got {self.decay!r}")
         if not self.eps > 0:
@@ -50,13 +69,14 @@ class EMAVQ(Quantizer):
     Options = EMAOptions
     paper = "arXiv:1906.00446"
     trainable_by_gradient = False
+    tunables = {"decay": Tunable(0.8, 0.999)}
 
     def __init__(self, dim: int, codebook_size: int, options: EMAOptions, generator: torch.Generator | None = None):
         super().__init__(dim, codebook_size, options, generator)
-        initial = normal_codebook(codebook_size, dim, options.init_scale, generator)
+        initial = initial_codebook(codebook_size, dim, options.init, options.init_scale, generator)
         self.register_buffer("embedding", initial.clone())
         self.register_buffer("embed_sum", initial.clone())
-        self.register_buffer("cluster_size", torch.ones(codebook_size))
+        self.register_buffer("cluster_size", torch.full((codebook_size,), float(options.initial_cluster_size)))
 
     @property
     def codebook(self) -> Tensor:
@@ -75,7 +95,12 @@ class EMAVQ(Quantizer):
         self.embed_sum.mul_(decay).add_(sums, alpha=1 - decay)
         total = self.cluster_size.sum()
         smoothed = (self.cluster_size + eps) / (total + k * eps) * total
-        self.embedding.copy_(self.embed_sum / smoothed[:, None])
+        updated = self.embed_sum / smoothed[:, None]
+        if self.options.keep_unused:
+            used = counts > 0
+            self.embedding[used] = updated[used]
+        else:
+            self.embedding.copy_(updated)
 
     def quantize_flat(self, features: Tensor) -> QuantizerOutput:
         indices = nearest_code(features.detach(), self.embedding)

@@ -20,22 +20,23 @@ import ot
 import torch
 from torch import Tensor
 
-from methods._base import _check_int, _check_positive_int
+from methods._base import _check_optional_seed, _check_positive_int
 from methods._matching import DistributionMatchingQuantizer, MatchingOptions
 from methods._registry import register
 
 
 @dataclass(frozen=True)
 class ExactOTOptions(MatchingOptions):
-    """max_samples: features (and codes) per OT problem; seed: seeds the sampling (with the step)."""
+    """max_samples: features (and codes) per OT problem; seed: seed of the sampling (with the
+    step); None (default): drawn from the generator passed to build, i.e. the run seed."""
 
     max_samples: int = 1024
-    seed: int = 0
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_positive_int(self, "max_samples")
-        _check_int(self, "seed")
+        _check_optional_seed(self)
 
 
 def exact_ot_squared(features: Tensor, codes: Tensor) -> Tensor:
@@ -54,7 +55,7 @@ class ExactOTVQ(DistributionMatchingQuantizer):
     distribution_term = "exact_ot"
 
     def distribution_loss(self, features: Tensor, codebook: Tensor) -> Tensor:
-        generator = self.step_generator(self.options.seed)
+        generator = self.step_generator()
         n = min(features.shape[0], self.options.max_samples)
         if n < features.shape[0]:
             features = features[torch.randperm(features.shape[0], generator=generator)[:n].to(features.device)]

@@ -6,7 +6,7 @@ ICLR 2024, arXiv:2309.15505. Official code: https://github.com/google-research/g
 
 Each of the d feature dimensions is bounded to L_i levels and rounded:
 
-    h_i = (L_i - 1)(1 + eps) / 2,   o_i = 1/2 if L_i is even else 0,   s_i = atanh(o_i / h_i)
+    h_i = (L_i - 1)(1 + eps) / 2,   o_i = 1/2 if L_i is even else 0,   s_i = atanh(o_i / h_i)  (0 if L_i = 2)
     b_i(z) = tanh(z_i + s_i) h_i - o_i                    (bound: round(b_i) has exactly L_i values)
     q_i = round(b_i(z)) / w_i,  w_i = floor(L_i / 2)     (normalised to about [-1, 1])
     gradient: straight through the rounding, dq_i/dz_i = b_i'(z_i) / w_i
@@ -18,14 +18,22 @@ O(N d) instead of a K-way comparison. There is no codebook loss: nothing can die
 learned (``learnable_codebook = False``).
 
 Sizes: ``build("fsq", dim=d, codebook_size=K, levels=(L_1, ..., L_d))`` needs len(levels) = d and
-prod(levels) = K (ValueError naming ``levels`` / ``codebook_size`` otherwise). With the default
-``levels = ()`` the levels are derived from (d, K): the prime factors of K, largest first, each
-multiplied onto the dimension with the fewest levels so far (ties: lowest index); dimensions left
-at one level are constant 0. E.g. (d=4, K=24) -> (3, 2, 2, 2), (d=8, K=1024) -> (4, 4, 2, 2, 2, 2, 2, 2).
-The paper's recommended levels ([8, 5, 5, 5] for about 2^10 codes, [8, 8, 8, 5, 5, 5] for 2^16)
-are passed explicitly with K = their product.
+prod(levels) = K (ValueError naming ``levels`` otherwise). With the default ``levels = ()`` the
+levels are derived from (d, K):
+1. the paper's recommended levels (Table 1: [8, 6, 5], [8, 5, 5, 5], [7, 5, 5, 5, 5],
+   [8, 8, 8, 6, 5], [8, 8, 8, 5, 5, 5]) when one has d entries and product K;
+2. otherwise the prime factors of K, largest first, each multiplied onto the dimension with the
+   fewest levels so far, then no level of 2 left where it can be avoided: two 2s become one 4, a
+   lone 2 multiplies the smallest level above 2 (only K = 2 keeps a 2). Levels are listed largest
+   first; dimensions left at one level are constant 0.
+E.g. (d=4, K=1000) -> (8, 5, 5, 5), (d=8, K=1024) -> (4, 4, 4, 4, 4, 1, 1, 1) (utilization 100% of
+N(0, I_8) at 50,000 samples; the balanced (4, 4, 2, 2, 2, 2, 2, 2) reached 3.4%), (d=4, K=24) -> (6, 4, 1, 1).
 
-Deviations: ``beta`` (default 0, as in the paper) optionally weights a commitment term
+Why no 2s: with the half-level shift s = atanh(0.5 / 0.5005) = 3.8 a level of 2 puts its single
+boundary at z = -3.8, so the dimension is constant in practice (the paper avoids L = 2 in Table 1).
+
+Deviations: a level of 2 gets no shift (its boundary at z = 0; explicit levels may contain 2s);
+``beta`` (default 0, as in the paper) optionally weights a commitment term
 ||search_space(z) - sg(q)||^2, reported in ``losses`` either way so the output has a component;
 levels of 1 are allowed (a constant dimension) so that any K factors into any d.
 """
@@ -61,7 +69,11 @@ class FSQOptions:
         _check_non_negative(self, "beta", "eps")
 
 
-def derived_levels(dim: int, codebook_size: int) -> tuple[int, ...]:
+# Mentzer et al. 2023, Table 1: recommended levels for about 2^8, 2^10, 2^12, 2^14, 2^16 codes.
+PAPER_LEVELS = ((8, 6, 5), (8, 5, 5, 5), (7, 5, 5, 5, 5), (8, 8, 8, 6, 5), (8, 8, 8, 5, 5, 5))
+
+
+def balanced_levels(dim: int, codebook_size: int) -> tuple[int, ...]:
     """Levels with product ``codebook_size`` over ``dim`` dimensions, as balanced as the prime
     factors allow (largest prime first onto the dimension with the fewest levels)."""
     primes, rest, factor = [], codebook_size, 2
@@ -79,6 +91,24 @@ def derived_levels(dim: int, codebook_size: int) -> tuple[int, ...]:
     return tuple(levels)
 
 
+def derived_levels(dim: int, codebook_size: int) -> tuple[int, ...]:
+    """Levels with product ``codebook_size`` over ``dim`` dimensions: the paper's table row of that
+    size and length, else :func:`balanced_levels` with levels of 2 merged away (see the module doc)."""
+    for row in PAPER_LEVELS:
+        if len(row) == dim and math.prod(row) == codebook_size:
+            return row
+    levels = list(balanced_levels(dim, codebook_size))
+    twos = levels.count(2)
+    merged = [level for level in levels if level > 2] + [4] * (twos // 2)
+    if twos % 2:
+        if merged:
+            merged[merged.index(min(merged))] *= 2
+        else:
+            merged.append(2)  # K = 2: nothing to merge onto (a 2 has no shift, see the module doc)
+    merged.sort(reverse=True)
+    return tuple(merged + [1] * (dim - len(merged)))
+
+
 @register("fsq")
 class FSQ(Quantizer):
     """Finite scalar quantization; non-persistent buffers hold the levels, radix basis and grid."""
@@ -87,6 +117,7 @@ class FSQ(Quantizer):
     paper = "arXiv:2309.15505"
     trainable_by_gradient = False
     learnable_codebook = False
+    error_space = "bounded"  # E is measured after the tanh bound, in the grid's own coordinates
 
     def __init__(self, dim: int, codebook_size: int, options: FSQOptions, generator: torch.Generator | None = None):
         super().__init__(dim, codebook_size, options, generator)
@@ -96,8 +127,8 @@ class FSQ(Quantizer):
                 raise ValueError(f"levels: needs one entry per dimension (dim = {dim}), got {levels!r}")
             if math.prod(levels) != codebook_size:
                 raise ValueError(
-                    f"codebook_size: must equal prod(levels) = {math.prod(levels)} for levels {levels!r}, "
-                    f"got {codebook_size}"
+                    f"levels: prod(levels) = {math.prod(levels)} for levels {levels!r} must equal "
+                    f"codebook_size = {codebook_size}"
                 )
         else:
             levels = derived_levels(dim, codebook_size)
@@ -106,7 +137,8 @@ class FSQ(Quantizer):
         basis = torch.cumprod(torch.cat([torch.ones(1, dtype=torch.long), level_tensor[:-1]]), dim=0)
         half_levels = (level_tensor - 1).double() * (1 + options.eps) / 2
         offsets = (level_tensor % 2 == 0).double() * 0.5
-        shifts = torch.where(half_levels > 0, torch.atanh(offsets / half_levels.clamp(min=1e-12)), 0.0)
+        # no shift for L = 2: it would put the single boundary at z = -3.8 (module doc)
+        shifts = torch.where(level_tensor > 2, torch.atanh(offsets / half_levels.clamp(min=1e-12)), 0.0)
         self.register_buffer("basis", basis, persistent=False)
         self.register_buffer("half_levels", half_levels.float(), persistent=False)
         self.register_buffer("offsets", offsets.float(), persistent=False)

@@ -64,6 +64,7 @@ class IBQ(Quantizer):
         return {"commitment": self.options.beta, "codebook": self.options.codebook_weight}
 
     def logits(self, features: Tensor, codebook: Tensor) -> Tensor:
+        codebook = codebook.to(features.dtype)
         return (2 * features @ codebook.T - codebook.pow(2).sum(dim=1)) / self.options.temperature
 
     def relaxation(self, features: Tensor) -> Tensor:

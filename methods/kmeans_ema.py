@@ -18,7 +18,9 @@ k-means initialisation popularised by vector-quantize-pytorch
     loss = beta * ||z - sg(e)||^2   (the codebook is not trained by gradient)
 
 State (buffers, so a state_dict round trip repeats the next step): the EMA buffers, ``initialised``,
-``unused_steps`` (K,) and ``step``. Randomness comes from a generator seeded by (seed, step).
+``unused_steps`` (K,), ``step`` and ``rng_seed``. Randomness (k-means starts, reset picks) comes
+from a generator seeded by (rng_seed, step); rng_seed is the ``seed`` option when set, else drawn
+from the generator passed to build (the run seed).
 Deviations: the restart criterion counts steps without use (not an EMA cluster size under a
 threshold, as vector-quantize-pytorch does); Lloyd keeps the previous centroid of an empty cluster
 (faiss splits a large one instead).
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods._base import QuantizerOutput, _check_int, _check_positive_int
+from methods._base import QuantizerOutput, Tunable, _check_optional_seed, _check_positive_int
 from methods._core import nearest_code, straight_through
 from methods._registry import register
 from methods.ema import EMAOptions, EMAVQ
@@ -39,18 +41,19 @@ from methods.ema import EMAOptions, EMAVQ
 @dataclass(frozen=True)
 class KMeansEMAOptions(EMAOptions):
     """kmeans_iters: Lloyd steps on the first training batch (0 = codes sampled from it);
-    dead_after: training steps without use before a code is reset; seed: seeds both (with the step)."""
+    dead_after: training steps without use before a code is reset; seed: seeds both (with the
+    step); None (default): drawn from the generator passed to build."""
 
     kmeans_iters: int = 10
     dead_after: int = 20
-    seed: int = 0
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_positive_int(self, "dead_after")
         if isinstance(self.kmeans_iters, bool) or not isinstance(self.kmeans_iters, int) or self.kmeans_iters < 0:
             raise ValueError(f"kmeans_iters: must be an integer >= 0, got {self.kmeans_iters!r}")
-        _check_int(self, "seed")
+        _check_optional_seed(self)
 
 
 def sample_rows(count: int, n: int, generator: torch.Generator) -> Tensor:
@@ -83,16 +86,18 @@ class KMeansEMAVQ(EMAVQ):
 
     Options = KMeansEMAOptions
     paper = "arXiv:2005.00341"
+    tunables = {"decay": Tunable(0.8, 0.999), "dead_after": Tunable(choices=(5, 10, 20, 50, 100))}
 
     def __init__(self, dim: int, codebook_size: int, options: KMeansEMAOptions, generator: torch.Generator | None = None):
         super().__init__(dim, codebook_size, options, generator)
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
         self.register_buffer("unused_steps", torch.zeros(codebook_size, dtype=torch.long))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("rng_seed", self.internal_seed(generator, options.seed))
 
     def step_generator(self) -> torch.Generator:
-        """A CPU generator seeded by (seed, step), as ``DistributionMatchingQuantizer.step_generator``."""
-        return torch.Generator().manual_seed(int(self.options.seed) * 1_000_003 + int(self.step))
+        """A CPU generator seeded by (rng_seed, step), as ``DistributionMatchingQuantizer.step_generator``."""
+        return torch.Generator().manual_seed(int(self.rng_seed) * 1_000_003 + int(self.step))
 
     @torch.no_grad()
     def kmeans_initialise(self, features: Tensor) -> None:

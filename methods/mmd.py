@@ -30,7 +30,7 @@ import numpy
 import torch
 from torch import Tensor
 
-from methods._base import _check_int, _check_non_negative, _check_positive_int
+from methods._base import _check_optional_seed, _check_non_negative, _check_positive_int
 from methods._matching import DistributionMatchingQuantizer, MatchingOptions
 from methods._registry import register
 
@@ -38,17 +38,18 @@ from methods._registry import register
 @dataclass(frozen=True)
 class MMDOptions(MatchingOptions):
     """bandwidth: kernel width s (0 = median heuristic); max_samples: features (and codes) per
-    statistic; seed: seeds the sampling (with the step)."""
+    statistic; seed: seed of the sampling (with the step); None (default): drawn from the
+    generator passed to build, i.e. the run seed."""
 
     bandwidth: float = 0.0
     max_samples: int = 1024
-    seed: int = 0
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_non_negative(self, "bandwidth")
         _check_positive_int(self, "max_samples")
-        _check_int(self, "seed")
+        _check_optional_seed(self)
 
 
 def squared_distances(a: Tensor, b: Tensor) -> Tensor:
@@ -110,7 +111,7 @@ class MMDVQ(DistributionMatchingQuantizer):
     distribution_term = "mmd"
 
     def distribution_loss(self, features: Tensor, codebook: Tensor) -> Tensor:
-        generator = self.step_generator(self.options.seed)
+        generator = self.step_generator()
         limit = self.options.max_samples
         if features.shape[0] > limit:
             features = features[torch.randperm(features.shape[0], generator=generator)[:limit].to(features.device)]

@@ -17,16 +17,17 @@ import math
 import torch
 from torch import Tensor, nn
 
-from methods._base import Quantizer, VQOptions, commitment_and_codebook, normal_codebook
+from methods._base import Quantizer, Tunable, VQOptions, commitment_and_codebook, normal_codebook
 from methods._registry import register
 
 
 @register("simvq")
 class SimVQ(Quantizer):
-    """SimVQ; ``init_scale`` is ignored in favour of the paper's basis std d^-1/2."""
+    """SimVQ; ``init`` and ``init_scale`` are ignored in favour of the paper's basis N(0, 1/d)."""
 
     Options = VQOptions
     paper = "arXiv:2411.02038"
+    tunables = {"beta": Tunable(0.05, 2.0, log=True)}
 
     def __init__(self, dim: int, codebook_size: int, options: VQOptions, generator: torch.Generator | None = None):
         super().__init__(dim, codebook_size, options, generator)
@@ -42,7 +43,7 @@ class SimVQ(Quantizer):
         return self.projection(self.basis)
 
     def loss_terms(self, features: Tensor, codes: Tensor, codebook: Tensor) -> dict[str, Tensor]:
-        return commitment_and_codebook(features, codes)
+        return commitment_and_codebook(features, codes, self.options.reduction)
 
     def loss_weights(self) -> dict[str, float]:
         return {"commitment": self.options.beta, "codebook": self.options.codebook_weight}

@@ -29,9 +29,16 @@ over the rows, so memory is O(block + n + K). Time: iterations + 2 passes over t
 next g update), each O(n K d) flops plus up to two exponentials per entry: 9 n K exponentials per
 step with the defaults, against none for nearest-code search (faiss). That, not the search, sets
 its cost: 7 x 8,192 x 16,384 entries per step at batch 8,192 and K = 16,384.
-Deviations: argmax instead of the official default of sampling the index from the plan's row
-(``use_prob``); the standardisation divides by the std only (shifts are no-ops); a zero std
-(all distances equal) leaves the costs unscaled.
+OptVQ's options: ``projection=True`` makes the codebook a learnable linear layer applied to the
+learned codes, codebook = E W^T + b (W: d x d, b: d, nn.Linear's default init U(+-1/sqrt(d)), drawn
+from the generator), as OptVQ's codebook projection; OptVQ's loss weights are ``beta=1.0``
+(commitment) and ``codebook_weight=0.25`` (the defaults stay vanilla VQ's 0.25 / 1.0).
+
+What differs from OptVQ (arXiv:2412.15195): argmax instead of the official default of sampling the
+index from the plan's row (``use_prob``); the standardisation divides by the std only (shifts are
+no-ops); a zero std (all distances equal) leaves the costs unscaled; OptVQ's multi-head
+quantization (d split into 4 heads, one assignment each) is not implemented: ``indices`` here is
+one code per feature vector, so heads need the multi-codebook interface (one index per head).
 """
 from __future__ import annotations
 
@@ -39,9 +46,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from methods._base import QuantizerOutput, VQOptions, _check_non_negative, _check_positive_int, commitment_and_codebook
+from methods._base import QuantizerOutput, Tunable, VQOptions, _check_non_negative, _check_positive_int, commitment_and_codebook
 from methods._core import SEARCH_BLOCK_ELEMENTS, nearest_code, straight_through
 from methods._registry import register
 from methods.vanilla import VanillaVQ
@@ -54,6 +61,7 @@ class SinkhornOptions(VQOptions):
 
     epsilon: float = 10.0
     iterations: int = 5
+    projection: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -61,6 +69,8 @@ class SinkhornOptions(VQOptions):
         if not self.epsilon > 0:
             raise ValueError(f"epsilon: must be > 0, got {self.epsilon!r}")
         _check_positive_int(self, "iterations")
+        if not isinstance(self.projection, bool):
+            raise ValueError(f"projection: must be true or false, got {self.projection!r}")
 
 
 def _cost_blocks(features: Tensor, codebook: Tensor, block_rows: int, buffer: Tensor | None = None,
@@ -191,6 +201,21 @@ class SinkhornVQ(VanillaVQ):
 
     Options = SinkhornOptions
     paper = "arXiv:2412.15195"
+    tunables = {"epsilon": Tunable(1.0, 100.0, log=True), "beta": Tunable(0.05, 2.0, log=True)}
+
+    def __init__(self, dim: int, codebook_size: int, options: SinkhornOptions, generator: torch.Generator | None = None):
+        super().__init__(dim, codebook_size, options, generator)
+        self.projection = None
+        if options.projection:
+            self.projection = nn.Linear(dim, dim, bias=True)
+            bound = 1 / math.sqrt(dim)
+            with torch.no_grad():
+                self.projection.weight.copy_(torch.rand(dim, dim, generator=generator) * 2 * bound - bound)
+                self.projection.bias.copy_(torch.rand(dim, generator=generator) * 2 * bound - bound)
+
+    @property
+    def codebook(self) -> Tensor:
+        return self.embedding if self.projection is None else self.projection(self.embedding)
 
     def quantize_flat(self, features: Tensor) -> QuantizerOutput:
         codebook = self.codebook
@@ -199,5 +224,5 @@ class SinkhornVQ(VanillaVQ):
         else:
             indices = nearest_code(features.detach(), codebook.detach())
         codes = codebook[indices]
-        losses = commitment_and_codebook(features, codes)
+        losses = commitment_and_codebook(features, codes, self.options.reduction)
         return QuantizerOutput(straight_through(features, codes), indices, self.weighted_sum(losses), losses)

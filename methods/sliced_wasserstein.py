@@ -7,7 +7,7 @@ Barycenter and its Application to Texture Mixing", SSVM 2011; Bonneel et al. 201
     SW_2^2(P_z, P_c) = E_{theta ~ U(S^{d-1})} W_2^2(theta^T z, theta^T c)
     loss = codebook_weight * ||sg(z) - e||^2 + beta * ||z - sg(e)||^2 + gamma * SW_2^2
 
-estimated with ``projections`` directions drawn afresh every training step from (seed, step).
+estimated with ``projections`` directions drawn afresh every training step from (seed, step), the seed drawn from the build generator.
 Each 1-D W2^2 between the batch (n points) and the whole codebook (K points) is exact (sorted
 quantile functions on the merged grid), O(n log n + K log K) per projection. Gradient reaches
 the codebook only. Cost: the P sorts of K code projections (a stable argsort, for the gradient)
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from methods._base import _check_int, _check_positive_int
+from methods._base import _check_optional_seed, _check_positive_int
 from methods._core import random_directions, wasserstein_1d_squared
 from methods._matching import DistributionMatchingQuantizer, MatchingOptions
 from methods._registry import register
@@ -27,15 +27,16 @@ from methods._registry import register
 
 @dataclass(frozen=True)
 class SlicedWassersteinOptions(MatchingOptions):
-    """projections: directions per step; seed: seeds the directions (with the step count)."""
+    """projections: directions per step; seed: seed of the directions (with the step count);
+    None (default): drawn from the generator passed to build, i.e. the run seed."""
 
     projections: int = 128
-    seed: int = 0
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_positive_int(self, "projections")
-        _check_int(self, "seed")
+        _check_optional_seed(self)
 
 
 def sliced_wasserstein_squared(features: Tensor, codebook: Tensor, directions: Tensor) -> Tensor:
@@ -55,5 +56,5 @@ class SlicedWassersteinVQ(DistributionMatchingQuantizer):
     distribution_term = "sliced_wasserstein"
 
     def distribution_loss(self, features: Tensor, codebook: Tensor) -> Tensor:
-        directions = random_directions(self.dim, self.options.projections, self.step_generator(self.options.seed))
+        directions = random_directions(self.dim, self.options.projections, self.step_generator())
         return sliced_wasserstein_squared(features, codebook, directions)

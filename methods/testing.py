@@ -256,6 +256,56 @@ def check_bad_options(name: str) -> None:
                 methods.build(name, dim=DIM, codebook_size=size_for(name), **{field.name: -1.0})
 
 
+def check_empty_batch(name: str) -> None:
+    q = make(name)
+    for shape in [(0, DIM), (3, 0, DIM)]:
+        with pytest.raises(ValueError, match="z: empty batch"):
+            q(torch.empty(*shape))
+
+
+def check_batch_too_small_for_statistics(name: str) -> None:
+    q = make(name)
+    needed = q.min_batch_size()
+    if needed > 1:
+        with pytest.raises(ValueError, match="too small"):
+            q(features(needed - 1, DIM))
+    assert torch.isfinite(q(features(needed, DIM)).loss)
+
+
+def check_generator_must_be_a_torch_generator(name: str) -> None:
+    for bad in (0, "0", torch.tensor(0)):
+        with pytest.raises(TypeError, match="generator"):
+            methods.build(name, dim=DIM, codebook_size=size_for(name), generator=bad)
+
+
+def check_quantized_has_the_input_dtype(name: str) -> None:
+    """One dtype rule: ``quantized`` has the dtype of z (half precisions included)."""
+    q = make(name)
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        z = features(32, DIM).to(dtype).requires_grad_(True)
+        assert train_step(q, z.detach()).quantized.dtype == dtype
+        q.eval()  # an EMA codebook moves after the search in training mode
+        out = q(z)
+        assert out.quantized.dtype == dtype and out.quantized.shape == z.shape
+        assert torch.isfinite(out.loss)
+        # the code's value, to the precision of the coarser of the input and the codebook
+        expected = q.indices_to_codes(out.indices).detach().double()
+        precision = max(torch.finfo(dtype).eps, torch.finfo(q.codebook.dtype).eps)
+        assert torch.allclose(out.quantized.detach().double(), expected, rtol=precision, atol=precision)
+        (grad,) = torch.autograd.grad(q.train()(z).quantized.float().sum(), z)  # a peer may cut it in eval
+        assert grad.dtype == dtype and torch.isfinite(grad).all()
+
+
+def check_tunables_name_options(name: str) -> None:
+    spec = methods.get(name)
+    for option, tunable in spec.tunables.items():
+        assert option in spec.option_names()
+        assert isinstance(tunable, methods.Tunable)
+        if not tunable.choices:
+            default = spec.defaults[option]
+            assert tunable.low <= default <= tunable.high, (option, default)
+
+
 CHECKS = [
     check_output_shapes,
     check_indices_are_nearest_codes,
@@ -267,6 +317,11 @@ CHECKS = [
     check_degenerate_sizes,
     check_bad_input,
     check_bad_options,
+    check_empty_batch,
+    check_batch_too_small_for_statistics,
+    check_generator_must_be_a_torch_generator,
+    check_quantized_has_the_input_dtype,
+    check_tunables_name_options,
 ]
 
 

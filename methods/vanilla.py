@@ -8,15 +8,16 @@ arXiv:1711.00937. Official code: https://github.com/deepmind/sonnet (vqvae.py).
     gradient to z: straight-through (dq/dz = I)
 
 Only the chosen codes receive gradient, which is why codes far from the features die.
-Deviation: codes are initialised N(0, init_scale^2) (the paper's code uses a uniform init);
-squared errors are averaged over elements like ``F.mse_loss``.
+Deviation: codes are initialised N(0, init_scale^2) by default (``init="uniform"``: U[-s, s]);
+squared errors are averaged over elements like ``F.mse_loss`` (``reduction="sum"``: summed over
+dims, as the Wasserstein-VQ authors' synthetic script does).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from methods._base import Quantizer, VQOptions, commitment_and_codebook, normal_codebook
+from methods._base import Quantizer, Tunable, VQOptions, commitment_and_codebook, initial_codebook
 from methods._registry import register
 
 
@@ -26,17 +27,20 @@ class VanillaVQ(Quantizer):
 
     Options = VQOptions
     paper = "arXiv:1711.00937"
+    tunables = {"beta": Tunable(0.05, 2.0, log=True)}
 
     def __init__(self, dim: int, codebook_size: int, options: VQOptions, generator: torch.Generator | None = None):
         super().__init__(dim, codebook_size, options, generator)
-        self.embedding = nn.Parameter(normal_codebook(codebook_size, dim, options.init_scale, generator))
+        self.embedding = nn.Parameter(
+            initial_codebook(codebook_size, dim, options.init, options.init_scale, generator)
+        )
 
     @property
     def codebook(self) -> Tensor:
         return self.embedding
 
     def loss_terms(self, features: Tensor, codes: Tensor, codebook: Tensor) -> dict[str, Tensor]:
-        return commitment_and_codebook(features, codes)
+        return commitment_and_codebook(features, codes, self.options.reduction)
 
     def loss_weights(self) -> dict[str, float]:
         return {"commitment": self.options.beta, "codebook": self.options.codebook_weight}

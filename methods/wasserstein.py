@@ -7,8 +7,9 @@ Official code: https://github.com/VQ-Research/Wasserstein-VQ.
     W^2 = ||mu_z - mu_c||^2 + tr(S_z + S_c - 2 (S_z^1/2 S_c S_z^1/2)^1/2)      (Olkin-Pukelsheim)
     loss = codebook_weight * ||sg(z) - e||^2 + beta * ||z - sg(e)||^2 + gamma * W
 
-As in the authors' code: feature statistics (mu_z, S_z) come from a FIFO queue of the last
-``queue_size`` detached features; codebook statistics from all K codes; both sides are divided by
+As in the authors' VQ-VAE code: feature statistics (mu_z, S_z) come from a FIFO queue of the last
+``queue_size`` detached features (``statistics="batch"``: from the current batch alone, as in the
+authors' synthetic script, which also sets ``normalize=False``); codebook statistics from all K codes; both sides are divided by
 the largest per-dimension feature std (``normalize``); the loss uses W, not W^2 (``squared``
 switches); W only moves the codebook. Deviations: the cross term is differentiated through
 ``eigvalsh`` of S_z^1/2 S_c S_z^1/2 with S_z^1/2 computed from detached statistics, so the gradient
@@ -28,15 +29,19 @@ from methods._core import gaussian_w2_squared, mean_and_covariance, symmetric_sq
 from methods._matching import DistributionMatchingQuantizer, FeatureQueue, MatchingOptions
 from methods._registry import register
 
+STATISTICS = ("queue", "batch")
 
 @dataclass(frozen=True)
 class WassersteinOptions(MatchingOptions):
-    """queue_size: features kept for the statistics (65,536 in the paper); normalize: divide by the
-    max per-dim feature std; squared: use W^2 instead of W in the loss."""
+    """queue_size: features kept for the statistics (65,536 in the paper); statistics: "queue"
+    (the feature statistics of the queue) or "batch" (of the current batch only: needs >= 2
+    features per forward); normalize: divide by the max per-dim feature std; squared: use W^2
+    instead of W in the loss."""
 
     queue_size: int = 65536
     normalize: bool = True
     squared: bool = False
+    statistics: str = "queue"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -44,6 +49,8 @@ class WassersteinOptions(MatchingOptions):
         for name in ("normalize", "squared"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")
+        if self.statistics not in STATISTICS:
+            raise ValueError(f"statistics: must be one of {list(STATISTICS)}, got {self.statistics!r}")
 
 
 def gaussian_wasserstein_loss(
@@ -75,8 +82,14 @@ class WassersteinVQ(DistributionMatchingQuantizer):
         super().__init__(dim, codebook_size, options, generator)
         self.queue = FeatureQueue(options.queue_size, dim)
 
+    def min_batch_size(self) -> int:
+        return 2 if self.options.statistics == "batch" else 1
+
     def feature_statistics(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and covariance (float64) of the queue, after pushing ``features`` in training mode."""
+        """Mean and covariance (float64) of the queue, after pushing ``features`` in training mode;
+        of ``features`` alone with ``statistics="batch"``."""
+        if self.options.statistics == "batch":
+            return mean_and_covariance(features.double())
         if self.training:
             self.queue.push(features)
         if int(self.queue.count) > 0:

@@ -120,7 +120,7 @@ def test_fit_improves_error_over_initial_codebook():
     initial = run_experiment(config.replace(steps=1, codebook_lr=0.0))  # lr 0 = the initial codebook
     trained = run_experiment(config)
     assert trained["quantization_error"] < 0.8 * initial["quantization_error"]
-    assert trained["gaussian_w2"] < initial["gaussian_w2"]
+    assert trained["gaussian_w2_sq"] < initial["gaussian_w2_sq"]
 
 
 def test_fit_on_step_logging():

@@ -31,7 +31,7 @@ def fsq_reference(z: np.ndarray, levels: list[int], eps: float = 1e-3):
     levels_arr = np.array(levels, dtype=np.float64)
     half_l = (levels_arr - 1) * (1 + eps) / 2
     offset = np.where(levels_arr % 2 == 0, 0.5, 0.0)
-    shift = np.arctanh(offset / half_l)
+    shift = np.where(levels_arr > 2, np.arctanh(offset / half_l), 0.0)  # vqbench: no shift for L = 2
     bounded = np.tanh(z + shift) * half_l - offset
     rounded = np.round(bounded)
     half_width = np.floor(levels_arr / 2)
@@ -62,15 +62,18 @@ def test_fsq_matches_the_papers_formulas(levels):
 
 
 def test_fsq_sizes_must_match_levels_or_are_derived():
-    with pytest.raises(ValueError, match="codebook_size"):
+    with pytest.raises(ValueError, match="levels.*codebook_size"):
         methods.build("fsq", dim=3, codebook_size=100, levels=(8, 5, 5))
     with pytest.raises(ValueError, match="levels"):
         methods.build("fsq", dim=4, codebook_size=200, levels=(8, 5, 5))
     with pytest.raises(ValueError, match="levels"):
         methods.build("fsq", dim=2, codebook_size=6, levels=(3, 0))
-    assert methods.build("fsq", dim=4, codebook_size=24).levels == (3, 2, 2, 2)
-    assert methods.build("fsq", dim=8, codebook_size=1024).levels == (4, 4, 2, 2, 2, 2, 2, 2)
+    assert methods.build("fsq", dim=4, codebook_size=24).levels == (6, 4, 1, 1)
+    assert methods.build("fsq", dim=8, codebook_size=1024).levels == (4, 4, 4, 4, 4, 1, 1, 1)
     assert methods.build("fsq", dim=3, codebook_size=1000).levels == (10, 10, 10)
+    assert methods.build("fsq", dim=4, codebook_size=1000).levels == (8, 5, 5, 5)  # the paper's table
+    assert methods.build("fsq", dim=6, codebook_size=64000).levels == (8, 8, 8, 5, 5, 5)
+    assert methods.build("fsq", dim=3, codebook_size=2).levels == (2, 1, 1)
     assert methods.build("fsq", dim=2, codebook_size=1).levels == (1, 1)
     spec = methods.get("fsq")
     assert not spec.learnable_codebook and not spec.trainable_by_gradient and spec.straight_through
@@ -89,7 +92,7 @@ def rotation_matrix(z: np.ndarray, e: np.ndarray) -> np.ndarray:
 
 
 def test_rotation_trick_value_is_the_code_and_gradient_is_lambda_r():
-    q = methods.build("rotation_trick", dim=3, codebook_size=5, generator=torch.Generator().manual_seed(0))
+    q = methods.build("rotation_trick", dim=3, codebook_size=5, generator=torch.Generator().manual_seed(0)).double()
     z = randn(6, 3, seed=2, dtype=torch.float64).requires_grad_(True)
     out = q(z)
     codes = q.codebook.detach().double()[out.indices]

@@ -245,7 +245,10 @@ def test_ema_update_matches_hand_computation():
     smoothed = (n + 0.1) / 3.3 * 3
     m = torch.tensor([[0.0, 1.0], [9.5, 0.5], [0.0, 5.0]])
     assert torch.allclose(q.cluster_size, n)
-    assert torch.allclose(q.codebook, m / smoothed[:, None])
+    assert torch.allclose(q.embed_sum, m)
+    # codes 0 and 1 got features: e = m / Ntilde; code 2 got none and keeps its vector
+    assert torch.allclose(q.codebook[:2], (m / smoothed[:, None])[:2])
+    assert torch.equal(q.codebook[2], torch.tensor([0.0, 10.0]))
     # loss: beta * mean((z - e)^2) with the pre-update codes
     assert float(out.losses["commitment"].detach()) == pytest.approx((2 + 2 + 2) / 6)
 

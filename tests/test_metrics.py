@@ -48,10 +48,10 @@ def test_evaluate_hand_case_uses_nearest_codes():
     assert record["dead_codes"] == 1.0
     assert record["perplexity"] == pytest.approx(2.0)
     assert math.isnan(record["kmeans_error"]) and math.isnan(record["error_vs_kmeans"])
-    # gaussian_w2 of the record = closed form on the empirical (1/N) statistics
+    # gaussian_w2_sq of the record = closed form on the empirical (1/N) statistics
     mz, sz = POINTS.double().mean(0).numpy(), np.cov(POINTS.double().numpy().T, bias=True)
     mc, sc = CODEBOOK.double().mean(0).numpy(), np.cov(CODEBOOK.double().numpy().T, bias=True)
-    assert record["gaussian_w2"] == pytest.approx(metrics.gaussian_w2(mz, sz, mc, sc))
+    assert record["gaussian_w2_sq"] == pytest.approx(metrics.gaussian_w2_squared(mz, sz, mc, sc))
 
 
 def test_evaluate_accepts_a_module_with_codebook_and_checks_dim():
@@ -69,18 +69,18 @@ def test_evaluate_accepts_a_module_with_codebook_and_checks_dim():
         metrics.evaluate(CODEBOOK, torch.zeros(5, 3))
 
 
-def test_gaussian_w2_hand_cases():
+def test_gaussian_w2_squared_hand_cases():
     # 1-D: N(0, 1) vs N(3, 4): 9 + (1 - 2)^2 = 10
-    assert metrics.gaussian_w2([0.0], [[1.0]], [3.0], [[4.0]]) == pytest.approx(10.0)
+    assert metrics.gaussian_w2_squared([0.0], [[1.0]], [3.0], [[4.0]]) == pytest.approx(10.0)
     # diagonal: sum of 1-D terms: 2 + (1 - 2)^2 + (2 - 3)^2 = 4
-    w2 = metrics.gaussian_w2(np.zeros(2), np.diag([1.0, 4.0]), np.ones(2), np.diag([4.0, 9.0]))
+    w2 = metrics.gaussian_w2_squared(np.zeros(2), np.diag([1.0, 4.0]), np.ones(2), np.diag([4.0, 9.0]))
     assert w2 == pytest.approx(4.0)
     # identical isotropic Gaussians (repeated eigenvalues) -> exactly 0, no NaN
-    assert metrics.gaussian_w2(np.ones(8), np.eye(8), np.ones(8), np.eye(8)) == pytest.approx(0.0, abs=1e-12)
+    assert metrics.gaussian_w2_squared(np.ones(8), np.eye(8), np.ones(8), np.eye(8)) == pytest.approx(0.0, abs=1e-12)
     # singular covariance (a point mass) vs N(0, I_3): tr(I) = 3
-    assert metrics.gaussian_w2(np.zeros(3), np.zeros((3, 3)), np.zeros(3), np.eye(3)) == pytest.approx(3.0)
+    assert metrics.gaussian_w2_squared(np.zeros(3), np.zeros((3, 3)), np.zeros(3), np.eye(3)) == pytest.approx(3.0)
     with pytest.raises(ValueError, match="shapes"):
-        metrics.gaussian_w2(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
+        metrics.gaussian_w2_squared(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
 
 
 def _random_spd(rng, d, rank=None):
@@ -89,13 +89,13 @@ def _random_spd(rng, d, rank=None):
 
 
 @pytest.mark.parametrize("d", [2, 8])
-def test_gaussian_w2_matches_scipy_and_pot(d):
+def test_gaussian_w2_squared_matches_scipy_and_pot(d):
     import ot
 
     rng = np.random.default_rng(d)
     m1, m2 = rng.standard_normal(d), rng.standard_normal(d) + 2.0
     s1, s2 = _random_spd(rng, d), _random_spd(rng, d)
-    ours = metrics.gaussian_w2(m1, s1, m2, s2)
+    ours = metrics.gaussian_w2_squared(m1, s1, m2, s2)
 
     r1 = scipy.linalg.sqrtm(s1)
     cross = scipy.linalg.sqrtm(r1 @ s2 @ r1)
@@ -106,15 +106,15 @@ def test_gaussian_w2_matches_scipy_and_pot(d):
     pot = float(ot.gaussian.bures_wasserstein_distance(m1, m2, s1, s2))  # W2, not squared
     assert ours == pytest.approx(pot**2, rel=1e-6)
     # symmetric
-    assert metrics.gaussian_w2(m2, s2, m1, s1) == pytest.approx(ours, rel=1e-7)
+    assert metrics.gaussian_w2_squared(m2, s2, m1, s1) == pytest.approx(ours, rel=1e-7)
 
 
 @pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
-def test_gaussian_w2_rank_deficient_matches_scipy():
+def test_gaussian_w2_squared_rank_deficient_matches_scipy():
     # POT's own sqrtm returns NaN for a singular covariance; the eigh square root does not
     rng = np.random.default_rng(0)
     s1, s2 = _random_spd(rng, 6, rank=2), _random_spd(rng, 6)
-    ours = metrics.gaussian_w2(np.zeros(6), s1, np.zeros(6), s2)
+    ours = metrics.gaussian_w2_squared(np.zeros(6), s1, np.zeros(6), s2)
     r1 = np.real(scipy.linalg.sqrtm(s1))
     reference = np.trace(s1 + s2 - 2 * np.real(scipy.linalg.sqrtm(r1 @ s2 @ r1)))
     assert np.isfinite(ours)
@@ -154,6 +154,20 @@ def test_kmeans_error_nan_with_too_few_training_points():
     assert math.isnan(metrics.kmeans_error(torch.zeros(3, 2), torch.zeros(5, 2), 4))
 
 
-def test_kmeans_train_size_is_capped():
-    assert metrics.kmeans_train_size(16) == 16 * metrics.KMEANS_POINTS_PER_CODE
-    assert metrics.kmeans_train_size(1 << 20) == metrics.KMEANS_MAX_TRAIN
+def test_kmeans_train_size_is_a_fixed_number_per_code_at_every_k():
+    # Before: capped at 262,144 points, i.e. 16 per code at K = 16,384 (a weaker reference)
+    for k in (16, 1024, 16384, 1 << 20):
+        assert metrics.kmeans_train_size(k) == k * metrics.KMEANS_POINTS_PER_CODE
+
+
+def test_kmeans_reference_runs_lloyd_to_convergence():
+    # Before: 25 faiss iterations stopped 0.7% above the converged error at d = 2
+    gen = torch.Generator().manual_seed(4)
+    k = 64
+    train = torch.rand(metrics.kmeans_train_size(k), 2, generator=gen)
+    held_out = torch.rand(20000, 2, generator=gen)
+    converged = metrics.kmeans_error(train, held_out, k, seed=0, niter=1000 * 1000)
+    reference = metrics.kmeans_error(train, held_out, k, seed=0)
+    capped = metrics.kmeans_error(train, held_out, k, seed=0, niter=25)
+    assert reference == pytest.approx(converged, rel=1e-3)
+    assert capped > reference

@@ -396,7 +396,7 @@ def test_cli_real_runner_end_to_end(ray_cluster: None, store_uri: str, tmp_path:
     import pandas as pd
 
     table = pd.read_csv(table_path)
-    record_keys = ["quantization_error", "utilization", "perplexity", "dead_codes", "gaussian_w2",
+    record_keys = ["quantization_error", "utilization", "perplexity", "dead_codes", "gaussian_w2_sq",
                    "kmeans_error", "error_vs_kmeans", "final_loss", "train_seconds"]
     assert set(record_keys) <= set(table.columns) and table[record_keys].notna().all().all()
     assert sorted(table["method"]) == ["vanilla", "wasserstein"]

@@ -31,7 +31,7 @@ from vector_quantize_pytorch import FSQ, LFQ, ResidualVQ, SimVQ, VectorQuantize
 
 from methods._core import nearest_code
 from methods._base import QuantizerOutput, Quantizer, _check_non_negative, _check_positive_int
-from methods.fsq import derived_levels
+from methods.fsq import balanced_levels
 
 
 def _seed(generator: torch.Generator | None) -> int:
@@ -183,6 +183,7 @@ class VQPFSQ(VQPAdapter):
     """``FSQ(levels)``; levels of 2 switch on the peer's ``preserve_symmetry`` (it requires it)."""
 
     Options = VQPFSQOptions
+    error_space = "bounded"  # the peer's search space is its bounded grid
     paper = "arXiv:2309.15505"
     trainable_by_gradient = False
     learnable_codebook = False
@@ -190,7 +191,7 @@ class VQPFSQ(VQPAdapter):
     has_loss_terms = False
 
     def check_sizes(self, dim, codebook_size):
-        levels = self.options.levels or derived_levels(dim, codebook_size)
+        levels = self.options.levels or balanced_levels(dim, codebook_size)  # the peer takes levels of 2, not of 1
         if len(levels) != dim or math.prod(levels) != codebook_size:
             raise ValueError(f"levels: need one entry per dimension with product codebook_size = {codebook_size}, got {levels!r}")
         if min(levels) < 2:

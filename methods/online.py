@@ -1,0 +1,96 @@
+"""Online clustering VQ: gradient-trained codes, and codes rarely used pulled onto batch features.
+
+The "online clustering" baseline of the Wasserstein-VQ authors' synthetic experiment (Fang et
+al., arXiv:2506.15078; official code https://github.com/VQ-Research/Wasserstein-VQ,
+SimulationAnalyses/DistributionalMatchingPerspective/*/VariousVQs.py), after the online
+clustered codebook of Zheng and Vedaldi, "Online Clustered Codebook", ICCV 2023, arXiv:2307.15139.
+
+The codebook is trained by gradient on the VQ terms (codebook_weight ||sg(z) - e||^2 +
+beta ||z - sg(e)||^2) and, in every training forward, for a batch z_1..z_n and K codes:
+
+    p_k <- m p_k + (1 - m) (share of the batch whose nearest code is k)        (m = usage_decay, 0.9)
+    f_k  = z_j,  j = argmin_j ||z_j - e_k||^2                                   (nearest batch feature)
+    a_k  = exp(-sharpness K p_k / (1 - m) - 1e-3)                               (sharpness = 10)
+    e_k <- (1 - a_k) e_k + a_k f_k
+
+so a code with no recent use (p_k ~ 0, a_k ~ 1) jumps onto its nearest feature while a code used
+at the uniform rate (K p_k ~ 1, a_k ~ e^-100) keeps its place. ``usage`` (p, starting at 0) is a
+buffer. The nearest feature of every code is one search of the codebook against the batch (the
+shared exact ``nearest_code``, K x n).
+
+Deviations: the authors' loop takes the gradient step first and then searches again for the
+pull; here the pull happens inside the forward, with the indices of that forward, before the
+optimizer step of the same batch (one search instead of two; the loss terms are those of the
+codes before the pull). Their codebook loss sums over dimensions: ``reduction="sum"`` with beta = 0
+reproduces it (there is no encoder in their synthetic run).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from methods._base import QuantizerOutput, Tunable, VQOptions, _check_non_negative, commitment_and_codebook
+from methods._core import nearest_code, straight_through
+from methods._registry import register
+from methods.vanilla import VanillaVQ
+
+# The authors' constant in a_k: a code never used still keeps exp(-1e-3) of its pull, not all of it.
+PULL_OFFSET = 1e-3
+
+
+@dataclass(frozen=True)
+class OnlineOptions(VQOptions):
+    """usage_decay: m in (0, 1), the EMA of each code's batch share (0.9 in the authors' code);
+    sharpness: how fast the pull vanishes with use (10 in the authors' code)."""
+
+    usage_decay: float = 0.9
+    sharpness: float = 10.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_non_negative(self, "sharpness")
+        value = self.usage_decay
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise ValueError(f"usage_decay: must be in (0, 1), got {value!r}")
+
+
+@register("online")
+class OnlineClusteringVQ(VanillaVQ):
+    """Vanilla VQ + each step's pull of rarely used codes onto their nearest batch feature."""
+
+    Options = OnlineOptions
+    paper = "arXiv:2506.15078"
+    tunables = {"usage_decay": Tunable(0.5, 0.99), "sharpness": Tunable(1.0, 100.0, log=True)}
+
+    def __init__(self, dim: int, codebook_size: int, options: OnlineOptions, generator: torch.Generator | None = None):
+        super().__init__(dim, codebook_size, options, generator)
+        self.register_buffer("usage", torch.zeros(codebook_size))
+
+    def pull_strength(self) -> Tensor:
+        """a_k = exp(-sharpness K p_k / (1 - m) - 1e-3), (K,)."""
+        decay = self.options.usage_decay
+        return torch.exp(-self.options.sharpness * self.codebook_size * self.usage / (1 - decay) - PULL_OFFSET)
+
+    @torch.no_grad()
+    def online_update(self, features: Tensor, indices: Tensor) -> None:
+        """Update the usage EMA from this batch's ``indices`` and pull the codes onto features."""
+        decay = self.options.usage_decay
+        share = torch.bincount(indices, minlength=self.codebook_size).to(self.usage.dtype) / indices.numel()
+        self.usage.mul_(decay).add_(share, alpha=1 - decay)
+        nearest_features = features[nearest_code(self.embedding.detach(), features)].to(self.embedding.dtype)
+        pull = self.pull_strength()[:, None]
+        self.embedding.mul_(1 - pull).add_(pull * nearest_features)
+
+    def quantize_flat(self, features: Tensor) -> QuantizerOutput:
+        codebook = self.codebook
+        indices = nearest_code(features.detach(), codebook.detach())
+        codes = codebook[indices]
+        losses = commitment_and_codebook(features, codes, self.options.reduction)
+        quantized = straight_through(features, codes)
+        if self.training:
+            self.online_update(features.detach(), indices)
+        return QuantizerOutput(quantized, indices, self.weighted_sum(losses), losses)
+
+
