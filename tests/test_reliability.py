@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from benchmark.experiments.config import ConfigError, RunConfig, check_against_registries
+from benchmark.experiments.checks import check_against_registries
+from benchmark.experiments.config import ConfigError, RunConfig
 from benchmark.experiments.train import DivergedError, run_experiment
 from benchmark.experiments.training import Trainer
 from benchmark.pipeline import spec as sweep_spec
@@ -111,7 +112,7 @@ def test_run_config_accepts_every_device_form() -> None:
          r"dataset: the vqvae experiment needs an image dataset, 'gaussian' is 'features'"),
         ({"dataset_options": {"dim": 3}}, r"dataset_options.dim: 3 differs from dim = 2"),
         ({"method": "fsq", "method_options": {"levels": [2, 2]}},
-         r"codebook_size: must equal prod\(levels\) = 4 .* got 16 \(method 'fsq'\)"),
+         r"method_options.levels: prod\(levels\) = 4 for levels \(2, 2\) must equal codebook_size = 16"),
         ({"method": "fsq", "method_options": {"levels": [2, 2, 4]}},
          r"method_options.levels: needs one entry per dimension"),
         ({"method": "lfq"}, r"codebook_size: must equal 2\^dim = 4 .*got 16 \(method 'lfq'\)"),
@@ -368,3 +369,60 @@ def test_prepare_without_sweep_or_check_data_is_a_usage_error(capsys: pytest.Cap
     with pytest.raises(SystemExit) as exit_info:
         prepare.main([])
     assert exit_info.value.code == 2 and "--sweep is required" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ the report
+def _report_workspace(tmp_path: Path) -> tuple[Path, list[Any]]:
+    """A runnable 4-trial spec whose table holds 1 finished, 1 stale running, 1 interrupted trial."""
+    import pandas as pd
+
+    params = {**_params({"grid": {"seed": [0, 1, 2, 3]}}), "tracking": {"results_dir": "results"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    trials = list(sweep_spec.load_sweep(tmp_path / "params.yaml", "s").trials)
+    rows = []
+    for trial, (status, error) in zip(trials, [("finished", ""), ("running", ""),
+                                              ("failed", "Interrupted: the sweep stopped before this trial finished")]):
+        rows.append({"sweep": "s", "trial": trial.trial_id, "run_id": "r", "status": status, "error": error,
+                     "git_commit": "0" * 40, "git_dirty": False, **trial.config.flat_params(),
+                     **({"quantization_error": 1.0, "utilization": 1.0} if status == "finished" else {})})
+    (tmp_path / "results" / "s").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(tmp_path / "results" / "s" / "trials.csv", index=False)
+    return tmp_path, trials
+
+
+def test_report_shows_stale_interrupted_and_not_run_trials(tmp_path: Path) -> None:
+    from benchmark.report import build as report
+
+    workspace, trials = _report_workspace(tmp_path)
+    params = report.load_params(workspace / "params.yaml")
+    config = report.report_config(params, workspace / "params.yaml")
+    config.figures = False
+    text = report.build_report(config, params).read_text()
+    section = text.split("(`s`)", 1)[1].split("\n## ", 1)[0]
+    assert "Trials: 4 (0 failed, 2 interrupted, 1 not run)." in section
+    assert "running (no error recorded)" not in text and "(no error recorded)" not in text
+    assert "| interrupted | the sweep driver stopped (killed?) while this trial ran" in section
+    assert "| interrupted | Interrupted: the sweep stopped before this trial finished" in section
+    assert f"| {trials[3].trial_id} " in section and "| not run | never started" in section
+    assert "Incomplete sweeps (rerun them to resume" in text and "`s` (1 trials not run, 2 interrupted)" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "cannot read params file"),
+        ("sweeps: {s: [\n", "malformed YAML"),
+        ("- 1\n", "top level must be a mapping, got list"),
+        ("tracking: 3\nsweeps: {}\n", "params.yaml: "),
+    ],
+)
+def test_report_bad_params_file_is_one_line(text: str | None, message: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    from benchmark.report import build as report
+
+    path = tmp_path / "params.yaml"
+    if text is not None:
+        path.write_text(text)
+    status = report.main(["--params", str(path), "--out", str(tmp_path / "out"), "--no-figures"])
+    result = subprocess.CompletedProcess([], status, "", capsys.readouterr().err)
+    _one_line_error(result, str(path), message)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from benchmark.experiments.config import RunConfig, check_against_registries
+from benchmark.experiments.checks import check_against_registries
+from benchmark.experiments.config import RunConfig
 from benchmark.experiments.training import DivergedError, OnStep, resolve_device, seeded_global_rng
 
 __all__ = ["DivergedError", "experiment_module", "run_experiment"]

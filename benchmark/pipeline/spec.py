@@ -96,7 +96,8 @@ import yaml
 
 import registry
 from benchmark import paths
-from benchmark.experiments.config import OPTION_FIELDS, RUN_FIELDS, ConfigError, RunConfig, check_against_registries
+from benchmark.experiments.checks import check_against_registries
+from benchmark.experiments.config import OPTION_FIELDS, RUN_FIELDS, ConfigError, RunConfig
 from benchmark.pipeline import code, tracking
 
 @dataclass(frozen=True)
