@@ -2,7 +2,7 @@
 
 A dataset class that reads official files from a ``root`` folder (CIFAR-10, SVHN) declares a
 classmethod ``check_files(root) -> DatasetCheck``; ``check_data`` calls it for every registered
-dataset that has one, in registration order. Each file is hashed (MD5, streamed in chunks,
+dataset that has one, in name order. Each file is hashed (MD5, streamed in chunks,
 against the official value) exactly where the loader would read it, so a report that says ``ok``
 means the loader will find and accept the files. Nothing is downloaded: a dataset that is not
 ready says where to get its files. Datasets that read a user's own files (``features_file``,
@@ -95,6 +95,8 @@ def check_data(root: str | os.PathLike) -> DataReport:
     """Check the files of every registered dataset that reads official files from ``root``."""
     root = Path(root).expanduser()
     checks = tuple(
-        spec.cls.check_files(root) for spec in map(DATASETS.get, DATASETS.available()) if hasattr(spec.cls, "check_files")
+        spec.cls.check_files(root)
+        for spec in (DATASETS.get(name) for name in DATASETS.available())
+        if hasattr(spec.cls, "check_files")
     )
     return DataReport(str(root), checks)

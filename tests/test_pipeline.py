@@ -240,7 +240,7 @@ def test_prepare_pins_are_deterministic(tmp_path: Path):
     params = {"base": {"dim": 2, "steps": 1, "batch_size": 8, "eval_size": 8},
               "sweeps": {"tiny": {"base": {"dataset": "disk", "codebook_size": 4},
                                   "grid": {"method": ["vanilla", "wasserstein"], "seed": [0, 1]}},
-                         "two": {"base": {"dataset": "gaussian"},
+                         "two": {"base": {"dataset": "gaussian", "codebook_size": 4},
                                  "grid": {"dataset_options.mean": [0.0, 4.0]}}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     first = prepare.prepare(tmp_path / "params.yaml", "tiny", samples=256)

@@ -178,7 +178,7 @@ def test_real_registries_validate_methods_and_dataset_options() -> None:
     params = make_params({"base": {"dataset_options": {"colour": 1}}, "grid": {"seed": [0]}})
     with pytest.raises(ConfigError, match=r"sweeps.s.base.dataset_options.colour: unknown option .* \(dataset 'gaussian'\)"):
         sweep_spec.parse_sweep(params, "s", catalog=catalog)
-    ok = make_params({"grid": {"method": methods.available(), "seed": [0, 1]}})
+    ok = make_params({"base": {"codebook_size": 4}, "grid": {"method": methods.available(), "seed": [0, 1]}})
     assert len(sweep_spec.parse_sweep(ok, "s", catalog=catalog).trials) == 2 * len(methods.available())
 
 

@@ -7,6 +7,8 @@ its params.yaml key and its MLflow param.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -15,6 +17,7 @@ import registry
 EXPERIMENTS = ("fit", "vqvae")  # each is a module benchmark/experiments/<name>.py
 OPTIMIZERS = ("sgd", "adam")
 OPTION_FIELDS = ("dataset_options", "method_options", "model_options")  # mappings of registry options
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")  # what RunConfig.device accepts
 
 
 class ConfigError(ValueError):
@@ -67,19 +70,27 @@ class RunConfig:
                 bad(name, f"must be an integer >= 1, got {value!r}")
         for name in ("model_lr", "codebook_lr", "grad_clip"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                bad(name, f"must be a number >= 0, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
+                    or not math.isfinite(value):
+                bad(name, f"must be a finite number >= 0, got {value!r}")
         for name in ("momentum", "adam_beta1", "adam_beta2"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                 bad(name, f"must be a number in [0, 1), got {value!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             bad("seed", f"must be an integer, got {self.seed!r}")
-        if not isinstance(self.device, str) or not self.device:
-            bad("device", f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
+            bad("device", f"must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
         for name in OPTION_FIELDS:
             if not isinstance(getattr(self, name), Mapping):
                 bad(name, f"must be a mapping, got {type(getattr(self, name)).__name__}")
+        if self.experiment == "fit":
+            if self.eval_size < self.codebook_size:
+                bad("eval_size", f"must be >= codebook_size = {self.codebook_size} for the fit experiment "
+                                 f"(fewer evaluation points than codes caps utilization), got {self.eval_size}")
+            if self.model_options:
+                bad("model_options", f"only used by the vqvae experiment; leave it empty for fit, "
+                                     f"got {dict(self.model_options)!r}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], where: str = "") -> "RunConfig":

@@ -66,7 +66,8 @@ def run(
             out = quantizer(features)
             trainer.step(step, out.loss, out)
     finally:
-        final_loss = trainer.close()
+        trainer.close()
+    final_loss = trainer.final_loss
     sync(device)
     train_seconds = time.perf_counter() - start
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from benchmark.experiments.checks import check_against_registries
 from benchmark.experiments.config import RunConfig
 from benchmark.experiments.training import DivergedError, OnStep, resolve_device, seeded_global_rng
 
@@ -37,6 +38,7 @@ def run_experiment(
     """
     if not isinstance(config, RunConfig):
         raise TypeError(f"config: expected a RunConfig, got {type(config).__name__}")
+    check_against_registries(config)
     device = resolve_device(config.device)
     with seeded_global_rng(config.seed, device):
         artifacts = Path(artifacts_dir) if artifacts_dir is not None else None

@@ -176,9 +176,14 @@ class Trainer:
             if self.on_step is not None:
                 self.on_step(step, logged)
 
-    def close(self) -> float:
+    def close(self) -> None:
+        """Close the progress bar; safe in a ``finally`` (never raises over the run's own error)."""
         self.bar.close()
-        return sum(self.recent) / len(self.recent)
+
+    @property
+    def final_loss(self) -> float:
+        """Mean training loss over the last ``window`` steps (NaN before the first step)."""
+        return sum(self.recent) / len(self.recent) if self.recent else math.nan
 
 
 def check_codebook(quantizer: nn.Module, step: int) -> Tensor:

@@ -86,7 +86,8 @@ def run(
             loss = torch.nn.functional.mse_loss(recon, batch) + out.loss
             trainer.step(step, loss, out)
     finally:
-        final_loss = trainer.close()
+        trainer.close()
+    final_loss = trainer.final_loss
     sync(device)
     train_seconds = time.perf_counter() - start
 

@@ -19,6 +19,10 @@ A sweep stage depends on its ``data/prepared/NAME`` folder instead of the ``data
 ``methods/`` code: a refactor that leaves the data and the trials' code unchanged reruns nothing,
 a change of either reruns it.
 The trials' own sampling is not replaced: the sweep never reads these files.
+
+``python -m benchmark prepare --check-data ROOT`` only checks that the official files of the
+datasets that read them (CIFAR-10, SVHN) are under ROOT and intact (``datasets.check_data``):
+it prints one block per dataset and exits 1 when one is not ready.
 """
 from __future__ import annotations
 
@@ -133,10 +137,21 @@ def prepare(params_path: str | Path, sweep: str, *, out_root: str | Path | None 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark prepare", description=__doc__.split("\n")[0])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--sweep", required=True, help="sweep name under `sweeps:`")
+    parser.add_argument("--sweep", default=None, help="sweep name under `sweeps:`")
+    parser.add_argument("--check-data", metavar="ROOT", default=None,
+                        help="only check the local files of the datasets that read them (CIFAR-10, SVHN) "
+                             "under ROOT: print datasets.check_data(ROOT), exit 1 when not ready")
     parser.add_argument("--out", default=None, help="output root (default data/prepared beside params)")
     parser.add_argument("--samples", type=int, default=4096, help="points per pinned feature sample")
     args = parser.parse_args(argv)
+    if args.check_data is not None:
+        import datasets
+
+        report = datasets.check_data(args.check_data)
+        print(report)
+        return 0 if report.ok else 1
+    if args.sweep is None:
+        parser.error("--sweep is required (unless --check-data ROOT)")
     from benchmark.experiments.config import ConfigError
 
     try:

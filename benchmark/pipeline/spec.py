@@ -7,7 +7,10 @@ Usage::
 
 or from Python: ``run_sweep(load_sweep("params.yaml", "NAME"))``. The CLI prints one line
 (``sweep NAME: N finished, M failed (K already done, not rerun) -> results/NAME/trials.csv``) and
-exits 0 when the sweep ran, failed trials included (they are rows of the table), 2 on a bad spec.
+exits 0 when every trial ran, failed trials included (they are rows of the table); 3 when the sweep
+was interrupted or left trials not run (the table is still written, but a DVC stage fails and
+records nothing); 4 when every trial failed; 130 on a second Ctrl-C; 2 on a bad spec, a damaged or
+locked store, or a results folder that is not writable (one ``error:`` line naming the key or file).
 
 params.yaml schema (authoritative; ``docs/contracts.md`` points here)
 --------------------------------------------------------------------
@@ -67,7 +70,11 @@ Trials, tracking, faults, resume
 - A runner that raises (``benchmark.train.DivergedError`` on a NaN loss, or anything else)
   makes the trial ``failed`` with ``error = "<ExceptionType>: <message>"``; the sweep goes on.
 - Interrupted sweep (Ctrl-C): trials already started are closed as ``failed``
-  (``Interrupted: ...``), trials never started have no run; the table is still exported.
+  (``Interrupted: ...``), trials never started have no run; the table is still exported and the
+  command exits 3, so ``dvc repro`` stops and does not take the partial table as the stage's output.
+- One writer per store: a sweep holds ``<store>.lock`` (beside the SQLite file) from reading the
+  pending trials to exporting the table; a second sweep on the same store waits (``--lock-timeout``
+  to give up), saying which process holds it (pid, host, since), then runs what is still pending.
 - Resume: rerunning a sweep skips every trial whose run is ``finished`` (or ``stopped`` by
   ASHA). Failed trials, and ``running`` ones left by a driver that was killed outright, are
   RETRIED: their old run is soft-deleted in MLflow when the retry starts, so a trial never has
@@ -89,6 +96,7 @@ import yaml
 
 import registry
 from benchmark import paths
+from benchmark.experiments.checks import check_against_registries
 from benchmark.experiments.config import OPTION_FIELDS, RUN_FIELDS, ConfigError, RunConfig
 from benchmark.pipeline import code, tracking
 
@@ -177,6 +185,7 @@ class Catalog:
 
     method_options: Mapping[str, type]
     dataset_options: Mapping[str, type] | None = None
+    live: bool = False  # the real registries: also run benchmark.experiments.config.check_against_registries
 
     @classmethod
     def from_registries(cls) -> "Catalog":
@@ -189,6 +198,7 @@ class Catalog:
             dataset_options={
                 name: _options_type(dataset_registry.get(name)) for name in dataset_registry.available()
             },
+            live=True,
         )
 
 
@@ -339,8 +349,14 @@ def _merge_layers(layers: Sequence[_Layer]) -> tuple[dict[str, Any], dict[str, s
 
 
 def _field_path(origin: Mapping[str, str], key: str) -> str:
-    """Dotted params.yaml path that set ``key`` (e.g. ``sweeps.s.grid.method``); bare if a default."""
-    return origin.get(key, key)
+    """Dotted params.yaml path that set ``key`` (e.g. ``sweeps.s.grid.method``); bare if a default.
+
+    An option mapping (``model_options``) is named by where its last option was set.
+    """
+    if key in origin:
+        return origin[key]
+    inner = [path for dotted, path in origin.items() if dotted.startswith(f"{key}.")]
+    return inner[-1].rsplit(".", 1)[0] if inner else key
 
 
 def parse_sweep(
@@ -398,6 +414,12 @@ def parse_sweep(
         values, origin = _merge_layers(layers)
         config = _build_config(values, origin, point)
         _validate_against_catalog(config, origin, point, catalog)
+        if catalog.live:
+            try:
+                check_against_registries(config)
+            except ConfigError as err:
+                key, _, why = str(err).partition(": ")
+                raise ConfigError(f"{_field_path(origin, key)}: {why} (trial {_describe(point)})") from None
         trial = Trial(trial_id=code.trial_id_of(config), config=config, point=tuple(point.items()))
         if trial.trial_id in seen:
             raise ConfigError(f"{where}.grid: points {seen[trial.trial_id].describe()} and "

@@ -155,12 +155,44 @@ class SweepOutcome:
     not_run: int  # pending trials this call never started (the sweep was interrupted)
     table_path: Path
     table: "pandas.DataFrame" = field(repr=False, compare=False)
+    interrupted: int = 0  # trials this call started that were cut off (failed "Interrupted: ...")
 
     def summary(self) -> str:
         stopped = f", {self.stopped} stopped early" if self.stopped else ""
         not_run = f", {self.not_run} not run (interrupted)" if self.not_run else ""
         return (f"sweep {self.name}: {self.finished} finished, {self.failed} failed{stopped}{not_run} "
                 f"({self.skipped} already done, not rerun) -> {self.table_path}")
+
+    @property
+    def complete(self) -> bool:
+        """Every trial of the spec ran to its end in this call or an earlier one (none cut off)."""
+        return self.not_run == 0 and self.interrupted == 0
+
+    @property
+    def all_failed(self) -> bool:
+        """No trial of the spec is done (finished or stopped), now or from an earlier call."""
+        return self.finished + self.stopped + self.skipped == 0
+
+    def exit_status(self) -> int:
+        """The CLI's exit status: 0, :data:`EXIT_INCOMPLETE` or :data:`EXIT_ALL_FAILED`."""
+        if not self.complete:
+            return EXIT_INCOMPLETE
+        return EXIT_ALL_FAILED if self.all_failed else 0
+
+    def problem(self) -> str:
+        """One line saying why the exit status is not 0 ("" when it is)."""
+        if not self.complete:
+            return (f"sweep {self.name} is incomplete: {self.not_run} trials not run, {self.interrupted} "
+                    f"interrupted; the table lists what ran, but the stage fails so DVC records nothing. "
+                    f"Rerun the sweep to resume (finished trials are not rerun)")
+        if self.all_failed:
+            return f"sweep {self.name}: every trial failed; see the error column of {self.table_path}"
+        return ""
+
+
+EXIT_INCOMPLETE = 3  # interrupted (Ctrl-C) or trials never started: the table is not the stage's output
+EXIT_ALL_FAILED = 4  # the sweep ran, but no trial finished
+EXIT_INTERRUPTED = 130  # KeyboardInterrupt reached the CLI (128 + SIGINT)
 
 
 def pending_trials(spec: SweepSpec, runs_by_trial: Mapping[str, Any]) -> list[Trial]:
@@ -179,6 +211,7 @@ def run_sweep(
     address: str | None = None,
     max_concurrent: int | None = None,
     quiet: bool = True,
+    lock_timeout: float | None = None,
 ) -> SweepOutcome:
     """Run every pending trial of ``spec`` through Ray Tune, record it in MLflow, export the table.
 
@@ -186,9 +219,19 @@ def run_sweep(
     picklable by cloudpickle. Ray is started (and shut down afterwards) unless already
     initialised; see :func:`start_ray` for the address order. ``max_concurrent`` overrides
     ``ray.max_concurrent``.
-    """
-    from ray import tune
 
+    One sweep writes a store at a time (:func:`benchmark.pipeline.tracking.store_lock`):
+    ``lock_timeout`` None waits for another writer, 0 refuses at once (StoreError naming the
+    holder). The results folder is checked writable before anything trains.
+    """
+    tracking.check_writable(spec.table_path.parent)  # before training, not after it
+    with tracking.store_lock(spec.tracking.uri, timeout=lock_timeout):
+        return _run_locked(spec, runner, address, max_concurrent, quiet)
+
+
+def _run_locked(spec: SweepSpec, runner: Runner | None, address: str | None, max_concurrent: int | None,
+                quiet: bool) -> SweepOutcome:
+    """:func:`run_sweep` once this process holds the store's lock."""
     client = tracking.make_client(spec.tracking.uri)
     experiment_id = tracking.get_or_create_experiment(client, spec.name)
     all_runs = tracking.search_sweep_runs(client, experiment_id)
@@ -215,6 +258,12 @@ def run_sweep(
     path = tracking.write_table(table, spec.table_path)
     statuses = table.set_index("trial")["status"].to_dict() if len(table) else {}
     ran = [statuses.get(trial.trial_id) for trial in todo]
+    errors = table.set_index("trial")["error"].to_dict() if len(table) else {}
+    interrupted = sum(
+        1 for trial in todo
+        if statuses.get(trial.trial_id) == tracking.STATUS_FAILED
+        and str(errors.get(trial.trial_id) or "").startswith("Interrupted")
+    )
     return SweepOutcome(
         name=spec.name,
         finished=ran.count(tracking.STATUS_FINISHED),
@@ -224,6 +273,7 @@ def run_sweep(
         not_run=ran.count(None),
         table_path=path,
         table=table,
+        interrupted=interrupted,
     )
 
 
@@ -301,6 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-concurrent", type=int, default=None, help="at most N trials at once")
     parser.add_argument("--export-only", action="store_true", help="only rebuild the table from MLflow")
     parser.add_argument("--verbose", action="store_true", help="show Ray / Tune output")
+    parser.add_argument("--lock-timeout", type=float, default=None, metavar="SECONDS",
+                        help="wait at most this long for another sweep writing the same store "
+                             "(default: as long as it takes; 0: refuse at once)")
     args = parser.parse_args(argv)
     if not args.verbose:
         import mlflow  # noqa: F401  (mlflow sets its loggers' level on import: import, then quieten)
@@ -314,14 +367,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.export_only:
-        table = tracking.export_table(spec.tracking.uri, spec.name)
-        path = tracking.write_table(table, spec.table_path)
-        print(f"sweep {spec.name}: exported {len(table)} trials -> {path}")
-        return 0
-    outcome = run_sweep(spec, address=args.address, max_concurrent=args.max_concurrent, quiet=not args.verbose)
+    try:
+        if args.export_only:
+            tracking.check_writable(spec.table_path.parent)
+            with tracking.store_lock(spec.tracking.uri, timeout=args.lock_timeout):
+                table = tracking.export_table(spec.tracking.uri, spec.name)
+            path = tracking.write_table(table, spec.table_path)
+            print(f"sweep {spec.name}: exported {len(table)} trials -> {path}")
+            return 0
+        outcome = run_sweep(spec, address=args.address, max_concurrent=args.max_concurrent,
+                            quiet=not args.verbose, lock_timeout=args.lock_timeout)
+    except (tracking.StoreError, ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"error: sweep {spec.name} interrupted; the stage fails so DVC records nothing. "
+              f"Rerun the sweep to resume (finished trials are not rerun)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(outcome.summary())
-    return 0
+    if outcome.exit_status():
+        print(f"error: {outcome.problem()}", file=sys.stderr)
+    return outcome.exit_status()
 
 
 if __name__ == "__main__":

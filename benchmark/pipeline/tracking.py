@@ -20,12 +20,19 @@ regenerated without rerunning anything.
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
+import json
+import os
+import socket
+import sqlite3
 import subprocess
+import sys
+import time
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from benchmark.experiments.config import RunConfig
 
@@ -91,11 +98,117 @@ def git_state(repo_dir: str | Path) -> GitState:
     return GitState(commit=commit, dirty=dirty)
 
 
+class StoreError(RuntimeError):
+    """The tracking store or the results folder cannot be used; the message names the file."""
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for a server URI)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri[len("sqlite:///"):])
+
+
+def check_store(tracking_uri: str) -> None:
+    """Raise StoreError naming the file when an existing SQLite store is not a sound database.
+
+    SQLite's own ``PRAGMA quick_check`` (a truncated or overwritten file fails it); a missing file
+    is fine (MLflow creates it).
+    """
+    path = sqlite_path(tracking_uri)
+    if path is None or not path.exists():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+            verdict = connection.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as err:
+        verdict = str(err)
+    if verdict != "ok":
+        raise StoreError(f"{path}: the MLflow store is not a usable SQLite database ({verdict}); "
+                         f"restore it from a backup or move it away to start a new store")
+
+
 def make_client(tracking_uri: str) -> "MlflowClient":
-    """An MLflow client bound to ``tracking_uri`` (creates the SQLite file and schema if needed)."""
+    """An MLflow client bound to ``tracking_uri`` (creates the SQLite file and schema if needed).
+
+    A damaged SQLite file raises StoreError naming it (:func:`check_store`).
+    """
     from mlflow.tracking import MlflowClient
 
+    check_store(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+LOCK_SUFFIX = ".lock"  # <store>.lock beside the SQLite file; <store>.lock.json says who holds it
+
+
+def _holder(info_path: Path) -> str:
+    try:
+        info = json.loads(info_path.read_text())
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info["since"])))
+        return f"pid {info['pid']} on {info['host']} since {since} ({info.get('command', '?')})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (holder unknown)"
+
+
+@contextlib.contextmanager
+def store_lock(tracking_uri: str, *, timeout: float | None = None, say: Any = None) -> Iterator[None]:
+    """Hold the writer lock of a SQLite store: ``<store>.lock`` beside the file (``filelock``).
+
+    One writer per store at a time: two sweeps on one store would otherwise run (and record) the
+    same pending trials twice, and two processes creating a fresh store race in MLflow's schema
+    migration. The holder writes its pid, host, start time and command to ``<store>.lock.json``.
+    ``timeout``: None waits as long as it takes (saying once, through ``say``, who holds it);
+    a number of seconds (0: do not wait) raises StoreError naming the holder when it runs out.
+    Server stores (``http://...``) handle their own concurrency: nothing is locked.
+    """
+    from filelock import FileLock, Timeout
+
+    path = sqlite_path(tracking_uri)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(path.name + LOCK_SUFFIX)
+    info_path = path.with_name(path.name + LOCK_SUFFIX + ".json")
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = _holder(info_path)
+        if timeout is not None and timeout <= 0:
+            raise StoreError(f"{path}: the store is locked by {holder}; wait for it to finish "
+                             f"(or remove {lock_path} if that process is gone)") from None
+        (say or (lambda text: print(text, file=sys.stderr, flush=True)))(
+            f"waiting for the lock on {path}, held by {holder}")
+        try:
+            lock.acquire(timeout=-1 if timeout is None else timeout)
+        except Timeout:
+            raise StoreError(f"{path}: still locked after {timeout:g} s by {_holder(info_path)}") from None
+    try:
+        info_path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                                         "command": " ".join(sys.argv)[:200]}))
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            info_path.unlink()
+        lock.release()
+
+
+def check_writable(folder: str | Path) -> Path:
+    """Create ``folder`` and write a probe file in it; StoreError naming the folder if that fails.
+
+    Called before training, so that a read-only results folder is found before the work is done.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise StoreError(f"{folder}: results folder is not writable ({err.strerror or err})") from None
+    return folder
 
 
 def artifact_location(tracking_uri: str) -> str | None:
@@ -311,10 +424,15 @@ def export_table(tracking_uri: str, sweep: str) -> "pandas.DataFrame":
     """
     import pandas as pd
 
+    store = sqlite_path(tracking_uri)
+    if store is not None and not store.exists():  # do not create an empty store just to read it
+        raise ValueError(f"sweep {sweep!r}: no MLflow store at {store} (the sweep has never run there; "
+                         f"run it first)")
     client = make_client(tracking_uri)
     experiment = client.get_experiment_by_name(sweep)
     if experiment is None:
-        raise ValueError(f"sweep {sweep!r}: no MLflow experiment of that name in {tracking_uri}")
+        raise ValueError(f"sweep {sweep!r}: no MLflow experiment of that name in {tracking_uri} "
+                         f"(the sweep has never run there; run it first)")
     runs = latest_runs_by_trial(search_sweep_runs(client, experiment.experiment_id))
     rows: list[dict[str, Any]] = []
     param_keys: set[str] = set()

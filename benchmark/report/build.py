@@ -25,6 +25,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -34,13 +35,15 @@ import pandas as pd
 import yaml
 
 from benchmark import paths
+from benchmark.experiments.config import ConfigError
 from benchmark.experiments.metrics import HEADLINE_METRICS, METRIC_SPECS
 from benchmark.pipeline.spec import load_params, load_sweep
 from benchmark.report import papers as paper_claims
 from benchmark.report.figures import codebook_figure, main_axis, sweep_figure, usage_figure
 from benchmark.report.questions import open_questions_section
 from benchmark.report.tables import (
-    FACTOR_LABELS, Summary, failed_list, fmt_value, read_table, sort_key, summarize, summary_table,
+    FACTOR_LABELS, NOT_RUN_ERROR, STATUS_INTERRUPTED, STATUS_NOT_RUN, Summary, as_object_strings, failed_list,
+    fmt_value, read_table, sort_key, summarize, summary_table,
 )
 
 
@@ -87,6 +90,24 @@ def report_config(params: Mapping[str, Any], params_path: Path, out_dir: Path | 
         out_dir=Path(out_dir or root / paths.REPORTS_DIR.name),
         prepared_dir=root / paths.PREPARED_DIR,
     )
+
+
+def current_trials(params_path: Path, name: str) -> dict[str, Any] | None:
+    """``{trial id: Trial}`` of sweep ``name`` as params.yaml defines it now (None when unparsable)."""
+    try:
+        return {trial.trial_id: trial for trial in load_sweep(params_path, name).trials}
+    except Exception:  # noqa: BLE001 - current_trial_ids says why
+        return None
+
+
+def not_run_rows(trials: Mapping[str, Any], absent: Sequence[str], sweep: str) -> pd.DataFrame:
+    """Rows for the spec's trials that have none in the table: status ``not run``, their params."""
+    rows = []
+    for trial_id in absent:
+        trial = trials.get(trial_id)
+        params = trial.config.flat_params() if trial is not None else {}
+        rows.append({"sweep": sweep, "trial": trial_id, "status": STATUS_NOT_RUN, "error": NOT_RUN_ERROR, **params})
+    return as_object_strings(pd.DataFrame(rows))
 
 
 def current_trial_ids(params_path: Path, name: str) -> set[str] | None:
@@ -180,6 +201,10 @@ def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
                 keep = table["trial"].astype(str).isin(ids)
                 stale = int((~keep).sum())
                 table = table[keep].reset_index(drop=True)
+                absent = sorted(set(ids) - set(table["trial"].astype(str)))
+                if absent:
+                    extra = not_run_rows(current_trials(config.params_path, name) or {}, absent, name)
+                    table = as_object_strings(pd.concat([table, extra], ignore_index=True))
         table.attrs["stale"] = stale
         tables[name] = table
         summary = summarize(table, name, config.confidence)
@@ -214,9 +239,17 @@ def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
     extra = _extra_figures(config, figures) if config.figures else []
     if extra:
         lines += ["", *extra]
-    if missing:
-        lines += ["", "## Not run", "",
-                  "No results table for: " + ", ".join(f"`{n}`" for n in missing) + "."]
+    incomplete = {name: _status_counts(table) for name, table in tables.items()}
+    incomplete = {name: c for name, c in incomplete.items() if c[STATUS_NOT_RUN] or c[STATUS_INTERRUPTED]}
+    if missing or incomplete:
+        lines += ["", "## Not run", ""]
+        if missing:
+            lines.append("No results table for: " + ", ".join(f"`{n}`" for n in missing) + ".")
+        if incomplete:
+            lines.append("Incomplete sweeps (rerun them to resume; their means cover the finished trials "
+                         "only): " + ", ".join(f"`{n}` ({c[STATUS_NOT_RUN]} trials not run, "
+                                              f"{c[STATUS_INTERRUPTED]} interrupted)"
+                                              for n, c in incomplete.items()) + ".")
     lines += ["", "## Code version and base params", ""]
     commits = sorted({c for s in summaries.values() for c in s.commits})
     lines.append("Git commits of the trials: " + (", ".join(f"`{c}`" for c in commits) or "unknown")
@@ -242,8 +275,11 @@ def _sweep_section(config: ReportConfig, name: str, spec: Any, table: pd.DataFra
     title = config.titles.get(name, name)
     lines = [f"## {title} (`{name}`)", ""]
     stale = table.attrs.get("stale", 0)
+    counts = _status_counts(table)
+    cut_off = "".join(f", {counts[status]} {status}" for status in (STATUS_INTERRUPTED, STATUS_NOT_RUN)
+                      if counts[status])
     lines.append(f"Setting: {_setting_text(table)}. Trials: {len(table)} "
-                 f"({len(summary.failed)} failed)."
+                 f"({counts['failed']} failed{cut_off})."
                  + (f" {stale} trials of earlier specs of this sweep in the table are not shown." if stale else ""))
     lines += ["", summary_table(summary), "", failed_list(summary), ""]
     figure = (sweep_figure(table, summary, figures / f"{name}.png", config.confidence, title)
@@ -263,6 +299,12 @@ def _sweep_section(config: ReportConfig, name: str, spec: Any, table: pd.DataFra
     lines += ["<details><summary>Sweep spec (params.yaml)</summary>", "", "```yaml",
               yaml.safe_dump({"sweeps": {name: spec}}, sort_keys=False).rstrip(), "```", "", "</details>", ""]
     return "\n".join(lines)
+
+
+def _status_counts(table: pd.DataFrame) -> dict[str, int]:
+    """Trials per status among failed, interrupted and not run (see benchmark.report.tables)."""
+    statuses = table["status"].astype(str) if "status" in table.columns else pd.Series([], dtype=object)
+    return {status: int((statuses == status).sum()) for status in ("failed", STATUS_INTERRUPTED, STATUS_NOT_RUN)}
 
 
 def _extra_figures(config: ReportConfig, figures: Path) -> list[str]:
@@ -299,9 +341,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="first rebuild results/<sweep>/trials.csv from the MLflow store")
     args = parser.parse_args(argv)
     params_path = Path(args.params)
-    params = load_params(params_path)
-    config = report_config(params, params_path, Path(args.out) if args.out else None,
-                           Path(args.results) if args.results else None)
+    try:
+        params = load_params(params_path)
+        config = report_config(params, params_path, Path(args.out) if args.out else None,
+                               Path(args.results) if args.results else None)
+    except (ConfigError, ValueError, TypeError, AttributeError) as err:
+        message = str(err) if str(err).startswith(str(params_path)) else f"{params_path}: {err}"
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     if args.export:
         from benchmark.pipeline import tracking
 

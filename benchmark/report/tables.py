@@ -57,6 +57,12 @@ def is_param_column(column: str) -> bool:
     return column in RUN_FIELDS or column.startswith(OPTION_PREFIXES)
 
 
+STATUS_INTERRUPTED = "interrupted"  # started, cut off before its end (Ctrl-C, or its driver was killed)
+STATUS_NOT_RUN = "not run"  # a trial of the current spec with no row in the table: never started
+STALE_RUN_ERROR = "the sweep driver stopped (killed?) while this trial ran; no result was recorded"
+NOT_RUN_ERROR = "never started (the sweep was interrupted or has not reached it); rerun the sweep"
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """An exported trials table; string columns as plain objects (seaborn 0.13 + pandas 3)."""
     table = pd.read_csv(path, keep_default_na=True)
@@ -72,8 +78,15 @@ def as_object_strings(table: pd.DataFrame) -> pd.DataFrame:
     if "status" not in table.columns:
         table["status"] = "finished"
     table["status"] = table["status"].astype(object).fillna("finished").astype(str).astype(object)
-    if "error" in table.columns:
-        table["error"] = table["error"].astype(object).fillna("").astype(str).astype(object)
+    if "error" not in table.columns:
+        table["error"] = ""
+    table["error"] = table["error"].astype(object).fillna("").astype(str).astype(object)
+    # A run left "running" (its sweep driver was killed) or failed "Interrupted: ..." (Ctrl-C) did
+    # not fail: it was cut off, and a rerun of the sweep resumes it.
+    running = table["status"] == "running"
+    table.loc[running & (table["error"] == ""), "error"] = STALE_RUN_ERROR
+    cut_off = running | ((table["status"] == "failed") & table["error"].str.startswith("Interrupted"))
+    table.loc[cut_off, "status"] = STATUS_INTERRUPTED
     return table
 
 
