@@ -15,3 +15,4 @@ PREPARED_DIR = Path("data") / "prepared"  # <prepared>/<sweep>/manifest.json pin
 TABLE_FILE = "trials.csv"
 ARTIFACTS_DIR = "artifacts"  # <results>/<sweep>/artifacts/<trial>/: final codebook and usage
 REPORTS_DIR = REPO_ROOT / "reports"
+KMEANS_CACHE_DIR = REPO_ROOT / "data" / "kmeans"  # memoised k-means references (content-addressed)

@@ -32,8 +32,11 @@ iterations stopped 0.7% above the converged error at d = 2, K = 256 (uniform squ
 """
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -215,15 +218,39 @@ def kmeans_codebook(
     *,
     seed: int = 0,
     niter: int = KMEANS_MAX_NITER,
+    cache_dir: str | Path | None = None,
 ) -> torch.Tensor | None:
     """faiss k-means centroids (K, d) trained on all of ``train_features`` (None if N < K), Lloyd
-    run to convergence (module docstring) or at most ``niter`` iterations."""
-    import faiss
+    run to convergence (module docstring) or at most ``niter`` iterations.
 
+    With ``cache_dir``, the centroids are memoised there under a hash of the training points'
+    bytes, K, the seed and the Lloyd settings: the trials of a sweep that share their data and seed
+    (every method of one setting) fit the reference once. Writes are atomic (rename).
+    """
     x = np.ascontiguousarray(_as_2d(train_features, "train_features").cpu().numpy(), np.float32)
     n, d = x.shape
     if n < codebook_size:
         return None
+    if cache_dir is None:
+        return torch.from_numpy(_lloyd(x, codebook_size, seed, niter))
+    key = hashlib.sha256(x.tobytes())
+    key.update(repr((x.shape, codebook_size, int(seed), niter, KMEANS_NITER, KMEANS_TOLERANCE)).encode())
+    path = Path(cache_dir) / f"kmeans-{key.hexdigest()[:32]}.npy"
+    if path.exists():
+        return torch.from_numpy(np.load(path))
+    centroids = _lloyd(x, codebook_size, seed, niter)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npy")
+    np.save(partial, centroids)
+    os.replace(partial, path)
+    return torch.from_numpy(centroids)
+
+
+def _lloyd(x: np.ndarray, codebook_size: int, seed: int, niter: int) -> np.ndarray:
+    """Lloyd's k-means (faiss) in blocks of KMEANS_NITER iterations until converged."""
+    import faiss
+
+    n, d = x.shape
     centroids, done, previous = None, 0, math.inf
     while done < niter:
         block = min(KMEANS_NITER, niter - done)
@@ -241,7 +268,7 @@ def kmeans_codebook(
         if previous - objective <= KMEANS_TOLERANCE * abs(objective):
             break
         previous = objective
-    return torch.from_numpy(centroids)
+    return centroids
 
 
 def kmeans_error(
@@ -251,12 +278,13 @@ def kmeans_error(
     *,
     seed: int = 0,
     niter: int = KMEANS_MAX_NITER,
+    cache_dir: str | Path | None = None,
 ) -> float:
     """Held-out Lloyd error: k-means fitted on ``train_features``, E measured on ``eval_features``.
 
     NaN when there are fewer training points than codes.
     """
-    centroids = kmeans_codebook(train_features, codebook_size, seed=seed, niter=niter)
+    centroids = kmeans_codebook(train_features, codebook_size, seed=seed, niter=niter, cache_dir=cache_dir)
     if centroids is None:
         return float("nan")
     return quantization_error(_as_2d(eval_features, "eval_features").cpu(), centroids)
@@ -283,6 +311,7 @@ def evaluate(
     kmeans_features: torch.Tensor | None = None,
     seed: int = 0,
     kmeans_niter: int = KMEANS_MAX_NITER,
+    kmeans_cache: str | Path | None = None,
 ) -> dict[str, float]:
     """The full metric record (``METRIC_KEYS``, floats) of a codebook on ``features (N, d)``.
 
@@ -303,7 +332,7 @@ def evaluate(
     if kmeans_features is None:
         km_error = float("nan")
     else:
-        km_error = kmeans_error(kmeans_features, features, k, seed=seed, niter=kmeans_niter)
+        km_error = kmeans_error(kmeans_features, features, k, seed=seed, niter=kmeans_niter, cache_dir=kmeans_cache)
     return {
         "quantization_error": error,
         "utilization": utilization(counts),

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from benchmark import paths
 from benchmark.experiments import metrics
 from benchmark.experiments.config import ConfigError, RunConfig
 
@@ -227,6 +228,7 @@ def evaluate(
         eval_features,
         kmeans_features=in_code_space(quantizer, kmeans_features, device),
         seed=config.seed,
+        kmeans_cache=paths.KMEANS_CACHE_DIR,
     )
     if artifacts_dir is not None:
         artifacts_dir.mkdir(parents=True, exist_ok=True)
