@@ -1,0 +1,107 @@
+"""The tuning stage of a sweep: the ``tune:`` schema, and a tuning objective that never reads test features."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+
+from benchmark.experiments.config import ConfigError, RunConfig
+from benchmark.pipeline import spec as sweep_spec
+
+CATALOG = sweep_spec.Catalog.from_registries()
+TUNE = {"budget": 2, "metric": "error_vs_kmeans", "mode": "min", "lr": [1e-3, 3.0],
+        "optimizers": ["sgd", "adam"], "grace_steps": 2}
+
+
+def make_params(**tune: Any) -> dict[str, Any]:
+    return {
+        "base": {"codebook_size": 8, "dim": 2, "steps": 4, "batch_size": 64, "eval_size": 256, "log_every": 2},
+        "sweeps": {"s": {"grid": {"method": ["vanilla", "wasserstein"], "seed": [0, 1]},
+                         "tune": {**TUNE, **tune}}},
+    }
+
+
+def test_a_valid_tune_section_is_parsed() -> None:
+    spec = sweep_spec.parse_sweep(make_params(tunables=["gamma"]), "s", catalog=CATALOG)
+    assert spec.tune == sweep_spec.TuneSettings(budget=2, lr=(1e-3, 3.0), optimizers=("sgd", "adam"),
+                                                tunables=("gamma",), grace_steps=2)
+
+
+def test_no_tune_section_means_no_tuning() -> None:
+    params = make_params()
+    del params["sweeps"]["s"]["tune"]
+    assert sweep_spec.parse_sweep(params, "s", catalog=CATALOG).tune is None
+
+
+@pytest.mark.parametrize(
+    ("tune", "message"),
+    [
+        ({"budget": 0}, r"sweeps.s.tune.budget: must be >= 1"),
+        ({"budget": True}, r"sweeps.s.tune.budget: must be >= 1"),
+        ({"mode": "lowest"}, r"sweeps.s.tune.mode: must be 'min' or 'max'"),
+        ({"lr": [3.0, 1e-3]}, r"sweeps.s.tune.lr: must satisfy 0 < low < high"),
+        ({"lr": [0.0, 1.0]}, r"sweeps.s.tune.lr: must satisfy 0 < low < high"),
+        ({"lr": [1.0]}, r"sweeps.s.tune.lr: must be \[low, high\]"),
+        ({"optimizers": []}, r"sweeps.s.tune.optimizers: must be a non-empty list"),
+        ({"optimizers": ["rmsprop"]}, r"sweeps.s.tune.optimizers: unknown optimizer 'rmsprop'"),
+        ({"tunables": ["decay"]}, r"sweeps.s.tune.tunables: unknown tunable 'decay'"),
+        ({"tunables": []}, r"sweeps.s.tune.tunables: must be null or a non-empty list"),
+        ({"grace_steps": 0}, r"sweeps.s.tune.grace_steps: must be null or an integer >= 1"),
+        ({"patience": 3}, r"sweeps.s.tune.patience: unknown key"),
+    ],
+)
+def test_invalid_tune_sections_name_the_dotted_key(tune: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        sweep_spec.parse_sweep(make_params(**tune), "s", catalog=CATALOG)
+
+
+# ------------------------------------------------------------------------------ objective
+
+
+class _NoTestSplit:
+    """A feature dataset whose test split raises: proves what an evaluation reads."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.kind, self.dim = inner.kind, inner.dim
+        self.splits: list[str] = []
+
+    def sample(self, n: int, generator: torch.Generator, split: str = "train") -> torch.Tensor:
+        self.splits.append(split)
+        if split == "test":
+            raise AssertionError("the test split was sampled")
+        return self._inner.sample(n, generator, split)
+
+
+@pytest.fixture
+def guarded(monkeypatch: pytest.MonkeyPatch) -> list[_NoTestSplit]:
+    import datasets
+
+    made: list[_NoTestSplit] = []
+    load = datasets.load
+
+    def guarded_load(name: str, **options: Any) -> _NoTestSplit:
+        made.append(_NoTestSplit(load(name, **options)))
+        return made[-1]
+
+    monkeypatch.setattr(datasets, "load", guarded_load)
+    return made
+
+
+def test_the_tuning_objective_never_reads_test_features(guarded: list[_NoTestSplit]) -> None:
+    from benchmark.experiments.train import run_experiment
+
+    config = RunConfig(codebook_size=8, dim=2, steps=3, batch_size=64, eval_size=256, log_every=1)
+    record = run_experiment(config, evaluation_split="validation")
+    assert set(guarded[0].splits) == {"train", "validation"} and record["error_vs_kmeans"] > 0
+    with pytest.raises(AssertionError, match="the test split was sampled"):
+        run_experiment(config)  # a plain trial is evaluated on the test split
+
+
+def test_evaluation_split_is_checked() -> None:
+    from benchmark.experiments.train import run_experiment
+
+    with pytest.raises(ValueError, match="evaluation_split: must be 'test' or 'validation'"):
+        run_experiment(RunConfig(steps=1), evaluation_split="train")
