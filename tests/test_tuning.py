@@ -1,7 +1,7 @@
 """The tuning stage of a sweep: the ``tune:`` schema, and a tuning objective that never reads test features."""
 from __future__ import annotations
 
-import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -105,3 +105,40 @@ def test_evaluation_split_is_checked() -> None:
 
     with pytest.raises(ValueError, match="evaluation_split: must be 'test' or 'validation'"):
         run_experiment(RunConfig(steps=1), evaluation_split="train")
+
+
+# ------------------------------------------------------------------------------ search space
+
+
+def test_the_search_space_is_lr_optimizer_and_the_methods_tunables() -> None:
+    import methods
+    from benchmark.pipeline import tuning
+
+    settings = sweep_spec.TuneSettings(lr=(1e-3, 3.0), optimizers=("sgd", "adam"))
+    space = tuning.search_space(methods.get("wasserstein").tunables, settings)
+    assert set(space) == {"codebook_lr", "optimizer", "method_options.gamma", "method_options.beta"}
+    assert (space["codebook_lr"].lower, space["codebook_lr"].upper) == (1e-3, 3.0)
+    assert space["optimizer"].categories == ["sgd", "adam"]
+    only_gamma = tuning.search_space(methods.get("wasserstein").tunables,
+                                     dataclasses.replace(settings, tunables=("gamma",)))
+    assert set(only_gamma) == {"codebook_lr", "optimizer", "method_options.gamma"}
+
+
+def test_a_point_is_applied_to_the_setting() -> None:
+    from benchmark.pipeline import tuning
+
+    base = RunConfig(method="wasserstein", method_options={"beta": 0.1})
+    tuned = tuning.apply(base, {"codebook_lr": 0.5, "optimizer": "adam", "method_options.gamma": 2.0})
+    assert (tuned.codebook_lr, tuned.optimizer, dict(tuned.method_options)) == (
+        0.5, "adam", {"beta": 0.1, "gamma": 2.0})
+    with pytest.raises(ValueError, match="point: unknown key 'colour'"):
+        tuning.apply(base, {"colour": 1})
+
+
+def test_tuning_trial_ids_are_deterministic_and_distinct() -> None:
+    from benchmark.pipeline import tuning
+
+    settings = sweep_spec.TuneSettings(budget=2)
+    setting = RunConfig(codebook_size=8, dim=2)
+    ids = [tuning.tuning_trial_id(setting, settings, i) for i in range(2)]
+    assert ids == [tuning.tuning_trial_id(setting, settings, i) for i in range(2)] and len(set(ids)) == 2
