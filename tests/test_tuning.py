@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -142,3 +143,74 @@ def test_tuning_trial_ids_are_deterministic_and_distinct() -> None:
     setting = RunConfig(codebook_size=8, dim=2)
     ids = [tuning.tuning_trial_id(setting, settings, i) for i in range(2)]
     assert ids == [tuning.tuning_trial_id(setting, settings, i) for i in range(2)] and len(set(ids)) == 2
+
+
+# ------------------------------------------------------------------------------ the stage, end to end
+
+import sys  # noqa: E402
+
+import ray.cloudpickle as cloudpickle  # noqa: E402
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def scored_runner(config: RunConfig, *, on_step: Any = None, evaluation_split: str = "test",
+                  artifacts_dir: str | None = None) -> dict[str, float]:
+    """Stands in for run_experiment: the error is smallest at codebook_lr = 0.1 with adam; the
+    test split scores 100 higher than the validation split, so the tables show which was read."""
+    import math
+
+    for step in range(config.log_every, config.steps + 1, config.log_every):
+        if on_step is not None:
+            on_step(step, {"loss": 1.0 / step})
+    error = abs(math.log10(config.codebook_lr) + 1.0) + (0.0 if config.optimizer == "adam" else 0.5)
+    return {"error_vs_kmeans": error + (100.0 if evaluation_split == "test" else 0.0),
+            "utilization": 1.0 if error < 0.5 else 0.0, "train_seconds": 0.01}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Any:
+    """One local 2-CPU Ray for the stage's tests (run_sweep then neither starts nor stops one)."""
+    import ray
+
+    from benchmark.pipeline import sweep
+
+    started = sweep.start_ray(sweep_spec.RaySettings(num_cpus=2))
+    yield
+    if started:
+        ray.shutdown()
+
+
+def test_tuning_stage_end_to_end_and_resume(ray_cluster: None, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from benchmark.pipeline import sweep, tracking, tuning
+
+    params = make_params(budget=3, grace_steps=2, seed=0)  # ASHA on: rungs at steps 2, 6, ...
+    params["sweeps"]["s"]["grid"] = {"method": ["vanilla"], "seed": [0, 1]}
+    params["tracking"] = {"uri": "mlflow.db", "results_dir": "results"}
+    params["ray"] = {"num_cpus": 2, "storage_path": str(tmp_path / "ray"), "max_concurrent": 1}
+    spec = sweep_spec.parse_sweep(params, "s", base_dir=tmp_path, catalog=CATALOG)
+
+    outcome = sweep.run_sweep(spec, runner=scored_runner)
+    assert outcome.finished == 4  # 2 default + 2 tuned (one per seed)
+    table = pd.read_csv(tmp_path / "results" / "s" / tuning.TUNING_FILE)
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (row["method"], row["budget"], row["tuning_trials"]) == ("vanilla", 3, 3)
+    assert row["validation_best"] < 100 <= row["default"]  # tuned on validation, reported on test
+    assert row["tuned"] - 100 == pytest.approx(row["validation_best"])
+    assert {"chosen.codebook_lr", "chosen.optimizer", "chosen.method_options.beta"} <= set(table.columns)
+    assert 0.0 <= row["robust_share"] <= 1.0
+
+    client = tracking.make_client(spec.tracking.uri)
+    experiment = client.get_experiment_by_name("s" + tuning.TUNING_SUFFIX)
+    runs = tracking.search_sweep_runs(client, experiment.experiment_id)
+    assert len(runs) == 3 and all(run.data.tags[tuning.GROUP_TAG] for run in runs)
+    ids = sorted(run.data.tags["trial"] for run in runs)
+    group = tuning.groups_of(spec)[0]
+    assert ids == sorted(tuning.tuning_trial_id(group.setting, spec.tune, i) for i in range(3))
+
+    again = sweep.run_sweep(spec, runner=scored_runner)  # resume: nothing reruns
+    assert (again.finished, again.skipped) == (0, 4)
+    assert len(tracking.search_sweep_runs(client, experiment.experiment_id)) == 3

@@ -189,6 +189,20 @@ def run_sweep(
     """
     from ray import tune
 
+    tuning_results = None
+    if spec.tune is not None:  # the tuning stage first: its best points define the tuned trials
+        from benchmark.pipeline import tuning
+
+        started = start_ray(spec.ray, address=address, quiet=quiet)
+        try:
+            tuning_results = tuning.run_tuning(spec, runner=runner, quiet=quiet)
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+        spec = tuning.with_tuned_trials(spec, tuning_results)
+
     client = tracking.make_client(spec.tracking.uri)
     experiment_id = tracking.get_or_create_experiment(client, spec.name)
     all_runs = tracking.search_sweep_runs(client, experiment_id)
@@ -213,6 +227,8 @@ def run_sweep(
 
     table = tracking.export_table(spec.tracking.uri, spec.name)
     path = tracking.write_table(table, spec.table_path)
+    if tuning_results is not None:
+        tuning.write_tuning_table(spec, tuning_results, table)
     statuses = table.set_index("trial")["status"].to_dict() if len(table) else {}
     ran = [statuses.get(trial.trial_id) for trial in todo]
     return SweepOutcome(
@@ -317,6 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.export_only:
         table = tracking.export_table(spec.tracking.uri, spec.name)
         path = tracking.write_table(table, spec.table_path)
+        if spec.tune is not None:
+            from benchmark.pipeline import tuning
+
+            results = tuning.recorded_results(spec)
+            tuning.write_tuning_table(tuning.with_tuned_trials(spec, results), results, table)
         print(f"sweep {spec.name}: exported {len(table)} trials -> {path}")
         return 0
     outcome = run_sweep(spec, address=args.address, max_concurrent=args.max_concurrent, quiet=not args.verbose)
