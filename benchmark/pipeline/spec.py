@@ -72,8 +72,15 @@ is set) over: ``codebook_lr`` (log-uniform in ``lr``), ``optimizer`` (``optimize
 method's own ``tunables`` (``methods.get(name).tunables``). A tuning trial trains on the training
 stream and is scored on the validation split (:func:`benchmark.experiments.train.run_experiment`,
 ``evaluation_split="validation"``), never on the test features. The sweep's trials (its seeds)
-then run with the best configuration of their (method, setting). A ``tunables`` name that no
-method of the sweep declares is an error.
+then run a second time with the best configuration of their (method, setting): ``trials.csv``
+holds the default rows (the plain grid) and the tuned rows. Tuning trials are MLflow runs of the
+experiment ``NAME-tuning``, tagged ``tuning`` (the id of their method and setting), with
+deterministic ids (a rerun spends only what is left of a budget). ``results/NAME/tuning.csv``:
+one row per (method, setting): ``default`` and ``tuned`` (mean of ``metric`` over the seeds, test
+split), ``validation_best``, ``chosen.<key>`` (the best point), ``budget``, ``tuning_trials``,
+``tuning_train_seconds``, ``robust_share`` (share of the budget whose validation utilization
+reached 0.9), the default and tuned trial ids. A ``tunables`` name that no method of the sweep
+declares is an error.
 
 Trials, tracking, faults, resume
 --------------------------------
