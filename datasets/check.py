@@ -95,6 +95,6 @@ def check_data(root: str | os.PathLike) -> DataReport:
     """Check the files of every registered dataset that reads official files from ``root``."""
     root = Path(root).expanduser()
     checks = tuple(
-        spec.cls.check_files(root) for spec in DATASETS.values() if hasattr(spec.cls, "check_files")
+        spec.cls.check_files(root) for spec in map(DATASETS.get, DATASETS.available()) if hasattr(spec.cls, "check_files")
     )
     return DataReport(str(root), checks)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:dvc.*")
 
 ROOT = Path(__file__).resolve().parents[1]
 COPY = ("dvc.yaml", "params.yaml", "params-paper.yaml", ".dvcignore", ".gitignore", ".dvc/config",
-        "benchmark", "methods", "datasets", "registry.py")
+        "benchmark", "methods", "datasets", "registry.py", "plugins")
 
 
 def _params() -> dict:
