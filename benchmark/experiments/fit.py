@@ -1,7 +1,8 @@
 """The ``fit`` experiment: a quantizer fitted directly to a feature distribution (no encoder).
 
 Every step draws ``batch_size`` fresh features; the metrics are measured on ``eval_size`` held-out
-features from a separate random stream, and the k-means reference trains on a third. This is the
+features of the test split from a separate random stream (a tuning trial: the validation split,
+a stream of its own), and the k-means reference trains on a third (training split). This is the
 "atomic" experiment of Wasserstein VQ (arXiv 2506.15078): features N(mu * 1, I_d), codebook
 initialised by the method.
 """
@@ -16,7 +17,7 @@ import torch
 from benchmark.experiments import metrics
 from benchmark.experiments.config import ConfigError, RunConfig
 from benchmark.experiments.training import (
-    RESULT_KEYS, STREAM_EVAL, STREAM_KMEANS, STREAM_TRAIN, OnStep, Trainer, build_quantizer, check_codebook,
+    RESULT_KEYS, STREAM_EVAL, STREAM_KMEANS, STREAM_TRAIN, STREAM_VALIDATION, OnStep, Trainer, build_quantizer, check_codebook,
     evaluate, generator, make_optimizer, sync,
 )
 
@@ -47,7 +48,8 @@ def _load_features(config: RunConfig) -> Any:
 
 
 def run(
-    config: RunConfig, device: torch.device, on_step: OnStep | None, progress: bool, artifacts_dir: Path | None
+    config: RunConfig, device: torch.device, on_step: OnStep | None, progress: bool, artifacts_dir: Path | None,
+    evaluation_split: str = "test",
 ) -> dict[str, float]:
     if config.model_options:
         raise ConfigError("model_options: only used by the vqvae experiment; leave it empty for fit")
@@ -74,7 +76,8 @@ def run(
     quantizer.eval()
     codebook = check_codebook(quantizer, config.steps)
     cpu = torch.device("cpu")
-    eval_features = dataset.sample(config.eval_size, generator(config.seed, STREAM_EVAL, cpu)).cpu()
+    stream = STREAM_EVAL if evaluation_split == "test" else STREAM_VALIDATION
+    eval_features = dataset.sample(config.eval_size, generator(config.seed, stream, cpu), split=evaluation_split).cpu()
     kmeans_features = dataset.sample(
         metrics.kmeans_train_size(config.codebook_size), generator(config.seed, STREAM_KMEANS, cpu)
     ).cpu()

@@ -51,7 +51,7 @@ from benchmark.experiments.config import ConfigError, RunConfig
 OnStep = Callable[[int, dict[str, float]], None]
 
 # Random streams derived from the run seed (see generator).
-STREAM_INIT, STREAM_TRAIN, STREAM_EVAL, STREAM_KMEANS, STREAM_ORDER = 0, 1, 2, 3, 4
+STREAM_INIT, STREAM_TRAIN, STREAM_EVAL, STREAM_KMEANS, STREAM_ORDER, STREAM_VALIDATION = 0, 1, 2, 3, 4, 5
 # Images per forward pass when evaluating a vqvae.
 EVAL_BATCH = 256
 

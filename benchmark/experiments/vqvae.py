@@ -52,7 +52,8 @@ def _image_scores(images: Tensor, recons: Tensor) -> tuple[list[float], list[flo
 
 
 def run(
-    config: RunConfig, device: torch.device, on_step: OnStep | None, progress: bool, artifacts_dir: Path | None
+    config: RunConfig, device: torch.device, on_step: OnStep | None, progress: bool, artifacts_dir: Path | None,
+    evaluation_split: str = "test",
 ) -> dict[str, float]:
     options = ModelOptions.from_mapping(config.model_options)
     dataset = _load_images(config)
@@ -94,10 +95,14 @@ def run(
     model.eval()
     quantizer.eval()
     codebook = check_codebook(quantizer, config.steps)
+    held_out = dataset.test if evaluation_split == "test" else dataset.validation
+    if held_out.shape[0] == 0:
+        raise ConfigError(f"dataset_options.validation_fraction: {config.dataset!r} has no validation "
+                          f"images to score a tuning trial on")
     test_latents, squared_errors, psnr, ssim = [], [], [], []
     with torch.no_grad():
-        for start_row in range(0, dataset.test.shape[0], EVAL_BATCH):
-            images = dataset.test[start_row : start_row + EVAL_BATCH].to(device)
+        for start_row in range(0, held_out.shape[0], EVAL_BATCH):
+            images = held_out[start_row : start_row + EVAL_BATCH].to(device)
             latents = model.encode(images)
             recon = model.decode(quantizer(latents).quantized).clamp(0.0, 1.0)
             test_latents.append(latents.reshape(-1, config.dim).float().cpu())

@@ -48,6 +48,15 @@ sweep's ``grid`` are required; the ``tracking`` and ``ray`` values shown are the
         method_options:       # fixed options per method, applied only to that method's trials
           wasserstein: {gamma: 10.0}
         max_trials: null      # optional guard: error if the grid expands to more trials
+        tune:                 # optional tuning stage: an equal budget per method and setting
+          budget: 8           # tuning trials per (method, setting); integer >= 1
+          metric: error_vs_kmeans   # a final metric of the run, measured on the VALIDATION split
+          mode: min           # min | max
+          lr: [1.0e-3, 3.0]   # codebook_lr range, log-uniform, 0 < low < high
+          optimizers: [sgd, adam]   # non-empty subset of the optimizers searched
+          tunables: null      # null: every ``tunables`` entry of each method; a list: only these
+          grace_steps: null   # ASHA grace period in steps (null: no early stopping of tuning trials)
+          seed: 0             # seed of the tuning trials and of Optuna's sampler
 
 Grid keys are RunConfig fields (``codebook_size``) or dotted option keys
 (``method_options.gamma``, ``dataset_options.mean``, ``model_options.x``). The RunConfig of one
@@ -59,6 +68,22 @@ Every option in a trial's ``method_options`` must be a field of that method's op
 (``methods.get(name).options``): a grid over ``method_options.gamma`` therefore only combines with
 methods that take ``gamma``. Everything is validated before anything runs; errors are
 :class:`benchmark.config.ConfigError` naming the dotted field (``sweeps.NAME.grid.method``).
+
+A *setting* is a grid point without ``seed`` and ``method``. With ``tune:``, every method of every
+setting first gets ``budget`` tuning trials (Ray Tune, Optuna's TPE, ASHA when ``grace_steps``
+is set) over: ``codebook_lr`` (log-uniform in ``lr``), ``optimizer`` (``optimizers``) and the
+method's own ``tunables`` (``methods.get(name).tunables``). A tuning trial trains on the training
+stream and is scored on the validation split (:func:`benchmark.experiments.train.run_experiment`,
+``evaluation_split="validation"``), never on the test features. The sweep's trials (its seeds)
+then run a second time with the best configuration of their (method, setting): ``trials.csv``
+holds the default rows (the plain grid) and the tuned rows. Tuning trials are MLflow runs of the
+experiment ``NAME-tuning``, tagged ``tuning`` (the id of their method and setting), with
+deterministic ids (a rerun spends only what is left of a budget). ``results/NAME/tuning.csv``:
+one row per (method, setting): ``default`` and ``tuned`` (mean of ``metric`` over the seeds, test
+split), ``validation_best``, ``chosen.<key>`` (the best point), ``budget``, ``tuning_trials``,
+``tuning_train_seconds``, ``robust_share`` (share of the budget whose validation utilization
+reached 0.9), the default and tuned trial ids. A ``tunables`` name that no method of the sweep
+declares is an error.
 
 Trials, tracking, faults, resume
 --------------------------------
@@ -97,7 +122,7 @@ import yaml
 import registry
 from benchmark import paths
 from benchmark.experiments.checks import check_against_registries
-from benchmark.experiments.config import OPTION_FIELDS, RUN_FIELDS, ConfigError, RunConfig
+from benchmark.experiments.config import OPTIMIZERS, OPTION_FIELDS, RUN_FIELDS, ConfigError, RunConfig
 from benchmark.pipeline import code, tracking
 
 @dataclass(frozen=True)
@@ -146,6 +171,69 @@ class RaySettings:
 
 
 @dataclass(frozen=True)
+class TuneSettings:
+    """The ``tune:`` section of a sweep (validated; see the module docstring)."""
+
+    budget: int = 8
+    metric: str = "error_vs_kmeans"
+    mode: str = "min"
+    lr: tuple[float, float] = (1e-3, 3.0)
+    optimizers: tuple[str, ...] = OPTIMIZERS
+    tunables: tuple[str, ...] | None = None
+    grace_steps: int | None = None
+    seed: int = 0
+
+
+def parse_tune(section: Any, where: str, methods_tunables: Mapping[str, Mapping[str, Any]]) -> TuneSettings:
+    """Validate a ``tune:`` mapping; ``methods_tunables``: method -> its tunables (the sweep's methods)."""
+    section = _mapping(section, where, allow_none=False)
+    _check_keys(section, [f.name for f in dataclasses.fields(TuneSettings)], where)
+    values = {**dataclasses.asdict(TuneSettings()), **section}
+
+    def bad(key: str, why: str) -> None:
+        raise ConfigError(f"{where}.{key}: {why}")
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not is_int(values["budget"]) or values["budget"] < 1:
+        bad("budget", f"must be >= 1, got {values['budget']!r}")
+    if not isinstance(values["metric"], str) or not values["metric"]:
+        bad("metric", f"must be a metric name, got {values['metric']!r}")
+    if values["mode"] not in ("min", "max"):
+        bad("mode", f"must be 'min' or 'max', got {values['mode']!r}")
+    lr = values["lr"]
+    if not isinstance(lr, (list, tuple)) or len(lr) != 2 \
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in lr):
+        bad("lr", f"must be [low, high], got {lr!r}")
+    if not 0 < lr[0] < lr[1]:
+        bad("lr", f"must satisfy 0 < low < high (log-uniform), got {list(lr)!r}")
+    optimizers = values["optimizers"]
+    if not isinstance(optimizers, (list, tuple)) or not optimizers:
+        bad("optimizers", f"must be a non-empty list of {list(OPTIMIZERS)}, got {optimizers!r}")
+    for name in optimizers:
+        if name not in OPTIMIZERS:
+            bad("optimizers", f"unknown optimizer {name!r}; valid: {list(OPTIMIZERS)}")
+    tunables = values["tunables"]
+    if tunables is not None:
+        if not isinstance(tunables, (list, tuple)) or not tunables:
+            bad("tunables", f"must be null or a non-empty list of option names, got {tunables!r}")
+        declared = sorted({name for options in methods_tunables.values() for name in options})
+        for name in tunables:
+            if name not in declared:
+                bad("tunables", f"unknown tunable {name!r}; the sweep's methods declare {declared}")
+        tunables = tuple(tunables)
+    grace = values["grace_steps"]
+    if grace is not None and (not is_int(grace) or grace < 1):
+        bad("grace_steps", f"must be null or an integer >= 1, got {grace!r}")
+    if not is_int(values["seed"]):
+        bad("seed", f"must be an integer, got {values['seed']!r}")
+    return TuneSettings(budget=values["budget"], metric=values["metric"], mode=values["mode"],
+                        lr=(float(lr[0]), float(lr[1])), optimizers=tuple(optimizers), tunables=tunables,
+                        grace_steps=grace, seed=values["seed"])
+
+
+@dataclass(frozen=True)
 class Trial:
     """One point of a sweep's grid: its deterministic id, its full config, and the grid values."""
 
@@ -165,6 +253,7 @@ class SweepSpec:
     trials: tuple[Trial, ...]
     tracking: TrackingSettings
     ray: RaySettings = field(default_factory=RaySettings)
+    tune: TuneSettings | None = None
 
     @property
     def table_path(self) -> Path:
@@ -186,6 +275,7 @@ class Catalog:
     method_options: Mapping[str, type]
     dataset_options: Mapping[str, type] | None = None
     live: bool = False  # the real registries: also run benchmark.experiments.config.check_against_registries
+    method_tunables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_registries(cls) -> "Catalog":
@@ -199,6 +289,7 @@ class Catalog:
                 name: _options_type(dataset_registry.get(name)) for name in dataset_registry.available()
             },
             live=True,
+            method_tunables={name: dict(methods.get(name).tunables) for name in methods.available()},
         )
 
 
@@ -376,7 +467,7 @@ def parse_sweep(
         raise ConfigError(f"sweeps.{name}: unknown sweep; valid: {sorted(sweeps)}")
     where = f"sweeps.{name}"
     sweep = _mapping(sweeps[name], where, allow_none=False)
-    _check_keys(sweep, ("base", "grid", "method_options", "max_trials"), where)
+    _check_keys(sweep, ("base", "grid", "method_options", "max_trials", "tune"), where)
     top_base = _mapping(params.get("base"), "base")
     sweep_base = _mapping(sweep.get("base"), f"{where}.base")
     for layer_where, layer in (("base", top_base), (f"{where}.base", sweep_base)):
@@ -426,8 +517,14 @@ def parse_sweep(
                               f"{trial.describe()} give the same run")
         seen[trial.trial_id] = trial
         trials.append(trial)
+    tune = None
+    if sweep.get("tune") is not None:
+        sweep_methods = {trial.config.method for trial in trials}
+        tune = parse_tune(sweep["tune"], f"{where}.tune",
+                          {m: catalog.method_tunables.get(m, {}) for m in sorted(sweep_methods)})
     return SweepSpec(
-        name=name, trials=tuple(trials), tracking=parse_tracking(params, base_dir), ray=parse_ray(params, base_dir)
+        name=name, trials=tuple(trials), tracking=parse_tracking(params, base_dir), ray=parse_ray(params, base_dir),
+        tune=tune,
     )
 
 

@@ -11,6 +11,7 @@ or from Python: ``run_sweep(load_sweep("params.yaml", "NAME"))``. The params.yam
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -232,30 +233,39 @@ def run_sweep(
 def _run_locked(spec: SweepSpec, runner: Runner | None, address: str | None, max_concurrent: int | None,
                 quiet: bool) -> SweepOutcome:
     """:func:`run_sweep` once this process holds the store's lock."""
-    client = tracking.make_client(spec.tracking.uri)
-    experiment_id = tracking.get_or_create_experiment(client, spec.name)
-    all_runs = tracking.search_sweep_runs(client, experiment_id)
-    runs_by_trial = tracking.latest_runs_by_trial(all_runs)
-    todo = pending_trials(spec, runs_by_trial)
-    todo_ids = {trial.trial_id for trial in todo}
-    stale: dict[str, list[str]] = {}
-    for run in all_runs:
-        trial_id = run.data.tags.get("trial")
-        if trial_id in todo_ids:
-            stale.setdefault(trial_id, []).append(run.info.run_id)
+    with contextlib.ExitStack() as ray_session:  # Ray starts at most once, only when something runs
 
-    if todo:
-        started = start_ray(spec.ray, address=address, quiet=quiet)
-        try:
-            _fit(spec, todo, client, experiment_id, stale, runner, max_concurrent, quiet)
-        finally:
-            if started:
-                import ray
+        def connect() -> None:
+            if start_ray(spec.ray, address=address, quiet=quiet):
+                ray_session.callback(_shutdown_ray)
 
-                ray.shutdown()
+        tuning_results = None
+        if spec.tune is not None:  # the tuning stage first: its best points define the tuned trials
+            from benchmark.pipeline import tuning
+
+            connect()
+            tuning_results = tuning.run_tuning(spec, runner=runner, quiet=quiet)
+            spec = tuning.with_tuned_trials(spec, tuning_results)
+
+        client = tracking.make_client(spec.tracking.uri)
+        experiment_id = tracking.get_or_create_experiment(client, spec.name)
+        all_runs = tracking.search_sweep_runs(client, experiment_id)
+        runs_by_trial = tracking.latest_runs_by_trial(all_runs)
+        todo = pending_trials(spec, runs_by_trial)
+        todo_ids = {trial.trial_id for trial in todo}
+        stale: dict[str, list[str]] = {}
+        for run in all_runs:
+            trial_id = run.data.tags.get("trial")
+            if trial_id in todo_ids:
+                stale.setdefault(trial_id, []).append(run.info.run_id)
+        if todo:
+            connect()
+            _run_trials_in_tune(spec, todo, client, experiment_id, stale, runner, max_concurrent, quiet)
 
     table = tracking.export_table(spec.tracking.uri, spec.name)
     path = tracking.write_table(table, spec.table_path)
+    if tuning_results is not None:
+        tuning.write_tuning_table(spec, tuning_results, table)
     statuses = table.set_index("trial")["status"].to_dict() if len(table) else {}
     ran = [statuses.get(trial.trial_id) for trial in todo]
     errors = table.set_index("trial")["error"].to_dict() if len(table) else {}
@@ -277,10 +287,16 @@ def _run_locked(spec: SweepSpec, runner: Runner | None, address: str | None, max
     )
 
 
-def _fit(spec: SweepSpec, todo: Sequence[Trial], client: Any, experiment_id: str,
+def _shutdown_ray() -> None:
+    import ray
+
+    ray.shutdown()
+
+
+def _run_trials_in_tune(spec: SweepSpec, todo: Sequence[Trial], client: Any, experiment_id: str,
          stale: Mapping[str, Sequence[str]], runner: Runner | None, max_concurrent: int | None,
          quiet: bool) -> None:
-    """The Ray Tune part of :func:`run_sweep` (Ray already connected)."""
+    """Run ``todo`` as one Ray Tune grid (Ray already connected), every event recorded in MLflow."""
     import ray
     from ray import tune
 
@@ -373,6 +389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             with tracking.store_lock(spec.tracking.uri, timeout=args.lock_timeout):
                 table = tracking.export_table(spec.tracking.uri, spec.name)
             path = tracking.write_table(table, spec.table_path)
+            if spec.tune is not None:
+                from benchmark.pipeline import tuning
+
+                results = tuning.recorded_results(spec)
+                tuning.write_tuning_table(tuning.with_tuned_trials(spec, results), results, table)
             print(f"sweep {spec.name}: exported {len(table)} trials -> {path}")
             return 0
         outcome = run_sweep(spec, address=args.address, max_concurrent=args.max_concurrent,

@@ -1,0 +1,377 @@
+"""The tuning stage of a sweep: an equal budget per (method, setting), scored on the validation split.
+
+The search space of one method (:func:`search_space`): ``codebook_lr`` log-uniform in
+``tune.lr``, ``optimizer`` in ``tune.optimizers`` and every entry of the method's own
+``tunables`` (``methods.get(name).tunables``; only those named in ``tune.tunables`` when given),
+as Ray Tune domains for Optuna's TPE (``ray.tune.search.optuna.OptunaSearch``). A sampled point
+is applied to the setting's config by :func:`apply` (``method_options.<name>`` for a tunable).
+
+A tuning trial's id (:func:`tuning_trial_id`) hashes the setting's config, the tuning settings and
+the trial's index in the budget, so a rerun finds the same runs (tag ``tuning``) in MLflow.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from benchmark import paths
+from benchmark.experiments.config import RunConfig
+from benchmark.pipeline import code, tracking
+from benchmark.pipeline.spec import SweepSpec, Trial, TuneSettings
+
+LR_KEY, OPTIMIZER_KEY = "codebook_lr", "optimizer"
+OPTION_PREFIX = "method_options."
+
+
+def search_space(tunables: Mapping[str, Any], settings: TuneSettings) -> dict[str, Any]:
+    """Ray Tune domains of one method: learning rate, optimizer and the method's tunables."""
+    from ray import tune
+
+    space: dict[str, Any] = {
+        LR_KEY: tune.loguniform(*settings.lr),
+        OPTIMIZER_KEY: tune.choice(list(settings.optimizers)),
+    }
+    for name, tunable in sorted(tunables.items()):
+        if settings.tunables is not None and name not in settings.tunables:
+            continue
+        if tunable.choices:
+            space[OPTION_PREFIX + name] = tune.choice(list(tunable.choices))
+        elif tunable.log:
+            space[OPTION_PREFIX + name] = tune.loguniform(tunable.low, tunable.high)
+        else:
+            space[OPTION_PREFIX + name] = tune.uniform(tunable.low, tunable.high)
+    return space
+
+
+def apply(config: RunConfig, point: Mapping[str, Any]) -> RunConfig:
+    """``config`` with a sampled point of :func:`search_space` set."""
+    options = dict(config.method_options)
+    changes: dict[str, Any] = {}
+    for key, value in point.items():
+        if key.startswith(OPTION_PREFIX):
+            options[key[len(OPTION_PREFIX):]] = value
+        elif key in (LR_KEY, OPTIMIZER_KEY):
+            changes[key] = float(value) if key == LR_KEY else value
+        else:
+            raise ValueError(f"point: unknown key {key!r}")
+    return config.replace(method_options=options, **changes)
+
+
+def tuning_trial_id(setting: RunConfig, settings: TuneSettings, index: int) -> str:
+    """Deterministic id of tuning trial ``index`` of a (method, setting): config, code, settings, index."""
+    canonical = json.dumps({"setting": code.trial_id_of(setting), "tune": dataclasses.asdict(settings),
+                            "index": index}, sort_keys=True, default=repr)
+    return "tune-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------------------------
+# The stage: one Ray Tune search per (method, setting), recorded in MLflow, resumable
+
+TUNING_SUFFIX = "-tuning"  # tuning runs live in the MLflow experiment <sweep>-tuning
+GROUP_TAG = "tuning"  # tag of a tuning run: the id of its (method, setting)
+TUNING_FILE = "tuning.csv"
+OBJECTIVE_KEY = "vqbench_tuning_objective"  # what Optuna optimises: the validation metric
+RUNG_KEY = "vqbench_tuning_loss"  # what ASHA compares at its rungs: the training loss
+STEP_KEY = "vqbench_step"
+ROBUST_UTILIZATION = 0.9  # the robustness column: share of the budget reaching this utilization
+
+
+@dataclass(frozen=True)
+class Group:
+    """One (method, setting) of a tuned sweep: its tuning base config and the sweep trials it covers."""
+
+    group_id: str
+    setting: RunConfig  # the trials' config with seed = tune.seed
+    trials: tuple[Trial, ...]
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    """What tuning one group gave: the best point (None: no tuning trial finished) and its cost."""
+
+    group: Group
+    best: Mapping[str, Any] | None
+    best_objective: float
+    trials: int  # tuning trials recorded (finished, stopped or failed)
+    train_seconds: float
+    robust_share: float  # share of the budget whose validation utilization reached ROBUST_UTILIZATION
+
+
+def groups_of(spec: SweepSpec) -> list[Group]:
+    """The (method, setting) groups of a tuned sweep, in the order of their first trial."""
+    if spec.tune is None:
+        raise ValueError(f"sweep {spec.name!r}: has no tune section")
+    members: dict[str, list[Trial]] = {}
+    settings: dict[str, RunConfig] = {}
+    for trial in spec.trials:
+        setting = trial.config.replace(seed=spec.tune.seed)
+        key = code.trial_id_of(setting)
+        settings[key] = setting
+        members.setdefault(key, []).append(trial)
+    return [Group(group_id=key, setting=settings[key], trials=tuple(members[key])) for key in members]
+
+
+def tuned_trials(results: Sequence[GroupResult]) -> list[Trial]:
+    """The sweep trials rerun with the best point of their group (groups without one: none)."""
+    out: list[Trial] = []
+    for result in results:
+        if result.best is None:
+            continue
+        for trial in result.group.trials:
+            config = apply(trial.config, result.best)
+            out.append(Trial(trial_id=code.trial_id_of(config), config=config,
+                             point=(*trial.point, ("tuned", True))))
+    return out
+
+
+def _tuning_trial(point: Mapping[str, Any], *, setting: Mapping[str, Any], runner: Any, metric: str,
+                  mode: str) -> None:
+    """Tune function-trainable of one tuning trial: train, score on the validation split, report."""
+    from ray import tune
+
+    worst = math.inf if mode == "min" else -math.inf
+    config = apply(RunConfig.from_dict(setting), point)
+    run = runner
+    if run is None:
+        from benchmark.experiments.train import run_experiment as run
+
+    def on_step(step: int, metrics: Mapping[str, float]) -> None:
+        tune.report({"kind": "step", STEP_KEY: int(step), OBJECTIVE_KEY: worst,
+                     RUNG_KEY: float(metrics.get("loss", math.inf))})
+
+    try:
+        final = run(config, on_step=on_step, evaluation_split="validation")
+        value = float(final[metric])
+    except Exception as err:  # noqa: BLE001 - a failed tuning trial is recorded, the search goes on
+        tune.report({"kind": "failed", "error": f"{type(err).__name__}: {err}", OBJECTIVE_KEY: worst,
+                     RUNG_KEY: math.inf, STEP_KEY: config.steps + 1})
+        return
+    tune.report({"kind": "final", "metrics": {k: float(v) for k, v in final.items()},
+                 OBJECTIVE_KEY: value if math.isfinite(value) else worst, RUNG_KEY: math.inf,
+                 STEP_KEY: config.steps + 1})
+
+
+class _TuningRecorder:
+    """Driver-side: one MLflow run per tuning trial, id ``tuning_trial_id(setting, settings, index)``."""
+
+    def __init__(self, client: Any, experiment_id: str, spec: SweepSpec, group: Group, first_index: int,
+                 git: tracking.GitState) -> None:
+        self._client, self._experiment_id, self._spec, self._group = client, experiment_id, spec, group
+        self._next = first_index
+        self._git = git
+        self._runs: dict[str, str] = {}
+        self._closed: set[str] = set()
+
+    def run_id(self, tune_trial: Any) -> str:
+        if tune_trial.trial_id not in self._runs:
+            assert self._spec.tune is not None
+            trial_id = tuning_trial_id(self._group.setting, self._spec.tune, self._next)
+            self._next += 1
+            config = apply(self._group.setting, tune_trial.config)
+            run_id = tracking.start_trial_run(self._client, self._experiment_id, sweep=self._spec.name,
+                                              trial_id=trial_id, config=config, git=self._git)
+            self._client.set_tag(run_id, GROUP_TAG, self._group.group_id)
+            self._runs[tune_trial.trial_id] = run_id
+        return self._runs[tune_trial.trial_id]
+
+    def on_result(self, tune_trial: Any, result: Mapping[str, Any]) -> None:
+        run_id = self.run_id(tune_trial)
+        if result.get("kind") == "step":
+            tracking.log_step_metrics(self._client, run_id, result[STEP_KEY], {"loss": result[RUNG_KEY]})
+        elif result.get("kind") in ("final", "failed"):
+            status = tracking.STATUS_FINISHED if result["kind"] == "final" else tracking.STATUS_FAILED
+            self._close(tune_trial, status, metrics=result.get("metrics"), error=result.get("error"))
+
+    def on_complete(self, tune_trial: Any) -> None:
+        if tune_trial.trial_id not in self._closed:
+            step = (tune_trial.last_result or {}).get(STEP_KEY, 0)
+            self._close(tune_trial, tracking.STATUS_STOPPED, error=f"stopped early by ASHA at step {step}")
+
+    def close_open_runs(self) -> None:
+        for key, run_id in self._runs.items():
+            if key not in self._closed:
+                tracking.finish_trial_run(self._client, run_id, status=tracking.STATUS_FAILED,
+                                          error="Interrupted: the tuning stopped before this trial finished")
+                self._closed.add(key)
+
+    def _close(self, tune_trial: Any, status: str, **kwargs: Any) -> None:
+        tracking.finish_trial_run(self._client, self.run_id(tune_trial), status=status,
+                                  final_step=self._group.setting.steps, **kwargs)
+        self._closed.add(tune_trial.trial_id)
+
+
+def _callback(recorder: _TuningRecorder) -> Any:
+    from ray import tune
+
+    class TuningCallback(tune.Callback):
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            recorder.run_id(trial)
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            recorder.on_result(trial, result)
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            recorder.on_complete(trial)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            recorder.on_complete(trial)
+
+    return TuningCallback()
+
+
+def _point_of(run: Any, space: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: tracking.restore_param(key, run.data.params.get(key)) for key in space}
+
+
+def tune_group(spec: SweepSpec, group: Group, tunables: Mapping[str, Any], *, client: Any, experiment_id: str,
+               runner: Any = None, quiet: bool = True) -> GroupResult:
+    """Spend what is left of the budget of one group (Ray connected), then read its result from MLflow."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    settings = spec.tune
+    assert settings is not None
+    space = search_space(tunables, settings)
+    runs = [run for run in tracking.search_sweep_runs(client, experiment_id)
+            if run.data.tags.get(GROUP_TAG) == group.group_id]
+    done = [run for run in runs if run.data.tags.get("status") in (*tracking.DONE_STATUSES, tracking.STATUS_FAILED)
+            and run.info.status != "RUNNING"]
+    for run in runs:
+        if run not in done:
+            client.delete_run(run.info.run_id)
+    remaining = settings.budget - len(done)
+    if remaining > 0:
+        finished = [run for run in done if settings.metric in run.data.metrics]
+        searcher = OptunaSearch(
+            space, metric=OBJECTIVE_KEY, mode=settings.mode, seed=settings.seed,
+            points_to_evaluate=[_point_of(run, space) for run in finished] or None,
+            evaluated_rewards=[run.data.metrics[settings.metric] for run in finished] or None,
+        )
+        scheduler = None
+        if settings.grace_steps is not None:
+            scheduler = ASHAScheduler(time_attr=STEP_KEY, metric=RUNG_KEY, mode="min",
+                                      max_t=group.setting.steps + 1, grace_period=settings.grace_steps,
+                                      reduction_factor=3)
+        recorder = _TuningRecorder(client, experiment_id, spec, group, len(done), tracking.git_state(paths.REPO_ROOT))
+        storage = Path(spec.ray.storage_path or Path.home() / "ray_results" / "vqbench").expanduser().resolve()
+        resources = {"cpu": float(spec.ray.cpus_per_trial), "gpu": 0.0}
+        import ray
+
+        if float(ray.cluster_resources().get("GPU", 0)) > 0:
+            resources["gpu"] = float(spec.ray.gpus_per_trial)
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(
+                _tuning_trial, setting=group.setting.to_dict(), runner=runner, metric=settings.metric,
+                mode=settings.mode), resources),
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
+                                        max_concurrent_trials=spec.ray.max_concurrent),
+            run_config=tune.RunConfig(name=f"{spec.name}-tuning-{group.group_id}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                      storage_path=str(storage), callbacks=[_callback(recorder)],
+                                      verbose=0 if quiet else 1, failure_config=tune.FailureConfig(max_failures=0)),
+            param_space={},
+        )
+        try:
+            tuner.fit()
+        finally:
+            recorder.close_open_runs()
+    return group_result(spec, group, space, client, experiment_id)
+
+
+def group_result(spec: SweepSpec, group: Group, space: Mapping[str, Any], client: Any,
+                 experiment_id: str) -> GroupResult:
+    """The recorded tuning runs of a group summarised: best point, spend, robustness."""
+    settings = spec.tune
+    assert settings is not None
+    runs = [run for run in tracking.search_sweep_runs(client, experiment_id)
+            if run.data.tags.get(GROUP_TAG) == group.group_id]
+    sign = 1.0 if settings.mode == "min" else -1.0
+    scored = [(sign * run.data.metrics[settings.metric], run) for run in runs
+              if run.data.tags.get("status") == tracking.STATUS_FINISHED
+              and math.isfinite(run.data.metrics.get(settings.metric, math.nan))]
+    best_run = min(scored, key=lambda pair: pair[0])[1] if scored else None
+    robust = sum(run.data.metrics.get("utilization", 0.0) >= ROBUST_UTILIZATION for run in runs)
+    return GroupResult(
+        group=group,
+        best=_point_of(best_run, space) if best_run is not None else None,
+        best_objective=best_run.data.metrics[settings.metric] if best_run is not None else math.nan,
+        trials=len(runs),
+        train_seconds=float(sum(run.data.metrics.get("train_seconds", 0.0) for run in runs)),
+        robust_share=robust / settings.budget,
+    )
+
+
+def tuning_table(spec: SweepSpec, results: Sequence[GroupResult], trials_table: Any) -> Any:
+    """One row per (method, setting): default vs tuned mean of the metric over the seeds (test split),
+    the chosen point, the budget spent and the robustness share."""
+    import pandas as pd
+
+    assert spec.tune is not None
+    metric = spec.tune.metric
+    by_trial = trials_table.set_index("trial") if len(trials_table) else None
+
+    def mean_of(trials: Sequence[Trial]) -> float:
+        values = [by_trial.at[t.trial_id, metric] for t in trials
+                  if by_trial is not None and t.trial_id in by_trial.index and metric in by_trial.columns
+                  and by_trial.at[t.trial_id, "status"] == tracking.STATUS_FINISHED]
+        return float(sum(values) / len(values)) if values else math.nan
+
+    rows = []
+    for result in results:
+        tuned = [t for t in tuned_trials([result])]
+        setting = {k: v for k, v in result.group.trials[0].point if k not in ("seed", "method")}
+        rows.append({
+            "sweep": spec.name, "method": result.group.setting.method, "setting": result.group.group_id,
+            **{f"setting.{k}": v for k, v in setting.items()},
+            "metric": metric, "mode": spec.tune.mode,
+            "default": mean_of(result.group.trials), "tuned": mean_of(tuned),
+            "validation_best": result.best_objective,
+            **{f"chosen.{k}": v for k, v in (result.best or {}).items()},
+            "budget": spec.tune.budget, "tuning_trials": result.trials,
+            "tuning_train_seconds": result.train_seconds, "robust_share": result.robust_share,
+            "default_trials": " ".join(t.trial_id for t in result.group.trials),
+            "tuned_trials": " ".join(t.trial_id for t in tuned),
+        })
+    return pd.DataFrame(rows)
+
+
+def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True) -> list[GroupResult]:
+    """Tune every (method, setting) of ``spec`` (Ray connected); groups already spent are read back."""
+    import methods
+
+    client = tracking.make_client(spec.tracking.uri)
+    experiment_id = tracking.get_or_create_experiment(client, spec.name + TUNING_SUFFIX)
+    return [tune_group(spec, group, methods.get(group.setting.method).tunables, client=client,
+                       experiment_id=experiment_id, runner=runner, quiet=quiet) for group in groups_of(spec)]
+
+
+def recorded_results(spec: SweepSpec) -> list[GroupResult]:
+    """The tuning results of ``spec`` as recorded in MLflow (nothing runs)."""
+    import methods
+
+    client = tracking.make_client(spec.tracking.uri)
+    experiment_id = tracking.get_or_create_experiment(client, spec.name + TUNING_SUFFIX)
+    assert spec.tune is not None
+    return [group_result(spec, group, search_space(methods.get(group.setting.method).tunables, spec.tune),
+                         client, experiment_id) for group in groups_of(spec)]
+
+
+def with_tuned_trials(spec: SweepSpec, results: Sequence[GroupResult]) -> SweepSpec:
+    """``spec`` with the tuned trials appended to its (default) trials."""
+    known = {trial.trial_id for trial in spec.trials}
+    extra = [trial for trial in tuned_trials(results) if trial.trial_id not in known]
+    return dataclasses.replace(spec, trials=(*spec.trials, *extra))
+
+
+def write_tuning_table(spec: SweepSpec, results: Sequence[GroupResult], trials_table: Any) -> Path:
+    """``<results_dir>/<sweep>/tuning.csv``."""
+    path = spec.table_path.parent / TUNING_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tuning_table(spec, results, trials_table).to_csv(path, index=False)
+    return path

@@ -1,0 +1,216 @@
+"""The tuning stage of a sweep: the ``tune:`` schema, and a tuning objective that never reads test features."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from benchmark.experiments.config import ConfigError, RunConfig
+from benchmark.pipeline import spec as sweep_spec
+
+CATALOG = sweep_spec.Catalog.from_registries()
+TUNE = {"budget": 2, "metric": "error_vs_kmeans", "mode": "min", "lr": [1e-3, 3.0],
+        "optimizers": ["sgd", "adam"], "grace_steps": 2}
+
+
+def make_params(**tune: Any) -> dict[str, Any]:
+    return {
+        "base": {"codebook_size": 8, "dim": 2, "steps": 4, "batch_size": 64, "eval_size": 256, "log_every": 2},
+        "sweeps": {"s": {"grid": {"method": ["vanilla", "wasserstein"], "seed": [0, 1]},
+                         "tune": {**TUNE, **tune}}},
+    }
+
+
+def test_a_valid_tune_section_is_parsed() -> None:
+    spec = sweep_spec.parse_sweep(make_params(tunables=["gamma"]), "s", catalog=CATALOG)
+    assert spec.tune == sweep_spec.TuneSettings(budget=2, lr=(1e-3, 3.0), optimizers=("sgd", "adam"),
+                                                tunables=("gamma",), grace_steps=2)
+
+
+def test_no_tune_section_means_no_tuning() -> None:
+    params = make_params()
+    del params["sweeps"]["s"]["tune"]
+    assert sweep_spec.parse_sweep(params, "s", catalog=CATALOG).tune is None
+
+
+@pytest.mark.parametrize(
+    ("tune", "message"),
+    [
+        ({"budget": 0}, r"sweeps.s.tune.budget: must be >= 1"),
+        ({"budget": True}, r"sweeps.s.tune.budget: must be >= 1"),
+        ({"mode": "lowest"}, r"sweeps.s.tune.mode: must be 'min' or 'max'"),
+        ({"lr": [3.0, 1e-3]}, r"sweeps.s.tune.lr: must satisfy 0 < low < high"),
+        ({"lr": [0.0, 1.0]}, r"sweeps.s.tune.lr: must satisfy 0 < low < high"),
+        ({"lr": [1.0]}, r"sweeps.s.tune.lr: must be \[low, high\]"),
+        ({"optimizers": []}, r"sweeps.s.tune.optimizers: must be a non-empty list"),
+        ({"optimizers": ["rmsprop"]}, r"sweeps.s.tune.optimizers: unknown optimizer 'rmsprop'"),
+        ({"tunables": ["decay"]}, r"sweeps.s.tune.tunables: unknown tunable 'decay'"),
+        ({"tunables": []}, r"sweeps.s.tune.tunables: must be null or a non-empty list"),
+        ({"grace_steps": 0}, r"sweeps.s.tune.grace_steps: must be null or an integer >= 1"),
+        ({"patience": 3}, r"sweeps.s.tune.patience: unknown key"),
+    ],
+)
+def test_invalid_tune_sections_name_the_dotted_key(tune: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        sweep_spec.parse_sweep(make_params(**tune), "s", catalog=CATALOG)
+
+
+# ------------------------------------------------------------------------------ objective
+
+
+class _NoTestSplit:
+    """A feature dataset whose test split raises: proves what an evaluation reads."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.kind, self.dim = inner.kind, inner.dim
+        self.splits: list[str] = []
+
+    def sample(self, n: int, generator: torch.Generator, split: str = "train") -> torch.Tensor:
+        self.splits.append(split)
+        if split == "test":
+            raise AssertionError("the test split was sampled")
+        return self._inner.sample(n, generator, split)
+
+
+@pytest.fixture
+def guarded(monkeypatch: pytest.MonkeyPatch) -> list[_NoTestSplit]:
+    import datasets
+
+    made: list[_NoTestSplit] = []
+    load = datasets.load
+
+    def guarded_load(name: str, **options: Any) -> _NoTestSplit:
+        made.append(_NoTestSplit(load(name, **options)))
+        return made[-1]
+
+    monkeypatch.setattr(datasets, "load", guarded_load)
+    return made
+
+
+def test_the_tuning_objective_never_reads_test_features(guarded: list[_NoTestSplit]) -> None:
+    from benchmark.experiments.train import run_experiment
+
+    config = RunConfig(codebook_size=8, dim=2, steps=3, batch_size=64, eval_size=256, log_every=1)
+    record = run_experiment(config, evaluation_split="validation")
+    assert set(guarded[0].splits) == {"train", "validation"} and record["error_vs_kmeans"] > 0
+    with pytest.raises(AssertionError, match="the test split was sampled"):
+        run_experiment(config)  # a plain trial is evaluated on the test split
+
+
+def test_evaluation_split_is_checked() -> None:
+    from benchmark.experiments.train import run_experiment
+
+    with pytest.raises(ValueError, match="evaluation_split: must be 'test' or 'validation'"):
+        run_experiment(RunConfig(steps=1), evaluation_split="train")
+
+
+# ------------------------------------------------------------------------------ search space
+
+
+def test_the_search_space_is_lr_optimizer_and_the_methods_tunables() -> None:
+    import methods
+    from benchmark.pipeline import tuning
+
+    settings = sweep_spec.TuneSettings(lr=(1e-3, 3.0), optimizers=("sgd", "adam"))
+    space = tuning.search_space(methods.get("wasserstein").tunables, settings)
+    assert set(space) == {"codebook_lr", "optimizer", "method_options.gamma", "method_options.beta"}
+    assert (space["codebook_lr"].lower, space["codebook_lr"].upper) == (1e-3, 3.0)
+    assert space["optimizer"].categories == ["sgd", "adam"]
+    only_gamma = tuning.search_space(methods.get("wasserstein").tunables,
+                                     dataclasses.replace(settings, tunables=("gamma",)))
+    assert set(only_gamma) == {"codebook_lr", "optimizer", "method_options.gamma"}
+
+
+def test_a_point_is_applied_to_the_setting() -> None:
+    from benchmark.pipeline import tuning
+
+    base = RunConfig(method="wasserstein", method_options={"beta": 0.1})
+    tuned = tuning.apply(base, {"codebook_lr": 0.5, "optimizer": "adam", "method_options.gamma": 2.0})
+    assert (tuned.codebook_lr, tuned.optimizer, dict(tuned.method_options)) == (
+        0.5, "adam", {"beta": 0.1, "gamma": 2.0})
+    with pytest.raises(ValueError, match="point: unknown key 'colour'"):
+        tuning.apply(base, {"colour": 1})
+
+
+def test_tuning_trial_ids_are_deterministic_and_distinct() -> None:
+    from benchmark.pipeline import tuning
+
+    settings = sweep_spec.TuneSettings(budget=2)
+    setting = RunConfig(codebook_size=8, dim=2)
+    ids = [tuning.tuning_trial_id(setting, settings, i) for i in range(2)]
+    assert ids == [tuning.tuning_trial_id(setting, settings, i) for i in range(2)] and len(set(ids)) == 2
+
+
+# ------------------------------------------------------------------------------ the stage, end to end
+
+import sys  # noqa: E402
+
+import ray.cloudpickle as cloudpickle  # noqa: E402
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def scored_runner(config: RunConfig, *, on_step: Any = None, evaluation_split: str = "test",
+                  artifacts_dir: str | None = None) -> dict[str, float]:
+    """Stands in for run_experiment: the error is smallest at codebook_lr = 0.1 with adam; the
+    test split scores 100 higher than the validation split, so the tables show which was read."""
+    import math
+
+    for step in range(config.log_every, config.steps + 1, config.log_every):
+        if on_step is not None:
+            on_step(step, {"loss": 1.0 / step})
+    error = abs(math.log10(config.codebook_lr) + 1.0) + (0.0 if config.optimizer == "adam" else 0.5)
+    return {"error_vs_kmeans": error + (100.0 if evaluation_split == "test" else 0.0),
+            "utilization": 1.0 if error < 0.5 else 0.0, "train_seconds": 0.01}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Any:
+    """One local 2-CPU Ray for the stage's tests (run_sweep then neither starts nor stops one)."""
+    import ray
+
+    from benchmark.pipeline import sweep
+
+    started = sweep.start_ray(sweep_spec.RaySettings(num_cpus=2))
+    yield
+    if started:
+        ray.shutdown()
+
+
+def test_tuning_stage_end_to_end_and_resume(ray_cluster: None, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from benchmark.pipeline import sweep, tracking, tuning
+
+    params = make_params(budget=3, grace_steps=2, seed=0)  # ASHA on: rungs at steps 2, 6, ...
+    params["sweeps"]["s"]["grid"] = {"method": ["vanilla"], "seed": [0, 1]}
+    params["tracking"] = {"uri": "mlflow.db", "results_dir": "results"}
+    params["ray"] = {"num_cpus": 2, "storage_path": str(tmp_path / "ray"), "max_concurrent": 1}
+    spec = sweep_spec.parse_sweep(params, "s", base_dir=tmp_path, catalog=CATALOG)
+
+    outcome = sweep.run_sweep(spec, runner=scored_runner)
+    assert outcome.finished == 4  # 2 default + 2 tuned (one per seed)
+    table = pd.read_csv(tmp_path / "results" / "s" / tuning.TUNING_FILE)
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (row["method"], row["budget"], row["tuning_trials"]) == ("vanilla", 3, 3)
+    assert row["validation_best"] < 100 <= row["default"]  # tuned on validation, reported on test
+    assert row["tuned"] - 100 == pytest.approx(row["validation_best"])
+    assert {"chosen.codebook_lr", "chosen.optimizer", "chosen.method_options.beta"} <= set(table.columns)
+    assert 0.0 <= row["robust_share"] <= 1.0
+
+    client = tracking.make_client(spec.tracking.uri)
+    experiment = client.get_experiment_by_name("s" + tuning.TUNING_SUFFIX)
+    runs = tracking.search_sweep_runs(client, experiment.experiment_id)
+    assert len(runs) == 3 and all(run.data.tags[tuning.GROUP_TAG] for run in runs)
+    ids = sorted(run.data.tags["trial"] for run in runs)
+    group = tuning.groups_of(spec)[0]
+    assert ids == sorted(tuning.tuning_trial_id(group.setting, spec.tune, i) for i in range(3))
+
+    again = sweep.run_sweep(spec, runner=scored_runner)  # resume: nothing reruns
+    assert (again.finished, again.skipped) == (0, 4)
+    assert len(tracking.search_sweep_runs(client, experiment.experiment_id)) == 3
