@@ -76,6 +76,7 @@ def tuning_trial_id(setting: RunConfig, settings: TuneSettings, index: int) -> s
 TUNING_SUFFIX = "-tuning"  # tuning runs live in the MLflow experiment <sweep>-tuning
 GROUP_TAG = "tuning"  # tag of a tuning run: the id of its (method, setting)
 TUNING_FILE = "tuning.csv"
+TUNING_TRIALS_FILE = "tuning_trials.csv"
 OBJECTIVE_KEY = "vqbench_tuning_objective"  # what Optuna optimises: the validation metric
 RUNG_KEY = "vqbench_tuning_loss"  # what ASHA compares at its rungs: the training loss
 STEP_KEY = "vqbench_step"
@@ -370,8 +371,11 @@ def with_tuned_trials(spec: SweepSpec, results: Sequence[GroupResult]) -> SweepS
 
 
 def write_tuning_table(spec: SweepSpec, results: Sequence[GroupResult], trials_table: Any) -> Path:
-    """``<results_dir>/<sweep>/tuning.csv``."""
+    """``<results_dir>/<sweep>/tuning.csv`` (one row per method and setting) and
+    ``tuning_trials.csv`` (every tuning trial with its point and validation record)."""
     path = spec.table_path.parent / TUNING_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     tuning_table(spec, results, trials_table).to_csv(path, index=False)
+    tracking.write_table(tracking.export_table(spec.tracking.uri, spec.name + TUNING_SUFFIX),
+                         path.parent / TUNING_TRIALS_FILE)
     return path

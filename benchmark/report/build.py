@@ -41,8 +41,9 @@ from benchmark.pipeline.spec import load_params, load_sweep
 from benchmark.report import papers as paper_claims
 from benchmark.report.figures import codebook_figure, main_axis, sweep_figure, usage_figure
 from benchmark.report.questions import open_questions_section
+from benchmark.report.tuning import load_tuning, tuning_block
 from benchmark.report.tables import (
-    FACTOR_LABELS, NOT_RUN_ERROR, STATUS_INTERRUPTED, STATUS_NOT_RUN, Summary, as_object_strings, failed_list,
+    PROTOCOL, with_protocol, FACTOR_LABELS, NOT_RUN_ERROR, STATUS_INTERRUPTED, STATUS_NOT_RUN, Summary, as_object_strings, failed_list,
     fmt_value, read_table, sort_key, summarize, summary_table,
 )
 
@@ -176,6 +177,35 @@ def headline_metrics(summaries: Mapping[str, Summary]) -> dict[str, Any]:
     return out
 
 
+def load_sweep_table(config: ReportConfig, name: str) -> tuple[pd.DataFrame, list[str], pd.DataFrame | None] | None:
+    """The trials of sweep ``name`` under its current spec (stale trials dropped, trials with no row
+    added as not run), the columns that are not factors, and its tuning table (None without one)."""
+    path = config.results_dir / name / paths.TABLE_FILE
+    if not path.exists():
+        return None
+    table = read_table(path)
+    tuning = load_tuning(path.parent)
+    exclude: list[str] = []
+    if tuning is not None:
+        table, exclude = with_protocol(table, tuning)
+    stale = 0
+    if config.filter_to_spec and "trial" in table.columns:
+        ids = current_trial_ids(config.params_path, name)
+        if ids is not None:
+            tuned = set(table.loc[table[PROTOCOL] == "tuned", "trial"].astype(str)) if tuning is not None else set()
+            keep = table["trial"].astype(str).isin(ids | tuned)
+            stale = int((~keep).sum())
+            table = table[keep].reset_index(drop=True)
+            absent = sorted(set(ids) - set(table["trial"].astype(str)))
+            if absent:
+                extra = not_run_rows(current_trials(config.params_path, name) or {}, absent, name)
+                if tuning is not None:
+                    extra[PROTOCOL] = "default"
+                table = as_object_strings(pd.concat([table, extra], ignore_index=True))
+    table.attrs["stale"] = stale
+    return table, exclude, tuning
+
+
 def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
     """Write ``ablation.md``, ``figures/*.png`` and ``metrics.json`` under ``config.out_dir``."""
     out_dir = config.out_dir
@@ -189,27 +219,15 @@ def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
     sections: list[str] = []
     missing: list[str] = []
     for name, spec in sweeps.items():
-        path = config.results_dir / name / paths.TABLE_FILE
-        if not path.exists():
+        loaded = load_sweep_table(config, name)
+        if loaded is None:
             missing.append(name)
             continue
-        table = read_table(path)
-        stale = 0
-        if config.filter_to_spec and "trial" in table.columns:
-            ids = current_trial_ids(config.params_path, name)
-            if ids is not None:
-                keep = table["trial"].astype(str).isin(ids)
-                stale = int((~keep).sum())
-                table = table[keep].reset_index(drop=True)
-                absent = sorted(set(ids) - set(table["trial"].astype(str)))
-                if absent:
-                    extra = not_run_rows(current_trials(config.params_path, name) or {}, absent, name)
-                    table = as_object_strings(pd.concat([table, extra], ignore_index=True))
-        table.attrs["stale"] = stale
+        table, exclude, tuning = loaded
         tables[name] = table
-        summary = summarize(table, name, config.confidence)
+        summary = summarize(table, name, config.confidence, exclude)
         summaries[name] = summary
-        sections.append(_sweep_section(config, name, spec, table, summary, figures))
+        sections.append(_sweep_section(config, name, spec, table, summary, figures, tuning))
 
     lines = [
         "# vqbench ablation report",
@@ -271,7 +289,7 @@ def _rel(path: Path) -> str:
 
 
 def _sweep_section(config: ReportConfig, name: str, spec: Any, table: pd.DataFrame,
-                   summary: Summary, figures: Path) -> str:
+                   summary: Summary, figures: Path, tuning: pd.DataFrame | None = None) -> str:
     title = config.titles.get(name, name)
     lines = [f"## {title} (`{name}`)", ""]
     stale = table.attrs.get("stale", 0)
@@ -282,6 +300,8 @@ def _sweep_section(config: ReportConfig, name: str, spec: Any, table: pd.DataFra
                  f"({counts['failed']} failed{cut_off})."
                  + (f" {stale} trials of earlier specs of this sweep in the table are not shown." if stale else ""))
     lines += ["", summary_table(summary), "", failed_list(summary), ""]
+    if tuning is not None:
+        lines += [tuning_block(name, table, tuning, config.confidence, figures if config.figures else None)]
     figure = (sweep_figure(table, summary, figures / f"{name}.png", config.confidence, title)
               if config.figures else None)
     if figure is not None:

@@ -27,6 +27,7 @@ OPTION_PREFIXES = tuple(f"{field}." for field in OPTION_FIELDS)
 # Params that never define a row of a table (bookkeeping, not part of the ablation).
 NON_FACTOR_PARAMS = ("seed", "device", "log_every")
 
+PROTOCOL = "protocol"  # in a sweep with a tuning stage: "default" rows (the grid) or "tuned" rows
 # Short names for factor columns in tables and figure axes.
 FACTOR_LABELS = {
     "method": "method",
@@ -37,6 +38,17 @@ FACTOR_LABELS = {
     "dataset": "dataset",
     "steps": "steps",
 }
+
+
+def with_protocol(table: pd.DataFrame, tuning: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The trials table with a ``protocol`` column (``tuned`` for the trials rerun at a tuned point,
+    ``default`` for the grid's own), and the hyperparameter columns the tuning chose (not factors)."""
+    tuned = set(" ".join(tuning["tuned_trials"].fillna("").astype(str)).split()) if "tuned_trials" in tuning else set()
+    table = table.copy()
+    table[PROTOCOL] = np.where(table["trial"].astype(str).isin(tuned), "tuned", "default")
+    table[PROTOCOL] = table[PROTOCOL].astype(object)
+    chosen = [c.removeprefix("chosen.") for c in tuning.columns if c.startswith("chosen.")]
+    return table, sorted({"codebook_lr", "optimizer", *chosen})
 
 
 def metric(column: str) -> MetricSpec:
@@ -90,12 +102,15 @@ def as_object_strings(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def factor_columns(table: pd.DataFrame) -> list[str]:
-    """``method`` if it varies, then every param varying within one method (seed excluded)."""
-    params = [c for c in table.columns if is_param_column(c) and c not in NON_FACTOR_PARAMS]
+def factor_columns(table: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
+    """``method`` if it varies, then ``protocol`` (default / tuned) if present, then every param varying
+    within one method (seed and ``exclude``, e.g. the tuned hyperparameters, excluded)."""
+    params = [c for c in table.columns if is_param_column(c) and c not in NON_FACTOR_PARAMS and c not in exclude]
     factors: list[str] = []
     if "method" in table.columns and table["method"].nunique(dropna=False) > 1:
         factors.append("method")
+    if PROTOCOL in table.columns and table[PROTOCOL].nunique(dropna=False) > 1:
+        factors.append(PROTOCOL)
     groups = table.groupby("method", dropna=False) if "method" in table.columns else [(None, table)]
     for column in params:
         if column == "method":
@@ -139,9 +154,10 @@ class Summary:
     commits: list[str]
 
 
-def summarize(table: pd.DataFrame, name: str, confidence: float = 0.95) -> Summary:
+def summarize(table: pd.DataFrame, name: str, confidence: float = 0.95, exclude: Sequence[str] = ()) -> Summary:
+    """One row per factor combination: n, failed, mean and t-interval half-width of every metric."""
     table = as_object_strings(table)
-    factors = factor_columns(table)
+    factors = factor_columns(table, exclude)
     metrics = present_metrics(table)
     done = table["status"].isin(DONE_STATUSES)
     keys = factors or ["__all__"]

@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from benchmark.report.stats import format_cell, interval_verdict
-from benchmark.report.tables import FACTOR_LABELS, Summary, markdown_table, metric
+from benchmark.report.tables import FACTOR_LABELS, PROTOCOL, Summary, markdown_table, metric
 
 PAPERS_DIR = Path(__file__).resolve().parent
 COLUMN_TITLES = {"paper_setting": "paper setting", "paper": "paper", "scaled": "scaled reference"}
@@ -85,6 +85,8 @@ def section_titles(papers: list[Paper]) -> dict[str, str]:
 def select_row(summary: Summary, method: str, where: Mapping[str, Any]) -> pd.Series | None:
     """The summary row of ``method`` at the factor values ``where`` (None if absent or ambiguous)."""
     rows = summary.rows
+    if PROTOCOL in rows.columns:  # the papers' claims are about their own protocol: our default rows
+        rows = rows[rows[PROTOCOL] == "default"]
     if "method" in summary.factors:
         rows = rows[rows["method"] == method]
     for key, value in where.items():
