@@ -318,6 +318,11 @@ class Registry(Generic[S]):
         self._scan()
         return sorted(self._specs)
 
+    def registration_order(self) -> list[str]:
+        """Every registered name in the order of registration (built-ins by import order, then plugins)."""
+        self._scan()
+        return list(self._specs)
+
     def get(self, name: str) -> S:
         """The spec of ``name``; unknown -> ValueError listing the valid names and a close match."""
         self._scan()

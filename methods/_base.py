@@ -155,7 +155,8 @@ class Quantizer(nn.Module):
         codebook is (num_levels, K, d_level). ``level_codebook_sizes`` gives K per level.
       ``error_space``: "euclidean" (E = ||z - quantized||^2 is comparable across methods) or
         "sphere" (features and codes are l2-normalised before the search: E is measured on the
-        unit sphere of ``search_space`` and is never ranked against euclidean E).
+        unit sphere of ``search_space`` and is never ranked against euclidean E) or "bounded"
+        (features are squashed into a box before the search, FSQ: E is measured there).
       ``codebook_size_rule``: "any", or "binary" (K must equal 2^dim: one bit per dimension).
       ``gradient_gain``: "one", or "levels" where a straight-through residual quantizer passes the
         identity once per level (dq/dz = num_levels x the Jacobian of ``search_space``; the

@@ -23,7 +23,7 @@ from registry import PluginError, PluginWarning, Registry, Spec
 ENTRY_POINT_GROUP = "vqbench.methods"
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "METHODS", "MethodSpec", "PluginError", "PluginWarning", "available", "build",
+    "ENTRY_POINT_GROUP", "METHODS", "MethodSpec", "display_order", "PluginError", "PluginWarning", "available", "build",
     "get", "make_options", "plugin_errors", "register", "reload_entry_points", "unregister",
 ]
 
@@ -92,6 +92,11 @@ def reload_entry_points() -> None:
 def plugin_errors() -> list[PluginError]:
     """The ``vqbench.methods`` plugins skipped by the last scan, each saying why."""
     return METHODS.plugin_errors()
+
+
+def display_order() -> list[str]:
+    """Method names in registration order (the order reports list them in)."""
+    return METHODS.registration_order()
 
 
 def available() -> list[str]:

@@ -117,6 +117,7 @@ class FSQ(Quantizer):
     paper = "arXiv:2309.15505"
     trainable_by_gradient = False
     learnable_codebook = False
+    error_space = "bounded"  # E is measured after the tanh bound, in the grid's own coordinates
 
     def __init__(self, dim: int, codebook_size: int, options: FSQOptions, generator: torch.Generator | None = None):
         super().__init__(dim, codebook_size, options, generator)

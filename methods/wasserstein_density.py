@@ -36,7 +36,7 @@ the lowest held-out error at d = 2, by about 1%.) So the optimum approaches Gers
 below as K^(1/d) grows, and the paper's exponent points the wrong way whenever the resolution is
 high enough for density to matter (low d, this method's use); at d = 8, K = 1024 the centroid
 shrinkage dominates, which is why aiming the plain W loss at 0.8 x Cov beat 1.0 x Cov there
-(REFERENCE.md) without the paper's exponent being right. The error is flat near the optimum
+(an independent measurement) without the exponent of the paper being right. The error is flat near the optimum
 (within about 1% over the three starts), and ``covariance_scale`` lets a sweep aim at a measured
 optimum instead of the asymptote.
 """

@@ -13,6 +13,8 @@ import yaml
 from scipy import stats
 
 from benchmark.report import build as report
+from benchmark.report import figures, tables
+from benchmark.report import stats as report_stats
 
 SEEDS = (0, 1, 2)
 
@@ -102,12 +104,12 @@ def _build(workspace: Path, **changes) -> tuple[str, report.ReportConfig]:
 
 def test_t_interval_matches_scipy():
     values = [0.91, 0.95, 0.97, 0.90]
-    mean, half, n = report.t_interval(values, 0.95)
+    mean, half, n = report_stats.t_interval(values, 0.95)
     low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
     assert n == 4 and mean == pytest.approx(np.mean(values))
     assert half == pytest.approx((high - low) / 2)
-    assert math.isnan(report.t_interval([1.0])[1])
-    assert report.t_interval([float("nan"), 2.0, 4.0])[2] == 2
+    assert math.isnan(report_stats.t_interval([1.0])[1])
+    assert report_stats.t_interval([float("nan"), 2.0, 4.0])[2] == 2
 
 
 def test_report_tables_ci_bold_and_failures(built):
@@ -197,9 +199,9 @@ def test_stale_trials_of_older_specs_are_dropped(workspace: Path, monkeypatch):
 
 
 def test_pandas3_string_columns_become_objects(workspace: Path):
-    table = report.read_table(workspace / "results" / "k_sweep" / "trials.csv")
+    table = tables.read_table(workspace / "results" / "k_sweep" / "trials.csv")
     assert table["method"].dtype == object and table["status"].dtype == object
-    summary = report.summarize(table, "k_sweep")
+    summary = tables.summarize(table, "k_sweep")
     assert summary.factors == ["method", "codebook_size"]
     assert list(summary.rows["method"].unique()) == ["vanilla", "ema", "wasserstein"]
 
@@ -210,13 +212,13 @@ def test_categorical_factor_is_not_pooled(tmp_path: Path):
         rows += _rows("ng", ["vanilla", "wasserstein"], "dataset", [dataset],
                       value_fn=lambda m, v, rng: (0.5 + 0.4 * (m == "wasserstein") + rng.uniform(0, 0.01),
                                                   1.0 + (v == "uniform") + rng.normal(0, 0.01)))
-    table = report._as_object_strings(pd.DataFrame(rows))
-    summary = report.summarize(table, "ng")
-    assert summary.factors == ["method", "dataset"] and report.main_axis(summary, table) is None
+    table = tables.as_object_strings(pd.DataFrame(rows))
+    summary = tables.summarize(table, "ng")
+    assert summary.factors == ["method", "dataset"] and figures.main_axis(summary, table) is None
     assert len(summary.rows) == 4  # method x dataset, never pooled over datasets
-    gamma = report._as_object_strings(pd.DataFrame(_rows("g", ["wasserstein"], "method_options.gamma", [0.0, 1.0],
+    gamma = tables.as_object_strings(pd.DataFrame(_rows("g", ["wasserstein"], "method_options.gamma", [0.0, 1.0],
                                                          value_fn=lambda m, v, rng: (0.5 + v / 4, 2.0 - v))))
-    header, rule, first, *_ = report.summary_table(report.summarize(gamma, "g")).splitlines()
+    header, rule, first, *_ = tables.summary_table(tables.summarize(gamma, "g")).splitlines()
     assert header.startswith("| gamma | n | failed |") and first.startswith("| 0 | 3 | 0 |")
-    path = report.sweep_figure(table, summary, tmp_path / "ng.png", 0.95)
+    path = figures.sweep_figure(table, summary, tmp_path / "ng.png", 0.95)
     assert path is not None and path.stat().st_size > 5000

@@ -14,6 +14,7 @@ import yaml
 
 from benchmark.report import build as report
 from benchmark.report import questions as rq
+from benchmark.report import stats, tables
 
 SEEDS = (0, 1, 2)
 
@@ -58,26 +59,26 @@ def _errors(w_mixture, sw_mixture):
 def test_estimate_matches_report_t_interval_and_skips_failed():
     table = pd.DataFrame([_row("s", s, error_vs_kmeans=v) for s, v in zip(SEEDS, (1.0, 1.1, 1.3))]
                          + [_row("s", 9, status="failed", error_vs_kmeans=np.nan)])
-    est = rq.estimate(table, "error_vs_kmeans")
-    mean, half, n = report.t_interval([1.0, 1.1, 1.3])
+    est = stats.estimate(table, "error_vs_kmeans")
+    mean, half, n = stats.t_interval([1.0, 1.1, 1.3])
     assert (est.mean, est.half, est.n) == pytest.approx((mean, half, n))
     assert est.per_seed == pytest.approx({0: 1.0, 1: 1.1, 2: 1.3})
 
 
 def test_separated_and_paired_difference():
-    a = rq.Estimate(1.0, 0.1, 3, {0: 0.9, 1: 1.0, 2: 1.1})
-    b = rq.Estimate(1.05, 0.1, 3, {0: 0.95, 1: 1.05, 2: 1.15})  # overlaps a, but always 0.05 above it
-    c = rq.Estimate(1.5, 0.1, 3, {0: 1.4, 1: 1.5, 2: 1.6})
-    assert not rq.separated(a, b) and rq.separated(a, c)
-    diff = rq.paired_difference(a, b)
+    a = stats.Estimate(1.0, 0.1, 3, {0: 0.9, 1: 1.0, 2: 1.1})
+    b = stats.Estimate(1.05, 0.1, 3, {0: 0.95, 1: 1.05, 2: 1.15})  # overlaps a, but always 0.05 above it
+    c = stats.Estimate(1.5, 0.1, 3, {0: 1.4, 1: 1.5, 2: 1.6})
+    assert not stats.separated(a, b) and stats.separated(a, c)
+    diff = stats.paired_difference(a, b)
     assert diff.mean == pytest.approx(-0.05) and diff.half == pytest.approx(0.0, abs=1e-9)
-    assert rq.compare_lower(a, b) == "lower" and rq.compare_lower(b, a) == "higher"
-    assert rq.compare_lower(c, a) == "higher"
-    noisy = rq.Estimate(1.0, 0.3, 3, {0: 1.2, 1: 0.8, 2: 1.0})
-    assert rq.compare_lower(noisy, b) == "unresolved"
-    one = rq.Estimate(1.0, math.nan, 1, {0: 1.0})
-    assert rq.compare_lower(one, c) == "unresolved"  # n = 1: no interval, nothing is resolved
-    assert rq.relative_gap(c, a) == pytest.approx(50.0)
+    assert stats.compare_lower(a, b) == "lower" and stats.compare_lower(b, a) == "higher"
+    assert stats.compare_lower(c, a) == "higher"
+    noisy = stats.Estimate(1.0, 0.3, 3, {0: 1.2, 1: 0.8, 2: 1.0})
+    assert stats.compare_lower(noisy, b) == "unresolved"
+    one = stats.Estimate(1.0, math.nan, 1, {0: 1.0})
+    assert stats.compare_lower(one, c) == "unresolved"  # n = 1: no interval, nothing is resolved
+    assert stats.relative_gap(c, a) == pytest.approx(50.0)
 
 
 # --------------------------------------------------------------------------------------------

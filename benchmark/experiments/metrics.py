@@ -33,6 +33,7 @@ iterations stopped 0.7% above the converged error at d = 2, K = 256 (uniform squ
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,53 @@ METRIC_KEYS = (
     "kmeans_error",
     "error_vs_kmeans",
 )
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """How a metric column is read: its label, which way is better, unit and digits, definition.
+
+    ``comparable``: the value can be ranked across methods whatever space they quantize in. E and
+    E / k-means are measured in each quantizer's search space (the sphere for cosine codes, FSQ's
+    bounded cube), so they are ranked only among methods of the same ``error_space``.
+    ``scale``: stored value x scale = displayed value (utilization is stored as a fraction).
+    """
+
+    column: str
+    label: str
+    better: str | None  # "max", "min" or None (shown, never ranked)
+    digits: int
+    unit: str = ""
+    scale: float = 1.0
+    definition: str = ""
+    comparable: bool = True
+
+
+METRIC_SPECS = (
+    MetricSpec("utilization", "U (%)", "max", 1, "%", 100.0,
+               "fraction of the K codes that are the nearest code of at least one held-out feature"),
+    MetricSpec("quantization_error", "E", "min", 3, "", 1.0,
+               "mean over held-out features of the squared L2 distance ||z - q(z)||^2 (summed over dims), "
+               "in the quantizer's search space", comparable=False),
+    MetricSpec("error_vs_kmeans", "E / k-means", "min", 3, "", 1.0,
+               "E divided by the held-out error of faiss k-means (Lloyd, to convergence) with the same K on "
+               "the same data: 1.0 is the practical optimum, below 1 beats it", comparable=False),
+    MetricSpec("perplexity", "perplexity", "max", 1, "", 1.0,
+               "exp(entropy of the code-usage histogram on held-out features); at most K"),
+    MetricSpec("psnr", "PSNR (dB)", "max", 2, "dB", 1.0,
+               "peak signal-to-noise ratio of the VQ-VAE reconstructions of the held-out images"),
+    MetricSpec("ssim", "SSIM", "max", 3, "", 1.0,
+               "structural similarity of the held-out reconstructions (scikit-image)"),
+    MetricSpec("train_seconds", "train s", None, 1, "s", 1.0, "wall time of the trial's training"),
+    MetricSpec("dead_codes", "dead codes", "min", 0, "", 1.0,
+               "K minus the number of used codes on held-out features"),
+    MetricSpec("gaussian_w2_sq", "Gaussian W2^2", "min", 3, "", 1.0,
+               "squared W2 between Gaussians fitted to the held-out features and to the code vectors",
+               comparable=False),
+)
+TABLE_METRICS = ("utilization", "quantization_error", "error_vs_kmeans", "perplexity", "psnr", "ssim",
+                 "train_seconds")  # the columns of the report's tables, in order
+HEADLINE_METRICS = ("utilization", "error_vs_kmeans", "psnr")  # reports/metrics.json: the ones that decide
 
 
 def _nearest_code(features: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 ``benchmark.report.build`` calls :func:`open_questions_section` with the tables it has read (filtered to
 the current sweep specs) and puts the returned markdown into ``reports/ablation.md``. Nothing is
-retrained. The questions are those of ``../shared/seeds/001_*.txt`` (arXiv 2506.15078):
+retrained. The questions are the open questions of the seed paper (arXiv 2506.15078):
 
 1. Non-Gaussian features (sweep ``non_gaussian``): does the closed-form Gaussian W loss
    (``wasserstein``) fall behind the non-parametric matching losses (``sliced_wasserstein``,
@@ -33,17 +33,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from benchmark.report.build import (
-    DONE_STATUSES,
-    Summary,
-    _ci_bounds,
-    _plt,
-    _sort_key,
-    format_cell,
-    summarize,
-    summary_table,
-    t_interval,
+from benchmark.report.figures import grouped_figure
+from benchmark.report.stats import (
+    Estimate, compare_lower, done_rows, estimate, format_cell, paired_difference, paired_p_value, relative_gap,
+    separated,
 )
+from benchmark.report.tables import Summary, sort_key, summarize, summary_table
 
 # Sweep names (params.yaml) of each question.
 NON_GAUSSIAN = "non_gaussian"
@@ -65,81 +60,6 @@ DATASET_LABELS = {"gaussian": "Gaussian (control)", "gaussian_mixture": "bimodal
 KEY_METRIC = "error_vs_kmeans"
 
 
-# --------------------------------------------------------------------------------------------
-# Intervals and comparisons
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Estimate:
-    """One metric in one cell: its values per seed, their mean and the half-width of the t-interval."""
-
-    mean: float
-    half: float
-    n: int
-    per_seed: Mapping[Any, float] = dataclasses.field(default_factory=dict, compare=False)
-
-    @property
-    def low(self) -> float:
-        return self.mean - self.half
-
-    @property
-    def high(self) -> float:
-        return self.mean + self.half
-
-    def text(self, digits: int = 3) -> str:
-        return format_cell(self.mean, self.half, digits)
-
-
-def estimate(table: pd.DataFrame, column: str, confidence: float = 0.95, scale: float = 1.0) -> Estimate:
-    """t-interval of ``column`` over the finished trials of ``table`` (the rows of one cell)."""
-    done = _done(table)
-    if column not in done.columns:
-        return Estimate(math.nan, math.nan, 0)
-    values = pd.to_numeric(done[column], errors="coerce").to_numpy(dtype=float) * scale
-    mean, half, n = t_interval(values, confidence)
-    seeds = done["seed"].tolist() if "seed" in done.columns else list(range(len(done)))
-    per_seed = {s: float(v) for s, v in zip(seeds, values) if math.isfinite(v)}
-    if len(per_seed) != n:  # repeated seeds in one cell: no pairing
-        per_seed = {}
-    return Estimate(mean, half, n, per_seed)
-
-
-def separated(a: Estimate, b: Estimate) -> bool:
-    """True when both intervals exist and do not overlap."""
-    if not all(math.isfinite(v) for v in (a.mean, a.half, b.mean, b.half)):
-        return False
-    return a.high < b.low or b.high < a.low
-
-
-def paired_difference(a: Estimate, b: Estimate, confidence: float = 0.95) -> Estimate:
-    """t-interval of a - b over the seeds both have. Trials of one seed share their training stream,
-    held-out features and k-means reference, so the paired difference removes that shared noise."""
-    seeds = [s for s in a.per_seed if s in b.per_seed]
-    diffs = [a.per_seed[s] - b.per_seed[s] for s in seeds]
-    mean, half, n = t_interval(diffs, confidence)
-    return Estimate(mean, half, n, dict(zip(seeds, diffs)))
-
-
-def relative_gap(a: Estimate, b: Estimate) -> float:
-    """(a - b) / b in percent."""
-    if not (math.isfinite(a.mean) and math.isfinite(b.mean)) or b.mean == 0:
-        return math.nan
-    return 100.0 * (a.mean - b.mean) / abs(b.mean)
-
-
-def compare_lower(a: Estimate, b: Estimate, confidence: float = 0.95) -> str:
-    """'lower' / 'higher' when a differs from b (min is better) by either criterion, else 'unresolved'.
-
-    Resolved: the two intervals are disjoint, or the paired difference over common seeds has an
-    interval that excludes 0.
-    """
-    if separated(a, b):
-        return "lower" if a.mean < b.mean else "higher"
-    diff = paired_difference(a, b, confidence)
-    if math.isfinite(diff.half) and (diff.low > 0 or diff.high < 0):
-        return "lower" if diff.mean < 0 else "higher"
-    return "unresolved"
-
-
 def _gap_text(a: Estimate, b: Estimate, confidence: float = 0.95) -> str:
     gap = relative_gap(a, b)
     sign = f"{gap:+.1f}%" if math.isfinite(gap) else "n/a"
@@ -153,14 +73,10 @@ def _gap_text(a: Estimate, b: Estimate, confidence: float = 0.95) -> str:
             f"{diff.text()} {verdict}")
 
 
-def _done(table: pd.DataFrame) -> pd.DataFrame:
-    return table[table["status"].isin(DONE_STATUSES)] if "status" in table.columns else table
-
-
 def _values(table: pd.DataFrame, column: str) -> list[Any]:
     if column not in table.columns:
         return []
-    return sorted({v for v in table[column].dropna()}, key=_sort_key)
+    return sorted({v for v in table[column].dropna()}, key=sort_key)
 
 
 def _cells(table: pd.DataFrame, keys: Sequence[str], column: str, confidence: float,
@@ -176,7 +92,7 @@ def _reordered(summary: Summary, first: Sequence[str]) -> Summary:
     """The same summary with ``first`` as the leading factor columns (rows re-sorted to match)."""
     factors = [f for f in first if f in summary.factors] + [f for f in summary.factors if f not in first]
     rows = summary.rows
-    order = sorted(range(len(rows)), key=lambda i: tuple(_sort_key(rows.iloc[i][f]) for f in factors))
+    order = sorted(range(len(rows)), key=lambda i: tuple(sort_key(rows.iloc[i][f]) for f in factors))
     return Summary(summary.name, factors, summary.metrics, rows.iloc[order].reset_index(drop=True),
                    summary.failed, summary.commits)
 
@@ -219,7 +135,7 @@ def _join(items: Sequence[str]) -> str:
 def non_gaussian_findings(table: pd.DataFrame, confidence: float = 0.95) -> list[dict[str, Any]]:
     """Per dataset: the best method by E / k-means, Gaussian W vs the best non-parametric loss,
     MMD vs Gaussian W. One dict per dataset (dataset order as in the table, sorted)."""
-    done = _done(table)
+    done = done_rows(table)
     cells = _cells(done, ["dataset", "method"], KEY_METRIC, confidence)
     usage = _cells(done, ["dataset", "method"], "utilization", confidence, 100.0)
     findings = []
@@ -258,7 +174,7 @@ def _non_gaussian_text(findings: Sequence[Mapping[str, Any]]) -> list[str]:
             text += (f". MMD vs Gaussian W: {f['cells']['mmd'].text()} vs {f['w'].text()}, "
                      + {"lower": "MMD lower", "higher": "MMD higher", "unresolved": "not resolved"}[f["mmd_vs_w"]])
         usage = f.get("usage", {})
-        low_use = [f"`{m}` {e.mean:.1f}%" for m, e in sorted(usage.items(), key=lambda kv: _sort_key(kv[0]))
+        low_use = [f"`{m}` {e.mean:.1f}%" for m, e in sorted(usage.items(), key=lambda kv: sort_key(kv[0]))
                    if math.isfinite(e.mean) and e.mean < FULL_USE]
         text += ". U below 90%: " + _join(low_use) + "."
         lines.append(text)
@@ -351,7 +267,7 @@ def low_d_table(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame | None:
 
 def low_d_findings(table: pd.DataFrame, confidence: float = 0.95) -> list[dict[str, Any]]:
     """Per d: every target's E / k-means, the best target, and each target vs plain matching."""
-    done = _done(table)
+    done = done_rows(table)
     cells = _cells(done, ["dim", "target"], KEY_METRIC, confidence)
     findings = []
     for dim in _values(done, "dim"):
@@ -430,7 +346,7 @@ def low_d_answer(findings: Sequence[Mapping[str, Any]]) -> str:
 # --------------------------------------------------------------------------------------------
 def dead_code_findings(table: pd.DataFrame, confidence: float = 0.95) -> list[dict[str, Any]]:
     """Per mean shift mu: U of every method (full use / collapsed), best E / k-means."""
-    done = _done(table)
+    done = done_rows(table)
     usage = _cells(done, ["dataset_options.mean", "method"], "utilization", confidence, 100.0)
     error = _cells(done, ["dataset_options.mean", "method"], KEY_METRIC, confidence)
     findings = []
@@ -442,9 +358,9 @@ def dead_code_findings(table: pd.DataFrame, confidence: float = 0.95) -> list[di
         best = min(err, key=lambda m: err[m].mean)
         findings.append({
             "mu": float(mu), "usage": u, "error": err, "best": best,
-            "full": [m for m, e in sorted(u.items(), key=lambda kv: _sort_key(kv[0])) if e.mean >= FULL_USE],
-            "collapsed": [m for m, e in sorted(u.items(), key=lambda kv: _sort_key(kv[0])) if e.mean <= COLLAPSED],
-            "tied_best": [m for m, e in sorted(err.items(), key=lambda kv: _sort_key(kv[0]))
+            "full": [m for m, e in sorted(u.items(), key=lambda kv: sort_key(kv[0])) if e.mean >= FULL_USE],
+            "collapsed": [m for m, e in sorted(u.items(), key=lambda kv: sort_key(kv[0])) if e.mean <= COLLAPSED],
+            "tied_best": [m for m, e in sorted(err.items(), key=lambda kv: sort_key(kv[0]))
                           if m != best and compare_lower(err[best], e) == "unresolved"],
         })
     return findings
@@ -466,7 +382,7 @@ def _dead_code_text(findings: Sequence[Mapping[str, Any]]) -> list[str]:
 def dead_code_answer(findings: Sequence[Mapping[str, Any]]) -> str:
     if not findings:
         return ""
-    methods = sorted({m for f in findings for m in f["usage"]}, key=_sort_key)
+    methods = sorted({m for f in findings for m in f["usage"]}, key=sort_key)
     always = [m for m in methods if all(m in f["full"] for f in findings)]
     ever_collapsed = [m for m in methods if any(m in f["collapsed"] for f in findings)]
     worst = max(findings, key=lambda f: f["mu"])
@@ -493,12 +409,12 @@ def tokenizer_usage_lines(table: pd.DataFrame | None, confidence: float = 0.95) 
     """Code usage of the VQ-VAE tokenizers (a proxy, not an answer): U, perplexity, log2 perplexity."""
     if table is None or not len(table) or "method" not in table.columns:
         return []
-    done = _done(table)
+    done = done_rows(table)
     usage = _cells(done, ["method"], "utilization", confidence, 100.0)
     perplexity = _cells(done, ["method"], "perplexity", confidence)
     k = _values(done, "codebook_size")
     lines = []
-    for (method,), u in sorted(usage.items(), key=lambda kv: _sort_key(kv[0][0])):
+    for (method,), u in sorted(usage.items(), key=lambda kv: sort_key(kv[0][0])):
         p = perplexity.get((method,), Estimate(math.nan, math.nan, 0))
         bits = math.log2(p.mean) if math.isfinite(p.mean) and p.mean > 0 else math.nan
         lines.append(f"| {method} | {u.text(1)} | {p.text(1)} | {bits:.2f} |" if math.isfinite(bits)
@@ -534,7 +450,7 @@ def ar_generation_text(vqvae: pd.DataFrame | None, confidence: float = 0.95) -> 
 def _t_note(tables: Mapping[str, pd.DataFrame], confidence: float) -> str:
     """How wide the intervals are for the seed counts of the question sweeps (t quantile)."""
     names = [NON_GAUSSIAN, *LOW_D, DEAD_CODES]
-    counts = sorted({len(_values(_done(tables[n]), "seed")) for n in names if n in tables and len(tables[n])})
+    counts = sorted({len(_values(done_rows(tables[n]), "seed")) for n in names if n in tables and len(tables[n])})
     counts = [n for n in counts if n >= 2]
     if not counts:
         return ""
@@ -550,41 +466,6 @@ def _t_note(tables: Mapping[str, pd.DataFrame], confidence: float) -> str:
 # --------------------------------------------------------------------------------------------
 # Figures
 # --------------------------------------------------------------------------------------------
-def grouped_figure(table: pd.DataFrame, x: str, hue: str, path: Path, confidence: float, title: str,
-                   xlabel: str, lines: bool = False) -> Path:
-    """E / k-means of the finished trials against ``x``, one bar (or line) per ``hue`` value;
-    error bars = the tables' t-interval; dashed line at the k-means reference 1.0."""
-    import seaborn as sns
-
-    plt = _plt()
-    data = _done(table).copy()
-    data[KEY_METRIC] = pd.to_numeric(data[KEY_METRIC], errors="coerce")
-    data[hue] = data[hue].astype(str).astype(object)
-    order = sorted(data[hue].unique(), key=_sort_key)
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    if lines:
-        data[x] = pd.to_numeric(data[x])
-        sns.lineplot(data=data, x=x, y=KEY_METRIC, hue=hue, hue_order=order, marker="o",
-                     errorbar=_ci_bounds(confidence), err_style="bars", ax=ax)
-        ax.set_xticks(sorted(data[x].unique()))
-    else:
-        data[x] = data[x].astype(str).astype(object)
-        sns.barplot(data=data, x=x, y=KEY_METRIC, hue=hue, hue_order=order, order=sorted(data[x].unique()),
-                    errorbar=_ci_bounds(confidence), ax=ax)
-        low = float(data[KEY_METRIC].min())
-        ax.set_ylim(max(0.0, min(0.9, low - 0.05)), None)
-    ax.axhline(1.0, color="0.4", linestyle="--", linewidth=0.8)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("E / k-means")
-    ax.set_title(title)
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
 def _figure_lines(path: Path | None, what: str) -> list[str]:
     if path is None:
         return []
@@ -601,7 +482,7 @@ def open_questions_section(tables: Mapping[str, pd.DataFrame], confidence: float
 
     ``figures``: folder for the section's figures (``open_questions_*.png``), None = tables only."""
     lines = [
-        "## Open questions (seed paper arXiv 2506.15078, ../shared/seeds/001)",
+        "## Open questions (seed paper arXiv 2506.15078)",
         "",
         f"What our measurements say on each open question, computed from the tables below (mean ± "
         f"half-width of the {confidence:.0%} t-interval over seeds). A difference counts as resolved when "
@@ -652,7 +533,7 @@ def open_questions_section(tables: Mapping[str, pd.DataFrame], confidence: float
         lines += ["", low_d_answer(findings)]
     lines += ["", "### 3. Downstream autoregressive generation", ""]
     lines += ar_generation_text(tables.get(VQVAE), confidence)
-    lines += ["", "### Related ablation (issue 8): dead-code strategies vs distribution matching", ""]
+    lines += ["", "### Related ablation: dead-code strategies vs distribution matching", ""]
     table = tables.get(DEAD_CODES)
     if table is None or not len(table):
         lines.append(_missing([DEAD_CODES]))

@@ -183,6 +183,7 @@ class VQPFSQ(VQPAdapter):
     """``FSQ(levels)``; levels of 2 switch on the peer's ``preserve_symmetry`` (it requires it)."""
 
     Options = VQPFSQOptions
+    error_space = "bounded"  # the peer's search space is its bounded grid
     paper = "arXiv:2309.15505"
     trainable_by_gradient = False
     learnable_codebook = False

@@ -1,0 +1,191 @@
+"""Figures of the report (seaborn / matplotlib, Agg backend): a sweep's metrics against its main
+factor, codebooks over data, code-usage curves, grouped bars for the open questions."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from benchmark.report.stats import ci_bounds, done_rows
+from benchmark.report.tables import FACTOR_LABELS, Summary, as_object_strings, method_order, sort_key
+
+ERROR_METRIC = "error_vs_kmeans"  # what the open-question figures compare
+
+
+def plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def main_axis(summary: Summary, table: pd.DataFrame) -> str | None:
+    """The numeric factor a sweep is about (the x axis of its figure)."""
+    for column in summary.factors:
+        if column == "method":
+            continue
+        if pd.to_numeric(table[column], errors="coerce").notna().all():
+            return column
+    return None
+
+
+def sweep_figure(table: pd.DataFrame, summary: Summary, path: Path, confidence: float,
+                 title: str | None = None) -> Path | None:
+    import seaborn as sns
+
+    x = main_axis(summary, table)
+    # A categorical factor besides method (dataset): grouped bars without a numeric axis, line
+    # styles with one, so that its levels are never pooled.
+    others = [f for f in summary.factors if f not in ("method", x)]
+    category = others[0] if others else None
+    metrics = [m for m in summary.metrics if m.better is not None]
+    if not metrics:
+        return None
+    pyplot = plt()
+    data = done_rows(table).copy()
+    if data.empty:
+        return None
+    hue = "method" if "method" in data.columns else None
+    if hue:
+        data[hue] = data[hue].astype(str).astype(object)
+    order = method_order(data[hue]) if hue else None
+    ncols = len(metrics) if len(metrics) <= 4 else 3
+    nrows = math.ceil(len(metrics) / ncols)
+    fig, grid = pyplot.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.2 * nrows), squeeze=False)
+    axes = [list(grid.flat)]
+    for ax in axes[0][len(metrics):]:
+        ax.remove()
+    axes = [axes[0][:len(metrics)]]
+    if category is not None:
+        data[category] = data[category].astype(str).astype(object)
+        levels = sorted(data[category].unique(), key=sort_key)
+    for ax, m in zip(axes[0], metrics):
+        data[m.label] = pd.to_numeric(data[m.column], errors="coerce") * m.scale
+        if x is not None:
+            data[x] = pd.to_numeric(data[x])
+            sns.lineplot(data=data, x=x, y=m.label, hue=hue, hue_order=order, marker="o",
+                         style=category, style_order=levels if category else None,
+                         errorbar=ci_bounds(confidence), err_style="bars", ax=ax)
+            values = sorted(data[x].unique())
+            positive = [v for v in values if v > 0]
+            if x == "codebook_size" or (positive and len(positive) == len(values) and values[-1] / values[0] >= 16):
+                ax.set_xscale("log", base=2)
+            elif positive and len(positive) < len(values) and max(positive) / min(positive) >= 100:
+                ax.set_xscale("symlog", linthresh=min(positive))
+                ax.set_xlim(-0.3 * min(positive), max(positive) * 1.5)  # no empty negative half
+            elif all(float(v).is_integer() for v in values):
+                from matplotlib.ticker import MaxNLocator
+
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel(FACTOR_LABELS.get(x, x))
+            y = data[m.label].dropna()
+            if m.column != "utilization" and len(y) and y.min() > 0 and y.max() / y.min() > 20:
+                ax.set_yscale("log")
+        elif category is not None:
+            sns.barplot(data=data, x=category, y=m.label, order=levels, hue=hue, hue_order=order,
+                        errorbar=ci_bounds(confidence), ax=ax)
+            ax.set_xlabel(FACTOR_LABELS.get(category, category))
+            pyplot.setp(ax.get_xticklabels(), rotation=20, ha="right")
+        else:
+            sns.barplot(data=data, x=hue, y=m.label, order=order, errorbar=ci_bounds(confidence), ax=ax)
+            pyplot.setp(ax.get_xticklabels(), rotation=30, ha="right")
+        if m.column == "utilization":
+            ax.set_ylim(-3, 103)  # a share: the t-interval of 2 seeds can reach far past [0, 100]
+        if ax.get_legend() is not None and ax is not axes[0][-1]:
+            ax.get_legend().remove()
+    if axes[0][-1].get_legend() is not None:
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    fig.suptitle(title or summary.name)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    pyplot.close(fig)
+    return path
+
+
+def codebook_figure(codebooks: Mapping[str, np.ndarray], data: np.ndarray | None, path: Path) -> Path:
+    """2-D scatter: the data (grey) and each method's code vectors, one panel per method."""
+    pyplot = plt()
+    names = method_order(codebooks)
+    fig, axes = pyplot.subplots(1, len(names), figsize=(3.2 * len(names), 3.3), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        if data is not None:
+            ax.scatter(data[:, 0], data[:, 1], s=1, c="0.8", rasterized=True, label="data")
+        code = np.asarray(codebooks[name])
+        ax.scatter(code[:, 0], code[:, 1], s=4, c="C3", label="codes")
+        ax.set_title(name)
+        ax.set_aspect("equal")
+    axes[0][0].legend(loc="lower left", fontsize=7, markerscale=3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    pyplot.close(fig)
+    return path
+
+
+def usage_figure(usage: Mapping[str, np.ndarray], path: Path, title: str) -> Path:
+    """Code-usage histograms: codes sorted by use, share of features per code (log y)."""
+    import seaborn as sns
+
+    pyplot = plt()
+    frames = []
+    for name, counts in usage.items():
+        counts = np.sort(np.asarray(counts, dtype=float))[::-1]
+        share = counts / max(counts.sum(), 1.0)
+        frames.append(pd.DataFrame({"rank": np.arange(1, len(counts) + 1), "share": share,
+                                    "method": np.array([name] * len(counts), dtype=object)}))
+    data = pd.concat(frames, ignore_index=True)
+    data["method"] = data["method"].astype(object)
+    fig, ax = pyplot.subplots(figsize=(5.5, 3.4))
+    sns.lineplot(data=data[data["share"] > 0], x="rank", y="share", hue="method",
+                 hue_order=method_order(usage), drawstyle="steps-post", ax=ax)
+    ax.set_yscale("log")
+    ax.set_xlabel("code rank (most used first)")
+    ax.set_ylabel("share of features")
+    ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    pyplot.close(fig)
+    return path
+
+
+def grouped_figure(table: pd.DataFrame, x: str, hue: str, path: Path, confidence: float, title: str,
+                   xlabel: str, lines: bool = False) -> Path:
+    """E / k-means of the finished trials against ``x``, one bar (or line) per ``hue`` value;
+    error bars = the tables' t-interval; dashed line at the k-means reference 1.0."""
+    import seaborn as sns
+
+    pyplot = plt()
+    data = done_rows(table).copy()
+    data[ERROR_METRIC] = pd.to_numeric(data[ERROR_METRIC], errors="coerce")
+    data[hue] = data[hue].astype(str).astype(object)
+    order = sorted(data[hue].unique(), key=sort_key)
+    fig, ax = pyplot.subplots(figsize=(6.4, 3.4))
+    if lines:
+        data[x] = pd.to_numeric(data[x])
+        sns.lineplot(data=data, x=x, y=ERROR_METRIC, hue=hue, hue_order=order, marker="o",
+                     errorbar=ci_bounds(confidence), err_style="bars", ax=ax)
+        ax.set_xticks(sorted(data[x].unique()))
+    else:
+        data[x] = data[x].astype(str).astype(object)
+        sns.barplot(data=data, x=x, y=ERROR_METRIC, hue=hue, hue_order=order, order=sorted(data[x].unique()),
+                    errorbar=ci_bounds(confidence), ax=ax)
+        low = float(data[ERROR_METRIC].min())
+        ax.set_ylim(max(0.0, min(0.9, low - 0.05)), None)
+    ax.axhline(1.0, color="0.4", linestyle="--", linewidth=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("E / k-means")
+    ax.set_title(title)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    pyplot.close(fig)
+    return path

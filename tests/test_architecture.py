@@ -1,0 +1,78 @@
+"""benchmark/ is layered: experiments -> pipeline -> report (and perf), no import cycles, no import
+from a later layer; the product speaks of itself (no issue numbers, no paths outside the repository)."""
+from __future__ import annotations
+
+import ast
+import subprocess
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# A package may import from its own layer and earlier ones only (paths is below every layer).
+LAYERS = {"benchmark.paths": 0, "benchmark.experiments": 1, "benchmark.pipeline": 2, "benchmark.report": 3,
+          "benchmark.perf": 3}
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every ``benchmark.*`` module ``path`` imports, anywhere in the file (functions included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("benchmark")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("benchmark"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+def import_graph() -> nx.DiGraph:
+    files = {_module(p): p for p in (ROOT / "benchmark").rglob("*.py")}
+    graph = nx.DiGraph()
+    for name, path in files.items():
+        if name == "benchmark.__main__":  # the CLI dispatches to every layer by name
+            continue
+        graph.add_node(name)
+        for target in _imports(path):
+            if target in files and target != name:
+                graph.add_edge(name, target)
+    return graph
+
+
+def _layer(module: str) -> int | None:
+    return next((layer for prefix, layer in LAYERS.items() if module == prefix or module.startswith(prefix + ".")), None)
+
+
+def test_benchmark_has_no_import_cycle():
+    cycles = list(nx.simple_cycles(import_graph()))
+    assert cycles == [], f"import cycles: {cycles}"
+
+
+def test_no_layer_imports_a_later_layer():
+    bad = []
+    for source, target in import_graph().edges:
+        a, b = _layer(source), _layer(target)
+        if a is not None and b is not None and b > a:
+            bad.append(f"{source} -> {target}")
+        if source.startswith("benchmark.report") and target.startswith("benchmark.perf") or \
+                source.startswith("benchmark.perf") and target.startswith("benchmark.report"):
+            bad.append(f"{source} -> {target}")
+    assert bad == []
+
+
+def test_every_module_of_benchmark_is_in_a_layer():
+    assert [m for m in import_graph().nodes if m not in ("benchmark",) and _layer(m) is None] == []
+
+
+@pytest.mark.parametrize("pattern", [r"\bissues? [0-9]+\b", r"\.\./shared", r"REFERENCE\.md"])
+def test_the_product_speaks_of_itself(pattern):
+    """No issue numbers or references to files outside the repository in code, docs or reports."""
+    result = subprocess.run(["git", "grep", "-n", "-I", "-i", "-E", pattern, "--", ".", ":!tests"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.stdout == "", result.stdout
