@@ -11,9 +11,9 @@ from benchmark.report import reproduce
 
 def test_the_paper_file_holds_every_cell_of_the_profile():
     paper = reproduce.load_paper()
-    assert paper.paper == "arXiv:2506.15078" and paper.sweep == "reproduce"
+    assert paper.reference == "arXiv:2506.15078" and paper.sweep == "reproduce"
     assert len(paper.results) == 2 * 5 * 5
-    # the numbers the paper quotes (REFERENCE): Gaussian wasserstein mu 0 / 4 / 8
+    # the numbers the paper quotes: Gaussian wasserstein mu 0 / 4 / 8
     for mu, error in ((0.0, 0.987), (4.0, 1.021), (8.0, 1.040)):
         assert paper.results[("gaussian", mu, "wasserstein")]["quantization_error"] == pytest.approx(error, abs=5e-4)
     assert paper.results[("gaussian", 2.0, "vanilla")]["utilization"] == pytest.approx(0.065, abs=5e-4)
@@ -45,10 +45,17 @@ def test_render_compares_finished_cells_and_says_not_run_elsewhere():
 
 def test_malformed_paper_file_names_the_field(tmp_path: Path):
     bad = tmp_path / "paper.yaml"
-    bad.write_text("paper: x\ntitle: t\nsource: s\nsweep: r\ntolerance: {quantization_error: 0.02, utilization: 0.01}\n"
+    bad.write_text("paper: x\nreference: r\ntitle: t\nsource: s\nsweep: r\ntolerance: {quantization_error: 0.02, utilization: 0.01}\n"
                    "results: {gaussian: {vanilla: {0.0: {quantization_error: 1.0}}}}\n")
     with pytest.raises(ValueError, match=r"results.gaussian.vanilla.0.0: must give exactly"):
         reproduce.load_paper(bad)
+
+
+def test_the_claims_loader_passes_over_the_file():
+    from benchmark.report import papers
+
+    loaded = {paper.reference: paper for paper in papers.load_papers() if paper.name.endswith("atomic experiment")}
+    assert loaded["arXiv:2506.15078"].groups == () and loaded["arXiv:2506.15078"].thresholds == {}
 
 
 def test_cli_writes_the_report_without_a_table(tmp_path: Path):
