@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv repro test perf report clean-venv
+.PHONY: venv repro test perf report reproduce clean-venv
 
 venv: $(STAMP)
 
@@ -26,6 +26,11 @@ perf: venv
 
 report: venv
 	$(PY) -m benchmark report
+
+# The Wasserstein-VQ authors' atomic experiment at their scale (not part of dvc repro; a GPU machine).
+reproduce: venv
+	$(PY) -m benchmark sweep --params params-reproduce.yaml --sweep reproduce
+	$(PY) -m benchmark report --reproduce --params params-reproduce.yaml
 
 clean-venv:
 	rm -rf $(VENV)

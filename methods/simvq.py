@@ -9,6 +9,10 @@ Layer", arXiv:2411.02038. Official code: https://github.com/youngsheen/SimVQ.
 Every code moves with W and b, so the gradient of the chosen codes updates the whole codebook
 and no code is left behind. The basis is a buffer: saved with the state, never optimised.
 W and b get nn.Linear's default init (uniform +-1/sqrt(d)), drawn from ``generator``.
+
+``basis="init"`` draws the frozen basis like a plain codebook instead (``init`` / ``init_scale``:
+N(0, s^2) or U[-s, s]): the Wasserstein-VQ authors' "linear" baseline of their synthetic script
+(a Linear(d, d) with bias on a frozen N(0, I) or U[-1, 1] codebook).
 """
 from __future__ import annotations
 
@@ -17,21 +21,43 @@ import math
 import torch
 from torch import Tensor, nn
 
-from methods._base import Quantizer, Tunable, VQOptions, commitment_and_codebook, normal_codebook
+from dataclasses import dataclass
+
+from methods._base import (
+    Quantizer, Tunable, VQOptions, _check_choice, commitment_and_codebook, initial_codebook, normal_codebook,
+)
 from methods._registry import register
+
+BASES = ("paper", "init")
+
+
+@dataclass(frozen=True)
+class SimVQOptions(VQOptions):
+    """basis: "paper" (the frozen basis is N(0, 1/d), ``init`` / ``init_scale`` unused) or "init"
+    (drawn by ``init`` / ``init_scale`` like a plain codebook)."""
+
+    basis: str = "paper"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice(self, "basis", BASES)
 
 
 @register("simvq")
 class SimVQ(Quantizer):
-    """SimVQ; ``init`` and ``init_scale`` are ignored in favour of the paper's basis N(0, 1/d)."""
+    """SimVQ; with ``basis="paper"`` ``init`` and ``init_scale`` are ignored for the basis N(0, 1/d)."""
 
-    Options = VQOptions
+    Options = SimVQOptions
     paper = "arXiv:2411.02038"
     tunables = {"beta": Tunable(0.05, 2.0, log=True)}
 
-    def __init__(self, dim: int, codebook_size: int, options: VQOptions, generator: torch.Generator | None = None):
+    def __init__(self, dim: int, codebook_size: int, options: SimVQOptions, generator: torch.Generator | None = None):
         super().__init__(dim, codebook_size, options, generator)
-        self.register_buffer("basis", normal_codebook(codebook_size, dim, dim ** -0.5, generator))
+        if options.basis == "paper":
+            basis = normal_codebook(codebook_size, dim, dim ** -0.5, generator)
+        else:
+            basis = initial_codebook(codebook_size, dim, options.init, options.init_scale, generator)
+        self.register_buffer("basis", basis)
         self.projection = nn.Linear(dim, dim, bias=True)
         bound = 1 / math.sqrt(dim)
         with torch.no_grad():

@@ -266,3 +266,24 @@ def test_artifacts_are_the_final_codebook_and_its_usage(tmp_path):
     assert {k: v for k, v in again.items() if k != "train_seconds"} == {
         k: v for k, v in record.items() if k != "train_seconds"
     }
+
+
+def test_codebook_grad_clip_clips_the_quantizer_and_the_model_separately():
+    quantizer, model = nn.Linear(2, 2), nn.Linear(2, 2)
+    optimizer = torch.optim.SGD([{"params": quantizer.parameters()}, {"params": model.parameters()}], lr=0.0)
+
+    def norms(config):
+        trainer = train.Trainer(config, quantizer, optimizer, None, False)
+        for p in list(quantizer.parameters()) + list(model.parameters()):
+            p.grad = torch.full_like(p, 10.0)
+        trainer.clip()
+        trainer.bar.close()
+        return [float(torch.cat([p.grad.flatten() for p in m.parameters()]).norm()) for m in (quantizer, model)]
+
+    q_norm, m_norm = norms(TINY_FIT.replace(grad_clip=1.0, codebook_grad_clip=0.5))
+    assert q_norm == pytest.approx(0.5) and m_norm == pytest.approx(1.0)
+    # default (0): one global norm over both, as before
+    q_norm, m_norm = norms(TINY_FIT.replace(grad_clip=1.0))
+    assert q_norm**2 + m_norm**2 == pytest.approx(1.0) and q_norm == pytest.approx(m_norm)
+    with pytest.raises(ConfigError, match="codebook_grad_clip"):
+        TINY_FIT.replace(codebook_grad_clip=-1.0)

@@ -258,6 +258,18 @@ def test_ema_codebook_is_not_a_parameter():
     assert list(q.parameters()) == [] and not methods.get("ema").trainable_by_gradient
 
 
+def test_simvq_basis_init_draws_the_basis_like_a_plain_codebook():
+    """basis="init": the authors' linear baseline, a frozen U[-1, 1] (or N(0, s^2)) codebook."""
+    uniform = methods.build("simvq", dim=8, codebook_size=4096, basis="init", init="uniform",
+                            generator=torch.Generator().manual_seed(0))
+    assert float(uniform.basis.abs().max()) <= 1.0 and float(uniform.basis.abs().max()) > 0.99
+    normal = methods.build("simvq", dim=8, codebook_size=4096, basis="init", init_scale=2.0,
+                           generator=torch.Generator().manual_seed(0))
+    assert float(normal.basis.std()) == pytest.approx(2.0, rel=0.05)
+    with pytest.raises(ValueError, match="basis: must be one of"):
+        methods.build("simvq", dim=8, codebook_size=16, basis="identity")
+
+
 def test_simvq_codes_are_the_projected_frozen_basis():
     q = methods.build("simvq", dim=4, codebook_size=64, generator=torch.Generator().manual_seed(0))
     basis = q.basis.clone()

@@ -182,6 +182,55 @@ def test_real_registries_validate_methods_and_dataset_options() -> None:
     assert len(sweep_spec.parse_sweep(ok, "s", catalog=catalog).trials) == 2 * len(methods.available())
 
 
+def test_cases_set_values_on_the_matching_trials_only() -> None:
+    params = make_params({
+        "grid": {"method": ["vanilla", "wasserstein"], "dataset_options.mean": [0.0, 4.0]},
+        "method_options": {"wasserstein": {"gamma": 10.0}},
+        "cases": [
+            {"when": {"method": "wasserstein"}, "set": {"codebook_lr": 3.0}},
+            {"when": {"method": "wasserstein", "dataset_options.mean": 4.0}, "set": {"method_options.beta": 0.0}},
+            {"when": {"dataset": "gaussian"}, "set": {"steps": 6}},
+        ],
+    })
+    configs = {(t.config.method, t.config.dataset_options["mean"]): t.config for t in parse(params).trials}
+    assert configs[("vanilla", 0.0)].codebook_lr == RunConfig.codebook_lr
+    assert configs[("wasserstein", 0.0)].codebook_lr == 3.0
+    assert dict(configs[("wasserstein", 0.0)].method_options) == {"gamma": 10.0}
+    assert dict(configs[("wasserstein", 4.0)].method_options) == {"gamma": 10.0, "beta": 0.0}
+    assert {config.steps for config in configs.values()} == {6}  # the dataset default matches too
+
+
+@pytest.mark.parametrize("cases, message", [
+    ({"when": {}}, r"sweeps.s.cases: must be a list"),
+    ([{"when": {"method": "vanilla"}}], r"sweeps.s.cases\[0\].set: must be a mapping"),
+    ([{"when": {"method": "vanilla"}, "set": {}}], r"sweeps.s.cases\[0\].set: must not be empty"),
+    ([{"when": {"nope": 1}, "set": {"steps": 2}}], r"sweeps.s.cases\[0\].when.nope: not a RunConfig field"),
+    ([{"when": {"method": "vanilla"}, "set": {"seed": 2}}], r"sweeps.s.cases\[0\].set.seed: also a grid key"),
+    ([{"when": {"method": "vanilla"}, "set": {"codebook_lr": -1.0}}], r"sweeps.s.cases\[0\].set.codebook_lr"),
+    ([{"when": {"method": "vanilla"}, "set": {"steps": 2}, "then": 1}], r"sweeps.s.cases\[0\].then: unknown key"),
+])
+def test_bad_cases_name_the_field(cases: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse(make_params({"grid": {"method": ["vanilla", "wasserstein"], "seed": [0, 1]}, "cases": cases}))
+
+
+def test_the_reproduction_profile_maps_the_authors_settings() -> None:
+    """params-reproduce.yaml: 2 distributions x 5 means x 5 methods, the authors' lr and init per cell."""
+    trials = sweep_spec.load_sweep(REPO_ROOT / "params-reproduce.yaml", "reproduce").trials
+    assert len(trials) == 50
+    lr = {"vanilla": 1.0, "ema": 1.0, "online": 3.0, "simvq": 0.02, "wasserstein": 3.0}
+    for trial in trials:
+        config = trial.config
+        assert (config.codebook_size, config.dim, config.steps, config.batch_size, config.eval_size) == (
+            16384, 8, 2000, 50000, 200000)
+        assert config.codebook_lr == lr[config.method] and config.momentum == 0.9
+        assert config.method_options["init"] == {"gaussian": "normal", "uniform": "uniform"}[config.dataset]
+        if config.method == "wasserstein":
+            assert dict(config.method_options) | {} == {
+                "beta": 0.0, "codebook_weight": 0.1, "gamma": 10.0, "reduction": "sum", "statistics": "batch",
+                "normalize": False, "squared": False, "init": config.method_options["init"], "init_scale": 1.0}
+
+
 def test_the_documented_example_is_valid() -> None:
     """The schema example in benchmark.pipeline.sweep's docstring parses against the real registries."""
     doc = sweep_spec.__doc__.splitlines()

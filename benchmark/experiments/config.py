@@ -51,7 +51,8 @@ class RunConfig:
     momentum: float = 0.9  # SGD momentum (sgd only)
     adam_beta1: float = 0.9  # Adam's first-moment decay (adam only)
     adam_beta2: float = 0.999  # Adam's second-moment decay (adam only)
-    grad_clip: float = 0.0  # global grad-norm clip, 0 = off
+    grad_clip: float = 0.0  # global grad-norm clip, 0 = off (all parameters, or the model's alone, see below)
+    codebook_grad_clip: float = 0.0  # > 0: the quantizer's grad norm is clipped on its own at this value
     device: str = "auto"  # "auto" picks CUDA when present, else CPU
     seed: int = 0
     log_every: int = 50
@@ -68,7 +69,7 @@ class RunConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 bad(name, f"must be an integer >= 1, got {value!r}")
-        for name in ("model_lr", "codebook_lr", "grad_clip"):
+        for name in ("model_lr", "codebook_lr", "grad_clip", "codebook_grad_clip"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
                     or not math.isfinite(value):

@@ -23,7 +23,10 @@ Optimizers: the quantizer's trainable parameters form their own group at ``codeb
 encoder/decoder use ``model_lr``. ``sgd`` is SGD with ``momentum``; ``adam`` is Adam with
 betas = (``adam_beta1``, ``adam_beta2``). Parameters that do
 not require grad (EMA codebooks, frozen bases) are left out; a method with no trainable parameters
-trains without an optimizer. ``grad_clip > 0`` clips the global gradient norm over all groups.
+trains without an optimizer. ``grad_clip > 0`` clips the global gradient norm over all groups;
+with ``codebook_grad_clip > 0`` the quantizer's parameters are clipped on their own at that norm
+and ``grad_clip`` covers the encoder/decoder alone (the Wasserstein-VQ authors clip the two
+separately).
 
 Randomness: every random draw comes from a ``torch.Generator`` seeded from ``(seed, stream)``
 (quantizer init, training batches, evaluation sample, k-means sample, image order). The
@@ -144,6 +147,9 @@ class Trainer:
         self.optimizer = optimizer
         self.on_step = on_step
         self.params = [p for group in (optimizer.param_groups if optimizer else []) for p in group["params"]]
+        codebook_ids = {id(p) for p in quantizer.parameters()}
+        self.codebook_params = [p for p in self.params if id(p) in codebook_ids]
+        self.model_params = [p for p in self.params if id(p) not in codebook_ids]
         self.window = min(config.log_every, config.steps)
         self.recent: list[float] = []
         self.bar = tqdm(
@@ -160,8 +166,7 @@ class Trainer:
         if self.optimizer is not None and loss.requires_grad:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if self.config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+            self.clip()
             self.optimizer.step()
         self.recent.append(value)
         if len(self.recent) > self.window:
@@ -176,6 +181,17 @@ class Trainer:
             self.bar.set_postfix(loss=f"{value:.4g}", refresh=False)
             if self.on_step is not None:
                 self.on_step(step, logged)
+
+    def clip(self) -> None:
+        """Gradient-norm clipping: one global norm, or the quantizer and the model separately."""
+        config = self.config
+        if config.codebook_grad_clip > 0:
+            if self.codebook_params:
+                torch.nn.utils.clip_grad_norm_(self.codebook_params, config.codebook_grad_clip)
+            if config.grad_clip > 0 and self.model_params:
+                torch.nn.utils.clip_grad_norm_(self.model_params, config.grad_clip)
+        elif config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, config.grad_clip)
 
     def close(self) -> None:
         """Close the progress bar; safe in a ``finally`` (never raises over the run's own error)."""

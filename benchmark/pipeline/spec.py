@@ -47,6 +47,11 @@ sweep's ``grid`` are required; the ``tracking`` and ``ray`` values shown are the
           method_options.beta: [0.1, 0.25]      # dotted keys set one option
         method_options:       # fixed options per method, applied only to that method's trials
           wasserstein: {gamma: 10.0}
+        cases:                # optional: settings applied to the trials that match ``when``
+          - when: {method: wasserstein}               # RunConfig fields / dotted option keys
+            set: {codebook_lr: 3.0}                    # of the trial (every one must match)
+          - when: {dataset: uniform}
+            set: {method_options.init: uniform}
         max_trials: null      # optional guard: error if the grid expands to more trials
         tune:                 # optional tuning stage: an equal budget per method and setting
           budget: 8           # tuning trials per (method, setting); integer >= 1
@@ -62,7 +67,12 @@ Grid keys are RunConfig fields (``codebook_size``) or dotted option keys
 (``method_options.gamma``, ``dataset_options.mean``, ``model_options.x``). The RunConfig of one
 trial is layered, later wins, option mappings merged key by key::
 
-    top-level base  <-  sweep base  <-  method_options[<the trial's method>]  <-  grid point
+    top-level base  <-  sweep base  <-  method_options[<the trial's method>]  <-  matching cases  <-  grid point
+
+``cases`` express settings that depend on other factors (the authors' learning rate per method,
+the code initialisation per distribution): each case's ``when`` is compared with the trial's
+values after the layers before it, and its ``set`` applies when all match (later cases win). A
+``set`` key that is also a grid key is an error (the grid would silently override it).
 
 Every option in a trial's ``method_options`` must be a field of that method's options dataclass
 (``methods.get(name).options``): a grid over ``method_options.gamma`` therefore only combines with
@@ -439,6 +449,44 @@ def _merge_layers(layers: Sequence[_Layer]) -> tuple[dict[str, Any], dict[str, s
     return merged, origin
 
 
+def _parse_cases(
+    value: Any, where: str, grid_keys: Sequence[str]
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """``cases``: a list of ``{when: {key: value}, set: {key: value}}`` with dotted keys."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: must be a list of {{when, set}} mappings, got {type(value).__name__}")
+    cases = []
+    for index, case in enumerate(value):
+        here = f"{where}[{index}]"
+        case = _mapping(case, here, allow_none=False)
+        _check_keys(case, ("when", "set"), here)
+        when = _mapping(case.get("when"), f"{here}.when", allow_none=False)
+        settings = _mapping(case.get("set"), f"{here}.set", allow_none=False)
+        for part, mapping in (("when", when), ("set", settings)):
+            if not mapping:
+                raise ConfigError(f"{here}.{part}: must not be empty")
+            for key in mapping:
+                head = key.partition(".")[0]
+                if head not in RUN_FIELDS or (head in OPTION_FIELDS) != ("." in key):
+                    raise ConfigError(f"{here}.{part}.{key}: not a RunConfig field or a dotted option key "
+                                      f"(method_options.NAME, dataset_options.NAME, model_options.NAME)")
+        for key in settings:
+            if key in grid_keys:
+                raise ConfigError(f"{here}.set.{key}: also a grid key; the grid would override it")
+        cases.append((dict(when), dict(settings)))
+    return cases
+
+
+def _lookup(values: Mapping[str, Any], key: str) -> Any:
+    """The value of a (dotted) key in merged RunConfig values; the RunConfig default when unset."""
+    head, dot, option = key.partition(".")
+    if dot:
+        return values.get(head, {}).get(option)
+    return values.get(head, getattr(RunConfig(), head))
+
+
 def _field_path(origin: Mapping[str, str], key: str) -> str:
     """Dotted params.yaml path that set ``key`` (e.g. ``sweeps.s.grid.method``); bare if a default.
 
@@ -467,7 +515,7 @@ def parse_sweep(
         raise ConfigError(f"sweeps.{name}: unknown sweep; valid: {sorted(sweeps)}")
     where = f"sweeps.{name}"
     sweep = _mapping(sweeps[name], where, allow_none=False)
-    _check_keys(sweep, ("base", "grid", "method_options", "max_trials", "tune"), where)
+    _check_keys(sweep, ("base", "grid", "method_options", "cases", "max_trials", "tune"), where)
     top_base = _mapping(params.get("base"), "base")
     sweep_base = _mapping(sweep.get("base"), f"{where}.base")
     for layer_where, layer in (("base", top_base), (f"{where}.base", sweep_base)):
@@ -478,6 +526,7 @@ def parse_sweep(
     per_method = _mapping(sweep.get("method_options"), f"{where}.method_options")
     for method, options in per_method.items():
         _mapping(options, f"{where}.method_options.{method}", allow_none=False)
+    cases = _parse_cases(sweep.get("cases"), f"{where}.cases", [key for key, _ in axes])
     max_trials = sweep.get("max_trials")
     if max_trials is not None and (isinstance(max_trials, bool) or not isinstance(max_trials, int)
                                    or max_trials < 1):
@@ -501,6 +550,11 @@ def parse_sweep(
         method = grid_values.get("method", sweep_base.get("method", top_base.get("method", RunConfig.method)))
         if isinstance(method, str) and method in per_method:
             layers.append(_Layer(f"{where}.method_options.{method}", per_method[method], options_only=True))
+        if cases:
+            current, _ = _merge_layers(layers + [_Layer(f"{where}.grid", grid_values)])
+            for index, (when, settings) in enumerate(cases):
+                if all(_lookup(current, key) == value for key, value in when.items()):
+                    layers.append(_Layer(f"{where}.cases[{index}].set", _split_point(settings)))
         layers.append(_Layer(f"{where}.grid", grid_values))
         values, origin = _merge_layers(layers)
         config = _build_config(values, origin, point)

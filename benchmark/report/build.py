@@ -352,7 +352,14 @@ def _extra_figures(config: ReportConfig, figures: Path) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark report", description=__doc__.split("\n")[0])
+    argv = list(argv) if argv is not None else None
+    if argv is not None and "--reproduce" in argv:  # the paper-vs-ours reproduction report
+        from benchmark.report import reproduce
+
+        return reproduce.main([arg for arg in argv if arg != "--reproduce"])
+    parser = argparse.ArgumentParser(prog="python -m benchmark report", description=__doc__.split("\n")[0],
+                                     epilog="--reproduce: write reports/reproduce.md instead "
+                                            "(python -m benchmark report --reproduce --help)")
     parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
     parser.add_argument("--results", default=None, help="results dir (default tracking.results_dir)")
     parser.add_argument("--out", default=None, help="output dir (default reports)")

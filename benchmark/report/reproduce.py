@@ -1,0 +1,151 @@
+"""Reproduction report: the Wasserstein-VQ authors' atomic experiment, paper vs ours.
+
+``python -m benchmark report --reproduce [--params params-reproduce.yaml]`` (``make reproduce``
+runs the sweep first) writes ``reports/reproduce.md``: for every (distribution, mu, method) the
+authors published, their final E (quantization error, squared distance summed over d) and U
+(utilization), ours from the exported table ``<results_dir>/reproduce/trials.csv`` (the mean
+over the finished trials of that cell) and the absolute differences dE and dU, marked "ok" within
+the tolerance of the paper file (|dE| <= 0.02, |dU| <= 1 point). Cells without a finished trial
+say "not run"; a cell whose trials all failed says "failed".
+
+The authors' numbers are data: ``benchmark/report/papers/wasserstein_vq_atomic.yaml`` (see its
+header for where they come from), read by :func:`load_paper`. The file also has the ``paper`` and
+``reference`` keys of the claim files beside it (``benchmark.report.papers``) and no claim groups,
+so the ablation report passes over it.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+import yaml
+
+PAPER_FILE = Path(__file__).parent / "papers" / "wasserstein_vq_atomic.yaml"
+METRICS = ("quantization_error", "utilization")
+
+
+@dataclass(frozen=True)
+class Paper:
+    """The published numbers: ``results[(distribution, mu, method)] = {metric: value}``."""
+
+    paper: str
+    reference: str
+    title: str
+    source: str
+    sweep: str
+    tolerance: Mapping[str, float]
+    results: Mapping[tuple[str, float, str], Mapping[str, float]]
+
+
+def load_paper(path: str | Path = PAPER_FILE) -> Paper:
+    """Read and check a paper file; ValueError naming the field on a malformed one."""
+    with open(path) as handle:
+        data = yaml.safe_load(handle)
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: must be a mapping")
+    for key in ("paper", "reference", "title", "source", "sweep", "tolerance", "results"):
+        if key not in data:
+            raise ValueError(f"{key}: missing in {path}")
+    tolerance = data["tolerance"]
+    if not isinstance(tolerance, Mapping) or set(tolerance) != set(METRICS):
+        raise ValueError(f"tolerance: must give exactly {list(METRICS)}, got {tolerance!r}")
+    results: dict[tuple[str, float, str], dict[str, float]] = {}
+    for distribution, methods in data["results"].items():
+        for method, by_mu in methods.items():
+            for mu, values in by_mu.items():
+                where = f"results.{distribution}.{method}.{mu}"
+                if not isinstance(values, Mapping) or set(values) != set(METRICS):
+                    raise ValueError(f"{where}: must give exactly {list(METRICS)}, got {values!r}")
+                results[(str(distribution), float(mu), str(method))] = {k: float(v) for k, v in values.items()}
+    return Paper(
+        paper=str(data["paper"]), reference=str(data["reference"]), title=str(data["title"]), source=str(data["source"]), sweep=str(data["sweep"]),
+        tolerance={k: float(v) for k, v in tolerance.items()}, results=results,
+    )
+
+
+def ours_by_cell(table: pd.DataFrame | None) -> dict[tuple[str, float, str], dict[str, Any]]:
+    """Per (dataset, mean, method): the mean metrics over finished trials, and the trial counts."""
+    cells: dict[tuple[str, float, str], dict[str, Any]] = {}
+    if table is None or table.empty:
+        return cells
+    status = table["status"] if "status" in table.columns else pd.Series("finished", index=table.index)
+    mean = table["dataset_options.mean"] if "dataset_options.mean" in table.columns else 0.0
+    keys = pd.DataFrame({"dataset": table["dataset"].astype(str), "mu": pd.to_numeric(mean).astype(float),
+                         "method": table["method"].astype(str), "status": status.astype(str)})
+    for (dataset, mu, method), rows in keys.groupby(["dataset", "mu", "method"]):
+        finished = table.loc[rows.index[rows["status"] == "finished"]]
+        cell: dict[str, Any] = {"finished": len(finished), "trials": len(rows)}
+        for metric in METRICS:
+            cell[metric] = float(pd.to_numeric(finished[metric]).mean()) if len(finished) else math.nan
+        cells[(dataset, float(mu), method)] = cell
+    return cells
+
+
+def render(paper: Paper, table: pd.DataFrame | None, table_name: str = "the sweep table") -> str:
+    """The markdown of reports/reproduce.md."""
+    ours = ours_by_cell(table)
+    tol_e, tol_u = paper.tolerance["quantization_error"], paper.tolerance["utilization"]
+    lines = [
+        "# Reproduction: the Wasserstein-VQ atomic experiment",
+        "",
+        f"Paper: {paper.title} ({paper.reference}); the authors' numbers: {paper.source} (final step of each run).",
+        f"Ours: sweep `{paper.sweep}` of `params-reproduce.yaml` ({table_name}). E: quantization error "
+        "(squared distance summed over d, mean over the evaluation features); U: utilization (share of codes used).",
+        f"Target: |dE| <= {tol_e:g} and |dU| <= {100 * tol_u:g} point(s); ok marks a cell within both.",
+        "",
+        "| distribution | mu | method | E paper | E ours | dE | U paper | U ours | dU (points) | within |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    counts = {"ok": 0, "off": 0, "not run": 0, "failed": 0}
+    for (distribution, mu, method), theirs in sorted(paper.results.items()):
+        cell = ours.get((distribution, mu, method))
+        e_p, u_p = theirs["quantization_error"], theirs["utilization"]
+        prefix = f"| {distribution} | {mu:g} | {method} | {e_p:.3f} | "
+        if cell is None or cell["finished"] == 0:
+            state = "not run" if cell is None else "failed"
+            counts[state] += 1
+            lines.append(prefix + f"{state} | | {100 * u_p:.2f}% | {state} | | |")
+            continue
+        e_o, u_o = cell["quantization_error"], cell["utilization"]
+        d_e, d_u = abs(e_o - e_p), abs(u_o - u_p)
+        within = d_e <= tol_e and d_u <= tol_u + 1e-12
+        counts["ok" if within else "off"] += 1
+        lines.append(prefix + f"{e_o:.3f} | {d_e:.3f} | {100 * u_p:.2f}% | {100 * u_o:.2f}% | "
+                     f"{100 * d_u:.2f} | {'ok' if within else 'no'} |")
+    lines += ["", f"Cells: {counts['ok']} within the target, {counts['off']} outside, "
+                  f"{counts['failed']} failed, {counts['not run']} not run (of {len(paper.results)}).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark report --reproduce",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--params", default="params-reproduce.yaml", help="the reproduction profile")
+    parser.add_argument("--results", default=None, help="results dir (default: the profile's tracking.results_dir)")
+    parser.add_argument("--out", default=None, help="output dir (default reports)")
+    parser.add_argument("--paper", default=str(PAPER_FILE), help="the paper file (YAML)")
+    args = parser.parse_args(argv)
+    paper = load_paper(args.paper)
+    params_path = Path(args.params)
+    root = params_path.resolve().parent
+    with open(params_path) as handle:
+        params = yaml.safe_load(handle) or {}
+    results_dir = Path(args.results) if args.results else root / (params.get("tracking") or {}).get(
+        "results_dir", "results")
+    table_path = results_dir / paper.sweep / "trials.csv"
+    table = pd.read_csv(table_path) if table_path.exists() else None
+    out = Path(args.out) if args.out else root / "reports"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "reproduce.md"
+    name = f"`{paper.sweep}/trials.csv`" if table is not None else "no table yet"
+    path.write_text(render(paper, table, name))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""The reproduction report: the authors' numbers as data, paper vs ours per cell, "not run" gaps."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmark.report import reproduce
+
+
+def test_the_paper_file_holds_every_cell_of_the_profile():
+    paper = reproduce.load_paper()
+    assert paper.reference == "arXiv:2506.15078" and paper.sweep == "reproduce"
+    assert len(paper.results) == 2 * 5 * 5
+    # the numbers the paper quotes: Gaussian wasserstein mu 0 / 4 / 8
+    for mu, error in ((0.0, 0.987), (4.0, 1.021), (8.0, 1.040)):
+        assert paper.results[("gaussian", mu, "wasserstein")]["quantization_error"] == pytest.approx(error, abs=5e-4)
+    assert paper.results[("gaussian", 2.0, "vanilla")]["utilization"] == pytest.approx(0.065, abs=5e-4)
+    assert paper.tolerance == {"quantization_error": 0.02, "utilization": 0.01}
+
+
+def _table(rows):
+    return pd.DataFrame(rows, columns=["status", "dataset", "dataset_options.mean", "method",
+                                       "quantization_error", "utilization"])
+
+
+def test_render_compares_finished_cells_and_says_not_run_elsewhere():
+    paper = reproduce.load_paper()
+    table = _table([
+        ("finished", "gaussian", 4.0, "wasserstein", 1.031, 0.995),   # within: dE 0.010, dU 0.35 points
+        ("finished", "gaussian", 4.0, "vanilla", 5.40, 0.0007),       # outside: dE 0.106
+        ("failed", "uniform", 0.0, "ema", float("nan"), float("nan")),
+    ])
+    text = reproduce.render(paper, table)
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:4]): line for line in text.splitlines()
+            if line.startswith("| gaussian") or line.startswith("| uniform")}
+    assert len(rows) == 50
+    assert rows[("gaussian", "4", "wasserstein")].rstrip().endswith("| 0.010 | 99.85% | 99.50% | 0.35 | ok |")
+    assert rows[("gaussian", "4", "vanilla")].rstrip().endswith("| no |")
+    assert "failed" in rows[("uniform", "0", "ema")]
+    assert "not run" in rows[("uniform", "8", "simvq")]
+    assert "1 within the target, 1 outside, 1 failed, 47 not run (of 50)" in text
+
+
+def test_malformed_paper_file_names_the_field(tmp_path: Path):
+    bad = tmp_path / "paper.yaml"
+    bad.write_text("paper: x\nreference: r\ntitle: t\nsource: s\nsweep: r\ntolerance: {quantization_error: 0.02, utilization: 0.01}\n"
+                   "results: {gaussian: {vanilla: {0.0: {quantization_error: 1.0}}}}\n")
+    with pytest.raises(ValueError, match=r"results.gaussian.vanilla.0.0: must give exactly"):
+        reproduce.load_paper(bad)
+
+
+def test_the_claims_loader_passes_over_the_file():
+    from benchmark.report import papers
+
+    loaded = {paper.reference: paper for paper in papers.load_papers() if paper.name.endswith("atomic experiment")}
+    assert loaded["arXiv:2506.15078"].groups == () and loaded["arXiv:2506.15078"].thresholds == {}
+
+
+def test_cli_writes_the_report_without_a_table(tmp_path: Path):
+    from benchmark.report import build
+
+    profile = Path(__file__).resolve().parents[1] / "params-reproduce.yaml"
+    assert build.main(["--reproduce", "--params", str(profile), "--results", str(tmp_path / "none"),
+                       "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "reproduce.md").read_text()
+    assert "0 within the target, 0 outside, 0 failed, 50 not run (of 50)" in text
