@@ -163,6 +163,103 @@ def test_low_d_without_paper_sweep():
 
 
 # --------------------------------------------------------------------------------------------
+# Question 2 as a map: best c per (d, K), its bracket, the shrinkage prediction
+# --------------------------------------------------------------------------------------------
+GRID_C = (0.6, 0.8, 1.0, 1.25, 1.5, 2.0)
+
+
+def _density_map(optimum, kmeans_error, grid=GRID_C, curvature=0.5, seeds=SEEDS, noise=0.001, **extra):
+    """optimum: {(dim, K): c*}; E / k-means = 1 + curvature * log(c / c*)^2 plus a shared per-seed offset
+    (the shared k-means reference) and small noise; kmeans_error: {(dim, K): E_km per seed}."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for (dim, size), best in optimum.items():
+        offset = {s: rng.normal(0, 0.03) for s in seeds}
+        for c in grid:
+            for seed in seeds:
+                v = 1.0 + curvature * math.log(c / best) ** 2 + offset[seed] + rng.normal(0, noise)
+                rows.append(_row("density_map", seed, method="wasserstein_density", dim=dim, codebook_size=size,
+                                 error_vs_kmeans=v, kmeans_error=kmeans_error[dim, size][seed],
+                                 **{"method_options.covariance_scale": c, "method_options.gamma": 10.0}, **extra))
+    return pd.DataFrame(rows)
+
+
+def test_shrinkage_prediction_is_one_minus_error_per_coordinate():
+    assert rq.shrinkage_scale(2.4, 8, 1.0) == pytest.approx(0.7)
+    assert rq.shrinkage_scale(2.4, 8, 4.0) == pytest.approx(0.925)
+    assert rq.feature_variance({"dataset": "gaussian"}) == 1.0
+    assert rq.feature_variance({"dataset": "gaussian", "dataset_options.scale": 2.0}) == 4.0
+    assert math.isnan(rq.feature_variance({"dataset": "uniform"}))
+
+
+def test_trial_scale_reads_override_exponent_and_plain_matching():
+    assert rq.trial_scale({"method": "wasserstein", "dim": 4}) == 1.0
+    assert rq.trial_scale({"method": "wasserstein_density", "dim": 4, "method_options.covariance_scale": 0.7}) == 0.7
+    assert rq.trial_scale({"method": "wasserstein_density", "dim": 4,
+                           "method_options.exponent": "paper"}) == pytest.approx(4 / 6)
+    assert rq.trial_scale({"method": "wasserstein_density", "dim": 4}) == pytest.approx(6 / 4)  # gersho default
+    assert math.isnan(rq.trial_scale({"method": "vanilla", "dim": 4}))
+
+
+def test_best_scale_bracket_and_references():
+    kmeans = {(8, 256): (2.4, 2.6, 2.5), (2, 256): (0.02, 0.02, 0.02)}
+    table = _density_map({(8, 256): 0.65, (2, 256): 1.9}, kmeans)
+    findings = {f["dim"]: f for f in rq.best_scale_findings(table)}
+    low = findings[8]
+    assert low["best"] == 0.6 and low["edge"]  # the grid point nearest the true optimum 0.65
+    assert low["bracket"][1] <= 1.0 and low["bracket"][0] < 0.65 < low["bracket"][1]
+    assert low["shrinkage"].mean == pytest.approx(1 - 2.5 / 8) and low["shrinkage"].n == 3  # one value per seed
+    assert low["references"]["paper"] == pytest.approx(0.8) and low["references"]["gersho"] == pytest.approx(1.25)
+    assert "shrinkage" in low["inside"] and "gersho" not in low["inside"]
+    assert low["closest"] == "shrinkage" and low["plain"] == "higher" and low["codes_per_dim"] == pytest.approx(2.0)
+    high = findings[2]
+    assert high["best"] == 2.0 and high["edge"] and high["bracket"] == (1.5, math.inf)
+    assert high["closest"] == "gersho" and high["inside"] == ["gersho"]
+
+
+def test_best_scale_keeps_unresolved_values_and_flat_curves_span_the_grid():
+    # a flat curve: nothing is resolved from the best, the bracket is the whole line
+    table = _density_map({(4, 256): 1.0}, {(4, 256): (0.4, 0.4, 0.4)}, curvature=0.0, noise=0.01)
+    (f,) = rq.best_scale_findings(table)
+    assert (f["low"], f["high"]) == (0.6, 2.0) and f["bracket"] == (-math.inf, math.inf)
+    assert set(f["inside"]) == {"paper", "gersho", "shrinkage"}
+    # one seed: no interval, nothing resolved either
+    one = _density_map({(4, 256): 1.0}, {(4, 256): (0.4, 0.4, 0.4)}, seeds=(0,))
+    (f,) = rq.best_scale_findings(one)
+    assert f["best"] == 1.0 and f["bracket"] == (-math.inf, math.inf)
+
+
+def test_density_map_answer_follows_the_numbers():
+    kmeans = {(8, 256): (2.6, 2.6, 2.6), (4, 256): (0.4, 0.4, 0.4), (2, 256): (0.016, 0.016, 0.016)}
+    findings = rq.best_scale_findings(_density_map({(8, 256): 0.675, (4, 256): 1.0, (2, 256): 2.0}, kmeans))
+    answer = rq.density_map_answer(findings)
+    assert "narrower than the features (its bracket lies below c = 1) at d = 8, K = 256" in answer
+    assert "wider (bracket above c = 1) at d = 2, K = 256" in answer
+    assert "the bracket contains c = 1 (plain matching) at d = 4, K = 256" in answer
+    assert "Best c by resolution (codes per dimension K^(1/d)): 2.0 -> 0.6, 4.0 -> 1, 16.0 -> 2." in answer
+    assert "grows with the number of codes per dimension" in answer and "Spearman 1.00" in answer
+    assert "centroid shrinkage 1 - E_km/(d var) accounts for it" in answer
+    assert "d/(d+2) is outside the bracket of the optimum in every cell" in answer
+    # the same code on a map where one scale wins everywhere says so
+    same = rq.density_map_answer(rq.best_scale_findings(_density_map({(8, 256): 1.0, (2, 256): 1.0}, kmeans)))
+    assert "one target scale, c = 1, is best in every cell measured" in same
+    assert "narrower" not in same and "grows with" not in same
+    assert rq.density_map_answer([]).startswith("**Answer:** cannot tell")
+
+
+def test_density_map_table_lines_and_figure(tmp_path):
+    kmeans = {(d, k): (0.5, 0.5, 0.5) for d in (4, 8) for k in (256, 1024)}
+    table = _density_map({(4, 256): 1.0, (8, 256): 0.8, (4, 1024): 1.25, (8, 1024): 0.8}, kmeans)
+    lines = rq.density_map_lines(table, figures=tmp_path)
+    text = "\n".join(lines)
+    assert (tmp_path / "open_questions_density_map.png").stat().st_size > 1000
+    assert "(figures/open_questions_density_map.png)" in text
+    assert "| K | d | K^(1/d) | best c |" in text and text.count("\n| 1024 | ") == 2
+    assert "as the seed summary states it (Gersho 1979" in text
+    assert rq.density_map_lines(None) == [rq._missing(["density_map"])]
+
+
+# --------------------------------------------------------------------------------------------
 # Dead codes, question 3, the whole section
 # --------------------------------------------------------------------------------------------
 def _dead_codes():
@@ -191,6 +288,7 @@ def test_section_with_no_tables_says_what_is_missing():
     assert text.startswith("## Open questions")
     assert "no results table for `non_gaussian`" in text
     assert "no results table for `low_d`, `low_d_paper`" in text
+    assert "no results table for `density_map`" in text
     assert "no results table for `dead_codes`" in text
     assert "the suite cannot answer this yet" in text
 
@@ -201,8 +299,10 @@ def test_section_tables_and_vqvae_proxy():
                                                                              ("wasserstein", 0.95, 128.0))])
     tables = {"non_gaussian": _non_gaussian(_errors(1.15, 1.03)), "dead_codes": _dead_codes(), "vqvae": vqvae,
               **_low_d({(2, "plain"): 1.2, (2, "gersho"): 1.0, (2, "paper"): 2.0,
-                           (3, "plain"): 1.1, (3, "gersho"): 1.05})}
+                           (3, "plain"): 1.1, (3, "gersho"): 1.05}),
+              "density_map": _density_map({(2, 256): 2.0}, {(2, 256): (0.016, 0.016, 0.016)})}
     text = rq.open_questions_section(tables)
+    assert "| 256 | 2 | 16.00 | 2 (grid edge) |" in text
     assert "| dataset | method | n | failed | U (%) |" in text  # dataset first
     assert "| d | method | n | failed |" in text
     assert "| mu | method | n | failed |" in text

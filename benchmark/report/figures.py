@@ -189,3 +189,60 @@ def grouped_figure(table: pd.DataFrame, x: str, hue: str, path: Path, confidence
     fig.savefig(path, dpi=110, bbox_inches="tight")
     pyplot.close(fig)
     return path
+
+
+def density_map_figure(findings: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
+    """Heat map of mean E / k-means over (c, d), one panel per K (log colour scale, values printed);
+    the best c of each column boxed; markers at d/(d+2) (v), (d+2)/d (^) and the centroid shrinkage
+    prediction (o), placed on the c axis by log-linear interpolation between grid rows."""
+    from matplotlib.colors import LogNorm
+    from matplotlib.patches import Rectangle
+
+    if not findings:
+        return None
+    sizes = sorted({f["codebook_size"] for f in findings})
+    dims = sorted({f["dim"] for f in findings})
+    scales = sorted({c for f in findings for c in f["cells"]})
+    values = [e.mean for f in findings for e in f["cells"].values() if math.isfinite(e.mean) and e.mean > 0]
+    if not values:
+        return None
+    norm = LogNorm(vmin=min(values), vmax=max(values))
+    pyplot = plt()
+    fig, axes = pyplot.subplots(1, len(sizes), figsize=(0.9 * len(dims) * len(sizes) + 2.2, 0.42 * len(scales) + 1.6),
+                                squeeze=False, sharey=True)
+    log_grid = np.log(scales)
+
+    def row_of(c: float) -> float:
+        return float(np.interp(math.log(c), log_grid, np.arange(len(scales)))) if c > 0 else math.nan
+
+    image = None
+    for ax, size in zip(axes[0], sizes):
+        grid = np.full((len(scales), len(dims)), np.nan)
+        here = {f["dim"]: f for f in findings if f["codebook_size"] == size}
+        for j, dim in enumerate(dims):
+            for c, e in here.get(dim, {"cells": {}})["cells"].items():
+                grid[scales.index(c), j] = e.mean
+        image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis_r", norm=norm)
+        for (i, j), v in np.ndenumerate(grid):
+            if math.isfinite(v):
+                ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=6.5,
+                        color="white" if norm(v) > 0.6 else "black")
+        for j, dim in enumerate(dims):
+            f = here.get(dim)
+            if f is None:
+                continue
+            ax.add_patch(Rectangle((j - 0.5, scales.index(f["best"]) - 0.5), 1, 1, fill=False, color="red", lw=1.5))
+            for key, marker in (("paper", "v"), ("gersho", "^"), ("shrinkage", "o")):
+                c = f["references"][key]
+                if math.isfinite(c) and scales[0] <= c <= scales[-1]:
+                    ax.plot(j + 0.38, row_of(c), marker=marker, color="red", ms=4, ls="none")
+        ax.set_xticks(range(len(dims)), [str(d) for d in dims])
+        ax.set_xlabel("d")
+        ax.set_title(f"K = {size}")
+    axes[0][0].set_yticks(range(len(scales)), [f"{c:g}" for c in scales])
+    axes[0][0].set_ylabel("target covariance scale c")
+    fig.colorbar(image, ax=axes[0].tolist(), label="E / k-means")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    pyplot.close(fig)
+    return path

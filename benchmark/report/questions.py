@@ -8,9 +8,11 @@ retrained. The questions are the open questions of the seed paper (arXiv 2506.15
    (``wasserstein``) fall behind the non-parametric matching losses (``sliced_wasserstein``,
    ``exact_ot``, ``mmd``) when the features are not Gaussian (bimodal mixture, uniform cube),
    and not when they are (the Gaussian control)?
-2. The optimal codebook density in low d (sweeps ``low_d`` and ``low_d_paper``): plain matching
-   (target f) vs the W loss aimed at Gersho's f^(d/(d+2)) (``wasserstein_density``, exponent
-   ``gersho``) and at Theorem 2's f^((d+2)/d) (exponent ``paper``), on E / k-means.
+2. The error-optimal codebook density. Sweep ``density_map``: E / k-means of the W loss aimed at
+   N(mu, c S) (``wasserstein_density`` with ``covariance_scale`` c) over a grid of c x d x K, z ~ N(0, I);
+   per (d, K) the best c and its bracket, against d/(d+2) (Theorem 2 as the seed summary states it),
+   (d+2)/d (Gersho 1979) and the finite-K centroid shrinkage 1 - E_kmeans / (d var). Sweeps ``low_d`` and
+   ``low_d_paper``: the three-point comparison (plain f, Gersho's f^(d/(d+2)), Theorem 2's f^((d+2)/d)).
 3. Downstream autoregressive generation: no sweep trains a prior; the section says so and what
    it would take, and shows the only related measurement (tokenizer code usage of ``vqvae``).
 
@@ -33,7 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from benchmark.report.figures import grouped_figure
+from benchmark.report.figures import density_map_figure, grouped_figure
 from benchmark.report.stats import (
     Estimate, compare_lower, done_rows, estimate, format_cell, paired_difference, paired_p_value, relative_gap,
     separated,
@@ -43,6 +45,7 @@ from benchmark.report.tables import Summary, sort_key, summarize, summary_table
 # Sweep names (params.yaml) of each question.
 NON_GAUSSIAN = "non_gaussian"
 LOW_D = ("low_d", "low_d_paper")
+DENSITY_MAP = "density_map"
 DEAD_CODES = "dead_codes"
 VQVAE = "vqvae"
 
@@ -330,7 +333,8 @@ def low_d_answer(findings: Sequence[Mapping[str, Any]]) -> str:
     paper = [f for f in compared if "paper" in f["vs_plain"]]
     if paper and all(f["vs_plain"]["paper"] == "higher" for f in paper):
         text += (" Theorem 2's exponent, as stated, makes the codebook worse than plain matching at every d "
-                 "measured: the measurements do not support it.")
+                 f"of these sweeps (d = {_join([str(f['dim']) for f in paper])}); see the density map for "
+                 "larger d, where the finite-K centroid shrinkage can make a narrower codebook better.")
     gersho = [f for f in compared if "gersho" in f["vs_plain"]]
     better = [f for f in gersho if f["vs_plain"]["gersho"] == "lower"]
     if better:
@@ -338,6 +342,204 @@ def low_d_answer(findings: Sequence[Mapping[str, Any]]) -> str:
                                             if math.isfinite(f["codes_per_dim"]) else "")
                        for f in better])
         text += f" So yes: matching f exactly is not error-optimal at {where}."
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# Question 2 as a map: the error-optimal covariance scale c over d and K
+# --------------------------------------------------------------------------------------------
+def trial_scale(row: Mapping[str, Any]) -> float:
+    """Covariance factor c a trial's W loss aims at: 1 for plain matching, the override or the exponent's
+    for ``wasserstein_density``, NaN for any other method."""
+    if row.get("method") not in (GAUSSIAN_W, DENSITY_METHOD):
+        return math.nan
+    dim = pd.to_numeric(pd.Series([row.get("dim")]), errors="coerce").iloc[0]
+    return target_scale(density_target(row), int(dim)) if pd.notna(dim) else math.nan
+
+
+def feature_variance(row: Mapping[str, Any]) -> float:
+    """Per-coordinate feature variance of a trial's data: scale^2 for the isotropic ``gaussian`` dataset
+    (default scale 1), NaN for any other (its variance is not in the table)."""
+    if row.get("dataset") != GAUSSIAN_CONTROL:
+        return math.nan
+    scale = pd.to_numeric(pd.Series([row.get("dataset_options.scale", 1.0)]), errors="coerce").iloc[0]
+    return float(scale) ** 2 if pd.notna(scale) else 1.0
+
+
+def shrinkage_scale(kmeans_error: float, dim: int, variance: float) -> float:
+    """c a centroidal codebook has at finite K: Cov(codes) = Cov(z) - Cov(z - q(z)) ~ (var - E/d) I, so
+    c = 1 - E / (d var), with E the k-means error summed over the d coordinates."""
+    return 1.0 - float(kmeans_error) / (dim * variance)
+
+
+def density_map_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Finished trials of a density map with columns ``c`` (covariance scale) and ``c_shrinkage``
+    (the finite-K centroid prediction from the trial's k-means reference)."""
+    done = done_rows(table).copy()
+    records = done.to_dict("records")
+    done["c"] = [trial_scale(r) for r in records]
+    done["c_shrinkage"] = [
+        shrinkage_scale(r.get("kmeans_error", math.nan), int(r["dim"]), feature_variance(r))
+        if pd.notna(r.get("kmeans_error")) else math.nan for r in records]
+    return done[done["c"].notna()]
+
+
+def best_scale_findings(table: pd.DataFrame, confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Per (d, K): E / k-means at every c, the best c (argmin of the mean over seeds) and its interval.
+
+    ``low``-``high`` is the run of grid values on both sides of the argmin whose E / k-means is not resolved
+    from the argmin's (``compare_lower``: disjoint t-intervals or a paired difference over seeds excluding
+    0); it stops at the first resolved-worse value on each side, and those two values are the ``bracket``
+    (-inf / inf where the run reaches the grid's edge): for an error curve with one minimum in c, the
+    optimum lies strictly inside it. ``inside`` lists the references in the bracket. ``edge`` says the
+    argmin is the smallest or largest c measured. References: Theorem 2 as the seed summary
+    states it, c = d/(d+2); Gersho, c = (d+2)/d; the centroid shrinkage 1 - E_kmeans / (d var) (t-interval
+    over seeds)."""
+    data = density_map_table(table)
+    findings = []
+    for (dim, size), group in data.groupby(["dim", "codebook_size"], sort=True):
+        dim, size = int(dim), int(size)
+        cells = {float(c): estimate(g, KEY_METRIC, confidence) for c, g in group.groupby("c", sort=True)}
+        cells = {c: e for c, e in cells.items() if math.isfinite(e.mean)}
+        if not cells:
+            continue
+        grid = sorted(cells)
+        best = min(grid, key=lambda c: cells[c].mean)
+        i = grid.index(best)
+        lo, hi = i, i
+        while lo > 0 and compare_lower(cells[grid[lo - 1]], cells[best], confidence) == "unresolved":
+            lo -= 1
+        while hi < len(grid) - 1 and compare_lower(cells[grid[hi + 1]], cells[best], confidence) == "unresolved":
+            hi += 1
+        neighbours = {grid[j]: paired_difference(cells[grid[j]], cells[best], confidence)
+                      for j in (i - 1, i + 1) if 0 <= j < len(grid)}
+        per_seed = group.drop_duplicates("seed") if "seed" in group.columns else group
+        shrink = estimate(per_seed, "c_shrinkage", confidence)
+        references = {"paper": dim / (dim + 2), "gersho": (dim + 2) / dim, "shrinkage": shrink.mean}
+        low, high = grid[lo], grid[hi]
+        below = grid[lo - 1] if lo > 0 else -math.inf  # first resolved-worse value on each side
+        above = grid[hi + 1] if hi < len(grid) - 1 else math.inf
+        distance = {k: abs(math.log(best / v)) for k, v in references.items() if math.isfinite(v) and v > 0}
+        findings.append({
+            "dim": dim, "codebook_size": size, "codes_per_dim": size ** (1.0 / dim), "cells": cells,
+            "best": best, "best_est": cells[best], "low": low, "high": high, "bracket": (below, above),
+            "edge": len(grid) > 1 and best in (grid[0], grid[-1]), "neighbours": neighbours,
+            "shrinkage": shrink, "references": references,
+            "inside": [k for k, v in references.items() if math.isfinite(v) and below < v < above],
+            "closest": min(distance, key=distance.get) if distance else None,
+            "plain": compare_lower(cells[1.0], cells[best], confidence) if 1.0 in cells and best != 1.0 else None,
+        })
+    return findings
+
+
+REFERENCE_LABELS = {"paper": "d/(d+2) (Theorem 2 as the seed states it)", "gersho": "(d+2)/d (Gersho)",
+                    "shrinkage": "centroid shrinkage 1 - E_km/(d var)"}
+
+
+def _diff_text(diff: Estimate) -> str:
+    if not math.isfinite(diff.mean):
+        return "-"
+    return f"{diff.mean:+.3f}" + (f" ± {diff.half:.3f}" if math.isfinite(diff.half) else "")
+
+
+def _bound(value: float) -> str:
+    return "-inf" if value == -math.inf else "inf" if value == math.inf else f"{value:g}"
+
+
+def best_scale_table(findings: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Markdown table: one row per (K, d)."""
+    lines = ["| K | d | K^(1/d) | best c | E / k-means at best c | c not resolved from best, in (bracket) | "
+             "paired diff. (neighbour - best) lower / upper | d/(d+2) | (d+2)/d | shrinkage 1 - E_km/(d var) | "
+             "closest |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for f in sorted(findings, key=lambda f: (f["codebook_size"], f["dim"])):
+        below = [c for c in f["neighbours"] if c < f["best"]]
+        above = [c for c in f["neighbours"] if c > f["best"]]
+        neighbour = " / ".join(f"c {c:g}: {_diff_text(f['neighbours'][c])}" if c in f["neighbours"] else "-"
+                               for c in (below[0] if below else None, above[0] if above else None))
+        refs = f["references"]
+        best = f"{f['best']:g}" + (" (grid edge)" if f["edge"] else "")
+        lines.append(
+            f"| {f['codebook_size']} | {f['dim']} | {f['codes_per_dim']:.2f} | {best} | {f['best_est'].text()} | "
+            f"{f['low']:g} - {f['high']:g} in ({_bound(f['bracket'][0])}, {_bound(f['bracket'][1])}) | {neighbour} | {refs['paper']:.3g} | {refs['gersho']:.3g} | "
+            f"{f['shrinkage'].text()} | {f['closest'] or '-'} |")
+    return lines
+
+
+def _plain_words(findings: Sequence[Mapping[str, Any]]) -> str:
+    """The plain-language reading of the map; every clause is conditional on the findings."""
+    from scipy import stats
+
+    words = []
+    bests = {round(f["best"], 9) for f in findings}
+    if len(bests) == 1:
+        words.append(f"one target scale, c = {findings[0]['best']:g}, is best in every cell measured")
+    else:
+        words.append("no single target scale (so no single exponent) is best in every cell measured")
+    if len(findings) >= 3 and len(bests) > 1:
+        rho = stats.spearmanr([f["codes_per_dim"] for f in findings], [f["best"] for f in findings]).statistic
+        if math.isfinite(rho) and rho > 0:
+            words.append(f"the best c grows with the number of codes per dimension K^(1/d) (Spearman {rho:.2f}), "
+                         "towards Gersho's (d+2)/d: wider than the features when codes are dense")
+        elif math.isfinite(rho) and rho < 0:
+            words.append(f"the best c falls as K^(1/d) grows (Spearman {rho:.2f}), against high-resolution theory")
+    narrow = [f for f in findings if f["bracket"][1] <= 1.0]
+    explained = [f for f in narrow if "shrinkage" in f["inside"] or f["closest"] == "shrinkage"]
+    if narrow and len(explained) == len(narrow):
+        words.append("where the optimum is narrower than the features, the centroid shrinkage "
+                     "1 - E_km/(d var) accounts for it (a codebook of cell means sits inside the features by "
+                     "about its own error per coordinate)")
+    paper = [f for f in findings if "paper" in f["inside"]]
+    if paper:
+        also = [f for f in paper if "shrinkage" in f["inside"]]
+        text = (f"d/(d+2) is inside the bracket of the optimum in {len(paper)} of {len(findings)} cells")
+        if also and len(also) == len(paper):
+            text += (", each time together with the shrinkage prediction: it is near the optimum where the "
+                     "finite-K shrinkage happens to be about 2/(d+2), not as an asymptotic density")
+        words.append(text)
+    else:
+        words.append("d/(d+2) is outside the bracket of the optimum in every cell")
+    return "; ".join(words) + "."
+
+
+def density_map_answer(findings: Sequence[Mapping[str, Any]]) -> str:
+    """Plain-language answer computed from :func:`best_scale_findings`."""
+    if not findings:
+        return "**Answer:** cannot tell: no finished trial of the density map."
+
+    def where(items):
+        return _join([f"d = {f['dim']}, K = {f['codebook_size']} ({f['codes_per_dim']:.1f} codes per dimension)"
+                      for f in sorted(items, key=lambda f: f["codes_per_dim"])])
+
+    narrow = [f for f in findings if f["bracket"][1] <= 1.0]
+    wide = [f for f in findings if f["bracket"][0] >= 1.0]
+    near = [f for f in findings if f not in narrow and f not in wide]
+    parts = []
+    if narrow:
+        parts.append("the error-optimal codebook is narrower than the features (its bracket lies below c = 1) at "
+                     + where(narrow))
+    if wide:
+        parts.append("wider (bracket above c = 1) at " + where(wide))
+    if near:
+        parts.append("the bracket contains c = 1 (plain matching) at " + where(near))
+    text = "**Answer from these measurements:** " + "; ".join(parts) + "."
+    ranked = sorted(findings, key=lambda f: f["codes_per_dim"])
+    text += (" Best c by resolution (codes per dimension K^(1/d)): "
+             + ", ".join(f"{f['codes_per_dim']:.1f} -> {f['best']:g}" for f in ranked) + ".")
+    counts = []
+    for key in ("paper", "gersho", "shrinkage"):
+        hits = [f for f in findings if key in f["inside"]]
+        closest = [f for f in findings if f["closest"] == key]
+        counts.append(f"{REFERENCE_LABELS[key]} lies inside the bracket of the optimum in {len(hits)} of "
+                      f"{len(findings)} cells and is the closest of the three in {len(closest)}")
+    text += " " + "; ".join(counts) + "."
+    edge = [f for f in findings if f["edge"]]
+    if edge:
+        text += (" The best c is at the edge of the grid at " + where(edge)
+                 + ": the optimum there may lie beyond the values measured.")
+    plain = [f for f in findings if f["plain"] == "higher"]
+    if plain:
+        text += " Plain matching (c = 1) is resolved worse than the best c at " + where(plain) + "."
+    text += " In plain words: " + _plain_words(findings)
     return text
 
 
@@ -449,7 +651,7 @@ def ar_generation_text(vqvae: pd.DataFrame | None, confidence: float = 0.95) -> 
 
 def _t_note(tables: Mapping[str, pd.DataFrame], confidence: float) -> str:
     """How wide the intervals are for the seed counts of the question sweeps (t quantile)."""
-    names = [NON_GAUSSIAN, *LOW_D, DEAD_CODES]
+    names = [NON_GAUSSIAN, DENSITY_MAP, *LOW_D, DEAD_CODES]
     counts = sorted({len(_values(done_rows(tables[n]), "seed")) for n in names if n in tables and len(tables[n])})
     counts = [n for n in counts if n >= 2]
     if not counts:
@@ -471,6 +673,37 @@ def _figure_lines(path: Path | None, what: str) -> list[str]:
         return []
     return [f"![{path.stem}](figures/{path.name})", "", f"Figure: {what}; error bars = the table's t-interval; "
             "dashed: the k-means reference (1.0).", ""]
+
+
+def density_map_lines(table: pd.DataFrame | None, confidence: float = 0.95,
+                      figures: Path | None = None) -> list[str]:
+    """The density-map part of question 2: setting, figure, best-c table, answer."""
+    if table is None or not len(table):
+        return [_missing([DENSITY_MAP])]
+    findings = best_scale_findings(table, confidence)
+    lines = [
+        f"Sweep `{DENSITY_MAP}`: z ~ N(0, I_d), {_setting(table)}; the W loss aimed at N(mu, c S) "
+        "(`wasserstein_density` with `covariance_scale` c; c = 1 is plain matching), c = "
+        + "/".join(f"{c:g}" for c in sorted({c for f in findings for c in f["cells"]})) + ". "
+        "References: c = d/(d+2) is Theorem 2's exponent f^((d+2)/d) as the seed summary states it (Gersho 1979 "
+        "gives the point density f^(d/(d+2)) for squared error, i.e. c = (d+2)/d); the finite-K prediction: "
+        "a centroidal codebook has Cov(codes) = Cov(z) - Cov(z - q(z)) ~ (var - E/d) I, so c = 1 - E_km/(d var) "
+        "with E_km the k-means reference error of the cell (mean over seeds). Best c = the argmin over c of the "
+        "mean E / k-means over seeds; the values not resolved from it (paired difference over seeds, as "
+        "everywhere in this section) and the bracket between the first resolved-worse values on each side "
+        "(for an error curve with one minimum in c, the optimum lies inside the bracket; inf = the grid's edge).",
+        "",
+    ]
+    if figures is not None:
+        path = density_map_figure(findings, Path(figures) / "open_questions_density_map.png")
+        if path is not None:
+            lines += [f"![{path.stem}](figures/{path.name})", "",
+                      "Figure: mean E / k-means over seeds per (c, d), one panel per K; red box: the best c of "
+                      "each column; markers: d/(d+2) (v), (d+2)/d (^), centroid shrinkage (o), where inside "
+                      "the grid.", ""]
+    lines += best_scale_table(findings)
+    lines += ["", density_map_answer(findings)]
+    return lines
 
 
 # --------------------------------------------------------------------------------------------
@@ -508,8 +741,10 @@ def open_questions_section(tables: Mapping[str, pd.DataFrame], confidence: float
         findings = non_gaussian_findings(table, confidence)
         lines += _non_gaussian_text(findings)
         lines += ["", non_gaussian_answer(findings)]
-    lines += ["", "### 2. Optimal codebook density in low d: Theorem 2 vs Gersho", ""]
+    lines += ["", "### 2. The error-optimal codebook density: a map over c, d and K", ""]
+    lines += density_map_lines(tables.get(DENSITY_MAP), confidence, figures)
     merged = low_d_table(tables)
+    lines += ["", "#### Three-point comparison: plain matching, Gersho, Theorem 2", ""]
     if merged is None:
         lines.append(_missing(LOW_D))
     else:
