@@ -287,3 +287,27 @@ def test_codebook_grad_clip_clips_the_quantizer_and_the_model_separately():
     assert q_norm**2 + m_norm**2 == pytest.approx(1.0) and q_norm == pytest.approx(m_norm)
     with pytest.raises(ConfigError, match="codebook_grad_clip"):
         TINY_FIT.replace(codebook_grad_clip=-1.0)
+
+
+@pytest.mark.parametrize("method, options", [("residual", {"levels": 2}), ("grouped", {"groups": 2})])
+def test_multi_codebook_fit_record_has_per_level_columns(tmp_path, method, options):
+    config = RunConfig(method=method, codebook_size=8, dim=4, steps=3, batch_size=64, eval_size=300,
+                       method_options=options)
+    record = run_experiment(config, artifacts_dir=tmp_path / "trial")
+    levels = {f"{m}_level_{l}" for m in ("utilization", "perplexity") for l in range(2)}
+    assert set(record) == set(train.RESULT_KEYS) | levels
+    assert record["bits_per_token"] == 2 * 3.0  # two levels of log2 8 bits
+    assert math.isnan(record["kmeans_error"]) and math.isnan(record["error_vs_kmeans"])
+    assert math.isfinite(record["gaussian_w2_sq"]) and record["perplexity"] <= 64
+    assert record["utilization"] == pytest.approx((record["utilization_level_0"] + record["utilization_level_1"]) / 2)
+    assert record["dead_codes"] == pytest.approx(16 * (1 - record["utilization"]))
+    assert np.load(tmp_path / "trial" / "level_codebooks.npy").shape == (2, 8, 4 if method == "residual" else 2)
+    counts = np.load(tmp_path / "trial" / "level_code_counts.npz")
+    assert [counts[f"level_{l}"].sum() for l in range(2)] == [300, 300]
+    assert record["utilization_level_1"] == pytest.approx((counts["level_1"] > 0).mean())
+    assert not (tmp_path / "trial" / "codebook.npy").exists()  # the report's single-codebook figures skip it
+
+
+def test_single_codebook_fit_record_carries_bits_per_token():
+    record = run_experiment(TINY_FIT)
+    assert set(record) == set(train.RESULT_KEYS) and record["bits_per_token"] == 5.0  # K = 32

@@ -222,10 +222,38 @@ def test_perf_quick_smoke(tmp_path) -> None:
             assert row["median_s"] > 0 and len(row["seconds"]) >= 1
     assert "## Nearest-code search" in markdown and "| vanilla |" in markdown
     assert report["summary"]["targets"]["max_ours_over_faiss"] is not None
+    # the binary methods are stepped at K = 2^d only, every pair of ours and the peer side by side
+    binary_k = 2 ** data["sizes"]["step_dim"]
+    lfq = {row["params"]["codebook_size"]: row["status"] for row in data["measurements"]
+           if row["section"] == "training_step" and row["name"] == "lfq"}
+    assert lfq[binary_k] == "ok" and set(lfq.values()) <= {"ok", "skipped"}
+    pairs = {(p["ours"], p["peer"]) for p in report["summary"]["training_step_vs_peer"] if p["codebook_size"] == binary_k}
+    assert pairs == set(perf.PEER_PAIRS)
+    assert "### Ours / peer" in markdown and "| residual | vqp_residual |" in markdown
     # --merge with no section re-renders the same measurements
     rerendered = perf.main(["--quick", "--out", str(tmp_path), "--merge", "--sections", ""])
     assert rerendered["measurements"] == data["measurements"]
     assert (tmp_path / "perf.md").read_text() == markdown
+
+
+def test_perf_merge_replaces_a_rerun_section_whole() -> None:
+    """A section re-run at other sizes replaces all of its old rows and sizes; other sections stay."""
+    from dataclasses import asdict
+
+    from benchmark.perf import bench as perf
+
+    def row(section, name, **params):
+        return asdict(perf.Measurement(section, name, params, seconds=[1.0], median_s=1.0))
+
+    old = {"sizes": asdict(perf.FULL), "measurements": [
+        row("search", "ours", dim=8, codebook_size=1024),
+        row("training_step", "vanilla", dim=8, codebook_size=16384, batch=8192),
+        row("training_step", "vanilla", dim=8, codebook_size=64, batch=8192)]}
+    new = [perf.Measurement("training_step", "vanilla", {"dim": 8, "codebook_size": 64, "batch": 256})]
+    rows, sizes, replaced = perf.merge_runs(old, new, perf.QUICK, {"step"})
+    assert replaced == 2 and [(r.section, r.params.get("batch")) for r in rows] == [("search", None), ("training_step", 256)]
+    assert sizes.step_ks == perf.QUICK.step_ks and sizes.step_batch == perf.QUICK.step_batch
+    assert sizes.search_ks == perf.FULL.search_ks and sizes.repeats == perf.FULL.repeats
 
 
 @pytest.mark.parametrize("shape", [(5, 301), (64, 4096)])  # the second is split over threads

@@ -171,3 +171,68 @@ def test_kmeans_reference_runs_lloyd_to_convergence():
     capped = metrics.kmeans_error(train, held_out, k, seed=0, niter=25)
     assert reference == pytest.approx(converged, rel=1e-3)
     assert capped > reference
+
+
+# --------------------------------------------------------------------------- multi-codebook quantizers
+def _multi(name, codebooks, **options):
+    """A residual / grouped quantizer holding the given (L, K, d_l) codebooks."""
+    import methods
+
+    levels, k, _ = codebooks.shape
+    key = "levels" if name == "residual" else "groups"
+    dim = codebooks.shape[2] * (levels if name == "grouped" else 1)
+    quantizer = methods.build(name, dim=dim, codebook_size=k, **{key: levels}, **options)
+    with torch.no_grad():
+        quantizer.embedding.copy_(codebooks)
+    return quantizer.eval()
+
+
+def _product_codebook(quantizer):
+    """Every index tuple's code vector: the prod K_l implied codes, enumerated (small cases only)."""
+    import itertools
+
+    tuples = torch.tensor(list(itertools.product(*(range(k) for k in quantizer.level_codebook_sizes))))
+    return quantizer.indices_to_codes(tuples).detach()
+
+
+@pytest.mark.parametrize("name", ["residual", "grouped"])
+def test_multi_codebook_record_against_brute_force(name):
+    gen = torch.Generator().manual_seed(0)
+    codebooks = torch.randn(2, 3, 2, generator=gen) * torch.tensor([[[2.0]], [[0.5]]])
+    quantizer = _multi(name, codebooks)
+    features = torch.randn(400, quantizer.dim, generator=gen) * 1.5
+    record = metrics.evaluate_levels(quantizer, features)
+    assert metrics.evaluate(quantizer, features) == pytest.approx(record, nan_ok=True)  # dispatch on the structure
+    assert set(record) == set(metrics.METRIC_KEYS) | {
+        "utilization_level_0", "utilization_level_1", "perplexity_level_0", "perplexity_level_1"}
+    indices = quantizer.search(features)
+    codes = quantizer.indices_to_codes(indices)
+    assert record["quantization_error"] == pytest.approx(float((features - codes).double().pow(2).sum(1).mean()))
+    for level in range(2):
+        counts = torch.bincount(indices[:, level], minlength=3)
+        assert record[f"utilization_level_{level}"] == pytest.approx(float((counts > 0).float().mean()))
+        assert record[f"perplexity_level_{level}"] == pytest.approx(metrics.perplexity(counts))
+    used = sum(int((torch.bincount(indices[:, level], minlength=3) > 0).sum()) for level in range(2))
+    assert record["utilization"] == pytest.approx(used / 6) and record["dead_codes"] == 6 - used
+    _, joint = torch.unique(indices, dim=0, return_counts=True)
+    assert record["perplexity"] == pytest.approx(metrics.perplexity(joint))
+    assert record["bits_per_token"] == pytest.approx(2 * math.log2(3))
+    assert math.isnan(record["kmeans_error"]) and math.isnan(record["error_vs_kmeans"])
+    # W2 against the implied codebook: all 9 index tuples, equally weighted, enumerated
+    implied = _product_codebook(quantizer)
+    expected = metrics.gaussian_w2_squared(*metrics.gaussian_stats(features), *metrics.gaussian_stats(implied))
+    assert record["gaussian_w2_sq"] == pytest.approx(expected, rel=1e-6)  # the 9 sums rounded to float32
+
+
+def test_multi_codebook_error_is_measured_in_level_order_not_against_the_product_optimum():
+    """Residual search is greedy: E is the error of the quantizer's own codes, which can exceed
+    the nearest of the implied product codes."""
+    codebooks = torch.tensor([[[0.0], [1.0]], [[0.0], [0.6]]])  # sums 0, 0.6, 1, 1.6
+    quantizer = _multi("residual", codebooks)
+    z = torch.tensor([[0.55]])  # greedy: level 0 -> 1.0 (residual -0.45), level 1 -> 0: error 0.2025
+    assert metrics.evaluate_levels(quantizer, z)["quantization_error"] == pytest.approx(0.45**2)
+
+
+def test_single_codebook_record_carries_bits_per_token():
+    assert metrics.evaluate(CODEBOOK, POINTS)["bits_per_token"] == pytest.approx(math.log2(3))
+    assert metrics.evaluate(torch.zeros(256, 2), POINTS)["bits_per_token"] == 8.0

@@ -17,7 +17,7 @@ import torch
 from benchmark.experiments import metrics
 from benchmark.experiments.config import ConfigError, RunConfig
 from benchmark.experiments.training import (
-    RESULT_KEYS, STREAM_EVAL, STREAM_KMEANS, STREAM_TRAIN, STREAM_VALIDATION, OnStep, Trainer, build_quantizer, check_codebook,
+    RESULT_KEYS, STREAM_EVAL, STREAM_KMEANS, STREAM_TRAIN, STREAM_VALIDATION, OnStep, Trainer, build_quantizer, check_codebook, result_record,
     evaluate, generator, make_optimizer, sync,
 )
 
@@ -83,4 +83,4 @@ def run(
     ).cpu()
     record = evaluate(config, quantizer, codebook, eval_features, kmeans_features, device, artifacts_dir)
     record.update(final_loss=final_loss, train_seconds=train_seconds)
-    return {key: float(record[key]) for key in RESULT_KEYS}
+    return result_record(record, RESULT_KEYS)

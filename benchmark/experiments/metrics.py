@@ -19,6 +19,29 @@ CPU); nothing here builds an ``N x K`` tensor.
                       evaluated features; ``error_vs_kmeans = E / kmeans_error`` (1.0 = the
                       practical optimum; below 1 is possible, k-means is not a bound).
 
+- bits_per_token      log2 K (sum_l log2 K_l for a multi-codebook quantizer)
+
+Multi-codebook quantizers (``code_structure`` residual / grouped: L levels of K_l codes, indices
+(N, L)) are judged through their own interface, :func:`evaluate_levels`: the quantizer's
+``search`` gives the indices, ``indices_to_codes`` the quantized vectors, ``code_usage`` the
+usage (``methods._usage``):
+
+- E                   mean_n ||search_space(z_n) - indices_to_codes(search(z_n))||^2
+- utilization         overall: sum_l |used at level l| / sum_l K_l; per level
+                      ``utilization_level_<l>`` = |used at level l| / K_l
+- perplexity          of the joint index tuple (at most min(N, prod_l K_l)); per level
+                      ``perplexity_level_<l>`` (at most K_l)
+- dead codes          sum_l K_l - sum_l |used at level l|
+- gaussian_w2_sq      the implied codebook is every index tuple with equal weight (prod_l K_l
+                      points, never built): the levels are independent uniform draws, so its mean
+                      and covariance are exact sums over levels (residual: sum_l mean_l,
+                      sum_l cov_l) or their concatenation (grouped: means concatenated,
+                      covariance block-diagonal). NaN for another structure.
+- kmeans_error        NaN. k-means with prod_l K_l codes is infeasible (2^32 codes at 4 levels of
+                      256), and k-means with as many *bits* (K = 2^bits_per_token) is the same
+                      infeasible reference; any smaller K is not a comparable reference (it has
+                      fewer bits). ``error_vs_kmeans`` is NaN too.
+
 k-means training size: k-means overfits with few points per code (64 per code gives a held-out
 error worse than online SGD), so it trains on ``KMEANS_POINTS_PER_CODE`` (256) points per code at
 every K (no total cap: a cap would weaken the reference as K grows); faiss's own subsampling cap
@@ -55,7 +78,9 @@ METRIC_KEYS = (
     "gaussian_w2_sq",
     "kmeans_error",
     "error_vs_kmeans",
+    "bits_per_token",
 )
+LEVEL_METRIC_PREFIXES = ("utilization_level_", "perplexity_level_")  # + level number: multi-codebook records
 
 
 @dataclass(frozen=True)
@@ -99,6 +124,8 @@ METRIC_SPECS = (
     MetricSpec("gaussian_w2_sq", "Gaussian W2^2", "min", 3, "", 1.0,
                "squared W2 between Gaussians fitted to the held-out features and to the code vectors",
                comparable=False),
+    MetricSpec("bits_per_token", "bits / token", None, 1, "", 1.0,
+               "sum over levels of log2 K_l: the bits one token's indices carry (log2 K for one codebook)"),
 )
 TABLE_METRICS = ("utilization", "quantization_error", "error_vs_kmeans", "perplexity", "psnr", "ssim",
                  "train_seconds")  # the columns of the report's tables, in order
@@ -304,6 +331,61 @@ def _codebook_of(quantizer_or_codebook: Any) -> torch.Tensor:
         return _as_2d(codebook, "codebook")
 
 
+def _implied_codebook_stats(quantizer: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean (d,) and population covariance (d, d) of the implied codebook of a multi-codebook
+    quantizer: all prod_l K_l index tuples, equally weighted (module docstring); None when its
+    ``code_structure`` is neither residual nor grouped."""
+    with torch.no_grad():
+        levels = [_as_2d(level, "codebook").cpu() for level in quantizer.codebook.detach()]
+    stats = [gaussian_stats(level) for level in levels]
+    if quantizer.code_structure == "residual":  # q = sum_l e^l_{k_l}, k_l independent uniform
+        return sum(m for m, _ in stats), sum(c for _, c in stats)
+    if quantizer.code_structure == "grouped":  # q = [e^1_{k_1}, ..., e^G_{k_G}]
+        import scipy.linalg
+
+        return np.concatenate([m for m, _ in stats]), scipy.linalg.block_diag(*(c for _, c in stats))
+    return None
+
+
+def evaluate_levels(
+    quantizer: Any, features: torch.Tensor, *, device: torch.device | str = "cpu", chunk: int = 65536
+) -> dict[str, float]:
+    """The metric record of a multi-codebook quantizer on raw ``features (N, d)`` (module docstring).
+
+    ``METRIC_KEYS`` plus ``utilization_level_<l>`` and ``perplexity_level_<l>`` for each level l;
+    the search runs on ``device`` in chunks of ``chunk`` rows.
+    """
+    features = _as_2d(features)
+    if features.shape[1] != quantizer.dim:
+        raise ValueError(f"dim: features have dim {features.shape[1]} but the quantizer has dim {quantizer.dim}")
+    indices, spaces, errors = [], [], []
+    with torch.no_grad():
+        for start in range(0, features.shape[0], chunk):
+            z = features[start : start + chunk].to(device)
+            index = quantizer.search(z)
+            space = quantizer.search_space(z)
+            errors.append((space.double() - quantizer.indices_to_codes(index).double()).pow(2).sum(dim=1).cpu())
+            indices.append(quantizer.level_indices(index).cpu())
+            spaces.append(space.float().cpu())
+    usage = quantizer.code_usage(torch.cat(indices))
+    stats = _implied_codebook_stats(quantizer)
+    w2_squared = float("nan") if stats is None else gaussian_w2_squared(*gaussian_stats(torch.cat(spaces)), *stats)
+    record = {
+        "quantization_error": float(torch.cat(errors).mean()),
+        "utilization": float(usage.overall_utilization),
+        "perplexity": float(usage.joint_perplexity),
+        "dead_codes": float(sum(quantizer.level_codebook_sizes) - sum(int((c > 0).sum()) for c in usage.counts)),
+        "gaussian_w2_sq": w2_squared,
+        "kmeans_error": float("nan"),
+        "error_vs_kmeans": float("nan"),
+        "bits_per_token": float(quantizer.bits_per_token),
+    }
+    for level, (u, p) in enumerate(zip(usage.utilization, usage.perplexity)):
+        record[f"utilization_level_{level}"] = float(u)
+        record[f"perplexity_level_{level}"] = float(p)
+    return record
+
+
 def evaluate(
     quantizer_or_codebook: Any,
     features: torch.Tensor,
@@ -315,9 +397,13 @@ def evaluate(
 ) -> dict[str, float]:
     """The full metric record (``METRIC_KEYS``, floats) of a codebook on ``features (N, d)``.
 
+    A single codebook (K, d) only: a multi-codebook quantizer is judged by :func:`evaluate_levels`.
+
     ``kmeans_features``: the training sample of the k-means reference (see the module docstring
     for its size); None skips k-means (kmeans_error and error_vs_kmeans are NaN).
     """
+    if getattr(quantizer_or_codebook, "code_structure", "single") != "single":
+        return evaluate_levels(quantizer_or_codebook, features)
     codebook = _codebook_of(quantizer_or_codebook).cpu()
     features = _as_2d(features).cpu()
     if features.shape[1] != codebook.shape[1]:
@@ -341,4 +427,5 @@ def evaluate(
         "gaussian_w2_sq": w2_squared,
         "kmeans_error": km_error,
         "error_vs_kmeans": error / km_error if km_error > 0 else float("nan"),
+        "bits_per_token": math.log2(k),
     }

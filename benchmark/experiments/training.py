@@ -14,7 +14,9 @@ The experiments (one module each, dispatched by :mod:`benchmark.experiments.trai
   batch dropped); ``eval_size`` is not used (the whole test split is evaluated).
 
 Record (floats): quantization_error, utilization, perplexity, dead_codes, gaussian_w2,
-kmeans_error, error_vs_kmeans, final_loss, train_seconds; vqvae adds recon_mse, psnr, ssim.
+kmeans_error, error_vs_kmeans, bits_per_token, final_loss, train_seconds; vqvae adds recon_mse,
+psnr, ssim; a multi-codebook quantizer adds utilization_level_<l> and perplexity_level_<l> per
+level (its k-means columns are NaN: :mod:`benchmark.experiments.metrics`).
 ``final_loss`` is the mean training loss over the last ``min(log_every, steps)`` steps.
 The k-means reference trains on a separate sample (``fit``: fresh features, ``vqvae``: training-set
 latents) of up to :func:`benchmark.metrics.kmeans_train_size` points (256 per code, capped).
@@ -176,8 +178,11 @@ class Trainer:
             logged = {"loss": value}
             for name, component in out.losses.items():
                 logged[name] = float(torch.as_tensor(component).detach())
-            used = torch.unique(out.indices.detach()).numel()
-            logged["batch_utilization"] = used / self.config.codebook_size
+            if getattr(self.quantizer, "code_structure", "single") == "single":
+                used = torch.unique(out.indices.detach()).numel()
+                logged["batch_utilization"] = used / self.config.codebook_size
+            else:  # over all levels: sum_l used_l / sum_l K_l
+                logged["batch_utilization"] = self.quantizer.code_usage(out.indices.detach()).overall_utilization
             self.bar.set_postfix(loss=f"{value:.4g}", refresh=False)
             if self.on_step is not None:
                 self.on_step(step, logged)
@@ -237,7 +242,13 @@ def evaluate(
 
     With ``artifacts_dir``, also writes ``codebook.npy`` (K, d) and ``code_counts.npy`` (K,): the
     final codebook and its usage histogram on the evaluated features (the report draws them).
+    A multi-codebook quantizer (residual, grouped) is judged through its own search
+    (:func:`benchmark.experiments.metrics.evaluate_levels`: no k-means reference, per-level
+    columns) and writes ``level_codebooks.npy`` (L, K, d_l) and ``level_code_counts.npz`` (one
+    (K_l,) array ``level_<l>`` per level) instead (the report's codebook and usage figures draw single codebooks only).
     """
+    if getattr(quantizer, "code_structure", "single") != "single":
+        return _evaluate_levels(quantizer, eval_features, device, artifacts_dir)
     eval_features = in_code_space(quantizer, eval_features, device)
     record = metrics.evaluate(
         codebook,
@@ -255,3 +266,27 @@ def evaluate(
         np.save(artifacts_dir / "codebook.npy", cpu_codebook.numpy())
         np.save(artifacts_dir / "code_counts.npy", counts.numpy())
     return record
+
+
+def _evaluate_levels(
+    quantizer: Any, eval_features: torch.Tensor, device: torch.device, artifacts_dir: Path | None
+) -> dict[str, Any]:
+    record = metrics.evaluate_levels(quantizer, eval_features, device=device)
+    if artifacts_dir is not None:
+        artifacts_dir.mkdir(parents=True, exist_ok=True)
+        with torch.no_grad():
+            indices = torch.cat([quantizer.level_indices(quantizer.search(eval_features[i : i + 65536].to(device))).cpu()
+                                 for i in range(0, len(eval_features), 65536)])
+            np.save(artifacts_dir / "level_codebooks.npy", quantizer.codebook.detach().float().cpu().numpy())
+        counts = quantizer.code_usage(indices).counts
+        np.savez(artifacts_dir / "level_code_counts.npz", **{f"level_{l}": c.numpy() for l, c in enumerate(counts)})
+    return record
+
+
+def result_record(record: dict[str, Any], keys: tuple[str, ...]) -> dict[str, float]:
+    """``keys`` of ``record`` as floats, then its per-level columns (multi-codebook quantizers) in
+    level order."""
+    result = {key: float(record[key]) for key in keys}
+    result.update({key: float(value) for key, value in record.items()
+                   if key.startswith(metrics.LEVEL_METRIC_PREFIXES)})
+    return result

@@ -20,7 +20,7 @@ from benchmark.experiments import metrics
 from benchmark.experiments.config import ConfigError, RunConfig
 from benchmark.experiments.models import AutoEncoder, ModelOptions
 from benchmark.experiments.training import (
-    EVAL_BATCH, STREAM_KMEANS, STREAM_ORDER, VQVAE_KEYS, OnStep, Trainer, build_quantizer, check_codebook,
+    EVAL_BATCH, STREAM_KMEANS, STREAM_ORDER, VQVAE_KEYS, OnStep, Trainer, build_quantizer, check_codebook, result_record,
     evaluate, generator, make_optimizer, sync,
 )
 
@@ -130,4 +130,4 @@ def run(
         psnr=float(np.mean(psnr)),
         ssim=float(np.mean(ssim)),
     )
-    return {key: float(record[key]) for key in VQVAE_KEYS}
+    return result_record(record, VQVAE_KEYS)

@@ -12,9 +12,13 @@ Writes ``<out>/perf.md`` (tables) and ``<out>/perf.json`` (every measurement and
    to take over ``--max-call-seconds`` or to need over half the available memory);
 2. peak extra memory of our search at two N (it must not grow with N beyond the N indices), and
    the search at training-batch sizes (256 to 8,192 rows) against faiss' default settings;
-3. one full training step (forward, backward, SGD step) of every registered method at each K,
-   with the ratio to vanilla;
+3. one full training step (forward, backward, SGD step) of every registered method (the
+   vector-quantize-pytorch adapters ``vqp_*`` included) at each K and at K = 2^d (where LFQ and BSQ
+   apply), with the ratio to vanilla and, for each method with a peer adapter (``PEER_PAIRS``),
+   ours / peer;
 4. exact-OT and sliced-Wasserstein loss (forward + backward) against the sample size.
+
+``--merge`` keeps an existing perf.json and replaces the re-run sections whole (rows and sizes).
 
 Timing: median of ``repeats`` calls after warm-up (CUDA synchronised around each call). Calls that
 are compared by a ratio are timed round-robin (A, B, A, B, ...) so that a change in machine load
@@ -391,12 +395,25 @@ def _training_step(name: str, dim: int, k: int, batch: int, device: torch.device
     return step
 
 
+# Our method and the vector-quantize-pytorch adapter it is compared with, step for step.
+PEER_PAIRS = (("fsq", "vqp_fsq"), ("lfq", "vqp_lfq"), ("residual", "vqp_residual"), ("simvq", "vqp_simvq"),
+              ("vanilla", "vqp_vector_quantize"))
+
+
+def step_codebook_sizes(sizes: Sizes) -> tuple[int, ...]:
+    """The K of the training-step table: ``step_ks`` plus 2^d, where the binary methods (LFQ, BSQ) apply."""
+    return tuple(sorted(set(sizes.step_ks) | {2**sizes.step_dim}))
+
+
 def bench_training_step(sizes: Sizes, device: torch.device) -> list[Measurement]:
     rows: list[Measurement] = []
-    for k in sizes.step_ks:
+    for k in step_codebook_sizes(sizes):
         params = {"dim": sizes.step_dim, "codebook_size": k, "batch": sizes.step_batch}
         calls: dict[str, Callable[[], Any]] = {}
         for name in methods.available():
+            if methods.get(name).codebook_size_rule == "binary" and k != 2**sizes.step_dim:
+                rows.append(skipped("training_step", name, params, f"needs K = 2^d = {2**sizes.step_dim:,}"))
+                continue
             try:
                 calls[name] = _training_step(name, sizes.step_dim, k, sizes.step_batch, device)
             except (ValueError, TypeError, RuntimeError) as error:
@@ -536,11 +553,18 @@ def summarize(rows: list[Measurement], sizes: Sizes) -> dict[str, Any]:
                 "torch_chunked_over_ours": _ratio(_find(rows, "search", "torch_chunked", **key), ours),
             })
     steps = []
-    for k in sizes.step_ks:
+    for k in step_codebook_sizes(sizes):
         vanilla = _find(rows, "training_step", "vanilla", codebook_size=k)
         for row in rows:
             if row.section == "training_step" and row.params.get("codebook_size") == k:
                 steps.append({"method": row.name, "codebook_size": k, "ratio_to_vanilla": _ratio(row, vanilla)})
+    peers = []
+    for ours_name, peer_name in PEER_PAIRS:
+        for k in step_codebook_sizes(sizes):
+            ours, peer = (_find(rows, "training_step", n, codebook_size=k) for n in (ours_name, peer_name))
+            if ours is not None and peer is not None and ours.status == peer.status == "ok":
+                peers.append({"ours": ours_name, "peer": peer_name, "codebook_size": k,
+                              "ours_over_peer": _ratio(ours, peer)})
     memory = [
         {"n": r.params["n"], "name": r.name, "peak_extra_bytes": r.peak_extra_bytes,
          "beyond_output_bytes": (r.peak_extra_bytes or 0) - r.params["output_bytes"]}
@@ -554,6 +578,7 @@ def summarize(rows: list[Measurement], sizes: Sizes) -> dict[str, Any]:
     return {
         "search": search,
         "training_step": steps,
+        "training_step_vs_peer": peers,
         "search_memory": memory,
         "targets": {
             "max_ours_over_faiss": max(faiss_ratios) if faiss_ratios else None,
@@ -587,7 +612,9 @@ def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], 
     for merged in env.get("merged_runs", []):
         lines.append(f"Re-measured at {merged['utc']} (load average {merged['load_average_start']}): "
                      f"sections {', '.join(merged['sections'])}, search implementations {merged['search_impls']}, "
-                     f"--max-call-seconds {merged['max_call_seconds']:g}; {merged['replaced_rows']} rows.")
+                     f"--max-call-seconds {merged['max_call_seconds']:g}; {merged['replaced_rows']} rows replaced"
+                     + (f"; sizes {', '.join(f'{k} {v}' for k, v in merged['sizes'].items())}" if "sizes" in merged else "")
+                     + ".")
     lines.append("")
     targets = summary["targets"]
     lines += ["## Targets", ""]
@@ -649,14 +676,18 @@ def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], 
                      f"{_seconds(chunked)} | {_fmt_ratio(_ratio(chunked, ours), 1)} |")
     lines.append("")
 
+    step_ks = step_codebook_sizes(sizes)
     lines += [f"## One training step (forward + backward + SGD step), d = {sizes.step_dim}, batch {sizes.step_batch:,}", "",
-              "Time, ratio to vanilla in the same round-robin, peak extra memory of the step.", "",
-              "| method | " + " | ".join(f"K = {k:,}" for k in sizes.step_ks) + " |",
-              "|---|" + "---|" * len(sizes.step_ks)]
+              "Time, ratio to vanilla in the same round-robin, peak extra memory of the step. Every registered "
+              "method with its default options, the vector-quantize-pytorch adapters (vqp_*) included; "
+              f"K = 2^d = {2**sizes.step_dim:,} is where the binary methods (LFQ, BSQ) apply. Multi-codebook "
+              "methods (residual, grouped) have K codes per level.", "",
+              "| method | " + " | ".join(f"K = {k:,}" for k in step_ks) + " |",
+              "|---|" + "---|" * len(step_ks)]
     names = sorted({r.name for r in rows if r.section == "training_step"})
     for name in names:
         cells = []
-        for k in sizes.step_ks:
+        for k in step_ks:
             row = _find(rows, "training_step", name, codebook_size=k)
             vanilla = _find(rows, "training_step", "vanilla", codebook_size=k)
             if row is None or row.status != "ok":
@@ -665,6 +696,24 @@ def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], 
                 cells.append(f"{row.median_s * 1e3:.1f} ms, {_fmt_ratio(_ratio(row, vanilla))} "
                              f"({(row.peak_extra_bytes or 0) / MB:,.0f} MB)")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    lines += ["### Ours / peer (vector-quantize-pytorch), training step", "",
+              "Our step time over the peer adapter's, both timed in the same round-robin at the same batch, d "
+              "and K (below 1: ours is faster). Each side keeps its defaults: the peer's VectorQuantize and "
+              "ResidualVQ update EMA codebooks (VectorQuantize with the rotation trick), ours by gradient; "
+              "FSQ, LFQ and SimVQ follow the same papers (see the vqbench_vqp adapters).", "",
+              "| ours | peer | " + " | ".join(f"K = {k:,}" for k in step_ks) + " |",
+              "|---|---|" + "---|" * len(step_ks)]
+    for ours_name, peer_name in PEER_PAIRS:
+        cells = []
+        for k in step_ks:
+            ours, peer = (_find(rows, "training_step", n, codebook_size=k) for n in (ours_name, peer_name))
+            ratio = _ratio(ours, peer)
+            cells.append(_fmt_ratio(ratio) if ratio is not None else
+                         "-" if ours is None or peer is None else "skipped" if "skipped" in (ours.status, peer.status)
+                         else "failed")
+        lines.append(f"| {ours_name} | {peer_name} | " + " | ".join(cells) + " |")
     lines.append("")
 
     lines += ["## OT losses against the sample size (forward + backward, d = %d)" % sizes.step_dim, "",
@@ -693,6 +742,27 @@ def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], 
                          f"{(row.peak_extra_bytes or 0) / MB:,.0f} MB |")
     lines.append("")
     return "\n".join(lines)
+
+
+# What each --sections name measures: its rows' sections and the Sizes fields it reads.
+SECTION_ROWS = {"search": ("search",), "memory": ("search_memory",), "batch": ("search_batch",),
+                "step": ("training_step",), "ot": ("exact_ot", "sliced_wasserstein")}
+SECTION_SIZES = {"search": ("search_n", "search_dims", "search_ks"), "memory": ("memory_ns", "memory_dim", "memory_k"),
+                 "batch": ("batch_ns", "memory_dim", "memory_k"), "step": ("step_ks", "step_dim", "step_batch"),
+                 "ot": ("exact_ot_ns", "sliced_ns", "sliced_projections", "step_dim")}
+
+
+def merge_runs(old: dict[str, Any], rows: list[Measurement], sizes: Sizes,
+               sections: set[str]) -> tuple[list[Measurement], Sizes, int]:
+    """An earlier perf.json with the re-run ``sections`` replaced whole: their old rows dropped (a
+    re-run at other sizes leaves no stale cells behind), their sizes taken from this run, every other
+    section's rows and sizes kept. Returns (rows, sizes to render with, number of old rows replaced)."""
+    redone = {row_section for name in sections for row_section in SECTION_ROWS[name]}
+    kept = [Measurement(**m) for m in old["measurements"] if m["section"] not in redone]
+    old_sizes = {k: tuple(v) if isinstance(v, list) else v for k, v in old["sizes"].items()}
+    fields = {f for name in sections for f in SECTION_SIZES[name]}
+    merged = Sizes(**{**old_sizes, **{f: getattr(sizes, f) for f in fields}})
+    return kept + rows, merged, len(old["measurements"]) - len(kept)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -730,7 +800,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parser.error("--repeats must be >= 1 and --warmup >= 0")
         sizes = replace(sizes, repeats=args.repeats or sizes.repeats,
                         warmup=sizes.warmup if args.warmup is None else args.warmup)
-    sections = set(args.sections.split(","))
+    sections = set(args.sections.split(",")) - {""}
+    new_sizes = sizes
     env = environment(device)
     env["vqp_repeats"] = args.vqp_repeats
     rows: list[Measurement] = []
@@ -749,14 +820,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     old = json.loads(previous.read_text()) if args.merge and previous.exists() else None
     if old is not None and not rows:  # nothing re-measured: re-render only
         rows, env = [Measurement(**m) for m in old["measurements"]], old["environment"]
+        sizes = Sizes(**{k: tuple(v) if isinstance(v, list) else v for k, v in old["sizes"].items()})
     elif old is not None:
-        redone = {(r.section, r.name, json.dumps(r.params, sort_keys=True)) for r in rows}
-        kept = [Measurement(**m) for m in old["measurements"]
-                if (m["section"], m["name"], json.dumps(m["params"], sort_keys=True)) not in redone]
-        rows = kept + rows
+        rows, sizes, replaced = merge_runs(old, rows, sizes, sections)
         env = {**old["environment"], "merged_runs": old["environment"].get("merged_runs", []) + [
             {**env, "sections": sorted(sections), "search_impls": args.search_impls,
-             "max_call_seconds": args.max_call_seconds, "replaced_rows": len(redone)}]}
+             "max_call_seconds": args.max_call_seconds, "replaced_rows": replaced,
+             "sizes": {f: getattr(sizes, f) for name in sorted(sections) for f in SECTION_SIZES.get(name, ())}
+             | {"repeats": new_sizes.repeats, "warmup": new_sizes.warmup}}]}
     summary = summarize(rows, sizes)
     markdown = render_markdown(env, sizes, rows, summary, args.quick)
     args.out.mkdir(parents=True, exist_ok=True)
