@@ -81,5 +81,8 @@ class IBQ(Quantizer):
         # (to z and to every code's logit). Added as t - sg(t) so the value is the code bit for bit.
         through_soft = soft @ codebook - soft.detach() @ codebook
         quantized = codes + (through_soft - through_soft.detach())
-        losses = commitment_and_codebook(features, codes)
+        # As the official code: the codebook term is taken on the relaxed output, so its gradient reaches
+        # every code through the softmax (the point of index backpropagation); the commitment term on
+        # the hard code. Taken on ``codes`` instead, IBQ would train exactly as vanilla VQ without a decoder.
+        losses = commitment_and_codebook(features, quantized)
         return QuantizerOutput(quantized, indices, self.weighted_sum(losses), losses)

@@ -50,7 +50,8 @@ def index():
         yield {stage.addressing: stage for stage in repo.index.stages}
 
 
-SWEEP_STAGE_CODE = {"benchmark/pipeline/sweep.py", "benchmark/pipeline/recorder.py", "benchmark/pipeline/tracking.py"}
+SWEEP_STAGE_CODE = {"benchmark/pipeline/sweep.py", "benchmark/pipeline/spec.py", "benchmark/pipeline/tuning.py",
+                    "benchmark/pipeline/recorder.py", "benchmark/pipeline/tracking.py"}
 
 
 def test_stages_match_params(index):

@@ -79,7 +79,7 @@ def run(
     stream = STREAM_EVAL if evaluation_split == "test" else STREAM_VALIDATION
     eval_features = dataset.sample(config.eval_size, generator(config.seed, stream, cpu), split=evaluation_split).cpu()
     kmeans_features = dataset.sample(
-        metrics.kmeans_train_size(config.codebook_size), generator(config.seed, STREAM_KMEANS, cpu)
+        metrics.kmeans_train_size(config.codebook_size), generator(metrics.KMEANS_REFERENCE_SEED, STREAM_KMEANS, cpu)
     ).cpu()
     record = evaluate(config, quantizer, codebook, eval_features, kmeans_features, device, artifacts_dir)
     record.update(final_loss=final_loss, train_seconds=train_seconds)

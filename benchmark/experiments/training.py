@@ -19,7 +19,7 @@ psnr, ssim; a multi-codebook quantizer adds utilization_level_<l> and perplexity
 level (its k-means columns are NaN: :mod:`benchmark.experiments.metrics`).
 ``final_loss`` is the mean training loss over the last ``min(log_every, steps)`` steps.
 The k-means reference trains on a separate sample (``fit``: fresh features, ``vqvae``: training-set
-latents) of up to :func:`benchmark.metrics.kmeans_train_size` points (256 per code, capped).
+latents) of :func:`benchmark.experiments.metrics.kmeans_train_size` points (256 per code at every K).
 
 Optimizers: the quantizer's trainable parameters form their own group at ``codebook_lr``; the
 encoder/decoder use ``model_lr``. ``sgd`` is SGD with ``momentum``; ``adam`` is Adam with
@@ -254,7 +254,7 @@ def evaluate(
         codebook,
         eval_features,
         kmeans_features=in_code_space(quantizer, kmeans_features, device),
-        seed=config.seed,
+        seed=metrics.KMEANS_REFERENCE_SEED,
         kmeans_cache=paths.KMEANS_CACHE_DIR,
     )
     if artifacts_dir is not None:

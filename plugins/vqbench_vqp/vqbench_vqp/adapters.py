@@ -206,7 +206,18 @@ class VQPFSQ(VQPAdapter):
         return self.module.implicit_codebook
 
     def search_space(self, features: Tensor) -> Tensor:
-        return self.module.quantize(features)
+        """The peer's bounded features before its rounding, in the code's units (its ``bound`` rounds
+        inside, so the pre-rounding value is written out from its documented formula):
+        tanh(z + shift) * half_l - offset over half_width, or tanh(z) with ``preserve_symmetry``
+        (its floor(x + 0.5) is the rounding of x = (L - 1)(tanh z + 1) / 2, mapped by 2 x / (L - 1) - 1)."""
+        module = self.module
+        if getattr(module, "preserve_symmetry", False):
+            return torch.tanh(features)
+        levels = module._levels.to(features.dtype)
+        half_l = (levels - 1) * (1 + 1e-3) / 2
+        offset = torch.where(module._levels % 2 == 0, 0.5, 0.0).to(features.dtype)
+        shift = torch.atanh(offset / half_l)
+        return (torch.tanh(features + shift) * half_l - offset) / (module._levels // 2)
 
     def indices_to_codes(self, indices: Tensor) -> Tensor:
         # the peer's indices_to_codes moves channels first for image-shaped indices: index the grid
