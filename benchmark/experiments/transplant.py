@@ -127,12 +127,15 @@ def run(
     final_loss = trainer.final_loss
     quantizer.eval()
     codebook = check_codebook(quantizer, config.steps)
+    tokenizer = model
     if options.decoder_finetune_steps:
-        model = _finetune_decoder(config, options, model, quantizer, train_latents, dataset.train.to(device), device)
+        tokenizer = _finetune_decoder(config, options, model, quantizer, train_latents, dataset.train.to(device),
+                                      device)
     sync(device)
     train_seconds = time.perf_counter() - start
 
-    record = evaluate_tokenizer(config, model, quantizer, codebook, dataset, device, artifacts_dir, evaluation_split)
+    record = evaluate_tokenizer(config, tokenizer, quantizer, codebook, dataset, device, artifacts_dir,
+                                evaluation_split)
     with torch.no_grad():
         images = held_out(dataset, config, evaluation_split).to(device)
         record["autoencoder_mse"] = float(torch.nn.functional.mse_loss(
@@ -140,7 +143,7 @@ def run(
     record.update(final_loss=final_loss, train_seconds=train_seconds)
     keys = TRANSPLANT_KEYS
     if options.prior_steps:
-        record.update(prior_record(config, options.prior_steps, model, quantizer, dataset, device, evaluation_split))
+        record.update(prior_record(config, options.prior_steps, tokenizer, quantizer, dataset, device, evaluation_split))
         keys = TRANSPLANT_KEYS + PRIOR_KEYS
     return {key: float(record[key]) for key in keys}
 
