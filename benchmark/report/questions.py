@@ -343,8 +343,6 @@ def low_d_answer(findings: Sequence[Mapping[str, Any]]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-
-# --------------------------------------------------------------------------------------------
 # Issue-8 ablation: dead-code strategies vs distribution matching (atomic mean shift)
 # --------------------------------------------------------------------------------------------
 def dead_code_findings(table: pd.DataFrame, confidence: float = 0.95) -> list[dict[str, Any]]:
@@ -404,7 +402,7 @@ def dead_code_answer(findings: Sequence[Mapping[str, Any]]) -> str:
                      compare_lower(w, worst["error"][worst["best"]])])
     return text + "."
 
-# Issue-8 ablation: dead-code strategies vs distribution matching (atomic mean shift)
+
 # --------------------------------------------------------------------------------------------
 # Question 3: downstream autoregressive generation (the token prior of vqvae / transplant)
 # --------------------------------------------------------------------------------------------
