@@ -16,3 +16,4 @@ TABLE_FILE = "trials.csv"
 ARTIFACTS_DIR = "artifacts"  # <results>/<sweep>/artifacts/<trial>/: final codebook and usage
 REPORTS_DIR = REPO_ROOT / "reports"
 KMEANS_CACHE_DIR = REPO_ROOT / "data" / "kmeans"  # memoised k-means references (content-addressed)
+MODELS_CACHE_DIR = REPO_ROOT / "data" / "models"  # memoised trained networks: transplant autoencoders, classifiers

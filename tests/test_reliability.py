@@ -89,7 +89,7 @@ def test_cli_run_reports_the_divergence(capsys: pytest.CaptureFixture) -> None:
         ({"momentum": "abc"}, r"momentum: must be a number in \[0, 1\), got 'abc'"),
         ({"adam_beta2": 1.0}, r"adam_beta2: must be a number in \[0, 1\)"),
         ({"eval_size": 8}, r"eval_size: must be >= codebook_size = 16 for the fit experiment"),
-        ({"model_options": {"hidden": 8}}, r"model_options: only used by the vqvae experiment"),
+        ({"model_options": {"hidden": 8}}, r"model_options: only used by the image experiments"),
         ({"seed": 1.5}, r"seed: must be an integer"),
         ({"experiment": "train"}, r"experiment: unknown experiment 'train'"),
     ],
@@ -150,7 +150,7 @@ def _params(sweep: dict[str, Any]) -> dict[str, Any]:
         ({"base": {"experiment": "vqvae", "batch_size": 8}, "grid": {"seed": [0]}},
          r"^dataset: the vqvae experiment needs an image dataset"),  # the default dataset: a bare key
         ({"base": {"model_options": {"hidden": 8}}, "grid": {"seed": [0]}},
-         r"sweeps.s.base.model_options: only used by the vqvae experiment"),
+         r"sweeps.s.base.model_options: only used by the image experiments"),
         ({"base": {"experiment": "vqvae", "dataset": "digits", "batch_size": 8},
           "grid": {"model_options.hiden": [8]}}, r"sweeps.s.grid.model_options.hiden: unknown model option"),
         ({"base": {"dataset_options": {"dim": 3}}, "grid": {"seed": [0]}},

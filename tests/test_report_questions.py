@@ -290,14 +290,43 @@ def test_section_with_no_tables_says_what_is_missing():
     assert "no results table for `low_d`, `low_d_paper`" in text
     assert "no results table for `density_map`" in text
     assert "no results table for `dead_codes`" in text
-    assert "the suite cannot answer this yet" in text
+    assert "not measured yet: no `vqvae` or `transplant` table has prior results" in text
 
 
-def test_section_tables_and_vqvae_proxy():
-    vqvae = pd.DataFrame([_row("vqvae", s, experiment="vqvae", dataset="digits", method=m, utilization=u,
-                               perplexity=p) for s in SEEDS for m, u, p in (("vanilla", 0.1, 16.0),
-                                                                             ("wasserstein", 0.95, 128.0))])
-    tables = {"non_gaussian": _non_gaussian(_errors(1.15, 1.03)), "dead_codes": _dead_codes(), "vqvae": vqvae,
+def _prior_rows(sweep, experiment, values):
+    """values: method -> (U, perplexity, PSNR, bits/token, Frechet), the same for every seed."""
+    return pd.DataFrame([_row(sweep, s, experiment=experiment, dataset="digits", method=m, utilization=u,
+                              perplexity=p, psnr=psnr, prior_bits_per_token=bits, prior_bits_per_image=16 * bits,
+                              frechet_classifier=fd, knn_precision=0.5, knn_recall=0.5)
+                         for s in SEEDS for m, (u, p, psnr, bits, fd) in values.items()])
+
+
+PRIOR_VALUES = {"vanilla": (0.10, 16.0, 20.0, 2.0, 90.0), "ema": (0.50, 60.0, 22.0, 4.0, 50.0),
+                "simvq": (0.80, 100.0, 23.0, 5.0, 40.0), "wasserstein": (0.95, 128.0, 21.0, 6.0, 30.0)}
+
+
+def test_spearman_is_exact_for_few_methods():
+    rho, p, n = rq.spearman([1, 2, 3, 4], [10, 20, 30, 40])
+    assert (rho, n) == (1.0, 4) and p == pytest.approx(2 / 24)  # only the two extreme pairings
+    rho, p, n = rq.spearman([1, 2, float("nan")], [3, 2, 1])
+    assert n == 2 and math.isnan(rho) and math.isnan(p)
+
+
+def test_prior_findings_correlate_across_methods():
+    tables = {"vqvae": _prior_rows("vqvae", "vqvae", PRIOR_VALUES), "dead_codes": _dead_codes()}
+    [finding] = rq.prior_findings(tables)
+    assert finding["sweep"] == "vqvae" and finding["methods"] == sorted(PRIOR_VALUES, key=rq.sort_key)
+    rho, p, n = finding["correlations"][("prior_bits_per_token", "utilization")]
+    assert (rho, n) == (1.0, 4) and p == pytest.approx(2 / 24)
+    assert finding["correlations"][("frechet_classifier", "utilization")][0] == -1.0
+    assert finding["correlations"][("prior_bits_per_token", "psnr")][0] == pytest.approx(0.4)
+    answer = rq.prior_answer([finding])
+    assert "no across-method correlation reaches p < 0.05" in answer and "2/4! = 0.083" in answer
+
+
+def test_section_tables_and_prior():
+    tables = {"non_gaussian": _non_gaussian(_errors(1.15, 1.03)), "dead_codes": _dead_codes(),
+              "vqvae": _prior_rows("vqvae", "vqvae", PRIOR_VALUES),
               **_low_d({(2, "plain"): 1.2, (2, "gersho"): 1.0, (2, "paper"): 2.0,
                            (3, "plain"): 1.1, (3, "gersho"): 1.05}),
               "density_map": _density_map({(2, 256): 2.0}, {(2, 256): (0.016, 0.016, 0.016)})}
@@ -306,7 +335,8 @@ def test_section_tables_and_vqvae_proxy():
     assert "| dataset | method | n | failed | U (%) |" in text  # dataset first
     assert "| d | method | n | failed |" in text
     assert "| mu | method | n | failed |" in text
-    assert "| wasserstein | 95.0 ± 0.0 | 128.0 ± 0.0 | 7.00 |" in text  # log2 128 = 7 bits per token
+    assert "| wasserstein | 95.0 ± 0.0 | 128.0 ± 0.0 | 21.00 ± 0.00 | 6.000 ± 0.000 |" in text
+    assert "NLL bits/token vs U: Spearman rho = +1.00, exact permutation p = 0.083 (n = 4 methods)" in text
     assert "Not measured yet" not in text
 
 

@@ -14,18 +14,20 @@ from benchmark.experiments.config import ConfigError, RunConfig
 
 _IMAGE_COUNTS: dict[tuple[str, str], int] = {}  # (dataset, repr(options)) -> training images
 _BUILT: set[tuple[Any, ...]] = set()  # (method, dim, K, options) already built once
+IMAGE_EXPERIMENTS = ("vqvae", "transplant")  # experiments on image datasets (model_options apply)
 
 
 def check_against_registries(config: RunConfig) -> None:
     """What only the registries can tell, checked before anything trains; ConfigError naming the key.
 
-    - the dataset's ``kind`` fits the experiment (``fit``: features, ``vqvae``: images);
-    - ``model_options`` are options of the vqvae model (:class:`benchmark.experiments.models.ModelOptions`);
+    - the dataset's ``kind`` fits the experiment (``fit``: features, ``vqvae``, ``transplant``: images);
+    - ``model_options`` are options of the image model (:class:`benchmark.experiments.models.ModelOptions`; the transplant-only
+      ones only for ``transplant``);
     - ``dataset_options.dim``, when given, equals ``dim``;
     - the method accepts ``codebook_size`` and ``dim`` with its options (a CPU instance is built
       once per distinct combination: FSQ's levels must multiply to K, LFQ/BSQ need K = 2^d, ...);
-    - ``vqvae``: ``batch_size`` is at most the number of training images. The dataset is loaded once
-      per distinct option set and process, unless it reads local files (it has a ``root`` option:
+    - ``vqvae``, ``transplant``: ``batch_size`` is at most the number of training images. The dataset
+      is loaded once per distinct option set and process, unless it reads local files (it has a ``root`` option:
       CIFAR-10, SVHN, image folders), which the trial then checks when it loads them
       (``python -m benchmark prepare --check-data ROOT`` checks the files beforehand).
 
@@ -39,7 +41,8 @@ def check_against_registries(config: RunConfig) -> None:
         method_spec = methods.get(config.method)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    needs = {"fit": ("features", "a feature distribution"), "vqvae": ("images", "an image dataset")}
+    needs = {"fit": ("features", "a feature distribution"), "vqvae": ("images", "an image dataset"),
+             "transplant": ("images", "an image dataset")}
     wanted, described = needs[config.experiment]
     if dataset_spec.kind != wanted:
         other = next(name for name, (kind, _) in needs.items() if kind != wanted)
@@ -52,10 +55,11 @@ def check_against_registries(config: RunConfig) -> None:
         registry.make_options(method_spec, config.method_options, where="method_options")
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from None
-    if config.experiment == "vqvae":
+    if config.experiment in IMAGE_EXPERIMENTS:
         from benchmark.experiments.models import ModelOptions  # imports torch: only when needed
 
-        ModelOptions.from_mapping(config.model_options)  # ConfigError naming model_options.<key>
+        options = ModelOptions.from_mapping(config.model_options)  # ConfigError naming model_options.<key>
+        options.check_experiment(config.experiment, config.model_options)
     key = (config.method, config.dim, config.codebook_size, repr(sorted(config.method_options.items())))
     if key not in _BUILT:
         try:
@@ -71,7 +75,7 @@ def check_against_registries(config: RunConfig) -> None:
             raise ConfigError(f"method: {config.method!r} rejects codebook_size = {config.codebook_size}, "
                               f"dim = {config.dim}: {err}") from None
         _BUILT.add(key)
-    if config.experiment == "vqvae" and "root" not in dataset_spec.option_names():
+    if config.experiment in IMAGE_EXPERIMENTS and "root" not in dataset_spec.option_names():
         images_key = (config.dataset, repr(sorted(config.dataset_options.items())))
         if images_key not in _IMAGE_COUNTS:
             try:

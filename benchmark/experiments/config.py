@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import registry
 
-EXPERIMENTS = ("fit", "vqvae")  # each is a module benchmark/experiments/<name>.py
+EXPERIMENTS = ("fit", "vqvae", "transplant")  # each is a module benchmark/experiments/<name>.py
 OPTIMIZERS = ("sgd", "adam")
 OPTION_FIELDS = ("dataset_options", "method_options", "model_options")  # mappings of registry options
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")  # what RunConfig.device accepts
@@ -32,6 +32,8 @@ class RunConfig:
     draws ``batch_size`` fresh features, evaluation uses ``eval_size`` held-out features.
     ``vqvae``: a small conv encoder/decoder around the quantizer trained on an image dataset;
     ``batch_size`` counts images, ``dim`` is the latent channel count.
+    ``transplant``: the quantizer fitted to the latents of a frozen autoencoder trained once per
+    image dataset and seed (``batch_size`` images' latent grids per step), decoded by its decoder.
     """
 
     experiment: str = "fit"
@@ -90,7 +92,7 @@ class RunConfig:
                 bad("eval_size", f"must be >= codebook_size = {self.codebook_size} for the fit experiment "
                                  f"(fewer evaluation points than codes caps utilization), got {self.eval_size}")
             if self.model_options:
-                bad("model_options", f"only used by the vqvae experiment; leave it empty for fit, "
+                bad("model_options", f"only used by the image experiments; leave it empty for fit, "
                                      f"got {dict(self.model_options)!r}")
 
     @classmethod

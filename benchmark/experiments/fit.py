@@ -52,7 +52,7 @@ def run(
     evaluation_split: str = "test",
 ) -> dict[str, float]:
     if config.model_options:
-        raise ConfigError("model_options: only used by the vqvae experiment; leave it empty for fit")
+        raise ConfigError("model_options: only used by the image experiments; leave it empty for fit")
     dataset = _load_features(config)
     quantizer = build_quantizer(config, device)
     optimizer = make_optimizer(config, quantizer)

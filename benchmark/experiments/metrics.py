@@ -131,8 +131,30 @@ METRIC_SPECS = (
                comparable=False),
     MetricSpec("bits_per_token", "bits / token", None, 1, "", 1.0,
                "sum over levels of log2 K_l: the bits one token's indices carry (log2 K for one codebook)"),
+    MetricSpec("autoencoder_mse", "AE MSE", None, 4, "", 1.0,
+               "transplant: held-out reconstruction MSE of the frozen autoencoder without a quantizer (the floor "
+               "of recon MSE; the same for every method of one seed)"),
+    MetricSpec("prior_bits_per_token", "prior bits/token", None, 3, "bits", 1.0,
+               "held-out NLL of the downstream autoregressive prior (same transformer and budget for every "
+               "tokenizer) in bits per token; lower = the tokens are easier to model, which a tokenizer also gets "
+               "by using fewer codes, so it is not ranked across tokenizers: read it next to U and PSNR"),
+    MetricSpec("prior_bits_per_image", "prior bits/image", None, 1, "bits", 1.0,
+               "the prior's held-out NLL per image: bits per token x tokens per image (not ranked, as above)"),
+    MetricSpec("frechet_classifier", "Frechet (classifier)", "min", 2, "", 1.0,
+               "Frechet distance between Gaussians fitted to the features of decoded prior samples and of the "
+               "held-out images, in the penultimate layer of a small classifier trained in the suite on the "
+               "dataset's labels (digits: the digit class); a domain-feature proxy, not FID"),
+    MetricSpec("knn_precision", "k-NN precision", "max", 3, "", 1.0,
+               "share of decoded prior samples inside the k-NN manifold (k = 3) of the held-out images' "
+               "classifier features (Kynkaanniemi et al. 2019, arXiv:1904.06991): sample fidelity"),
+    MetricSpec("knn_recall", "k-NN recall", "max", 3, "", 1.0,
+               "share of held-out images inside the k-NN manifold (k = 3) of the samples' classifier features: "
+               "sample diversity / coverage"),
+    MetricSpec("prior_seconds", "prior s", None, 1, "s", 1.0,
+               "wall time of the prior: tokenizing, training, scoring, sampling and decoding"),
 )
 TABLE_METRICS = ("utilization", "quantization_error", "error_vs_kmeans", "perplexity", "psnr", "ssim",
+                 "prior_bits_per_token", "prior_bits_per_image", "frechet_classifier", "knn_precision", "knn_recall",
                  "train_seconds")  # the columns of the report's tables, in order
 HEADLINE_METRICS = ("utilization", "error_vs_kmeans", "psnr")  # reports/metrics.json: the ones that decide
 

@@ -20,17 +20,42 @@ from benchmark.experiments.config import ConfigError
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """``model_options`` of a vqvae run (params.yaml key = field name)."""
+    """``model_options`` of a vqvae or transplant run (params.yaml key = field name).
+
+    ``prior_steps`` > 0 trains the downstream autoregressive prior on the tokenizer's token grids
+    (:mod:`benchmark.experiments.prior`) for that many steps, the same for every method: 0 = off.
+    ``autoencoder_steps`` and ``decoder_finetune_steps`` belong to the transplant experiment only:
+    the steps of the quantizer-free autoencoder trained once per dataset, and of the optional
+    decoder fine-tune on the quantized latents (0 = the frozen decoder as trained).
+    """
 
     hidden: int = 64  # hidden channels of every conv layer
     downsamples: int = 2  # stride-2 stages: latent side = image side / 2**downsamples
     res_blocks: int = 1  # residual blocks in the encoder and in the decoder
+    prior_steps: int = 0  # training steps of the downstream token prior, 0 = no prior
+    autoencoder_steps: int = 1000  # transplant only: steps of the plain autoencoder
+    decoder_finetune_steps: int = 0  # transplant only: decoder fine-tune on quantized latents
+
+    TRANSPLANT_ONLY = ("autoencoder_steps", "decoder_finetune_steps")
 
     def __post_init__(self) -> None:
-        for name, low in (("hidden", 1), ("downsamples", 0), ("res_blocks", 0)):
+        for name, low in (("hidden", 1), ("downsamples", 0), ("res_blocks", 0), ("prior_steps", 0),
+                          ("autoencoder_steps", 1), ("decoder_finetune_steps", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"model_options.{name}: must be an integer >= {low}, got {value!r}")
+
+    def check_experiment(self, experiment: str, given: Mapping[str, Any]) -> None:
+        """ConfigError naming a transplant-only option given to another experiment."""
+        if experiment != "transplant":
+            for name in self.TRANSPLANT_ONLY:
+                if name in given:
+                    raise ConfigError(f"model_options.{name}: only used by the transplant experiment, "
+                                      f"not {experiment!r}")
+
+    def architecture(self) -> tuple[int, int, int]:
+        """The fields that shape the encoder/decoder (a cache key of trained autoencoders)."""
+        return (self.hidden, self.downsamples, self.res_blocks)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "ModelOptions":

@@ -51,7 +51,7 @@ def _parse_options(pairs: Sequence[str] | None, flag: str) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmark run",
-        description="Run one vqbench experiment (fit or vqvae) and print the result record as JSON.",
+        description="Run one vqbench experiment (fit, vqvae or transplant) and print the result record as JSON.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     defaults = RunConfig()

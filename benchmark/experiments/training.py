@@ -12,6 +12,12 @@ The experiments (one module each, dispatched by :mod:`benchmark.experiments.trai
   SSIM (scikit-image) on the test split, and the quantizer metrics on the test-set latents.
   Batches are drawn without replacement (one shuffled epoch after another, the last partial
   batch dropped); ``eval_size`` is not used (the whole test split is evaluated).
+- ``transplant``: a quantizer-free autoencoder trained once per image dataset (memoised), the
+  quantizer fitted to its frozen encoder's training latents, decoded by its frozen decoder
+  (:mod:`benchmark.experiments.transplant`); the same record as ``vqvae``.
+
+``vqvae`` and ``transplant`` add the downstream prior's record (``PRIOR_KEYS`` of
+:mod:`benchmark.experiments.images`) when ``model_options.prior_steps`` > 0.
 
 Record (floats): quantization_error, utilization, perplexity, dead_codes, gaussian_w2,
 kmeans_error, error_vs_kmeans, bits_per_token, final_loss, train_seconds; vqvae adds recon_mse,
@@ -57,6 +63,7 @@ OnStep = Callable[[int, dict[str, float]], None]
 
 # Random streams derived from the run seed (see generator).
 STREAM_INIT, STREAM_TRAIN, STREAM_EVAL, STREAM_KMEANS, STREAM_ORDER, STREAM_VALIDATION = 0, 1, 2, 3, 4, 5
+STREAM_PRIOR, STREAM_AUTOENCODER, STREAM_FINETUNE = 6, 7, 8  # prior samples; transplant's autoencoder, fine-tune
 # Images per forward pass when evaluating a vqvae.
 EVAL_BATCH = 256
 

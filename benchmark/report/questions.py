@@ -13,10 +13,12 @@ retrained. The questions are the open questions of the seed paper (arXiv 2506.15
    per (d, K) the best c and its bracket, against d/(d+2) (Theorem 2 as the seed summary states it),
    (d+2)/d (Gersho 1979) and the finite-K centroid shrinkage 1 - E_kmeans / (d var). Sweeps ``low_d`` and
    ``low_d_paper``: the three-point comparison (plain f, Gersho's f^(d/(d+2)), Theorem 2's f^((d+2)/d)).
-3. Downstream autoregressive generation: no sweep trains a prior; the section says so and what
-   it would take, and shows the only related measurement (tokenizer code usage of ``vqvae``).
+3. Downstream autoregressive generation (the ``vqvae`` and ``transplant`` sweeps with
+   ``model_options.prior_steps`` > 0): does utilization matter for generation? Spearman
+   correlations across methods of the prior's held-out NLL and of the samples' Frechet distance
+   (classifier features) with U and with PSNR, exact permutation p-values, n methods.
 
-Plus the issue-8 ablation on the atomic mean shift (sweep ``dead_codes``): dead-code strategies
+Plus the ablation on the atomic mean shift (sweep ``dead_codes``): dead-code strategies
 vs distribution matching.
 
 Every conclusion is computed from the tables: means and half-widths of the 95% t-interval over
@@ -47,7 +49,6 @@ NON_GAUSSIAN = "non_gaussian"
 LOW_D = ("low_d", "low_d_paper")
 DENSITY_MAP = "density_map"
 DEAD_CODES = "dead_codes"
-VQVAE = "vqvae"
 
 # The methods the questions compare (the question defines the comparison, not the result).
 GAUSSIAN_W = "wasserstein"
@@ -605,47 +606,135 @@ def dead_code_answer(findings: Sequence[Mapping[str, Any]]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Question 3: downstream autoregressive generation (not measured)
+# Question 3: downstream autoregressive generation (the token prior of vqvae / transplant)
 # --------------------------------------------------------------------------------------------
-def tokenizer_usage_lines(table: pd.DataFrame | None, confidence: float = 0.95) -> list[str]:
-    """Code usage of the VQ-VAE tokenizers (a proxy, not an answer): U, perplexity, log2 perplexity."""
-    if table is None or not len(table) or "method" not in table.columns:
-        return []
-    done = done_rows(table)
-    usage = _cells(done, ["method"], "utilization", confidence, 100.0)
-    perplexity = _cells(done, ["method"], "perplexity", confidence)
-    k = _values(done, "codebook_size")
-    lines = []
-    for (method,), u in sorted(usage.items(), key=lambda kv: sort_key(kv[0][0])):
-        p = perplexity.get((method,), Estimate(math.nan, math.nan, 0))
-        bits = math.log2(p.mean) if math.isfinite(p.mean) and p.mean > 0 else math.nan
-        lines.append(f"| {method} | {u.text(1)} | {p.text(1)} | {bits:.2f} |" if math.isfinite(bits)
-                     else f"| {method} | {u.text(1)} | {p.text(1)} | - |")
-    header = ["| method | U (%) | perplexity | log2 perplexity (bits/token, unigram) |", "|---|---|---|---|"]
-    note = (f"Tokenizer code usage of the `{VQVAE}` sweep (K = {'/'.join(str(v) for v in k) or '?'}), "
-            "the only related measurement. log2(perplexity) is the entropy of the token marginal: the bits per "
-            "token of a unigram model; an autoregressive prior needs at most that (the entropy rate is no "
-            "larger). It says how large a vocabulary the prior must model, nothing about sample quality.")
-    return [note, "", *header, *lines]
+PRIOR_COLUMN = "prior_bits_per_token"
+PRIOR_COLUMNS = (("utilization", "U (%)", 100.0, 1), ("perplexity", "perplexity", 1.0, 1), ("psnr", "PSNR", 1.0, 2),
+                 ("prior_bits_per_token", "bits/token", 1.0, 3), ("prior_bits_per_image", "bits/image", 1.0, 1),
+                 ("frechet_classifier", "Frechet (classifier)", 1.0, 2), ("knn_precision", "precision", 1.0, 3),
+                 ("knn_recall", "recall", 1.0, 3))
+# (x, y) pairs correlated across methods: does the prior's NLL / sample quality follow U or reconstruction?
+PRIOR_PAIRS = (("prior_bits_per_token", "utilization"), ("prior_bits_per_token", "psnr"),
+               ("frechet_classifier", "utilization"), ("frechet_classifier", "psnr"))
+SHORT = {"prior_bits_per_token": "NLL bits/token", "utilization": "U", "psnr": "PSNR",
+         "frechet_classifier": "Frechet (classifier)"}
 
 
-def ar_generation_text(vqvae: pd.DataFrame | None, confidence: float = 0.95) -> list[str]:
-    lines = [
-        "**Answer:** the suite cannot answer this yet. No sweep trains an autoregressive prior on the "
-        "tokens, so nothing here measures sample quality or diversity; utilization and reconstruction "
-        "(the `vqvae` sweep) do not settle it.",
-        "",
-        "What it would take: (1) tokenizers per method at a scale where generation is meaningful "
-        "(the `vqvae` sweep of params-paper.yaml: CIFAR-10, K >= 1024, 50 epochs); (2) the same "
-        "GPT-style transformer (or PixelCNN) prior trained on each tokenizer's token grids with an equal "
-        "budget, several seeds; (3) metrics: the prior's held-out NLL in bits per token and per image, "
-        "and FID / precision-recall of decoded samples against the test set. A `prior` experiment in "
-        "`benchmark/train.py` (reading saved tokenizers) and a sweep over the tokenizer method would "
-        "add it to the pipeline; it is a GPU job.",
-    ]
-    proxy = tokenizer_usage_lines(vqvae, confidence)
-    if proxy:
-        lines += ["", *proxy]
+def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, int]:
+    """Spearman's rho, its two-sided p-value and n; the p-value is exact (all pairings permuted,
+    ``scipy.stats.permutation_test``) for n <= 8, scipy's t approximation above. NaN for n < 3."""
+    from scipy import stats
+
+    pairs = [(a, b) for a, b in zip(x, y) if math.isfinite(a) and math.isfinite(b)]
+    n = len(pairs)
+    if n < 3:
+        return math.nan, math.nan, n
+    a, b = (list(v) for v in zip(*pairs))
+    rho = float(stats.spearmanr(a, b).statistic)
+    if not math.isfinite(rho):  # a constant column
+        return math.nan, math.nan, n
+    if n <= 8:
+        test = stats.permutation_test((a,), lambda u: stats.spearmanr(u, b).statistic,
+                                      permutation_type="pairings", n_resamples=math.inf)  # all n! pairings
+        return rho, float(test.pvalue), n
+    return rho, float(stats.spearmanr(a, b).pvalue), n
+
+
+def prior_findings(tables: Mapping[str, pd.DataFrame], confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Per (sweep, dataset) with prior results: per-method estimates and the across-method
+    Spearman correlations of ``PRIOR_PAIRS`` (method means over seeds)."""
+    findings = []
+    for sweep in sorted(tables, key=sort_key):
+        table = done_rows(tables[sweep])
+        if PRIOR_COLUMN not in table.columns or "method" not in table.columns:
+            continue
+        table = table[pd.to_numeric(table[PRIOR_COLUMN], errors="coerce").notna()]
+        if not len(table):
+            continue
+        datasets = _values(table, "dataset") or [None]
+        for dataset in datasets:
+            rows = table if dataset is None else table[table["dataset"] == dataset]
+            cells = {column: _cells(rows, ["method"], column, confidence, scale) for column, _, scale, _ in PRIOR_COLUMNS}
+            methods = sorted({key[0] for key in cells[PRIOR_COLUMN]}, key=sort_key)
+            means = {column: [cells[column].get((m,), Estimate(math.nan, math.nan, 0)).mean for m in methods]
+                     for column, _, _, _ in PRIOR_COLUMNS}
+            correlations = {pair: spearman(means[pair[0]], means[pair[1]]) for pair in PRIOR_PAIRS}
+            experiment = _values(rows, "experiment")
+            findings.append({"sweep": sweep, "dataset": dataset, "experiment": "/".join(map(str, experiment)),
+                             "methods": methods, "cells": cells, "correlations": correlations,
+                             "setting": _setting(rows)})
+    return findings
+
+
+def _prior_table(f: Mapping[str, Any]) -> list[str]:
+    header = "| method | " + " | ".join(label for _, label, _, _ in PRIOR_COLUMNS) + " |"
+    lines = [header, "|---|" + "---|" * len(PRIOR_COLUMNS)]
+    for m in f["methods"]:
+        row = [f["cells"][column].get((m,), Estimate(math.nan, math.nan, 0)).text(digits)
+               for column, _, _, digits in PRIOR_COLUMNS]
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    return lines
+
+
+def _correlation_text(pair: tuple[str, str], result: tuple[float, float, int]) -> str:
+    rho, p, n = result
+    if not math.isfinite(rho):
+        return f"{SHORT[pair[0]]} vs {SHORT[pair[1]]}: undefined (n = {n} methods, or a constant column)"
+    exact = "exact permutation " if n <= 8 else ""
+    return f"{SHORT[pair[0]]} vs {SHORT[pair[1]]}: Spearman rho = {rho:+.2f}, {exact}p = {p:.3f} (n = {n} methods)"
+
+
+def prior_answer(findings: Sequence[Mapping[str, Any]]) -> str:
+    if not findings:
+        return ""
+    resolved = [(f, pair) for f in findings for pair, (rho, p, n) in f["correlations"].items()
+                if math.isfinite(p) and p < 0.05]
+    smallest = min((f["correlations"][PRIOR_PAIRS[0]][2] for f in findings), default=0)
+    floor = 2.0 / math.factorial(smallest) if smallest >= 3 else math.nan
+    text = "**Answer from these measurements:** "
+    if resolved:
+        text += ("correlations with p < 0.05: " + "; ".join(
+            f"`{f['sweep']}`" + (f" ({f['dataset']})" if f["dataset"] else "") + ": "
+            + _correlation_text(pair, f["correlations"][pair]) for f, pair in resolved) + ". ")
+    else:
+        text += "no across-method correlation reaches p < 0.05. "
+    if math.isfinite(floor):
+        text += (f"With {smallest} methods the smallest two-sided p an exact Spearman test can give is "
+                 f"2/{smallest}! = {floor:.3f}; ")
+        text += ("so a non-significant result here is expected at any true correlation, and needs more methods "
+                 "(tokenizers), not more seeds. " if floor >= 0.05 else "")
+    text += ("What can be concluded: the sign and size of rho for these tokenizers at this scale. The NLL in bits "
+             "per token is bounded by the token entropy log2(perplexity) of a context-free model, so it rises "
+             "with U and perplexity by construction: a positive NLL-U correlation says the prior has more to "
+             "model, not that generation is worse. Whether utilization helps generation is read from the sample "
+             "proxy (Frechet distance in the classifier's feature space, k-NN precision / recall): a negative "
+             "Frechet-U correlation would favour high U. What cannot be concluded: causation (the methods differ "
+             "in more than U), FID-level sample quality (the feature space is a small in-suite classifier, a "
+             "domain proxy), or anything at the paper's scale (CIFAR-10, K >= 1024, large priors).")
+    return text
+
+
+def ar_generation_text(tables: Mapping[str, pd.DataFrame], confidence: float = 0.95) -> list[str]:
+    findings = prior_findings(tables, confidence)
+    if not findings:
+        return [
+            "**Answer:** not measured yet: no `vqvae` or `transplant` table has prior results. Set "
+            "`model_options.prior_steps` > 0 in those sweeps: each tokenizer then gets the same small "
+            "autoregressive transformer prior (equal budget), scored by held-out NLL in bits per token and per "
+            "image and by the Frechet distance and k-NN precision / recall of decoded samples in the feature "
+            "space of a classifier trained in the suite (a domain proxy, not FID).",
+        ]
+    lines = ["Every tokenizer gets the same autoregressive transformer prior trained on its training-split token "
+             "grids with an equal budget (`model_options.prior_steps`); held-out NLL on the test tokens; samples "
+             "decoded and compared with the test images in the penultimate features of a classifier trained in "
+             "the suite on the dataset's labels (`frechet_classifier`, a domain-feature proxy, not FID; k-NN "
+             "precision / recall, k = 3). Correlations: Spearman across methods of their seed means.", ""]
+    for f in findings:
+        where = f"`{f['sweep']}` ({f['experiment']}" + (f", `{f['dataset']}`" if f["dataset"] else "") + ")"
+        lines += [f"Sweep {where}: {f['setting']}.", "", *_prior_table(f), ""]
+        lines += [f"- {_correlation_text(pair, result)}" for pair, result in f["correlations"].items()]
+        lines.append("")
+    lines.append(prior_answer(findings))
     return lines
 
 
@@ -767,7 +856,7 @@ def open_questions_section(tables: Mapping[str, pd.DataFrame], confidence: float
         lines += _low_d_text(findings)
         lines += ["", low_d_answer(findings)]
     lines += ["", "### 3. Downstream autoregressive generation", ""]
-    lines += ar_generation_text(tables.get(VQVAE), confidence)
+    lines += ar_generation_text(tables, confidence)
     lines += ["", "### Related ablation: dead-code strategies vs distribution matching", ""]
     table = tables.get(DEAD_CODES)
     if table is None or not len(table):

@@ -1,0 +1,154 @@
+"""What the image experiments (``vqvae``, ``transplant``) share: loading, the tokenizer's evaluation
+and the downstream prior's record.
+
+Evaluation of a tokenizer (encoder -> quantizer -> decoder) on the held-out split (test; a tuning
+trial: validation): reconstruction MSE, PSNR and SSIM (scikit-image) per image, averaged; the
+quantizer metrics on the held-out latents, with the k-means reference trained on training-split
+latents (at most ``metrics.kmeans_train_size(K)``, a seeded subsample).
+
+The prior (``model_options.prior_steps`` > 0, :mod:`benchmark.experiments.prior`): trained on the
+training-split token grids, scored on the held-out ones (``prior_bits_per_token``,
+``prior_bits_per_image``); as many samples as held-out images are decoded and compared with the
+held-out images in the feature space of the dataset's classifier
+(:mod:`benchmark.experiments.sample_quality`): ``frechet_classifier``, ``knn_precision``,
+``knn_recall``. ``prior_seconds`` is the wall time of all of it.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from benchmark import paths
+from benchmark.experiments import metrics
+from benchmark.experiments.config import ConfigError, RunConfig
+from benchmark.experiments.prior import PriorSettings, nll_bits_per_token, sample, train_prior
+from benchmark.experiments.sample_quality import dataset_classifier, features_of, frechet_distance, knn_precision_recall
+from benchmark.experiments.training import EVAL_BATCH, STREAM_KMEANS, STREAM_PRIOR, evaluate, generator
+
+PRIOR_KEYS = ("prior_bits_per_token", "prior_bits_per_image", "frechet_classifier", "knn_precision",
+              "knn_recall", "prior_seconds")
+
+
+def load_images(config: RunConfig) -> Any:
+    import datasets
+
+    spec = datasets.get(config.dataset)
+    if spec.kind != "images":
+        raise ValueError(
+            f"dataset: the {config.experiment} experiment needs an image dataset, {config.dataset!r} is "
+            f"{spec.kind!r} (use experiment 'fit')"
+        )
+    return datasets.load(config.dataset, **dict(config.dataset_options))
+
+
+def held_out(dataset: Any, config: RunConfig, evaluation_split: str) -> Tensor:
+    images = dataset.test if evaluation_split == "test" else dataset.validation
+    if images.shape[0] == 0:
+        raise ConfigError(f"dataset_options.validation_fraction: {config.dataset!r} has no validation "
+                          f"images to score a tuning trial on")
+    return images
+
+
+def image_scores(images: Tensor, recons: Tensor) -> tuple[list[float], list[float]]:
+    """Per-image PSNR and SSIM (scikit-image, data_range 1, channels last)."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    a = images.permute(0, 2, 3, 1).double().numpy()
+    b = recons.permute(0, 2, 3, 1).double().numpy()
+    side = min(a.shape[1], a.shape[2])
+    win = min(7, side if side % 2 else side - 1)  # skimage needs an odd window <= the image side
+    psnr, ssim = [], []
+    for x, y in zip(a, b):
+        psnr.append(float(peak_signal_noise_ratio(x, y, data_range=1.0)))
+        ssim.append(float(structural_similarity(x, y, data_range=1.0, channel_axis=-1, win_size=win)))
+    return psnr, ssim
+
+
+@torch.no_grad()
+def encode_all(model: Any, images: Tensor, device: torch.device) -> Tensor:
+    """Channels-last latents (N, h, w, d) of ``images`` on the CPU."""
+    return torch.cat([model.encode(images[i : i + EVAL_BATCH].to(device)).float().cpu()
+                      for i in range(0, images.shape[0], EVAL_BATCH)])
+
+
+@torch.no_grad()
+def evaluate_tokenizer(
+    config: RunConfig, model: Any, quantizer: Any, codebook: Tensor, dataset: Any, device: torch.device,
+    artifacts_dir: Path | None, evaluation_split: str,
+) -> dict[str, float]:
+    """Reconstruction and quantizer metrics of encoder -> quantizer -> decoder (module docstring)."""
+    images_out = held_out(dataset, config, evaluation_split)
+    test_latents, squared_errors, psnr, ssim = [], [], [], []
+    for start_row in range(0, images_out.shape[0], EVAL_BATCH):
+        images = images_out[start_row : start_row + EVAL_BATCH].to(device)
+        latents = model.encode(images)
+        recon = model.decode(quantizer(latents).quantized).clamp(0.0, 1.0)
+        test_latents.append(latents.reshape(-1, config.dim).float().cpu())
+        squared_errors.append((recon - images).pow(2).flatten(1).mean(1).double().cpu())
+        p, s = image_scores(images.cpu(), recon.cpu())
+        psnr += p
+        ssim += s
+    train_latents = encode_all(model, dataset.train, device).reshape(-1, config.dim)
+    cap = metrics.kmeans_train_size(config.codebook_size)
+    if train_latents.shape[0] > cap:
+        pick = torch.randperm(
+            train_latents.shape[0], generator=generator(config.seed, STREAM_KMEANS, torch.device("cpu"))
+        )[:cap]
+        train_latents = train_latents[pick]
+    record = evaluate(config, quantizer, codebook, torch.cat(test_latents), train_latents, device, artifacts_dir)
+    record.update(recon_mse=float(torch.cat(squared_errors).mean()), psnr=float(np.mean(psnr)),
+                  ssim=float(np.mean(ssim)))
+    return record
+
+
+def token_vocabulary(quantizer: Any) -> int:
+    """The prior's vocabulary: the largest level codebook (K for a single codebook)."""
+    sizes = getattr(quantizer, "level_codebook_sizes", (quantizer.codebook_size,))
+    return int(max(sizes))
+
+
+@torch.no_grad()
+def token_grids(model: Any, quantizer: Any, images: Tensor, device: torch.device) -> tuple[Tensor, tuple[int, ...]]:
+    """Tokens (N, L) of ``images`` in raster order (levels innermost) and the indices' shape per image."""
+    grids = []
+    for i in range(0, images.shape[0], EVAL_BATCH):
+        grids.append(quantizer.search(model.encode(images[i : i + EVAL_BATCH].to(device))).long().cpu())
+    indices = torch.cat(grids)
+    return indices.reshape(indices.shape[0], -1), tuple(indices.shape[1:])
+
+
+@torch.no_grad()
+def prior_record(
+    config: RunConfig, prior_steps: int, model: Any, quantizer: Any, dataset: Any, device: torch.device,
+    evaluation_split: str, settings: PriorSettings | None = None,
+) -> dict[str, float]:
+    """Train the token prior on this tokenizer and measure it (module docstring); ``PRIOR_KEYS``."""
+    start = time.perf_counter()
+    settings = settings or PriorSettings(steps=prior_steps)
+    vocab = token_vocabulary(quantizer)
+    train_tokens, grid_shape = token_grids(model, quantizer, dataset.train, device)
+    images_out = held_out(dataset, config, evaluation_split)
+    test_tokens, _ = token_grids(model, quantizer, images_out, device)
+    prior = train_prior(train_tokens, vocab, settings, seed=config.seed, device=device)
+    bits = nll_bits_per_token(prior, test_tokens)
+    draws = sample(prior, images_out.shape[0], generator(config.seed, STREAM_PRIOR, device))
+    indices = draws.reshape(draws.shape[0], *grid_shape)
+    decoded = torch.cat([model.decode(quantizer.indices_to_codes(indices[i : i + EVAL_BATCH]).float())
+                         .clamp(0.0, 1.0) for i in range(0, indices.shape[0], EVAL_BATCH)])
+    classifier, _ = dataset_classifier(config.dataset, config.dataset_options, dataset, device,
+                                       paths.MODELS_CACHE_DIR)
+    fake, real = features_of(classifier, decoded), features_of(classifier, images_out)
+    precision, recall = knn_precision_recall(fake, real)
+    return {
+        "prior_bits_per_token": bits,
+        "prior_bits_per_image": bits * train_tokens.shape[1],
+        "frechet_classifier": frechet_distance(fake, real),
+        "knn_precision": precision,
+        "knn_recall": recall,
+        "prior_seconds": time.perf_counter() - start,
+    }
