@@ -222,3 +222,22 @@ def test_categorical_factor_is_not_pooled(tmp_path: Path):
     assert header.startswith("| gamma | n | failed |") and first.startswith("| 0 | 3 | 0 |")
     path = figures.sweep_figure(table, summary, tmp_path / "ng.png", 0.95)
     assert path is not None and path.stat().st_size > 5000
+
+
+def test_holm_adjusts_like_the_textbook_example():
+    # Holm (1979): sorted p 0.01, 0.02, 0.03, 0.04 with m = 4 -> 0.04, 0.06, 0.06, 0.06 (monotone)
+    assert report_stats.holm([0.03, 0.01, 0.04, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+
+
+def test_a_best_picked_after_the_fact_is_resolved_only_after_holm():
+    seeds = range(4)
+    reference = report_stats.Estimate(1.0, 0.1, 4, {s: 1.0 + 0.01 * s for s in seeds})
+    clear = report_stats.Estimate(0.8, 0.1, 4, {s: 0.8 + 0.011 * s for s in seeds})  # far below, every seed
+    marginal = {s: 1.0 + 0.01 * s + d for s, d in zip(seeds, (-0.02, -0.001, -0.03, 0.004))}
+    close = report_stats.Estimate(0.99, 0.1, 4, marginal)
+    family = report_stats.compare_family({"clear": clear, "close": close}, reference)
+    assert family["clear"][0] == "lower" and family["close"][0] == "unresolved"
+    assert family["clear"][1] <= 0.05 < family["close"][1]
+    interval = report_stats.interval_verdict
+    assert interval(91.0, 99.0, 90.0, "above") == "agrees" and interval(80.0, 89.0, 90.0, "above") == "differs"
+    assert interval(85.0, 95.0, 90.0, "above") == "unresolved" and interval(0.0, 5.0, 10.0, "below") == "agrees"

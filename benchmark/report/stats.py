@@ -164,3 +164,30 @@ def paired_p_value(diff: "Estimate") -> float:
     if len(values) < 2 or np.std(values, ddof=1) == 0:
         return math.nan
     return float(stats.ttest_1samp(values, 0.0).pvalue)
+
+
+def compare_family(candidates: Mapping[Any, "Estimate"], reference: "Estimate", alpha: float = 0.05,
+                   confidence: float = 0.95) -> dict[Any, tuple[str, float]]:
+    """Each candidate against ``reference`` (min is better), corrected for picking among them.
+
+    A family of paired t-tests over the common seeds (:func:`paired_p_value`), Holm-adjusted
+    (:func:`holm`): ``lower`` / ``higher`` when the adjusted p-value is below ``alpha``, else
+    ``unresolved``. Without paired values (no common seeds), disjoint t-intervals at the
+    Bonferroni-widened level 1 - alpha / m decide instead. Returns name -> (verdict, adjusted p).
+    """
+    names = list(candidates)
+    diffs = {name: paired_difference(candidates[name], reference, confidence) for name in names}
+    p_values = [paired_p_value(diffs[name]) for name in names]
+    finite = [i for i, p in enumerate(p_values) if math.isfinite(p)]
+    adjusted = [math.nan] * len(names)
+    for i, p in zip(finite, holm([p_values[i] for i in finite])):
+        adjusted[i] = p
+    out = {}
+    for i, name in enumerate(names):
+        if math.isfinite(adjusted[i]):
+            verdict = ("lower" if diffs[name].mean < 0 else "higher") if adjusted[i] < alpha else "unresolved"
+        else:
+            verdict = "lower" if candidates[name].high < reference.low else \
+                "higher" if candidates[name].low > reference.high else "unresolved"
+        out[name] = (verdict, adjusted[i])
+    return out
