@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import ot
 import torch
 from torch import Tensor
 
@@ -41,6 +40,8 @@ class ExactOTOptions(MatchingOptions):
 
 def exact_ot_squared(features: Tensor, codes: Tensor) -> Tensor:
     """Exact W2^2 between the uniform empirical measures of ``features`` (n, d) and ``codes`` (m, d)."""
+    import ot  # POT imports scikit-learn (about 1 s): only when the loss runs
+
     costs = ot.dist(features.to(codes.dtype), codes)  # squared Euclidean
     a = torch.full((features.shape[0],), 1.0 / features.shape[0], dtype=codes.dtype, device=codes.device)
     b = torch.full((codes.shape[0],), 1.0 / codes.shape[0], dtype=codes.dtype, device=codes.device)

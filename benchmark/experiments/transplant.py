@@ -142,7 +142,7 @@ def run(
             model.decode(model.encode(images)).clamp(0.0, 1.0), images).double())
     record.update(final_loss=final_loss, train_seconds=train_seconds)
     keys = TRANSPLANT_KEYS
-    if options.prior_steps:
+    if options.prior_steps and evaluation_split == "test":  # a tuning trial is scored without it
         record.update(prior_record(config, options.prior_steps, tokenizer, quantizer, dataset, device, evaluation_split))
         keys = TRANSPLANT_KEYS + PRIOR_KEYS
     return result_record(record, keys)

@@ -71,7 +71,7 @@ def run(
     record = evaluate_tokenizer(config, model, quantizer, codebook, dataset, device, artifacts_dir, evaluation_split)
     record.update(final_loss=final_loss, train_seconds=train_seconds)
     keys = VQVAE_KEYS
-    if options.prior_steps:
+    if options.prior_steps and evaluation_split == "test":  # a tuning trial is scored without it
         record.update(prior_record(config, options.prior_steps, model, quantizer, dataset, device, evaluation_split))
         keys = VQVAE_KEYS + PRIOR_KEYS
     return result_record(record, keys)

@@ -233,6 +233,8 @@ def run_sweep(
 def _run_locked(spec: SweepSpec, runner: Runner | None, address: str | None, max_concurrent: int | None,
                 quiet: bool) -> SweepOutcome:
     """:func:`run_sweep` once this process holds the store's lock."""
+    # MLflow is the record: Tune's own CSV / JSON / TensorBoard logs per trial would only cost time.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     with contextlib.ExitStack() as ray_session:  # Ray starts at most once, only when something runs
 
         def connect() -> None:

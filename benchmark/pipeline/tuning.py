@@ -80,6 +80,7 @@ TUNING_TRIALS_FILE = "tuning_trials.csv"
 OBJECTIVE_KEY = "vqbench_tuning_objective"  # what Optuna optimises: the validation metric
 RUNG_KEY = "vqbench_tuning_loss"  # what ASHA compares at its rungs: the training loss
 STEP_KEY = "vqbench_step"
+GROUP_KEY = "vqbench_tuning_group"  # in a tuning trial's config: the (method, setting) it belongs to
 ROBUST_UTILIZATION = 0.9  # the robustness column: share of the budget reaching this utilization
 
 
@@ -131,11 +132,14 @@ def tuned_trials(results: Sequence[GroupResult]) -> list[Trial]:
     return out
 
 
-def _tuning_trial(point: Mapping[str, Any], *, setting: Mapping[str, Any], runner: Any, metric: str,
+def _tuning_trial(point: Mapping[str, Any], *, settings: Mapping[str, Mapping[str, Any]], runner: Any, metric: str,
                   mode: str) -> None:
-    """Tune function-trainable of one tuning trial: train, score on the validation split, report."""
+    """Tune function-trainable of one tuning trial: train, score on the validation split, report.
+    ``point`` carries its group (``GROUP_KEY``); ``settings``: group id -> that group's base config."""
     from ray import tune
 
+    point = dict(point)
+    setting = settings[point.pop(GROUP_KEY)]
     worst = math.inf if mode == "min" else -math.inf
     config = apply(RunConfig.from_dict(setting), point)
     run = runner
@@ -159,26 +163,30 @@ def _tuning_trial(point: Mapping[str, Any], *, setting: Mapping[str, Any], runne
 
 
 class _TuningRecorder:
-    """Driver-side: one MLflow run per tuning trial, id ``tuning_trial_id(setting, settings, index)``."""
+    """Driver-side: one MLflow run per tuning trial, id ``tuning_trial_id(setting, settings, index)``
+    with index the trial's place in its group's budget."""
 
-    def __init__(self, client: Any, experiment_id: str, spec: SweepSpec, group: Group, first_index: int,
-                 git: tracking.GitState) -> None:
-        self._client, self._experiment_id, self._spec, self._group = client, experiment_id, spec, group
-        self._next = first_index
+    def __init__(self, client: Any, experiment_id: str, spec: SweepSpec, groups: Mapping[str, Group],
+                 first_index: Mapping[str, int], git: tracking.GitState) -> None:
+        self._client, self._experiment_id, self._spec, self._groups = client, experiment_id, spec, groups
+        self._next = dict(first_index)
         self._git = git
         self._runs: dict[str, str] = {}
+        self._group_of: dict[str, Group] = {}
         self._closed: set[str] = set()
 
     def run_id(self, tune_trial: Any) -> str:
         if tune_trial.trial_id not in self._runs:
             assert self._spec.tune is not None
-            trial_id = tuning_trial_id(self._group.setting, self._spec.tune, self._next)
-            self._next += 1
-            config = apply(self._group.setting, tune_trial.config)
+            point = dict(tune_trial.config)
+            group = self._groups[point.pop(GROUP_KEY)]
+            trial_id = tuning_trial_id(group.setting, self._spec.tune, self._next[group.group_id])
+            self._next[group.group_id] += 1
             run_id = tracking.start_trial_run(self._client, self._experiment_id, sweep=self._spec.name,
-                                              trial_id=trial_id, config=config, git=self._git)
-            self._client.set_tag(run_id, GROUP_TAG, self._group.group_id)
+                                              trial_id=trial_id, config=apply(group.setting, point), git=self._git)
+            self._client.set_tag(run_id, GROUP_TAG, group.group_id)
             self._runs[tune_trial.trial_id] = run_id
+            self._group_of[tune_trial.trial_id] = group
         return self._runs[tune_trial.trial_id]
 
     def on_result(self, tune_trial: Any, result: Mapping[str, Any]) -> None:
@@ -202,8 +210,9 @@ class _TuningRecorder:
                 self._closed.add(key)
 
     def _close(self, tune_trial: Any, status: str, **kwargs: Any) -> None:
-        tracking.finish_trial_run(self._client, self.run_id(tune_trial), status=status,
-                                  final_step=self._group.setting.steps, **kwargs)
+        run_id = self.run_id(tune_trial)
+        tracking.finish_trial_run(self._client, run_id, status=status,
+                                  final_step=self._group_of[tune_trial.trial_id].setting.steps, **kwargs)
         self._closed.add(tune_trial.trial_id)
 
 
@@ -230,16 +239,8 @@ def _point_of(run: Any, space: Mapping[str, Any]) -> dict[str, Any]:
     return {key: tracking.restore_param(key, run.data.params.get(key)) for key in space}
 
 
-def tune_group(spec: SweepSpec, group: Group, tunables: Mapping[str, Any], *, client: Any, experiment_id: str,
-               runner: Any = None, quiet: bool = True) -> GroupResult:
-    """Spend what is left of the budget of one group (Ray connected), then read its result from MLflow."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
-
-    settings = spec.tune
-    assert settings is not None
-    space = search_space(tunables, settings)
+def _pending(client: Any, experiment_id: str, group: Group) -> int:
+    """Tuning runs of ``group`` already spent (finished, stopped or failed); stale open runs are deleted."""
     runs = [run for run in tracking.search_sweep_runs(client, experiment_id)
             if run.data.tags.get(GROUP_TAG) == group.group_id]
     done = [run for run in runs if run.data.tags.get("status") in (*tracking.DONE_STATUSES, tracking.STATUS_FAILED)
@@ -247,33 +248,126 @@ def tune_group(spec: SweepSpec, group: Group, tunables: Mapping[str, Any], *, cl
     for run in runs:
         if run not in done:
             client.delete_run(run.info.run_id)
-    remaining = settings.budget - len(done)
-    if remaining > 0:
-        finished = [run for run in done if settings.metric in run.data.metrics]
-        searcher = OptunaSearch(
-            space, metric=OBJECTIVE_KEY, mode=settings.mode, seed=settings.seed,
-            points_to_evaluate=[_point_of(run, space) for run in finished] or None,
-            evaluated_rewards=[run.data.metrics[settings.metric] for run in finished] or None,
-        )
-        scheduler = None
-        if settings.grace_steps is not None:
-            scheduler = ASHAScheduler(time_attr=STEP_KEY, metric=RUNG_KEY, mode="min",
-                                      max_t=group.setting.steps + 1, grace_period=settings.grace_steps,
-                                      reduction_factor=3)
-        recorder = _TuningRecorder(client, experiment_id, spec, group, len(done), tracking.git_state(paths.REPO_ROOT))
+    return len(done)
+
+
+def _group_searcher(spec: SweepSpec, group: Group, space: Mapping[str, Any], client: Any, experiment_id: str) -> Any:
+    """Optuna's TPE for one group, told the results its group already has (a resumed search)."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    settings = spec.tune
+    assert settings is not None
+    finished = [run for run in tracking.search_sweep_runs(client, experiment_id)
+                if run.data.tags.get(GROUP_TAG) == group.group_id
+                and run.data.tags.get("status") == tracking.STATUS_FINISHED
+                and math.isfinite(run.data.metrics.get(settings.metric, math.nan))]
+    seed = int(hashlib.sha256(f"{settings.seed}:{group.group_id}".encode()).hexdigest()[:8], 16)  # per group
+    return OptunaSearch(
+        space=dict(space), metric=OBJECTIVE_KEY, mode=settings.mode, seed=seed,
+        points_to_evaluate=[_point_of(run, space) for run in finished] or None,
+        evaluated_rewards=[run.data.metrics[settings.metric] for run in finished] or None,
+    )
+
+
+def _grouped_search(searchers: Mapping[str, Any], budgets: Mapping[str, int]) -> Any:
+    """One Ray Tune search algorithm over every group: each group keeps its own searcher and budget;
+    suggestions rotate over the groups with budget left, results go back to their own searcher."""
+    from ray.tune.search import Searcher
+
+    class GroupedSearch(Searcher):
+        def __init__(self) -> None:
+            super().__init__(metric=OBJECTIVE_KEY, mode="min")
+            self.left = dict(budgets)
+            self.group_of: dict[str, str] = {}
+            self.turn = 0
+
+        def set_search_properties(self, metric: Any, mode: Any, config: Any, **spec: Any) -> bool:
+            return True  # every group's searcher was built with its own space, metric and mode
+
+        def suggest(self, trial_id: str) -> dict | None:
+            names = [name for name in searchers if self.left[name] > 0]
+            if not names:
+                return Searcher.FINISHED
+            for offset in range(len(names)):
+                name = names[(self.turn + offset) % len(names)]
+                config = searchers[name].suggest(trial_id)
+                if config is None or config == Searcher.FINISHED:
+                    continue
+                self.turn += offset + 1
+                self.left[name] -= 1
+                self.group_of[trial_id] = name
+                return {**config, GROUP_KEY: name}
+            return None
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if trial_id in self.group_of:
+                searchers[self.group_of[trial_id]].on_trial_result(trial_id, result)
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            if trial_id in self.group_of:
+                searchers[self.group_of[trial_id]].on_trial_complete(trial_id, result=result, error=error)
+
+    return GroupedSearch()
+
+
+def _grouped_asha(groups: Mapping[str, Group], grace_steps: int) -> Any:
+    """ASHA per group (its trials compete only with each other: same method, same setting)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    schedulers = {name: ASHAScheduler(time_attr=STEP_KEY, metric=RUNG_KEY, mode="min",
+                                      max_t=group.setting.steps + 1, grace_period=grace_steps, reduction_factor=3)
+                  for name, group in groups.items()}
+
+    class GroupedASHA(FIFOScheduler):
+        def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+            schedulers[trial.config[GROUP_KEY]].on_trial_add(tune_controller, trial)
+
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            return schedulers[trial.config[GROUP_KEY]].on_trial_result(tune_controller, trial, result)
+
+        def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+            schedulers[trial.config[GROUP_KEY]].on_trial_complete(tune_controller, trial, result)
+
+        def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+            schedulers[trial.config[GROUP_KEY]].on_trial_remove(tune_controller, trial)
+
+    return GroupedASHA()
+
+
+def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True) -> list[GroupResult]:
+    """Spend what is left of every group's budget in ONE Ray Tune run (Ray connected), then read the
+    groups' results from MLflow. Each group has its own Optuna searcher and its own ASHA brackets."""
+    import methods
+    import ray
+    from ray import tune
+
+    settings = spec.tune
+    assert settings is not None
+    client = tracking.make_client(spec.tracking.uri)
+    experiment_id = tracking.get_or_create_experiment(client, spec.name + TUNING_SUFFIX)
+    groups = {group.group_id: group for group in groups_of(spec)}
+    spaces = {name: search_space(methods.get(group.setting.method).tunables, settings) for name, group in groups.items()}
+    spent = {name: _pending(client, experiment_id, group) for name, group in groups.items()}
+    budgets = {name: max(0, settings.budget - spent[name]) for name in groups}
+    todo = {name: group for name, group in groups.items() if budgets[name] > 0}
+    if todo:
+        searchers = {name: _group_searcher(spec, group, spaces[name], client, experiment_id)
+                     for name, group in todo.items()}
+        recorder = _TuningRecorder(client, experiment_id, spec, groups, spent, tracking.git_state(paths.REPO_ROOT))
         storage = Path(spec.ray.storage_path or Path.home() / "ray_results" / "vqbench").expanduser().resolve()
         resources = {"cpu": float(spec.ray.cpus_per_trial), "gpu": 0.0}
-        import ray
-
         if float(ray.cluster_resources().get("GPU", 0)) > 0:
             resources["gpu"] = float(spec.ray.gpus_per_trial)
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(
-                _tuning_trial, setting=group.setting.to_dict(), runner=runner, metric=settings.metric,
-                mode=settings.mode), resources),
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
-                                        max_concurrent_trials=spec.ray.max_concurrent),
-            run_config=tune.RunConfig(name=f"{spec.name}-tuning-{group.group_id}-{time.strftime('%Y%m%d-%H%M%S')}",
+                _tuning_trial, settings={name: group.setting.to_dict() for name, group in todo.items()},
+                runner=runner, metric=settings.metric, mode=settings.mode), resources),
+            tune_config=tune.TuneConfig(
+                search_alg=_grouped_search(searchers, {name: budgets[name] for name in todo}),
+                scheduler=_grouped_asha(todo, settings.grace_steps) if settings.grace_steps is not None else None,
+                num_samples=sum(budgets[name] for name in todo),
+                max_concurrent_trials=spec.ray.max_concurrent, reuse_actors=True),
+            run_config=tune.RunConfig(name=f"{spec.name}-tuning-{time.strftime('%Y%m%d-%H%M%S')}",
                                       storage_path=str(storage), callbacks=[_callback(recorder)],
                                       verbose=0 if quiet else 1, failure_config=tune.FailureConfig(max_failures=0)),
             param_space={},
@@ -282,7 +376,7 @@ def tune_group(spec: SweepSpec, group: Group, tunables: Mapping[str, Any], *, cl
             tuner.fit()
         finally:
             recorder.close_open_runs()
-    return group_result(spec, group, space, client, experiment_id)
+    return [group_result(spec, group, spaces[name], client, experiment_id) for name, group in groups.items()]
 
 
 def group_result(spec: SweepSpec, group: Group, space: Mapping[str, Any], client: Any,
@@ -340,16 +434,6 @@ def tuning_table(spec: SweepSpec, results: Sequence[GroupResult], trials_table: 
             "tuned_trials": " ".join(t.trial_id for t in tuned),
         })
     return pd.DataFrame(rows)
-
-
-def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True) -> list[GroupResult]:
-    """Tune every (method, setting) of ``spec`` (Ray connected); groups already spent are read back."""
-    import methods
-
-    client = tracking.make_client(spec.tracking.uri)
-    experiment_id = tracking.get_or_create_experiment(client, spec.name + TUNING_SUFFIX)
-    return [tune_group(spec, group, methods.get(group.setting.method).tunables, client=client,
-                       experiment_id=experiment_id, runner=runner, quiet=quiet) for group in groups_of(spec)]
 
 
 def recorded_results(spec: SweepSpec) -> list[GroupResult]:
