@@ -7,12 +7,14 @@ compare hashes exactly as after a real ``dvc repro``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -254,3 +256,40 @@ def test_prepare_pins_are_deterministic(tmp_path: Path):
     assert [d["options"]["mean"] for d in two["datasets"]] == [0.0, 4.0]
     assert two["datasets"][1]["empirical_mean"][0] == pytest.approx(4.0, abs=0.5)
     assert two["datasets"][0]["sha256"] != two["datasets"][1]["sha256"]
+
+
+def test_your_own_latents_and_images_run_from_a_few_lines_of_params(tmp_path: Path):
+    """A user's .npy of latents and a folder of PNGs: a sweep of a few params lines validates, the
+    prepare stage pins the file (and every image) by SHA-256, and a trial of each runs."""
+    from PIL import Image
+
+    from benchmark.experiments.train import run_experiment
+    from benchmark.pipeline import prepare
+    from benchmark.pipeline.spec import load_sweep
+
+    rng = np.random.default_rng(0)
+    latents = tmp_path / "latents.npy"
+    np.save(latents, (rng.normal(size=(600, 4)) + 3.0).astype(np.float32))
+    images = tmp_path / "images" / "cats"
+    images.mkdir(parents=True)
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 255, size=(10, 10, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    params = {"base": {"steps": 3, "batch_size": 16, "eval_size": 16, "codebook_size": 8, "dim": 4},
+              "sweeps": {"mine": {"base": {"dataset": "features_file", "dataset_options": {"path": str(latents)}},
+                                  "grid": {"method": ["vanilla", "wasserstein"], "seed": [0]}},
+                         "pics": {"base": {"experiment": "vqvae", "dataset": "image_folder", "batch_size": 4,
+                                           "dataset_options": {"root": str(tmp_path / "images"), "size": 8},
+                                           "model_options": {"hidden": 8, "downsamples": 1, "res_blocks": 0}},
+                                  "grid": {"method": ["vanilla"], "seed": [0]}}}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    manifest = json.loads((prepare.prepare(path, "mine", samples=64) / "manifest.json").read_text())
+    pinned = manifest["datasets"][0]["file_sha256"]
+    pictures = json.loads((prepare.prepare(path, "pics", samples=64) / "manifest.json").read_text())
+    assert len(pictures["datasets"][0]["files"]) == 24
+    for name in ("mine", "pics"):
+        record = run_experiment(load_sweep(path, name).trials[0].config)
+        assert 0 < record["utilization"] <= 1 and math.isfinite(record["quantization_error"])
+    np.save(latents, (rng.normal(size=(600, 4))).astype(np.float32))  # new data: a new pin
+    again = json.loads((prepare.prepare(path, "mine", samples=64) / "manifest.json").read_text())
+    assert again["datasets"][0]["file_sha256"] != pinned

@@ -97,14 +97,20 @@ def pin_dataset(name: str, options: Mapping[str, Any], samples: int) -> tuple[di
             entry["cov_trace"] = round(float(np.trace(_to_numpy(dataset.covariance))), 4)
         except (AttributeError, NotImplementedError):
             pass
+        if hasattr(dataset, "file_sha256"):  # a user's file: pinned whole, not only through the sample
+            entry["file_sha256"] = dataset.file_sha256()
         return entry, sample
+    splits = [_to_numpy(getattr(dataset, key)) for key in ("train", "validation", "test") if hasattr(dataset, key)]
+    labels = [_to_numpy(getattr(dataset, key)) for key in ("train_labels", "validation_labels", "test_labels")
+              if hasattr(dataset, key)]
     train, test = _to_numpy(dataset.train), _to_numpy(dataset.test)
-    labels = [_to_numpy(getattr(dataset, key)) for key in ("train_labels", "test_labels") if hasattr(dataset, key)]
     entry.update(
         train_shape=list(train.shape), test_shape=list(test.shape),
-        sha256=_sha256(train, test, *labels),
+        sha256=_sha256(*splits, *labels),
         pixel_mean=round(float(train.mean()), 4),
     )
+    if hasattr(dataset, "manifest"):  # a folder of files: every file with its split and SHA-256
+        entry["files"] = dataset.manifest()
     return entry, test[:IMAGE_PREVIEW].astype(np.float32)
 
 
