@@ -158,7 +158,7 @@ class RaySettings:
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
-            raise ConfigError(f"ray.{name}: {why}")
+            raise ConfigError(f"{name}: {why}")  # parse_ray names the section
 
         if self.address is not None and (not isinstance(self.address, str) or not self.address):
             bad("address", f"must be null or a non-empty string, got {self.address!r}")
@@ -364,7 +364,10 @@ def parse_tracking(params: Mapping[str, Any], base_dir: Path) -> TrackingSetting
 def parse_ray(params: Mapping[str, Any], base_dir: Path) -> RaySettings:
     section = _mapping(params.get("ray"), "ray")
     _check_keys(section, [f.name for f in dataclasses.fields(RaySettings)], "ray")
-    settings = RaySettings(**section)
+    try:
+        settings = registry.make_options(RaySettings, section, where="ray")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if settings.storage_path is not None:
         absolute = str((base_dir / Path(settings.storage_path).expanduser()).resolve())
         settings = dataclasses.replace(settings, storage_path=absolute)
