@@ -27,11 +27,18 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from vector_quantize_pytorch import FSQ, LFQ, ResidualVQ, SimVQ, VectorQuantize
 
 from methods._core import nearest_code
 from methods._base import QuantizerOutput, Quantizer, _check_non_negative, _check_positive_int
 from methods.fsq import balanced_levels
+
+
+def _peer():
+    """The vector-quantize-pytorch package, imported when a module is built (it costs about 2 s, and
+    registering the adapters must stay cheap for every process that lists the methods)."""
+    import vector_quantize_pytorch
+
+    return vector_quantize_pytorch
 
 
 def _seed(generator: torch.Generator | None) -> int:
@@ -87,7 +94,7 @@ class VQPVectorQuantize(VQPAdapter):
     straight_through = False
 
     def make_module(self, dim, codebook_size, options):
-        return VectorQuantize(dim=dim, codebook_size=codebook_size, decay=options.decay, commitment_weight=options.commitment_weight)
+        return _peer().VectorQuantize(dim=dim, codebook_size=codebook_size, decay=options.decay, commitment_weight=options.commitment_weight)
 
     @property
     def codebook(self) -> Tensor:
@@ -126,7 +133,7 @@ class VQPResidual(VQPAdapter):
     gradient_gain = "levels"
 
     def make_module(self, dim, codebook_size, options):
-        return ResidualVQ(
+        return _peer().ResidualVQ(
             dim=dim, num_quantizers=options.levels, codebook_size=codebook_size, decay=options.decay,
             commitment_weight=options.commitment_weight, rotation_trick=False,
         )
@@ -199,7 +206,7 @@ class VQPFSQ(VQPAdapter):
         self.levels = levels
 
     def make_module(self, dim, codebook_size, options):
-        return FSQ(levels=list(self.levels), preserve_symmetry=2 in self.levels)
+        return _peer().FSQ(levels=list(self.levels), preserve_symmetry=2 in self.levels)
 
     @property
     def codebook(self) -> Tensor:
@@ -257,7 +264,7 @@ class VQPLFQ(VQPAdapter):
             raise ValueError(f"codebook_size: must equal 2^dim = {2**dim}, got {codebook_size}")
 
     def make_module(self, dim, codebook_size, options):
-        return LFQ(
+        return _peer().LFQ(
             dim=dim, codebook_size=codebook_size, entropy_loss_weight=options.entropy_weight,
             diversity_gamma=options.diversity_gamma, commitment_loss_weight=options.commitment_weight,
         )
@@ -298,7 +305,7 @@ class VQPSimVQ(VQPAdapter):
     straight_through = False
 
     def make_module(self, dim, codebook_size, options):
-        return SimVQ(dim=dim, codebook_size=codebook_size, input_to_quantize_commit_loss_weight=options.input_to_quantize_weight)
+        return _peer().SimVQ(dim=dim, codebook_size=codebook_size, input_to_quantize_commit_loss_weight=options.input_to_quantize_weight)
 
     @property
     def codebook(self) -> Tensor:
