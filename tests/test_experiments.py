@@ -311,3 +311,11 @@ def test_multi_codebook_fit_record_has_per_level_columns(tmp_path, method, optio
 def test_single_codebook_fit_record_carries_bits_per_token():
     record = run_experiment(TINY_FIT)
     assert set(record) == set(train.RESULT_KEYS) and record["bits_per_token"] == 5.0  # K = 32
+
+
+def test_kmeans_reference_can_be_skipped_where_it_is_infeasible():
+    record = run_experiment(TINY_FIT.replace(kmeans_reference=False))
+    assert math.isnan(record["kmeans_error"]) and math.isnan(record["error_vs_kmeans"])
+    assert math.isfinite(record["quantization_error"]) and 0 < record["utilization"] <= 1
+    with pytest.raises(ConfigError, match="kmeans_reference"):
+        TINY_FIT.replace(kmeans_reference="no")

@@ -58,6 +58,7 @@ class RunConfig:
     device: str = "auto"  # "auto" picks CUDA when present, else CPU
     seed: int = 0
     log_every: int = 50
+    kmeans_reference: bool = True  # fit the k-means reference (E / k-means); false at K where it is infeasible
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -82,6 +83,8 @@ class RunConfig:
                 bad(name, f"must be a number in [0, 1), got {value!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             bad("seed", f"must be an integer, got {self.seed!r}")
+        if not isinstance(self.kmeans_reference, bool):
+            bad("kmeans_reference", f"must be true or false, got {self.kmeans_reference!r}")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
             bad("device", f"must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
         for name in OPTION_FIELDS:

@@ -253,6 +253,7 @@ def evaluate(
     (:func:`benchmark.experiments.metrics.evaluate_levels`: no k-means reference, per-level
     columns) and writes ``level_codebooks.npy`` (L, K, d_l) and ``level_code_counts.npz`` (one
     (K_l,) array ``level_<l>`` per level) instead (the report's codebook and usage figures draw single codebooks only).
+    ``config.kmeans_reference`` False skips the k-means reference (kmeans_error, error_vs_kmeans NaN).
     """
     if getattr(quantizer, "code_structure", "single") != "single":
         return _evaluate_levels(quantizer, eval_features, device, artifacts_dir)
@@ -260,7 +261,7 @@ def evaluate(
     record = metrics.evaluate(
         codebook,
         eval_features,
-        kmeans_features=in_code_space(quantizer, kmeans_features, device),
+        kmeans_features=in_code_space(quantizer, kmeans_features, device) if config.kmeans_reference else None,
         seed=metrics.KMEANS_REFERENCE_SEED,
         kmeans_cache=paths.KMEANS_CACHE_DIR,
     )
