@@ -260,59 +260,82 @@ def _vqp_eval(dim: int, codebook_size: int, device: torch.device) -> Callable[[t
 
 
 def bench_search(sizes: Sizes, device: torch.device, args: argparse.Namespace) -> list[Measurement]:
+    """Nearest-code search at N = ``search_n`` for every (d, K): the implementations in ``--search-impls``."""
     rows: list[Measurement] = []
     generator = torch.Generator().manual_seed(0)
     n = sizes.search_n
+    impls = set(args.search_impls.split(","))
     for dim in sizes.search_dims:
         features = torch.randn(n, dim, generator=generator).to(device)
         vqp_prev: Measurement | None = None
         for k in sizes.search_ks:
             codebook = torch.randn(k, dim, generator=generator).to(device)
             params = {"n": n, "dim": dim, "codebook_size": k}
-            impls = set(args.search_impls.split(","))
-            calls = {"ours": lambda: methods.nearest_code(features, codebook)} if "ours" in impls else {}
-            if faiss is not None and "faiss_flat_l2" in impls:
-                calls["faiss_flat_l2"] = _faiss_flat_search_bound(codebook, features)
-            if calls:
-                print(f"search d={dim} K={k}: {' vs '.join(calls)}", flush=True)
-                for name, result in time_round_robin(calls, device, sizes.repeats, sizes.warmup).items():
-                    result.section, result.params = "search", params
-                    rows.append(result)
-            if "torch_chunked" in impls:
-                print(f"search d={dim} K={k}: torch chunked", flush=True)
-                rows.append(measure_one("search", "torch_chunked", params,
-                                        lambda: methods.nearest_code_torch(features, codebook), device,
-                                        sizes.repeats, sizes.warmup))
-            matrix_bytes = n * k * features.element_size()
-            if "torch_cdist" not in impls:
-                pass
-            elif matrix_bytes > args.cdist_cap_gb * GB:
-                rows.append(skipped("search", "torch_cdist", params,
-                                    f"N x K would need {matrix_bytes / GB:.1f} GB (cap {args.cdist_cap_gb:g} GB)"))
-            else:
-                print(f"search d={dim} K={k}: cdist", flush=True)
-                rows.append(measure_one("search", "torch_cdist", params,
-                                        lambda: torch.cdist(features, codebook).argmin(dim=1), device,
-                                        sizes.repeats, sizes.warmup))
-            if "vqp_eval" not in impls:
-                continue
-            reason = _vqp_skip_reason(vqp_prev, k, device, args)
-            if reason:
-                rows.append(skipped("search", "vqp_eval", params, reason))
-                continue
-            try:
-                run = _vqp_eval(dim, k, device)
-            except ImportError as error:
-                rows.append(Measurement("search", "vqp_eval", params, status="failed", reason=str(error)))
-                continue
-            print(f"search d={dim} K={k}: vector-quantize-pytorch", flush=True)
-            repeats = min(sizes.repeats, args.vqp_repeats)
-            vqp_prev = measure_one("search", "vqp_eval", params, lambda: run(features), device,
-                                   repeats, 1 if repeats > 1 else 0)
-            rows.append(vqp_prev)
-            del run
-            gc.collect()
+            rows += _search_round_robin(sizes, device, impls, features, codebook, params)
+            rows += _search_torch(sizes, device, args, impls, features, codebook, params)
+            if "vqp_eval" in impls:
+                vqp_row, vqp_prev = _search_vqp(sizes, device, args, features, params, vqp_prev)
+                rows.append(vqp_row)
     return rows
+
+
+def _search_round_robin(sizes: Sizes, device: torch.device, impls: set[str], features: torch.Tensor,
+                        codebook: torch.Tensor, params: dict[str, int]) -> list[Measurement]:
+    """Ours against faiss IndexFlatL2, timed round-robin."""
+    rows: list[Measurement] = []
+    calls = {"ours": lambda: methods.nearest_code(features, codebook)} if "ours" in impls else {}
+    if faiss is not None and "faiss_flat_l2" in impls:
+        calls["faiss_flat_l2"] = _faiss_flat_search_bound(codebook, features)
+    if calls:
+        print(f"search d={params['dim']} K={params['codebook_size']}: {' vs '.join(calls)}", flush=True)
+        for name, result in time_round_robin(calls, device, sizes.repeats, sizes.warmup).items():
+            result.section, result.params = "search", params
+            rows.append(result)
+    return rows
+
+
+def _search_torch(sizes: Sizes, device: torch.device, args: argparse.Namespace, impls: set[str],
+                  features: torch.Tensor, codebook: torch.Tensor, params: dict[str, int]) -> list[Measurement]:
+    """The chunked torch search, and torch.cdist + argmin unless its N x K matrix is over the cap."""
+    rows: list[Measurement] = []
+    dim, k = params["dim"], params["codebook_size"]
+    if "torch_chunked" in impls:
+        print(f"search d={dim} K={k}: torch chunked", flush=True)
+        rows.append(measure_one("search", "torch_chunked", params,
+                                lambda: methods.nearest_code_torch(features, codebook), device,
+                                sizes.repeats, sizes.warmup))
+    matrix_bytes = params["n"] * k * features.element_size()
+    if "torch_cdist" not in impls:
+        pass
+    elif matrix_bytes > args.cdist_cap_gb * GB:
+        rows.append(skipped("search", "torch_cdist", params,
+                            f"N x K would need {matrix_bytes / GB:.1f} GB (cap {args.cdist_cap_gb:g} GB)"))
+    else:
+        print(f"search d={dim} K={k}: cdist", flush=True)
+        rows.append(measure_one("search", "torch_cdist", params,
+                                lambda: torch.cdist(features, codebook).argmin(dim=1), device,
+                                sizes.repeats, sizes.warmup))
+    return rows
+
+
+def _search_vqp(sizes: Sizes, device: torch.device, args: argparse.Namespace, features: torch.Tensor,
+                params: dict[str, int], vqp_prev: Measurement | None) -> tuple[Measurement, Measurement | None]:
+    """vector-quantize-pytorch's eval forward (skipped when predicted too slow): (its row, the last measured row)."""
+    dim, k = params["dim"], params["codebook_size"]
+    reason = _vqp_skip_reason(vqp_prev, k, device, args)
+    if reason:
+        return skipped("search", "vqp_eval", params, reason), vqp_prev
+    try:
+        run = _vqp_eval(dim, k, device)
+    except ImportError as error:
+        return Measurement("search", "vqp_eval", params, status="failed", reason=str(error)), vqp_prev
+    print(f"search d={dim} K={k}: vector-quantize-pytorch", flush=True)
+    repeats = min(sizes.repeats, args.vqp_repeats)
+    measured = measure_one("search", "vqp_eval", params, lambda: run(features), device,
+                           repeats, 1 if repeats > 1 else 0)
+    del run
+    gc.collect()
+    return measured, measured
 
 
 def _faiss_flat_search_bound(codebook: torch.Tensor, features: torch.Tensor) -> Callable[[], Any]:
@@ -809,6 +832,31 @@ def merge_runs(old: dict[str, Any], rows: list[Measurement], sizes: Sizes,
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """``python -m benchmark perf``: measure the chosen sections, merge with an earlier run, write perf.md/json."""
+    args, device, sizes = _parse_args(argv)
+    sections = set(args.sections.split(",")) - {""}
+    new_sizes = sizes
+    env = environment(device)
+    env["vqp_repeats"] = args.vqp_repeats
+    rows = _measure(sections, sizes, device, args)
+    env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    previous = args.out / "perf.json"
+    old = json.loads(previous.read_text()) if args.merge and previous.exists() else None
+    if old is not None:
+        rows, env, sizes = _merge_previous(old, rows, env, sizes, new_sizes, sections, args)
+    summary = summarize(rows, sizes)
+    markdown = render_markdown(env, sizes, rows, summary, args.quick)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"environment": env, "sizes": asdict(sizes), "summary": summary,
+              "measurements": [asdict(row) for row in rows]}
+    (args.out / "perf.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "perf.md").write_text(markdown)
+    print(f"wrote {args.out / 'perf.md'} and {args.out / 'perf.json'}")
+    return report
+
+
+def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, torch.device, Sizes]:
+    """The command line, checked: the arguments, the device and the sizes (threads set as asked)."""
     parser = argparse.ArgumentParser(prog="python -m benchmark perf", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds (smoke test)")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="folder for perf.md and perf.json")
@@ -843,10 +891,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parser.error("--repeats must be >= 1 and --warmup >= 0")
         sizes = replace(sizes, repeats=args.repeats or sizes.repeats,
                         warmup=sizes.warmup if args.warmup is None else args.warmup)
-    sections = set(args.sections.split(",")) - {""}
-    new_sizes = sizes
-    env = environment(device)
-    env["vqp_repeats"] = args.vqp_repeats
+    return args, device, sizes
+
+
+def _measure(sections: set[str], sizes: Sizes, device: torch.device, args: argparse.Namespace) -> list[Measurement]:
+    """The rows of every chosen section, in the report's order."""
     rows: list[Measurement] = []
     if "search" in sections:
         rows += bench_search(sizes, device, args)
@@ -858,28 +907,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows += bench_training_step(sizes, device)
     if "ot" in sections:
         rows += bench_ot(sizes, device, args)
-    env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    previous = args.out / "perf.json"
-    old = json.loads(previous.read_text()) if args.merge and previous.exists() else None
-    if old is not None and not rows:  # nothing re-measured: re-render only
+    return rows
+
+
+def _merge_previous(old: dict[str, Any], rows: list[Measurement], env: dict[str, Any], sizes: Sizes,
+                    new_sizes: Sizes, sections: set[str],
+                    args: argparse.Namespace) -> tuple[list[Measurement], dict[str, Any], Sizes]:
+    """``--merge``: re-render an earlier perf.json (nothing re-measured) or replace its re-run sections."""
+    if not rows:  # nothing re-measured: re-render only
         rows, env = [Measurement(**m) for m in old["measurements"]], old["environment"]
         sizes = Sizes(**{k: tuple(v) if isinstance(v, list) else v for k, v in old["sizes"].items()})
-    elif old is not None:
-        rows, sizes, replaced = merge_runs(old, rows, sizes, sections)
-        env = {**old["environment"], "merged_runs": old["environment"].get("merged_runs", []) + [
-            {**env, "sections": sorted(sections), "search_impls": args.search_impls,
-             "max_call_seconds": args.max_call_seconds, "replaced_rows": replaced,
-             "sizes": {f: getattr(sizes, f) for name in sorted(sections) for f in SECTION_SIZES.get(name, ())}
-             | {"repeats": new_sizes.repeats, "warmup": new_sizes.warmup}}]}
-    summary = summarize(rows, sizes)
-    markdown = render_markdown(env, sizes, rows, summary, args.quick)
-    args.out.mkdir(parents=True, exist_ok=True)
-    report = {"environment": env, "sizes": asdict(sizes), "summary": summary,
-              "measurements": [asdict(row) for row in rows]}
-    (args.out / "perf.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "perf.md").write_text(markdown)
-    print(f"wrote {args.out / 'perf.md'} and {args.out / 'perf.json'}")
-    return report
+        return rows, env, sizes
+    rows, sizes, replaced = merge_runs(old, rows, sizes, sections)
+    env = {**old["environment"], "merged_runs": old["environment"].get("merged_runs", []) + [
+        {**env, "sections": sorted(sections), "search_impls": args.search_impls,
+         "max_call_seconds": args.max_call_seconds, "replaced_rows": replaced,
+         "sizes": {f: getattr(sizes, f) for name in sorted(sections) for f in SECTION_SIZES.get(name, ())}
+         | {"repeats": new_sizes.repeats, "warmup": new_sizes.warmup}}]}
+    return rows, env, sizes
 
 
 if __name__ == "__main__":
