@@ -360,6 +360,17 @@ def normal_codebook(codebook_size: int, dim: int, scale: float, generator: torch
     return torch.randn(codebook_size, dim, generator=generator) * scale
 
 
+def seeded_linear(dim: int, generator: torch.Generator | None) -> nn.Linear:
+    """A (d -> d) ``nn.Linear`` with weight and bias U[-1/sqrt(d), 1/sqrt(d)] (PyTorch's default bound), drawn
+    from ``generator`` (weight first, then bias) rather than the global RNG."""
+    linear = nn.Linear(dim, dim, bias=True)
+    bound = 1 / math.sqrt(dim)
+    with torch.no_grad():
+        linear.weight.copy_(torch.rand(dim, dim, generator=generator) * 2 * bound - bound)
+        linear.bias.copy_(torch.rand(dim, generator=generator) * 2 * bound - bound)
+    return linear
+
+
 def initial_codebook(
     codebook_size: int, dim: int, init: str, scale: float, generator: torch.Generator | None
 ) -> Tensor:

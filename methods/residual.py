@@ -41,6 +41,18 @@ from methods._core import nearest_code, straight_through
 from methods._registry import register
 
 
+def residual_search(features: Tensor, codebooks: Tensor) -> Tensor:
+    """Greedy residual search: (N, d) features, (L, K, d) codebooks -> (N, L) indices, level l exact on
+    r_l = z - sum_{m<l} e^m_{k_m}."""
+    residual = features
+    columns = []
+    for level in range(codebooks.shape[0]):
+        index = nearest_code(residual, codebooks[level])
+        residual = residual - codebooks[level][index]
+        columns.append(index)
+    return torch.stack(columns, dim=1)
+
+
 @dataclass(frozen=True)
 class ResidualOptions:
     """levels: number of codebooks L (>= 1); shared_codebook: one codebook for every level;
@@ -105,14 +117,8 @@ class ResidualVQ(Quantizer):
         return total
 
     def search(self, z: Tensor) -> Tensor:
-        residual = self._flatten(z).detach()
-        codebook = self.codebook.detach()
-        columns = []
-        for level in range(self.options.levels):
-            index = nearest_code(residual, codebook[level])
-            residual = residual - codebook[level][index]
-            columns.append(index)
-        return torch.stack(columns, dim=1).reshape(*z.shape[:-1], self.options.levels)
+        indices = residual_search(self._flatten(z).detach(), self.codebook.detach())
+        return indices.reshape(*z.shape[:-1], self.options.levels)
 
     def _active_levels(self, rows: int, device: torch.device) -> Tensor:
         """Levels each feature uses: L, or n ~ U{1..L} with probability ``quantizer_dropout``."""

@@ -16,15 +16,15 @@ N(0, s^2) or U[-s, s]): the Wasserstein-VQ authors' "linear" baseline of their s
 """
 from __future__ import annotations
 
-import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from dataclasses import dataclass
 
 from methods._base import (
     Quantizer, Tunable, VQOptions, _check_choice, commitment_and_codebook, initial_codebook, normal_codebook,
+    seeded_linear,
 )
 from methods._registry import register
 
@@ -58,11 +58,7 @@ class SimVQ(Quantizer):
         else:
             basis = initial_codebook(codebook_size, dim, options.init, options.init_scale, generator)
         self.register_buffer("basis", basis)
-        self.projection = nn.Linear(dim, dim, bias=True)
-        bound = 1 / math.sqrt(dim)
-        with torch.no_grad():
-            self.projection.weight.copy_(torch.rand(dim, dim, generator=generator) * 2 * bound - bound)
-            self.projection.bias.copy_(torch.rand(dim, generator=generator) * 2 * bound - bound)
+        self.projection = seeded_linear(dim, generator)
 
     @property
     def codebook(self) -> Tensor:

@@ -46,9 +46,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from methods._base import QuantizerOutput, Tunable, VQOptions, _check_non_negative, _check_positive_int, commitment_and_codebook
+from methods._base import (
+    QuantizerOutput, Tunable, VQOptions, _check_non_negative, _check_positive_int, commitment_and_codebook, seeded_linear,
+)
 from methods._core import SEARCH_BLOCK_ELEMENTS, nearest_code, straight_through
 from methods._registry import register
 from methods.vanilla import VanillaVQ
@@ -207,11 +209,7 @@ class SinkhornVQ(VanillaVQ):
         super().__init__(dim, codebook_size, options, generator)
         self.projection = None
         if options.projection:
-            self.projection = nn.Linear(dim, dim, bias=True)
-            bound = 1 / math.sqrt(dim)
-            with torch.no_grad():
-                self.projection.weight.copy_(torch.rand(dim, dim, generator=generator) * 2 * bound - bound)
-                self.projection.bias.copy_(torch.rand(dim, generator=generator) * 2 * bound - bound)
+            self.projection = seeded_linear(dim, generator)
 
     @property
     def codebook(self) -> Tensor:

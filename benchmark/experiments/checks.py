@@ -41,6 +41,15 @@ def check_against_registries(config: RunConfig) -> None:
         method_spec = methods.get(config.method)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    _check_dataset_kind(config, dataset_spec)
+    _check_options(config, dataset_spec, method_spec)
+    _check_method_builds(config, method_spec)
+    if config.experiment in IMAGE_EXPERIMENTS and "root" not in dataset_spec.option_names():
+        _check_image_count(config)
+
+
+def _check_dataset_kind(config: RunConfig, dataset_spec: Any) -> None:
+    """The dataset's kind fits the experiment."""
     needs = {"fit": ("features", "a feature distribution"), "vqvae": ("images", "an image dataset"),
              "transplant": ("images", "an image dataset")}
     wanted, described = needs[config.experiment]
@@ -48,6 +57,10 @@ def check_against_registries(config: RunConfig) -> None:
         other = next(name for name, (kind, _) in needs.items() if kind != wanted)
         raise ConfigError(f"dataset: the {config.experiment} experiment needs {described}, {config.dataset!r} "
                           f"is {dataset_spec.kind!r} (use experiment {other!r})")
+
+
+def _check_options(config: RunConfig, dataset_spec: Any, method_spec: Any) -> None:
+    """``dataset_options.dim``, the dataset's and method's options, and the image model's options."""
     if "dim" in config.dataset_options and config.dataset_options["dim"] != config.dim:
         raise ConfigError(f"dataset_options.dim: {config.dataset_options['dim']!r} differs from dim = {config.dim}")
     try:
@@ -60,6 +73,12 @@ def check_against_registries(config: RunConfig) -> None:
 
         options = ModelOptions.from_mapping(config.model_options)  # ConfigError naming model_options.<key>
         options.check_experiment(config.experiment, config.model_options)
+
+
+def _check_method_builds(config: RunConfig, method_spec: Any) -> None:
+    """The method builds at this (K, d) with its options (once per distinct combination)."""
+    import methods
+
     key = (config.method, config.dim, config.codebook_size, repr(sorted(config.method_options.items())))
     if key not in _BUILT:
         try:
@@ -75,15 +94,20 @@ def check_against_registries(config: RunConfig) -> None:
             raise ConfigError(f"method: {config.method!r} rejects codebook_size = {config.codebook_size}, "
                               f"dim = {config.dim}: {err}") from None
         _BUILT.add(key)
-    if config.experiment in IMAGE_EXPERIMENTS and "root" not in dataset_spec.option_names():
-        images_key = (config.dataset, repr(sorted(config.dataset_options.items())))
-        if images_key not in _IMAGE_COUNTS:
-            try:
-                dataset = datasets.load(config.dataset, **dict(config.dataset_options))
-            except (ValueError, OSError) as err:
-                raise ConfigError(f"dataset_options: dataset {config.dataset!r} cannot be loaded: {err}") from None
-            _IMAGE_COUNTS[images_key] = int(dataset.train.shape[0])
-        n_train = _IMAGE_COUNTS[images_key]
-        if config.batch_size > n_train:
-            raise ConfigError(f"batch_size: {config.batch_size} exceeds the {n_train} training images of "
-                              f"{config.dataset!r}")
+
+
+def _check_image_count(config: RunConfig) -> None:
+    """``batch_size`` is at most the number of training images (the dataset loaded once per option set)."""
+    import datasets
+
+    images_key = (config.dataset, repr(sorted(config.dataset_options.items())))
+    if images_key not in _IMAGE_COUNTS:
+        try:
+            dataset = datasets.load(config.dataset, **dict(config.dataset_options))
+        except (ValueError, OSError) as err:
+            raise ConfigError(f"dataset_options: dataset {config.dataset!r} cannot be loaded: {err}") from None
+        _IMAGE_COUNTS[images_key] = int(dataset.train.shape[0])
+    n_train = _IMAGE_COUNTS[images_key]
+    if config.batch_size > n_train:
+        raise ConfigError(f"batch_size: {config.batch_size} exceeds the {n_train} training images of "
+                          f"{config.dataset!r}")

@@ -8,7 +8,6 @@ initialised by the method.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from benchmark.experiments import metrics
 from benchmark.experiments.config import ConfigError, RunConfig
 from benchmark.experiments.training import (
     RESULT_KEYS, STREAM_EVAL, STREAM_KMEANS, STREAM_TRAIN, STREAM_VALIDATION, OnStep, Trainer, build_quantizer, check_codebook, result_record,
-    evaluate, generator, make_optimizer, sync,
+    evaluate, generator, make_optimizer, timed_training,
 )
 
 def _load_features(config: RunConfig) -> Any:
@@ -59,19 +58,13 @@ def run(
     train_gen = generator(config.seed, STREAM_TRAIN, device)
     trainer = Trainer(config, quantizer, optimizer, on_step, progress)
 
+    def train_step(step: int) -> tuple[torch.Tensor, Any]:
+        """One batch of fresh features through the quantizer."""
+        out = quantizer(dataset.sample(config.batch_size, train_gen))
+        return out.loss, out
+
     quantizer.train()
-    sync(device)
-    start = time.perf_counter()
-    try:
-        for step in range(1, config.steps + 1):
-            features = dataset.sample(config.batch_size, train_gen)
-            out = quantizer(features)
-            trainer.step(step, out.loss, out)
-    finally:
-        trainer.close()
-    final_loss = trainer.final_loss
-    sync(device)
-    train_seconds = time.perf_counter() - start
+    final_loss, train_seconds = timed_training(trainer, device, train_step)
 
     quantizer.eval()
     codebook = check_codebook(quantizer, config.steps)

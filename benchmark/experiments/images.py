@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -28,7 +28,9 @@ from benchmark.experiments import metrics
 from benchmark.experiments.config import ConfigError, RunConfig
 from benchmark.experiments.prior import PriorSettings, nll_bits_per_token, sample, train_prior
 from benchmark.experiments.sample_quality import dataset_classifier, features_of, frechet_distance, knn_precision_recall
-from benchmark.experiments.training import EVAL_BATCH, STREAM_KMEANS, STREAM_PRIOR, evaluate, generator
+from benchmark.experiments.training import (
+    EVAL_BATCH, STREAM_KMEANS, STREAM_PRIOR, evaluate, generator, result_record,
+)
 
 PRIOR_KEYS = ("prior_bits_per_token", "prior_bits_per_image", "frechet_classifier", "knn_precision",
               "knn_recall", "prior_seconds")
@@ -44,6 +46,24 @@ def load_images(config: RunConfig) -> Any:
             f"{spec.kind!r} (use experiment 'fit')"
         )
     return datasets.load(config.dataset, **dict(config.dataset_options))
+
+
+def train_count(config: RunConfig, dataset: Any) -> int:
+    """The number of training images, checked to hold at least one batch."""
+    n_train = dataset.train.shape[0]
+    if config.batch_size > n_train:
+        raise ConfigError(
+            f"batch_size: {config.batch_size} exceeds the {n_train} training images of {config.dataset!r}"
+        )
+    return n_train
+
+
+def epochs(n: int, batch_size: int, order_gen: torch.Generator, device: torch.device) -> Iterator[Tensor]:
+    """Index batches of shuffled epochs, the last partial batch of each dropped."""
+    while True:
+        order = torch.randperm(n, generator=order_gen, device=device)
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]
 
 
 def held_out(dataset: Any, config: RunConfig, evaluation_split: str) -> Tensor:
@@ -152,3 +172,14 @@ def prior_record(
         "knn_recall": recall,
         "prior_seconds": time.perf_counter() - start,
     }
+
+
+def tokenizer_result(
+    config: RunConfig, prior_steps: int, record: dict[str, Any], keys: tuple[str, ...], tokenizer: Any,
+    quantizer: Any, dataset: Any, device: torch.device, evaluation_split: str,
+) -> dict[str, float]:
+    """``record`` restricted to ``keys``, plus ``PRIOR_KEYS`` when a prior is asked for (test runs only)."""
+    if prior_steps and evaluation_split == "test":  # a tuning trial is scored without it
+        record.update(prior_record(config, prior_steps, tokenizer, quantizer, dataset, device, evaluation_split))
+        keys = keys + PRIOR_KEYS
+    return result_record(record, keys)

@@ -60,6 +60,7 @@ from benchmark.experiments import metrics
 from benchmark.experiments.config import ConfigError, RunConfig
 
 OnStep = Callable[[int, dict[str, float]], None]
+StepFn = Callable[[int], tuple[Tensor, Any]]  # step -> (training loss, quantizer output)
 
 # Random streams derived from the run seed (see generator).
 STREAM_INIT, STREAM_TRAIN, STREAM_EVAL, STREAM_KMEANS, STREAM_ORDER, STREAM_VALIDATION = 0, 1, 2, 3, 4, 5
@@ -205,6 +206,16 @@ class Trainer:
         elif config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, config.grad_clip)
 
+    def run(self, step_fn: StepFn) -> float:
+        """Steps 1..``config.steps`` through ``step_fn``; the final loss (the bar is closed either way)."""
+        try:
+            for step in range(1, self.config.steps + 1):
+                loss, out = step_fn(step)
+                self.step(step, loss, out)
+        finally:
+            self.close()
+        return self.final_loss
+
     def close(self) -> None:
         """Close the progress bar; safe in a ``finally`` (never raises over the run's own error)."""
         self.bar.close()
@@ -213,6 +224,15 @@ class Trainer:
     def final_loss(self) -> float:
         """Mean training loss over the last ``window`` steps (NaN before the first step)."""
         return sum(self.recent) / len(self.recent) if self.recent else math.nan
+
+
+def timed_training(trainer: Trainer, device: torch.device, step_fn: StepFn) -> tuple[float, float]:
+    """``trainer.run(step_fn)`` between device syncs: (final loss, training seconds)."""
+    sync(device)
+    start = time.perf_counter()
+    final_loss = trainer.run(step_fn)
+    sync(device)
+    return final_loss, time.perf_counter() - start
 
 
 def check_codebook(quantizer: nn.Module, step: int) -> Tensor:

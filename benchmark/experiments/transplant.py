@@ -32,32 +32,24 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from benchmark import paths
 from benchmark.experiments.cache import cached_training, tensor_digest
-from benchmark.experiments.config import ConfigError, RunConfig
+from benchmark.experiments.config import RunConfig
 from benchmark.experiments.images import (
-    PRIOR_KEYS, encode_all, evaluate_tokenizer, held_out, load_images, prior_record,
+    encode_all, epochs, evaluate_tokenizer, held_out, load_images, tokenizer_result, train_count,
 )
 from benchmark.experiments.models import AutoEncoder, ModelOptions
 from benchmark.experiments.training import (
     STREAM_AUTOENCODER, STREAM_FINETUNE, STREAM_ORDER, VQVAE_KEYS, OnStep, Trainer, build_quantizer, check_codebook,
-    generator, make_optimizer, result_record, seeded_global_rng, sync,
+    generator, make_optimizer, seeded_global_rng, sync,
 )
 
 TRANSPLANT_KEYS = VQVAE_KEYS + ("autoencoder_mse",)
-
-
-def _epochs(n: int, batch_size: int, order_gen: torch.Generator, device: torch.device) -> Iterator[Tensor]:
-    """Index batches of shuffled epochs, the last partial batch of each dropped (as vqvae)."""
-    while True:
-        order = torch.randperm(n, generator=order_gen, device=device)
-        for start in range(0, n - batch_size + 1, batch_size):
-            yield order[start : start + batch_size]
 
 
 def autoencoder_key(config: RunConfig, options: ModelOptions, dataset: Any) -> tuple:
@@ -80,7 +72,7 @@ def pretrained_autoencoder(
     def fit(module: AutoEncoder) -> None:
         images = dataset.train.to(device)
         optimizer = torch.optim.Adam(module.parameters(), lr=config.model_lr)
-        batches = _epochs(images.shape[0], config.batch_size, generator(config.seed, STREAM_AUTOENCODER, device),
+        batches = epochs(images.shape[0], config.batch_size, generator(config.seed, STREAM_AUTOENCODER, device),
                           device)
         module.train()
         for _ in range(options.autoencoder_steps):
@@ -103,28 +95,24 @@ def run(
 ) -> dict[str, float]:
     options = ModelOptions.from_mapping(config.model_options)
     dataset = load_images(config)
-    n_train = dataset.train.shape[0]
-    if config.batch_size > n_train:
-        raise ConfigError(
-            f"batch_size: {config.batch_size} exceeds the {n_train} training images of {config.dataset!r}"
-        )
+    n_train = train_count(config, dataset)
     model, _ = pretrained_autoencoder(config, options, dataset, device, paths.MODELS_CACHE_DIR)
     train_latents = encode_all(model, dataset.train, device).to(device)  # (N, h, w, d), frozen
     quantizer = build_quantizer(config, device)
     optimizer = make_optimizer(config, quantizer)
     trainer = Trainer(config, quantizer, optimizer, on_step, progress)
 
+    batches = epochs(n_train, config.batch_size, generator(config.seed, STREAM_ORDER, device), device)
+
+    def train_step(step: int) -> tuple[Tensor, Any]:
+        """One batch of frozen training latents through the quantizer."""
+        out = quantizer(train_latents[next(batches)])
+        return out.loss, out
+
     quantizer.train()
     sync(device)
     start = time.perf_counter()
-    batches = _epochs(n_train, config.batch_size, generator(config.seed, STREAM_ORDER, device), device)
-    try:
-        for step in range(1, config.steps + 1):
-            out = quantizer(train_latents[next(batches)])
-            trainer.step(step, out.loss, out)
-    finally:
-        trainer.close()
-    final_loss = trainer.final_loss
+    final_loss = trainer.run(train_step)
     quantizer.eval()
     codebook = check_codebook(quantizer, config.steps)
     tokenizer = model
@@ -141,11 +129,8 @@ def run(
         record["autoencoder_mse"] = float(torch.nn.functional.mse_loss(
             model.decode(model.encode(images)).clamp(0.0, 1.0), images).double())
     record.update(final_loss=final_loss, train_seconds=train_seconds)
-    keys = TRANSPLANT_KEYS
-    if options.prior_steps and evaluation_split == "test":  # a tuning trial is scored without it
-        record.update(prior_record(config, options.prior_steps, tokenizer, quantizer, dataset, device, evaluation_split))
-        keys = TRANSPLANT_KEYS + PRIOR_KEYS
-    return result_record(record, keys)
+    return tokenizer_result(config, options.prior_steps, record, TRANSPLANT_KEYS, tokenizer, quantizer, dataset,
+                            device, evaluation_split)
 
 
 def _finetune_decoder(
@@ -158,7 +143,7 @@ def _finetune_decoder(
     for parameter in decoder_params:
         parameter.requires_grad_(True)
     optimizer = torch.optim.Adam(decoder_params, lr=config.model_lr)
-    batches = _epochs(train_images.shape[0], config.batch_size, generator(config.seed, STREAM_FINETUNE, device),
+    batches = epochs(train_images.shape[0], config.batch_size, generator(config.seed, STREAM_FINETUNE, device),
                       device)
     tuned.decoder.train()
     for _ in range(options.decoder_finetune_steps):

@@ -9,17 +9,17 @@ trained on the tokenizer and measured (:mod:`benchmark.experiments.images`).
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from benchmark.experiments.config import ConfigError, RunConfig
-from benchmark.experiments.images import PRIOR_KEYS, evaluate_tokenizer, load_images, prior_record
+from benchmark.experiments.config import RunConfig
+from benchmark.experiments.images import epochs, evaluate_tokenizer, load_images, tokenizer_result, train_count
 from benchmark.experiments.models import AutoEncoder, ModelOptions
 from benchmark.experiments.training import (
     STREAM_ORDER, VQVAE_KEYS, OnStep, Trainer, build_quantizer, check_codebook, generator, make_optimizer,
-    result_record, sync,
+    timed_training,
 )
 
 
@@ -34,44 +34,25 @@ def run(
     quantizer = build_quantizer(config, device)
     optimizer = make_optimizer(config, quantizer, model)
     train_images = dataset.train.to(device)
-    n_train = train_images.shape[0]
-    if config.batch_size > n_train:
-        raise ConfigError(
-            f"batch_size: {config.batch_size} exceeds the {n_train} training images of {config.dataset!r}"
-        )
-    order_gen = generator(config.seed, STREAM_ORDER, device)
+    batches = epochs(train_count(config, dataset), config.batch_size, generator(config.seed, STREAM_ORDER, device),
+                     device)
     trainer = Trainer(config, quantizer, optimizer, on_step, progress)
+
+    def train_step(step: int) -> tuple[torch.Tensor, Any]:
+        """One batch through encoder -> quantizer -> decoder: reconstruction MSE + the quantizer's loss."""
+        batch = train_images[next(batches)]
+        out = quantizer(model.encode(batch))
+        recon = model.decode(out.quantized)
+        return torch.nn.functional.mse_loss(recon, batch) + out.loss, out
 
     model.train()
     quantizer.train()
-    sync(device)
-    start = time.perf_counter()
-    order = torch.randperm(n_train, generator=order_gen, device=device)
-    position = 0
-    try:
-        for step in range(1, config.steps + 1):
-            if position + config.batch_size > n_train:  # new epoch (the last partial batch is dropped)
-                order = torch.randperm(n_train, generator=order_gen, device=device)
-                position = 0
-            batch = train_images[order[position : position + config.batch_size]]
-            position += config.batch_size
-            out = quantizer(model.encode(batch))
-            recon = model.decode(out.quantized)
-            loss = torch.nn.functional.mse_loss(recon, batch) + out.loss
-            trainer.step(step, loss, out)
-    finally:
-        trainer.close()
-    final_loss = trainer.final_loss
-    sync(device)
-    train_seconds = time.perf_counter() - start
+    final_loss, train_seconds = timed_training(trainer, device, train_step)
 
     model.eval()
     quantizer.eval()
     codebook = check_codebook(quantizer, config.steps)
     record = evaluate_tokenizer(config, model, quantizer, codebook, dataset, device, artifacts_dir, evaluation_split)
     record.update(final_loss=final_loss, train_seconds=train_seconds)
-    keys = VQVAE_KEYS
-    if options.prior_steps and evaluation_split == "test":  # a tuning trial is scored without it
-        record.update(prior_record(config, options.prior_steps, model, quantizer, dataset, device, evaluation_split))
-        keys = VQVAE_KEYS + PRIOR_KEYS
-    return result_record(record, keys)
+    return tokenizer_result(config, options.prior_steps, record, VQVAE_KEYS, model, quantizer, dataset, device,
+                            evaluation_split)

@@ -260,59 +260,82 @@ def _vqp_eval(dim: int, codebook_size: int, device: torch.device) -> Callable[[t
 
 
 def bench_search(sizes: Sizes, device: torch.device, args: argparse.Namespace) -> list[Measurement]:
+    """Nearest-code search at N = ``search_n`` for every (d, K): the implementations in ``--search-impls``."""
     rows: list[Measurement] = []
     generator = torch.Generator().manual_seed(0)
     n = sizes.search_n
+    impls = set(args.search_impls.split(","))
     for dim in sizes.search_dims:
         features = torch.randn(n, dim, generator=generator).to(device)
         vqp_prev: Measurement | None = None
         for k in sizes.search_ks:
             codebook = torch.randn(k, dim, generator=generator).to(device)
             params = {"n": n, "dim": dim, "codebook_size": k}
-            impls = set(args.search_impls.split(","))
-            calls = {"ours": lambda: methods.nearest_code(features, codebook)} if "ours" in impls else {}
-            if faiss is not None and "faiss_flat_l2" in impls:
-                calls["faiss_flat_l2"] = _faiss_flat_search_bound(codebook, features)
-            if calls:
-                print(f"search d={dim} K={k}: {' vs '.join(calls)}", flush=True)
-                for name, result in time_round_robin(calls, device, sizes.repeats, sizes.warmup).items():
-                    result.section, result.params = "search", params
-                    rows.append(result)
-            if "torch_chunked" in impls:
-                print(f"search d={dim} K={k}: torch chunked", flush=True)
-                rows.append(measure_one("search", "torch_chunked", params,
-                                        lambda: methods.nearest_code_torch(features, codebook), device,
-                                        sizes.repeats, sizes.warmup))
-            matrix_bytes = n * k * features.element_size()
-            if "torch_cdist" not in impls:
-                pass
-            elif matrix_bytes > args.cdist_cap_gb * GB:
-                rows.append(skipped("search", "torch_cdist", params,
-                                    f"N x K would need {matrix_bytes / GB:.1f} GB (cap {args.cdist_cap_gb:g} GB)"))
-            else:
-                print(f"search d={dim} K={k}: cdist", flush=True)
-                rows.append(measure_one("search", "torch_cdist", params,
-                                        lambda: torch.cdist(features, codebook).argmin(dim=1), device,
-                                        sizes.repeats, sizes.warmup))
-            if "vqp_eval" not in impls:
-                continue
-            reason = _vqp_skip_reason(vqp_prev, k, device, args)
-            if reason:
-                rows.append(skipped("search", "vqp_eval", params, reason))
-                continue
-            try:
-                run = _vqp_eval(dim, k, device)
-            except ImportError as error:
-                rows.append(Measurement("search", "vqp_eval", params, status="failed", reason=str(error)))
-                continue
-            print(f"search d={dim} K={k}: vector-quantize-pytorch", flush=True)
-            repeats = min(sizes.repeats, args.vqp_repeats)
-            vqp_prev = measure_one("search", "vqp_eval", params, lambda: run(features), device,
-                                   repeats, 1 if repeats > 1 else 0)
-            rows.append(vqp_prev)
-            del run
-            gc.collect()
+            rows += _search_round_robin(sizes, device, impls, features, codebook, params)
+            rows += _search_torch(sizes, device, args, impls, features, codebook, params)
+            if "vqp_eval" in impls:
+                vqp_row, vqp_prev = _search_vqp(sizes, device, args, features, params, vqp_prev)
+                rows.append(vqp_row)
     return rows
+
+
+def _search_round_robin(sizes: Sizes, device: torch.device, impls: set[str], features: torch.Tensor,
+                        codebook: torch.Tensor, params: dict[str, int]) -> list[Measurement]:
+    """Ours against faiss IndexFlatL2, timed round-robin."""
+    rows: list[Measurement] = []
+    calls = {"ours": lambda: methods.nearest_code(features, codebook)} if "ours" in impls else {}
+    if faiss is not None and "faiss_flat_l2" in impls:
+        calls["faiss_flat_l2"] = _faiss_flat_search_bound(codebook, features)
+    if calls:
+        print(f"search d={params['dim']} K={params['codebook_size']}: {' vs '.join(calls)}", flush=True)
+        for name, result in time_round_robin(calls, device, sizes.repeats, sizes.warmup).items():
+            result.section, result.params = "search", params
+            rows.append(result)
+    return rows
+
+
+def _search_torch(sizes: Sizes, device: torch.device, args: argparse.Namespace, impls: set[str],
+                  features: torch.Tensor, codebook: torch.Tensor, params: dict[str, int]) -> list[Measurement]:
+    """The chunked torch search, and torch.cdist + argmin unless its N x K matrix is over the cap."""
+    rows: list[Measurement] = []
+    dim, k = params["dim"], params["codebook_size"]
+    if "torch_chunked" in impls:
+        print(f"search d={dim} K={k}: torch chunked", flush=True)
+        rows.append(measure_one("search", "torch_chunked", params,
+                                lambda: methods.nearest_code_torch(features, codebook), device,
+                                sizes.repeats, sizes.warmup))
+    matrix_bytes = params["n"] * k * features.element_size()
+    if "torch_cdist" not in impls:
+        pass
+    elif matrix_bytes > args.cdist_cap_gb * GB:
+        rows.append(skipped("search", "torch_cdist", params,
+                            f"N x K would need {matrix_bytes / GB:.1f} GB (cap {args.cdist_cap_gb:g} GB)"))
+    else:
+        print(f"search d={dim} K={k}: cdist", flush=True)
+        rows.append(measure_one("search", "torch_cdist", params,
+                                lambda: torch.cdist(features, codebook).argmin(dim=1), device,
+                                sizes.repeats, sizes.warmup))
+    return rows
+
+
+def _search_vqp(sizes: Sizes, device: torch.device, args: argparse.Namespace, features: torch.Tensor,
+                params: dict[str, int], vqp_prev: Measurement | None) -> tuple[Measurement, Measurement | None]:
+    """vector-quantize-pytorch's eval forward (skipped when predicted too slow): (its row, the last measured row)."""
+    dim, k = params["dim"], params["codebook_size"]
+    reason = _vqp_skip_reason(vqp_prev, k, device, args)
+    if reason:
+        return skipped("search", "vqp_eval", params, reason), vqp_prev
+    try:
+        run = _vqp_eval(dim, k, device)
+    except ImportError as error:
+        return Measurement("search", "vqp_eval", params, status="failed", reason=str(error)), vqp_prev
+    print(f"search d={dim} K={k}: vector-quantize-pytorch", flush=True)
+    repeats = min(sizes.repeats, args.vqp_repeats)
+    measured = measure_one("search", "vqp_eval", params, lambda: run(features), device,
+                           repeats, 1 if repeats > 1 else 0)
+    del run
+    gc.collect()
+    return measured, measured
 
 
 def _faiss_flat_search_bound(codebook: torch.Tensor, features: torch.Tensor) -> Callable[[], Any]:
@@ -597,6 +620,22 @@ def _fmt_ratio(value: float | None, digits: int = 2) -> str:
 
 def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], summary: dict[str, Any],
                     quick: bool) -> str:
+    """perf.md: the run's environment, the targets, then one section per kind of measurement (adds
+    ``summary["exact_ot_exponent"]`` when the exact-OT times allow a fit)."""
+    step_ks = step_codebook_sizes(sizes)
+    lines = _environment_lines(env, sizes, quick)
+    lines += _targets_lines(summary["targets"])
+    lines += _search_lines(env, sizes, rows, summary)
+    lines += _memory_lines(sizes, rows)
+    lines += _batch_lines(sizes, rows)
+    lines += _training_step_lines(sizes, rows, step_ks)
+    lines += _peer_step_lines(rows, step_ks)
+    lines += _ot_lines(sizes, rows, summary)
+    return "\n".join(lines)
+
+
+def _environment_lines(env: dict[str, Any], sizes: Sizes, quick: bool) -> list[str]:
+    """The title, how the times were taken, the machine, and every merged re-measurement."""
     lines = ["# Performance of the hot paths", ""]
     lines.append(f"Generated by `python -m benchmark perf{' --quick' if quick else ''}` at {env['utc']} "
                  f"(commit {env['git_commit'] or '?'}). Median of {sizes.repeats} calls after warm-up; "
@@ -616,8 +655,12 @@ def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], 
                      + (f"; sizes {', '.join(f'{k} {v}' for k, v in merged['sizes'].items())}" if "sizes" in merged else "")
                      + ".")
     lines.append("")
-    targets = summary["targets"]
-    lines += ["## Targets", ""]
+    return lines
+
+
+def _targets_lines(targets: dict[str, Any]) -> list[str]:
+    """The targets: search against faiss and the peer, training step against vanilla."""
+    lines = ["## Targets", ""]
     lines.append(f"- Our search / faiss IndexFlatL2, worst size: {_fmt_ratio(targets['max_ours_over_faiss'])} "
                  f"(target <= 1.1x: {'met' if targets['ours_within_1.1x_faiss'] else 'missed'}).")
     lines.append(f"- vector-quantize-pytorch eval / our search, smallest speed-up where measured: "
@@ -627,15 +670,19 @@ def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], 
     lines.append(f"- Training step within 1.1x vanilla at K = {targets['step_target_codebook_size']:,}: "
                  + ("all methods." if not missed else "missed by " + ", ".join(f"{m} {r:.2f}x" for m, r in missed.items()) + "."))
     lines.append("")
+    return lines
 
-    lines += [f"## Nearest-code search, N = {sizes.search_n:,}", "",
-              "Time (peak extra memory). ours = `methods.nearest_code` (faiss on CPU float32, chunked torch "
-              "otherwise); faiss = IndexFlatL2 k=1, index built outside the timing; torch chunked = "
-              "`methods.nearest_code_torch`; vqp = vector-quantize-pytorch `VectorQuantize` eval forward, "
-              "defaults (EMA decay 0.8, rotation trick), no_grad, median of "
-              f"{min(sizes.repeats, env.get('vqp_repeats', 3))} call(s).", "",
-              "| d | K | ours | faiss IndexFlatL2 | ours / faiss | torch chunked | torch.cdist + argmin | vqp eval | vqp / ours |",
-              "|---|---|---|---|---|---|---|---|---|"]
+
+def _search_lines(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], summary: dict[str, Any]) -> list[str]:
+    """Nearest-code search: every implementation per (d, K)."""
+    lines = [f"## Nearest-code search, N = {sizes.search_n:,}", "",
+             "Time (peak extra memory). ours = `methods.nearest_code` (faiss on CPU float32, chunked torch "
+             "otherwise); faiss = IndexFlatL2 k=1, index built outside the timing; torch chunked = "
+             "`methods.nearest_code_torch`; vqp = vector-quantize-pytorch `VectorQuantize` eval forward, "
+             "defaults (EMA decay 0.8, rotation trick), no_grad, median of "
+             f"{min(sizes.repeats, env.get('vqp_repeats', 3))} call(s).", "",
+             "| d | K | ours | faiss IndexFlatL2 | ours / faiss | torch chunked | torch.cdist + argmin | vqp eval | vqp / ours |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for s in summary["search"]:
         key = {"dim": s["dim"], "codebook_size": s["codebook_size"]}
         cells = [_seconds(_find(rows, "search", name, **key))
@@ -644,10 +691,14 @@ def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], 
                      f"{_fmt_ratio(s['ours_over_faiss'])} | {cells[2]} | {cells[3]} | {cells[4]} | "
                      f"{_fmt_ratio(s['vqp_over_ours'], 1)} |")
     lines.append("")
+    return lines
 
-    lines += [f"## Peak extra memory of the search against N (d = {sizes.memory_dim}, K = {sizes.memory_k:,})", "",
-              "| N | ours: time | ours: peak extra | beyond the N x 8-byte output | faiss IndexFlatL2: peak extra | beyond output |",
-              "|---|---|---|---|---|---|"]
+
+def _memory_lines(sizes: Sizes, rows: list[Measurement]) -> list[str]:
+    """Peak extra memory of the search against N."""
+    lines = [f"## Peak extra memory of the search against N (d = {sizes.memory_dim}, K = {sizes.memory_k:,})", "",
+             "| N | ours: time | ours: peak extra | beyond the N x 8-byte output | faiss IndexFlatL2: peak extra | beyond output |",
+             "|---|---|---|---|---|---|"]
     for n in sizes.memory_ns:
         ours = _find(rows, "search_memory", "ours", n=n)
         flat = _find(rows, "search_memory", "faiss_flat_l2", n=n)
@@ -661,13 +712,17 @@ def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], 
         lines.append(f"| {n:,} | {_seconds(ours).split(' (')[0]} | {mem(ours)[0]} | {mem(ours)[1]} | "
                      f"{mem(flat)[0]} | {mem(flat)[1]} |")
     lines.append("")
+    return lines
 
-    lines += [f"## Search at training-batch sizes (d = {sizes.memory_dim}, K = {sizes.memory_k:,})", "",
-              "faiss IndexFlatL2 with its default settings searches one (query, code) pair at a time when a "
-              "call holds fewer than 128,000 query floats (N x d); ours always takes faiss' blocked, fused "
-              "k = 1 path (`methods._core._faiss_blocked_search`), exact on both.", "",
-              "| N | ours | faiss IndexFlatL2 | faiss / ours | torch chunked | torch chunked / ours |",
-              "|---|---|---|---|---|---|"]
+
+def _batch_lines(sizes: Sizes, rows: list[Measurement]) -> list[str]:
+    """Search at training-batch sizes: ours, faiss with its defaults, torch chunked."""
+    lines = [f"## Search at training-batch sizes (d = {sizes.memory_dim}, K = {sizes.memory_k:,})", "",
+             "faiss IndexFlatL2 with its default settings searches one (query, code) pair at a time when a "
+             "call holds fewer than 128,000 query floats (N x d); ours always takes faiss' blocked, fused "
+             "k = 1 path (`methods._core._faiss_blocked_search`), exact on both.", "",
+             "| N | ours | faiss IndexFlatL2 | faiss / ours | torch chunked | torch chunked / ours |",
+             "|---|---|---|---|---|---|"]
     for n in sizes.batch_ns:
         ours = _find(rows, "search_batch", "ours", n=n)
         flat = _find(rows, "search_batch", "faiss_flat_l2", n=n)
@@ -675,15 +730,18 @@ def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], 
         lines.append(f"| {n:,} | {_seconds(ours)} | {_seconds(flat)} | {_fmt_ratio(_ratio(flat, ours), 1)} | "
                      f"{_seconds(chunked)} | {_fmt_ratio(_ratio(chunked, ours), 1)} |")
     lines.append("")
+    return lines
 
-    step_ks = step_codebook_sizes(sizes)
-    lines += [f"## One training step (forward + backward + SGD step), d = {sizes.step_dim}, batch {sizes.step_batch:,}", "",
-              "Time, ratio to vanilla in the same round-robin, peak extra memory of the step. Every registered "
-              "method with its default options, the vector-quantize-pytorch adapters (vqp_*) included; "
-              f"K = 2^d = {2**sizes.step_dim:,} is where the binary methods (LFQ, BSQ) apply. Multi-codebook "
-              "methods (residual, grouped) have K codes per level.", "",
-              "| method | " + " | ".join(f"K = {k:,}" for k in step_ks) + " |",
-              "|---|" + "---|" * len(step_ks)]
+
+def _training_step_lines(sizes: Sizes, rows: list[Measurement], step_ks: tuple[int, ...]) -> list[str]:
+    """One training step of every method: time, ratio to vanilla, peak extra memory."""
+    lines = [f"## One training step (forward + backward + SGD step), d = {sizes.step_dim}, batch {sizes.step_batch:,}", "",
+             "Time, ratio to vanilla in the same round-robin, peak extra memory of the step. Every registered "
+             "method with its default options, the vector-quantize-pytorch adapters (vqp_*) included; "
+             f"K = 2^d = {2**sizes.step_dim:,} is where the binary methods (LFQ, BSQ) apply. Multi-codebook "
+             "methods (residual, grouped) have K codes per level.", "",
+             "| method | " + " | ".join(f"K = {k:,}" for k in step_ks) + " |",
+             "|---|" + "---|" * len(step_ks)]
     names = sorted({r.name for r in rows if r.section == "training_step"})
     for name in names:
         cells = []
@@ -697,14 +755,18 @@ def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], 
                              f"({(row.peak_extra_bytes or 0) / MB:,.0f} MB)")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
+    return lines
 
-    lines += ["### Ours / peer (vector-quantize-pytorch), training step", "",
-              "Our step time over the peer adapter's, both timed in the same round-robin at the same batch, d "
-              "and K (below 1: ours is faster). Each side keeps its defaults: the peer's VectorQuantize and "
-              "ResidualVQ update EMA codebooks (VectorQuantize with the rotation trick), ours by gradient; "
-              "FSQ, LFQ and SimVQ follow the same papers (see the vqbench_vqp adapters).", "",
-              "| ours | peer | " + " | ".join(f"K = {k:,}" for k in step_ks) + " |",
-              "|---|---|" + "---|" * len(step_ks)]
+
+def _peer_step_lines(rows: list[Measurement], step_ks: tuple[int, ...]) -> list[str]:
+    """Our training step over the peer adapter's, per pair and K."""
+    lines = ["### Ours / peer (vector-quantize-pytorch), training step", "",
+             "Our step time over the peer adapter's, both timed in the same round-robin at the same batch, d "
+             "and K (below 1: ours is faster). Each side keeps its defaults: the peer's VectorQuantize and "
+             "ResidualVQ update EMA codebooks (VectorQuantize with the rotation trick), ours by gradient; "
+             "FSQ, LFQ and SimVQ follow the same papers (see the vqbench_vqp adapters).", "",
+             "| ours | peer | " + " | ".join(f"K = {k:,}" for k in step_ks) + " |",
+             "|---|---|" + "---|" * len(step_ks)]
     for ours_name, peer_name in PEER_PAIRS:
         cells = []
         for k in step_ks:
@@ -715,10 +777,14 @@ def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], 
                          else "failed")
         lines.append(f"| {ours_name} | {peer_name} | " + " | ".join(cells) + " |")
     lines.append("")
+    return lines
 
-    lines += ["## OT losses against the sample size (forward + backward, d = %d)" % sizes.step_dim, "",
-              "Exact OT: POT `ot.emd2` between n features and n codes (`methods.exact_ot.exact_ot_squared`).", "",
-              "| n | time | peak extra memory |", "|---|---|---|"]
+
+def _ot_lines(sizes: Sizes, rows: list[Measurement], summary: dict[str, Any]) -> list[str]:
+    """Exact OT (with its growth exponent, also put in ``summary``) and sliced W2 against the sample size."""
+    lines = ["## OT losses against the sample size (forward + backward, d = %d)" % sizes.step_dim, "",
+             "Exact OT: POT `ot.emd2` between n features and n codes (`methods.exact_ot.exact_ot_squared`).", "",
+             "| n | time | peak extra memory |", "|---|---|---|"]
     exact = [r for r in rows if r.section == "exact_ot"]
     for row in exact:
         lines.append(f"| {row.params['n']:,} | {_seconds(row).split(' (')[0]} | "
@@ -741,7 +807,7 @@ def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], 
             lines.append(f"| {p['n']:,} | {p['m']:,} | {p['projections']} | {_seconds(row).split(' (')[0]} | "
                          f"{(row.peak_extra_bytes or 0) / MB:,.0f} MB |")
     lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 # What each --sections name measures: its rows' sections and the Sizes fields it reads.
@@ -766,6 +832,31 @@ def merge_runs(old: dict[str, Any], rows: list[Measurement], sizes: Sizes,
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """``python -m benchmark perf``: measure the chosen sections, merge with an earlier run, write perf.md/json."""
+    args, device, sizes = _parse_args(argv)
+    sections = set(args.sections.split(",")) - {""}
+    new_sizes = sizes
+    env = environment(device)
+    env["vqp_repeats"] = args.vqp_repeats
+    rows = _measure(sections, sizes, device, args)
+    env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    previous = args.out / "perf.json"
+    old = json.loads(previous.read_text()) if args.merge and previous.exists() else None
+    if old is not None:
+        rows, env, sizes = _merge_previous(old, rows, env, sizes, new_sizes, sections, args)
+    summary = summarize(rows, sizes)
+    markdown = render_markdown(env, sizes, rows, summary, args.quick)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"environment": env, "sizes": asdict(sizes), "summary": summary,
+              "measurements": [asdict(row) for row in rows]}
+    (args.out / "perf.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "perf.md").write_text(markdown)
+    print(f"wrote {args.out / 'perf.md'} and {args.out / 'perf.json'}")
+    return report
+
+
+def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, torch.device, Sizes]:
+    """The command line, checked: the arguments, the device and the sizes (threads set as asked)."""
     parser = argparse.ArgumentParser(prog="python -m benchmark perf", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds (smoke test)")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="folder for perf.md and perf.json")
@@ -800,10 +891,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parser.error("--repeats must be >= 1 and --warmup >= 0")
         sizes = replace(sizes, repeats=args.repeats or sizes.repeats,
                         warmup=sizes.warmup if args.warmup is None else args.warmup)
-    sections = set(args.sections.split(",")) - {""}
-    new_sizes = sizes
-    env = environment(device)
-    env["vqp_repeats"] = args.vqp_repeats
+    return args, device, sizes
+
+
+def _measure(sections: set[str], sizes: Sizes, device: torch.device, args: argparse.Namespace) -> list[Measurement]:
+    """The rows of every chosen section, in the report's order."""
     rows: list[Measurement] = []
     if "search" in sections:
         rows += bench_search(sizes, device, args)
@@ -815,28 +907,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows += bench_training_step(sizes, device)
     if "ot" in sections:
         rows += bench_ot(sizes, device, args)
-    env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    previous = args.out / "perf.json"
-    old = json.loads(previous.read_text()) if args.merge and previous.exists() else None
-    if old is not None and not rows:  # nothing re-measured: re-render only
+    return rows
+
+
+def _merge_previous(old: dict[str, Any], rows: list[Measurement], env: dict[str, Any], sizes: Sizes,
+                    new_sizes: Sizes, sections: set[str],
+                    args: argparse.Namespace) -> tuple[list[Measurement], dict[str, Any], Sizes]:
+    """``--merge``: re-render an earlier perf.json (nothing re-measured) or replace its re-run sections."""
+    if not rows:  # nothing re-measured: re-render only
         rows, env = [Measurement(**m) for m in old["measurements"]], old["environment"]
         sizes = Sizes(**{k: tuple(v) if isinstance(v, list) else v for k, v in old["sizes"].items()})
-    elif old is not None:
-        rows, sizes, replaced = merge_runs(old, rows, sizes, sections)
-        env = {**old["environment"], "merged_runs": old["environment"].get("merged_runs", []) + [
-            {**env, "sections": sorted(sections), "search_impls": args.search_impls,
-             "max_call_seconds": args.max_call_seconds, "replaced_rows": replaced,
-             "sizes": {f: getattr(sizes, f) for name in sorted(sections) for f in SECTION_SIZES.get(name, ())}
-             | {"repeats": new_sizes.repeats, "warmup": new_sizes.warmup}}]}
-    summary = summarize(rows, sizes)
-    markdown = render_markdown(env, sizes, rows, summary, args.quick)
-    args.out.mkdir(parents=True, exist_ok=True)
-    report = {"environment": env, "sizes": asdict(sizes), "summary": summary,
-              "measurements": [asdict(row) for row in rows]}
-    (args.out / "perf.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "perf.md").write_text(markdown)
-    print(f"wrote {args.out / 'perf.md'} and {args.out / 'perf.json'}")
-    return report
+        return rows, env, sizes
+    rows, sizes, replaced = merge_runs(old, rows, sizes, sections)
+    env = {**old["environment"], "merged_runs": old["environment"].get("merged_runs", []) + [
+        {**env, "sections": sorted(sections), "search_impls": args.search_impls,
+         "max_call_seconds": args.max_call_seconds, "replaced_rows": replaced,
+         "sizes": {f: getattr(sizes, f) for name in sorted(sections) for f in SECTION_SIZES.get(name, ())}
+         | {"repeats": new_sizes.repeats, "warmup": new_sizes.warmup}}]}
+    return rows, env, sizes
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from benchmark.pipeline import tracking
 from benchmark.pipeline.spec import SweepSpec
@@ -94,11 +94,23 @@ class MlflowRecorder:
         self._closed.add(tune_trial.trial_id)
 
 
-def tune_callback(recorder: MlflowRecorder) -> Any:
+class TrialEvents(Protocol):
+    """What a driver-side recorder answers: Tune's trial start, result, completion and error."""
+
+    def on_start(self, tune_trial: Any) -> None: ...
+
+    def on_result(self, tune_trial: Any, result: Mapping[str, Any]) -> None: ...
+
+    def on_complete(self, tune_trial: Any) -> None: ...
+
+    def on_error(self, tune_trial: Any) -> None: ...
+
+
+def tune_callback(recorder: TrialEvents) -> Any:
     """A ray.tune Callback forwarding trial events to ``recorder`` (runs in the driver)."""
     from ray import tune
 
-    class MlflowCallback(tune.Callback):
+    class RecorderCallback(tune.Callback):
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             recorder.on_start(trial)
 
@@ -111,4 +123,4 @@ def tune_callback(recorder: MlflowRecorder) -> Any:
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             recorder.on_error(trial)
 
-    return MlflowCallback()
+    return RecorderCallback()

@@ -512,28 +512,12 @@ def parse_sweep(
     if not isinstance(params, Mapping):
         raise ConfigError(f"params: top level must be a mapping, got {type(params).__name__}")
     base_dir = Path(base_dir).expanduser().resolve()
-    _check_keys(params, ("tracking", "ray", "base", "sweeps"), "params")
-    sweeps = _mapping(params.get("sweeps"), "sweeps")
-    if name not in sweeps:
-        raise ConfigError(f"sweeps.{name}: unknown sweep; valid: {sorted(sweeps)}")
-    where = f"sweeps.{name}"
-    sweep = _mapping(sweeps[name], where, allow_none=False)
-    _check_keys(sweep, ("base", "grid", "method_options", "cases", "max_trials", "tune"), where)
+    where, sweep = _sweep_entry(params, name)
     top_base = _mapping(params.get("base"), "base")
     sweep_base = _mapping(sweep.get("base"), f"{where}.base")
     for layer_where, layer in (("base", top_base), (f"{where}.base", sweep_base)):
         _check_keys(layer, RUN_FIELDS, layer_where)
-    if "grid" not in sweep:
-        raise ConfigError(f"{where}.grid: missing; a sweep needs a grid of at least one key")
-    axes = _grid_axes(sweep["grid"], f"{where}.grid")
-    per_method = _mapping(sweep.get("method_options"), f"{where}.method_options")
-    for method, options in per_method.items():
-        _mapping(options, f"{where}.method_options.{method}", allow_none=False)
-    cases = _parse_cases(sweep.get("cases"), f"{where}.cases", [key for key, _ in axes])
-    max_trials = sweep.get("max_trials")
-    if max_trials is not None and (isinstance(max_trials, bool) or not isinstance(max_trials, int)
-                                   or max_trials < 1):
-        raise ConfigError(f"{where}.max_trials: must be null or an integer >= 1, got {max_trials!r}")
+    axes, per_method, cases, max_trials = _sweep_grid(sweep, where)
 
     points = expand_grid(axes)
     if max_trials is not None and len(points) > max_trials:
@@ -548,27 +532,7 @@ def parse_sweep(
     trials: list[Trial] = []
     seen: dict[str, Trial] = {}
     for point in points:
-        layers = [_Layer("base", top_base), _Layer(f"{where}.base", sweep_base)]
-        grid_values = _split_point(point)
-        method = grid_values.get("method", sweep_base.get("method", top_base.get("method", RunConfig.method)))
-        if isinstance(method, str) and method in per_method:
-            layers.append(_Layer(f"{where}.method_options.{method}", per_method[method], options_only=True))
-        if cases:
-            current, _ = _merge_layers(layers + [_Layer(f"{where}.grid", grid_values)])
-            for index, (when, settings) in enumerate(cases):
-                if all(_lookup(current, key) == value for key, value in when.items()):
-                    layers.append(_Layer(f"{where}.cases[{index}].set", _split_point(settings)))
-        layers.append(_Layer(f"{where}.grid", grid_values))
-        values, origin = _merge_layers(layers)
-        config = _build_config(values, origin, point)
-        _validate_against_catalog(config, origin, point, catalog)
-        if catalog.live:
-            try:
-                check_against_registries(config)
-            except ConfigError as err:
-                key, _, why = str(err).partition(": ")
-                raise ConfigError(f"{_field_path(origin, key)}: {why} (trial {_describe(point)})") from None
-        trial = Trial(trial_id=code.trial_id_of(config), config=config, point=tuple(point.items()))
+        trial = _trial_at(point, top_base, sweep_base, per_method, cases, where, catalog)
         if trial.trial_id in seen:
             raise ConfigError(f"{where}.grid: points {seen[trial.trial_id].describe()} and "
                               f"{trial.describe()} give the same run")
@@ -583,6 +547,63 @@ def parse_sweep(
         name=name, trials=tuple(trials), tracking=parse_tracking(params, base_dir), ray=parse_ray(params, base_dir),
         tune=tune,
     )
+
+
+def _sweep_entry(params: Mapping[str, Any], name: str) -> tuple[str, Mapping[str, Any]]:
+    """The dotted place of sweep ``name`` and its mapping, the top level's and its keys checked."""
+    _check_keys(params, ("tracking", "ray", "base", "sweeps"), "params")
+    sweeps = _mapping(params.get("sweeps"), "sweeps")
+    if name not in sweeps:
+        raise ConfigError(f"sweeps.{name}: unknown sweep; valid: {sorted(sweeps)}")
+    where = f"sweeps.{name}"
+    sweep = _mapping(sweeps[name], where, allow_none=False)
+    _check_keys(sweep, ("base", "grid", "method_options", "cases", "max_trials", "tune"), where)
+    return where, sweep
+
+
+def _sweep_grid(
+    sweep: Mapping[str, Any], where: str,
+) -> tuple[list[tuple[str, list[Any]]], Mapping[str, Any], list[tuple[dict[str, Any], dict[str, Any]]], int | None]:
+    """The sweep's grid axes, per-method options, cases and ``max_trials``, each checked."""
+    if "grid" not in sweep:
+        raise ConfigError(f"{where}.grid: missing; a sweep needs a grid of at least one key")
+    axes = _grid_axes(sweep["grid"], f"{where}.grid")
+    per_method = _mapping(sweep.get("method_options"), f"{where}.method_options")
+    for method, options in per_method.items():
+        _mapping(options, f"{where}.method_options.{method}", allow_none=False)
+    cases = _parse_cases(sweep.get("cases"), f"{where}.cases", [key for key, _ in axes])
+    max_trials = sweep.get("max_trials")
+    if max_trials is not None and (isinstance(max_trials, bool) or not isinstance(max_trials, int)
+                                   or max_trials < 1):
+        raise ConfigError(f"{where}.max_trials: must be null or an integer >= 1, got {max_trials!r}")
+    return axes, per_method, cases, max_trials
+
+
+def _trial_at(point: dict[str, Any], top_base: Mapping[str, Any], sweep_base: Mapping[str, Any],
+              per_method: Mapping[str, Any], cases: list[tuple[dict[str, Any], dict[str, Any]]], where: str,
+              catalog: Catalog) -> Trial:
+    """The trial of one grid point: the bases, the method's options, the matching cases, then the point."""
+    layers = [_Layer("base", top_base), _Layer(f"{where}.base", sweep_base)]
+    grid_values = _split_point(point)
+    method = grid_values.get("method", sweep_base.get("method", top_base.get("method", RunConfig.method)))
+    if isinstance(method, str) and method in per_method:
+        layers.append(_Layer(f"{where}.method_options.{method}", per_method[method], options_only=True))
+    if cases:
+        current, _ = _merge_layers(layers + [_Layer(f"{where}.grid", grid_values)])
+        for index, (when, settings) in enumerate(cases):
+            if all(_lookup(current, key) == value for key, value in when.items()):
+                layers.append(_Layer(f"{where}.cases[{index}].set", _split_point(settings)))
+    layers.append(_Layer(f"{where}.grid", grid_values))
+    values, origin = _merge_layers(layers)
+    config = _build_config(values, origin, point)
+    _validate_against_catalog(config, origin, point, catalog)
+    if catalog.live:
+        try:
+            check_against_registries(config)
+        except ConfigError as err:
+            key, _, why = str(err).partition(": ")
+            raise ConfigError(f"{_field_path(origin, key)}: {why} (trial {_describe(point)})") from None
+    return Trial(trial_id=code.trial_id_of(config), config=config, point=tuple(point.items()))
 
 
 def _build_config(values: Mapping[str, Any], origin: Mapping[str, str], point: Mapping[str, Any]) -> RunConfig:

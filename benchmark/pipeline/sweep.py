@@ -251,15 +251,7 @@ def _run_locked(spec: SweepSpec, runner: Runner | None, address: str | None, max
 
         client = tracking.make_client(spec.tracking.uri)
         experiment_id = tracking.get_or_create_experiment(client, spec.name)
-        all_runs = tracking.search_sweep_runs(client, experiment_id)
-        runs_by_trial = tracking.latest_runs_by_trial(all_runs)
-        todo = pending_trials(spec, runs_by_trial)
-        todo_ids = {trial.trial_id for trial in todo}
-        stale: dict[str, list[str]] = {}
-        for run in all_runs:
-            trial_id = run.data.tags.get("trial")
-            if trial_id in todo_ids:
-                stale.setdefault(trial_id, []).append(run.info.run_id)
+        todo, stale = _todo_and_stale(spec, client, experiment_id)
         if todo:
             connect()
             _run_trials_in_tune(spec, todo, client, experiment_id, stale, runner, max_concurrent, quiet)
@@ -268,6 +260,26 @@ def _run_locked(spec: SweepSpec, runner: Runner | None, address: str | None, max
     path = tracking.write_table(table, spec.table_path)
     if tuning_results is not None:
         tuning.write_tuning_table(spec, tuning_results, table)
+    return _outcome(spec, todo, table, path)
+
+
+def _todo_and_stale(spec: SweepSpec, client: Any,
+                    experiment_id: str) -> tuple[list[Trial], dict[str, list[str]]]:
+    """The trials still to run, and per such trial the ids of its earlier (unfinished) runs."""
+    all_runs = tracking.search_sweep_runs(client, experiment_id)
+    runs_by_trial = tracking.latest_runs_by_trial(all_runs)
+    todo = pending_trials(spec, runs_by_trial)
+    todo_ids = {trial.trial_id for trial in todo}
+    stale: dict[str, list[str]] = {}
+    for run in all_runs:
+        trial_id = run.data.tags.get("trial")
+        if trial_id in todo_ids:
+            stale.setdefault(trial_id, []).append(run.info.run_id)
+    return todo, stale
+
+
+def _outcome(spec: SweepSpec, todo: Sequence[Trial], table: Any, path: Path) -> SweepOutcome:
+    """What became of the trials this run took on, from the exported table."""
     statuses = table.set_index("trial")["status"].to_dict() if len(table) else {}
     ran = [statuses.get(trial.trial_id) for trial in todo]
     errors = table.set_index("trial")["error"].to_dict() if len(table) else {}
@@ -314,15 +326,7 @@ def _run_trials_in_tune(spec: SweepSpec, todo: Sequence[Trial], client: Any, exp
         ),
         resources,
     )
-    scheduler = None
-    if objective is not None:
-        from ray.tune.schedulers import ASHAScheduler
-
-        max_steps = max(trial.config.steps for trial in todo)
-        # max_t one past the last step: ASHA stops any trial reaching max_t, which would cut off
-        # the final evaluation of every trial that trains to the end.
-        scheduler = ASHAScheduler(time_attr=STEP_KEY, metric=OBJECTIVE_KEY, mode="min", max_t=max_steps + 1,
-                                  grace_period=max(1, max_steps // 4), reduction_factor=3)
+    scheduler = _asha_scheduler(todo) if objective is not None else None
     recorder = MlflowRecorder(client, experiment_id, spec, tracking.git_state(paths.REPO_ROOT), stale)
     storage = Path(spec.ray.storage_path or Path.home() / "ray_results" / "vqbench").expanduser().resolve()
     tuner = tune.Tuner(
@@ -341,6 +345,22 @@ def _run_trials_in_tune(spec: SweepSpec, todo: Sequence[Trial], client: Any, exp
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
+    _fit(tuner, recorder, quiet)
+
+
+def _asha_scheduler(todo: Sequence[Trial]) -> Any:
+    """ASHA over the trials' steps (early stopping), rungs from a quarter of the longest run."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    max_steps = max(trial.config.steps for trial in todo)
+    # max_t one past the last step: ASHA stops any trial reaching max_t, which would cut off
+    # the final evaluation of every trial that trains to the end.
+    return ASHAScheduler(time_attr=STEP_KEY, metric=OBJECTIVE_KEY, mode="min", max_t=max_steps + 1,
+                         grace_period=max(1, max_steps // 4), reduction_factor=3)
+
+
+def _fit(tuner: Any, recorder: MlflowRecorder, quiet: bool) -> None:
+    """``tuner.fit()``, Tune's banner silenced when ``quiet``; every run left open is failed after."""
     # Tune's console output engine ignores verbose=0 for its banner unless the legacy engine is
     # selected; the variable is read during fit() only, so it is set just around it.
     previous = os.environ.get("RAY_AIR_NEW_OUTPUT")
@@ -361,17 +381,8 @@ def _run_trials_in_tune(spec: SweepSpec, todo: Sequence[Trial], client: Any, exp
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark sweep", description=__doc__.split("\n")[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--sweep", required=True, help="name of the sweep under `sweeps:`")
-    parser.add_argument("--address", default=None, help="Ray cluster address (default: params, "
-                        "then $RAY_ADDRESS, then a local Ray)")
-    parser.add_argument("--max-concurrent", type=int, default=None, help="at most N trials at once")
-    parser.add_argument("--export-only", action="store_true", help="only rebuild the table from MLflow")
-    parser.add_argument("--verbose", action="store_true", help="show Ray / Tune output")
-    parser.add_argument("--lock-timeout", type=float, default=None, metavar="SECONDS",
-                        help="wait at most this long for another sweep writing the same store "
-                             "(default: as long as it takes; 0: refuse at once)")
+    """``python -m benchmark sweep``: run (or only export) one sweep; 0 when every trial finished."""
+    parser = _parser()
     args = parser.parse_args(argv)
     if not args.verbose:
         import mlflow  # noqa: F401  (mlflow sets its loggers' level on import: import, then quieten)
@@ -387,17 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.export_only:
-            tracking.check_writable(spec.table_path.parent)
-            with tracking.store_lock(spec.tracking.uri, timeout=args.lock_timeout):
-                table = tracking.export_table(spec.tracking.uri, spec.name)
-            path = tracking.write_table(table, spec.table_path)
-            if spec.tune is not None:
-                from benchmark.pipeline import tuning
-
-                results = tuning.recorded_results(spec)
-                tuning.write_tuning_table(tuning.with_tuned_trials(spec, results), results, table)
-            print(f"sweep {spec.name}: exported {len(table)} trials -> {path}")
-            return 0
+            return _export_only(spec, args.lock_timeout)
         outcome = run_sweep(spec, address=args.address, max_concurrent=args.max_concurrent,
                             quiet=not args.verbose, lock_timeout=args.lock_timeout)
     except (tracking.StoreError, ConfigError, ValueError) as err:
@@ -411,6 +412,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     if outcome.exit_status():
         print(f"error: {outcome.problem()}", file=sys.stderr)
     return outcome.exit_status()
+
+
+def _export_only(spec: SweepSpec, lock_timeout: float | None) -> int:
+    """``--export-only``: the table (and the tuning table) rebuilt from MLflow, nothing run."""
+    tracking.check_writable(spec.table_path.parent)
+    with tracking.store_lock(spec.tracking.uri, timeout=lock_timeout):
+        table = tracking.export_table(spec.tracking.uri, spec.name)
+    path = tracking.write_table(table, spec.table_path)
+    if spec.tune is not None:
+        from benchmark.pipeline import tuning
+
+        results = tuning.recorded_results(spec)
+        tuning.write_tuning_table(tuning.with_tuned_trials(spec, results), results, table)
+    print(f"sweep {spec.name}: exported {len(table)} trials -> {path}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m benchmark sweep``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmark sweep", description=__doc__.split("\n")[0])
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--sweep", required=True, help="name of the sweep under `sweeps:`")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: params, "
+                        "then $RAY_ADDRESS, then a local Ray)")
+    parser.add_argument("--max-concurrent", type=int, default=None, help="at most N trials at once")
+    parser.add_argument("--export-only", action="store_true", help="only rebuild the table from MLflow")
+    parser.add_argument("--verbose", action="store_true", help="show Ray / Tune output")
+    parser.add_argument("--lock-timeout", type=float, default=None, metavar="SECONDS",
+                        help="wait at most this long for another sweep writing the same store "
+                             "(default: as long as it takes; 0: refuse at once)")
+    return parser
 
 
 if __name__ == "__main__":

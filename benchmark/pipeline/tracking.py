@@ -32,7 +32,7 @@ import time
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, TypedDict, Unpack
 
 from benchmark.experiments.config import RunConfig
 
@@ -234,6 +234,15 @@ def param_strings(config: RunConfig) -> dict[str, str]:
     return {key: str(value) for key, value in config.flat_params().items()}
 
 
+class TrialIdentity(TypedDict):
+    """What names a trial's run: its sweep, its id, its config and the code's git state."""
+
+    sweep: str
+    trial_id: str
+    config: RunConfig
+    git: GitState
+
+
 def start_trial_run(
     client: "MlflowClient",
     experiment_id: str,
@@ -319,22 +328,17 @@ def log_trial(
     client: "MlflowClient",
     experiment_id: str,
     *,
-    sweep: str,
-    trial_id: str,
-    config: RunConfig,
-    git: GitState,
     status: str,
     metrics: Mapping[str, Any] | None = None,
     error: str | None = None,
     steps: Iterable[tuple[int, Mapping[str, Any]]] = (),
+    **trial: Unpack[TrialIdentity],
 ) -> str:
     """Log one complete trial in one go (params, per-step curves, final record); returns the run id."""
-    run_id = start_trial_run(
-        client, experiment_id, sweep=sweep, trial_id=trial_id, config=config, git=git
-    )
+    run_id = start_trial_run(client, experiment_id, **trial)
     for step, step_metrics in steps:
         log_step_metrics(client, run_id, step, step_metrics)
-    finish_trial_run(client, run_id, status=status, metrics=metrics, error=error, final_step=config.steps)
+    finish_trial_run(client, run_id, status=status, metrics=metrics, error=error, final_step=trial["config"].steps)
     return run_id
 
 

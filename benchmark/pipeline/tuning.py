@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 from benchmark import paths
 from benchmark.experiments.config import RunConfig
 from benchmark.pipeline import code, tracking
+from benchmark.pipeline.recorder import tune_callback
 from benchmark.pipeline.spec import SweepSpec, Trial, TuneSettings
 
 LR_KEY, OPTIMIZER_KEY = "codebook_lr", "optimizer"
@@ -189,6 +190,9 @@ class _TuningRecorder:
             self._group_of[tune_trial.trial_id] = group
         return self._runs[tune_trial.trial_id]
 
+    def on_start(self, tune_trial: Any) -> None:
+        self.run_id(tune_trial)
+
     def on_result(self, tune_trial: Any, result: Mapping[str, Any]) -> None:
         run_id = self.run_id(tune_trial)
         if result.get("kind") == "step":
@@ -202,6 +206,9 @@ class _TuningRecorder:
             step = (tune_trial.last_result or {}).get(STEP_KEY, 0)
             self._close(tune_trial, tracking.STATUS_STOPPED, error=f"stopped early by ASHA at step {step}")
 
+    def on_error(self, tune_trial: Any) -> None:
+        self.on_complete(tune_trial)
+
     def close_open_runs(self) -> None:
         for key, run_id in self._runs.items():
             if key not in self._closed:
@@ -214,25 +221,6 @@ class _TuningRecorder:
         tracking.finish_trial_run(self._client, run_id, status=status,
                                   final_step=self._group_of[tune_trial.trial_id].setting.steps, **kwargs)
         self._closed.add(tune_trial.trial_id)
-
-
-def _callback(recorder: _TuningRecorder) -> Any:
-    from ray import tune
-
-    class TuningCallback(tune.Callback):
-        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            recorder.run_id(trial)
-
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            recorder.on_result(trial, result)
-
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            recorder.on_complete(trial)
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            recorder.on_complete(trial)
-
-    return TuningCallback()
 
 
 def _point_of(run: Any, space: Mapping[str, Any]) -> dict[str, Any]:
@@ -368,7 +356,7 @@ def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True) -> li
                 num_samples=sum(budgets[name] for name in todo),
                 max_concurrent_trials=spec.ray.max_concurrent, reuse_actors=True),
             run_config=tune.RunConfig(name=f"{spec.name}-tuning-{time.strftime('%Y%m%d-%H%M%S')}",
-                                      storage_path=str(storage), callbacks=[_callback(recorder)],
+                                      storage_path=str(storage), callbacks=[tune_callback(recorder)],
                                       verbose=0 if quiet else 1, failure_config=tune.FailureConfig(max_failures=0)),
             param_space={},
         )

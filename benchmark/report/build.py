@@ -209,11 +209,39 @@ def load_sweep_table(config: ReportConfig, name: str) -> tuple[pd.DataFrame, lis
 def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
     """Write ``ablation.md``, ``figures/*.png`` and ``metrics.json`` under ``config.out_dir``."""
     out_dir = config.out_dir
+    figures = _fresh_figures_dir(out_dir)
+    tables, summaries, sections, missing = _sweep_sections(config, params.get("sweeps") or {}, figures)
+    lines = _intro_lines(config)
+    lines += ["", "## Paper vs ours", ""]
+    setting = {name: _setting_text(table) for name, table in tables.items()}
+    lines.append(paper_claims.papers_section(paper_claims.load_papers(), summaries, setting))
+
+    lines += ["", open_questions_section(tables, config.confidence, figures if config.figures else None)]
+    lines += ["", *sections]
+    extra = _extra_figures(config, figures) if config.figures else []
+    if extra:
+        lines += ["", *extra]
+    lines += _not_run_lines(tables, missing)
+    lines += _code_version_lines(summaries, params)
+    report_path = out_dir / "ablation.md"
+    report_path.write_text("\n".join(lines))
+    (out_dir / "metrics.json").write_text(json.dumps(headline_metrics(summaries), indent=1, sort_keys=True) + "\n")
+    return report_path
+
+
+def _fresh_figures_dir(out_dir: Path) -> Path:
+    """``out_dir/figures``, created, without the figures of an earlier build."""
     figures = out_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     for stale in figures.glob("*.png"):
         stale.unlink()
-    sweeps = params.get("sweeps") or {}
+    return figures
+
+
+def _sweep_sections(
+    config: ReportConfig, sweeps: Mapping[str, Any], figures: Path,
+) -> tuple[dict[str, pd.DataFrame], dict[str, Summary], list[str], list[str]]:
+    """Per sweep with a results table: its table, summary and section; the names of those without one."""
     summaries: dict[str, Summary] = {}
     tables: dict[str, pd.DataFrame] = {}
     sections: list[str] = []
@@ -228,7 +256,11 @@ def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
         summary = summarize(table, name, config.confidence, exclude)
         summaries[name] = summary
         sections.append(_sweep_section(config, name, spec, table, summary, figures, tuning))
+    return tables, summaries, sections, missing
 
+
+def _intro_lines(config: ReportConfig) -> list[str]:
+    """The title, where the numbers come from, how a cell reads, and the metrics' definitions."""
     lines = [
         "# vqbench ablation report",
         "",
@@ -248,15 +280,12 @@ def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
     for m in METRIC_SPECS:
         ranked = "" if m.comparable else " Ranked only among methods quantizing in the same space."
         lines.append(f"- **{m.label}** (`{m.column}`): {m.definition}.{ranked}")
-    lines += ["", "## Paper vs ours", ""]
-    setting = {name: _setting_text(table) for name, table in tables.items()}
-    lines.append(paper_claims.papers_section(paper_claims.load_papers(), summaries, setting))
+    return lines
 
-    lines += ["", open_questions_section(tables, config.confidence, figures if config.figures else None)]
-    lines += ["", *sections]
-    extra = _extra_figures(config, figures) if config.figures else []
-    if extra:
-        lines += ["", *extra]
+
+def _not_run_lines(tables: Mapping[str, pd.DataFrame], missing: list[str]) -> list[str]:
+    """Sweeps without a results table and sweeps with trials not run or interrupted (none: no lines)."""
+    lines: list[str] = []
     incomplete = {name: _status_counts(table) for name, table in tables.items()}
     incomplete = {name: c for name, c in incomplete.items() if c[STATUS_NOT_RUN] or c[STATUS_INTERRUPTED]}
     if missing or incomplete:
@@ -268,17 +297,19 @@ def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
                          "only): " + ", ".join(f"`{n}` ({c[STATUS_NOT_RUN]} trials not run, "
                                               f"{c[STATUS_INTERRUPTED]} interrupted)"
                                               for n, c in incomplete.items()) + ".")
-    lines += ["", "## Code version and base params", ""]
+    return lines
+
+
+def _code_version_lines(summaries: Mapping[str, Summary], params: Mapping[str, Any]) -> list[str]:
+    """The trials' git commits and the shared ``base:`` params."""
+    lines = ["", "## Code version and base params", ""]
     commits = sorted({c for s in summaries.values() for c in s.commits})
     lines.append("Git commits of the trials: " + (", ".join(f"`{c}`" for c in commits) or "unknown")
                  + " (`+dirty`: the work tree had uncommitted or untracked files when the trial ran; "
                  "during `dvc repro` that includes the dvc.lock DVC is rewriting).")
     lines += ["", "Shared `base:` of every sweep (params.yaml):", "", "```yaml",
               yaml.safe_dump({"base": params.get("base") or {}}, sort_keys=False).rstrip(), "```", ""]
-    report_path = out_dir / "ablation.md"
-    report_path.write_text("\n".join(lines))
-    (out_dir / "metrics.json").write_text(json.dumps(headline_metrics(summaries), indent=1, sort_keys=True) + "\n")
-    return report_path
+    return lines
 
 
 def _rel(path: Path) -> str:

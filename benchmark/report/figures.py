@@ -37,8 +37,7 @@ def main_axis(summary: Summary, table: pd.DataFrame) -> str | None:
 
 def sweep_figure(table: pd.DataFrame, summary: Summary, path: Path, confidence: float,
                  title: str | None = None) -> Path | None:
-    import seaborn as sns
-
+    """One panel per ranked metric of a sweep against its main axis (lines) or its categories (bars)."""
     x = main_axis(summary, table)
     # A categorical factor besides method (dataset): grouped bars without a numeric axis, line
     # styles with one, so that its levels are never pooled.
@@ -55,58 +54,87 @@ def sweep_figure(table: pd.DataFrame, summary: Summary, path: Path, confidence: 
     if hue:
         data[hue] = data[hue].astype(str).astype(object)
     order = method_order(data[hue]) if hue else None
-    ncols = len(metrics) if len(metrics) <= 4 else 3
-    nrows = math.ceil(len(metrics) / ncols)
-    fig, grid = pyplot.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.2 * nrows), squeeze=False)
-    axes = [list(grid.flat)]
-    for ax in axes[0][len(metrics):]:
-        ax.remove()
-    axes = [axes[0][:len(metrics)]]
+    fig, axes = _metric_panels(pyplot, len(metrics))
+    levels = None
     if category is not None:
         data[category] = data[category].astype(str).astype(object)
         levels = sorted(data[category].unique(), key=sort_key)
-    for ax, m in zip(axes[0], metrics):
+    for ax, m in zip(axes, metrics):
         data[m.label] = pd.to_numeric(data[m.column], errors="coerce") * m.scale
         if x is not None:
-            data[x] = pd.to_numeric(data[x])
-            sns.lineplot(data=data, x=x, y=m.label, hue=hue, hue_order=order, marker="o",
-                         style=category, style_order=levels if category else None,
-                         errorbar=ci_bounds(confidence), err_style="bars", ax=ax)
-            values = sorted(data[x].unique())
-            positive = [v for v in values if v > 0]
-            if x == "codebook_size" or (positive and len(positive) == len(values) and values[-1] / values[0] >= 16):
-                ax.set_xscale("log", base=2)
-            elif positive and len(positive) < len(values) and max(positive) / min(positive) >= 100:
-                ax.set_xscale("symlog", linthresh=min(positive))
-                ax.set_xlim(-0.3 * min(positive), max(positive) * 1.5)  # no empty negative half
-            elif all(float(v).is_integer() for v in values):
-                from matplotlib.ticker import MaxNLocator
-
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_xlabel(FACTOR_LABELS.get(x, x))
-            y = data[m.label].dropna()
-            if m.column != "utilization" and len(y) and y.min() > 0 and y.max() / y.min() > 20:
-                ax.set_yscale("log")
-        elif category is not None:
-            sns.barplot(data=data, x=category, y=m.label, order=levels, hue=hue, hue_order=order,
-                        errorbar=ci_bounds(confidence), ax=ax)
-            ax.set_xlabel(FACTOR_LABELS.get(category, category))
-            pyplot.setp(ax.get_xticklabels(), rotation=20, ha="right")
+            _line_panel(ax, data, x, m, hue, order, category, levels, confidence)
         else:
-            sns.barplot(data=data, x=hue, y=m.label, order=order, errorbar=ci_bounds(confidence), ax=ax)
-            pyplot.setp(ax.get_xticklabels(), rotation=30, ha="right")
+            _bar_panel(pyplot, ax, data, m, hue, order, category, levels, confidence)
         if m.column == "utilization":
             ax.set_ylim(-3, 103)  # a share: the t-interval of 2 seeds can reach far past [0, 100]
-        if ax.get_legend() is not None and ax is not axes[0][-1]:
+        if ax.get_legend() is not None and ax is not axes[-1]:
             ax.get_legend().remove()
-    if axes[0][-1].get_legend() is not None:
-        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    if axes[-1].get_legend() is not None:
+        import seaborn as sns
+
+        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.suptitle(title or summary.name)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     pyplot.close(fig)
     return path
+
+
+def _metric_panels(pyplot: Any, count: int) -> tuple[Any, list[Any]]:
+    """A figure with ``count`` panels, at most 4 in a row (3 a row beyond), the unused ones removed."""
+    ncols = count if count <= 4 else 3
+    nrows = math.ceil(count / ncols)
+    fig, grid = pyplot.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.2 * nrows), squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[count:]:
+        ax.remove()
+    return fig, axes[:count]
+
+
+def _line_panel(ax: Any, data: pd.DataFrame, x: str, m: Any, hue: str | None, order: Any, category: str | None,
+                levels: list[Any] | None, confidence: float) -> None:
+    """Metric ``m`` against the numeric factor ``x``: one line per method (styles per category)."""
+    import seaborn as sns
+
+    data[x] = pd.to_numeric(data[x])
+    sns.lineplot(data=data, x=x, y=m.label, hue=hue, hue_order=order, marker="o",
+                 style=category, style_order=levels if category else None,
+                 errorbar=ci_bounds(confidence), err_style="bars", ax=ax)
+    _x_scale(ax, x, sorted(data[x].unique()))
+    ax.set_xlabel(FACTOR_LABELS.get(x, x))
+    y = data[m.label].dropna()
+    if m.column != "utilization" and len(y) and y.min() > 0 and y.max() / y.min() > 20:
+        ax.set_yscale("log")
+
+
+def _x_scale(ax: Any, x: str, values: list[Any]) -> None:
+    """log2 for K and wide positive ranges, symlog for wide ranges with 0, integer ticks for integers."""
+    positive = [v for v in values if v > 0]
+    if x == "codebook_size" or (positive and len(positive) == len(values) and values[-1] / values[0] >= 16):
+        ax.set_xscale("log", base=2)
+    elif positive and len(positive) < len(values) and max(positive) / min(positive) >= 100:
+        ax.set_xscale("symlog", linthresh=min(positive))
+        ax.set_xlim(-0.3 * min(positive), max(positive) * 1.5)  # no empty negative half
+    elif all(float(v).is_integer() for v in values):
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _bar_panel(pyplot: Any, ax: Any, data: pd.DataFrame, m: Any, hue: str | None, order: Any,
+               category: str | None, levels: list[Any] | None, confidence: float) -> None:
+    """Metric ``m`` as bars: grouped by ``category`` with one bar per method, or one bar per method."""
+    import seaborn as sns
+
+    if category is not None:
+        sns.barplot(data=data, x=category, y=m.label, order=levels, hue=hue, hue_order=order,
+                    errorbar=ci_bounds(confidence), ax=ax)
+        ax.set_xlabel(FACTOR_LABELS.get(category, category))
+        pyplot.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    else:
+        sns.barplot(data=data, x=hue, y=m.label, order=order, errorbar=ci_bounds(confidence), ax=ax)
+        pyplot.setp(ax.get_xticklabels(), rotation=30, ha="right")
 
 
 def codebook_figure(codebooks: Mapping[str, np.ndarray], data: np.ndarray | None, path: Path) -> Path:
@@ -196,7 +224,6 @@ def density_map_figure(findings: Sequence[Mapping[str, Any]], path: Path) -> Pat
     the best c of each column boxed; markers at d/(d+2) (v), (d+2)/d (^) and the centroid shrinkage
     prediction (o), placed on the c axis by log-linear interpolation between grid rows."""
     from matplotlib.colors import LogNorm
-    from matplotlib.patches import Rectangle
 
     if not findings:
         return None
@@ -210,34 +237,10 @@ def density_map_figure(findings: Sequence[Mapping[str, Any]], path: Path) -> Pat
     pyplot = plt()
     fig, axes = pyplot.subplots(1, len(sizes), figsize=(0.9 * len(dims) * len(sizes) + 2.2, 0.42 * len(scales) + 1.6),
                                 squeeze=False, sharey=True)
-    log_grid = np.log(scales)
-
-    def row_of(c: float) -> float:
-        return float(np.interp(math.log(c), log_grid, np.arange(len(scales)))) if c > 0 else math.nan
-
     image = None
     for ax, size in zip(axes[0], sizes):
-        grid = np.full((len(scales), len(dims)), np.nan)
         here = {f["dim"]: f for f in findings if f["codebook_size"] == size}
-        for j, dim in enumerate(dims):
-            for c, e in here.get(dim, {"cells": {}})["cells"].items():
-                grid[scales.index(c), j] = e.mean
-        image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis_r", norm=norm)
-        for (i, j), v in np.ndenumerate(grid):
-            if math.isfinite(v):
-                ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=6.5,
-                        color="white" if norm(v) > 0.6 else "black")
-        for j, dim in enumerate(dims):
-            f = here.get(dim)
-            if f is None:
-                continue
-            ax.add_patch(Rectangle((j - 0.5, scales.index(f["best"]) - 0.5), 1, 1, fill=False, color="red", lw=1.5))
-            for key, marker in (("paper", "v"), ("gersho", "^"), ("shrinkage", "o")):
-                c = f["references"][key]
-                if math.isfinite(c) and scales[0] <= c <= scales[-1]:
-                    ax.plot(j + 0.38, row_of(c), marker=marker, color="red", ms=4, ls="none")
-        ax.set_xticks(range(len(dims)), [str(d) for d in dims])
-        ax.set_xlabel("d")
+        image = _density_panel(ax, here, dims, scales, norm)
         ax.set_title(f"K = {size}")
     axes[0][0].set_yticks(range(len(scales)), [f"{c:g}" for c in scales])
     axes[0][0].set_ylabel("target covariance scale c")
@@ -246,3 +249,37 @@ def density_map_figure(findings: Sequence[Mapping[str, Any]], path: Path) -> Pat
     fig.savefig(path, dpi=110, bbox_inches="tight")
     pyplot.close(fig)
     return path
+
+
+def _density_panel(ax: Any, here: Mapping[int, Mapping[str, Any]], dims: list[int], scales: list[float],
+                   norm: Any) -> Any:
+    """One K's map: mean E / k-means over (c, d) with values printed, the best c of each d boxed and
+    the reference scales marked; returns the image (for the colour bar)."""
+    from matplotlib.patches import Rectangle
+
+    log_grid = np.log(scales)
+
+    def row_of(c: float) -> float:
+        return float(np.interp(math.log(c), log_grid, np.arange(len(scales)))) if c > 0 else math.nan
+
+    grid = np.full((len(scales), len(dims)), np.nan)
+    for j, dim in enumerate(dims):
+        for c, e in here.get(dim, {"cells": {}})["cells"].items():
+            grid[scales.index(c), j] = e.mean
+    image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis_r", norm=norm)
+    for (i, j), v in np.ndenumerate(grid):
+        if math.isfinite(v):
+            ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=6.5,
+                    color="white" if norm(v) > 0.6 else "black")
+    for j, dim in enumerate(dims):
+        f = here.get(dim)
+        if f is None:
+            continue
+        ax.add_patch(Rectangle((j - 0.5, scales.index(f["best"]) - 0.5), 1, 1, fill=False, color="red", lw=1.5))
+        for key, marker in (("paper", "v"), ("gersho", "^"), ("shrinkage", "o")):
+            c = f["references"][key]
+            if math.isfinite(c) and scales[0] <= c <= scales[-1]:
+                ax.plot(j + 0.38, row_of(c), marker=marker, color="red", ms=4, ls="none")
+    ax.set_xticks(range(len(dims)), [str(d) for d in dims])
+    ax.set_xlabel("d")
+    return image

@@ -33,7 +33,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
 
@@ -81,6 +81,16 @@ def _values(table: pd.DataFrame, column: str) -> list[Any]:
     if column not in table.columns:
         return []
     return sorted({v for v in table[column].dropna()}, key=sort_key)
+
+
+def _finite_groups(done: pd.DataFrame, cells: Mapping[tuple, Estimate],
+                   column: str) -> Iterator[tuple[Any, dict[Any, Estimate], Any]]:
+    """Per value of ``column`` (in ``_values`` order): its finite cells ``{second key: estimate}`` and the
+    key of the lowest mean; a value without a finite cell is skipped."""
+    for value in _values(done, column):
+        here = {k: e for (v, k), e in cells.items() if v == value and math.isfinite(e.mean)}
+        if here:
+            yield value, here, min(here, key=lambda k: here[k].mean)
 
 
 def _cells(table: pd.DataFrame, keys: Sequence[str], column: str, confidence: float,
@@ -143,11 +153,7 @@ def non_gaussian_findings(table: pd.DataFrame, confidence: float = 0.95) -> list
     cells = _cells(done, ["dataset", "method"], KEY_METRIC, confidence)
     usage = _cells(done, ["dataset", "method"], "utilization", confidence, 100.0)
     findings = []
-    for dataset in _values(done, "dataset"):
-        here = {m: e for (d, m), e in cells.items() if d == dataset and math.isfinite(e.mean)}
-        if not here:
-            continue
-        best = min(here, key=lambda m: here[m].mean)
+    for dataset, here, best in _finite_groups(done, cells, "dataset"):
         record: dict[str, Any] = {"dataset": dataset, "best": best, "best_est": here[best], "cells": here,
                                   "usage": {m: e for (d, m), e in usage.items() if d == dataset}}
         nonparam = {m: here[m] for m in NONPARAMETRIC if m in here}
@@ -281,11 +287,7 @@ def low_d_findings(table: pd.DataFrame, confidence: float = 0.95) -> list[dict[s
     done = done_rows(table)
     cells = _cells(done, ["dim", "target"], KEY_METRIC, confidence)
     findings = []
-    for dim in _values(done, "dim"):
-        here = {t: e for (d, t), e in cells.items() if d == dim and math.isfinite(e.mean)}
-        if not here:
-            continue
-        best = min(here, key=lambda t: here[t].mean)
+    for dim, here, best in _finite_groups(done, cells, "dim"):
         sizes = _values(done[done["dim"] == dim], "codebook_size")
         per_dim = float(sizes[0]) ** (1.0 / float(dim)) if len(sizes) == 1 else math.nan  # K^(1/d)
         record: dict[str, Any] = {"dim": int(dim), "cells": here, "best": best, "codes_per_dim": per_dim}
@@ -814,7 +816,23 @@ def open_questions_section(tables: Mapping[str, pd.DataFrame], confidence: float
     """Markdown of the "Open questions" section from the sweep tables (missing sweeps are said so).
 
     ``figures``: folder for the section's figures (``open_questions_*.png``), None = tables only."""
-    lines = [
+    lines = _preamble_lines(tables, confidence)
+    lines += ["", "### 1. Non-Gaussian features: Gaussian W vs non-parametric matching", ""]
+    lines += _non_gaussian_lines(tables.get(NON_GAUSSIAN), confidence, figures)
+    lines += ["", "### 2. The error-optimal codebook density: a map over c, d and K", ""]
+    lines += density_map_lines(tables.get(DENSITY_MAP), confidence, figures)
+    lines += ["", "#### Three-point comparison: plain matching, Gersho, Theorem 2", ""]
+    lines += _low_d_lines(tables, confidence, figures)
+    lines += ["", "### 3. Downstream autoregressive generation", ""]
+    lines += ar_generation_text(tables, confidence)
+    lines += ["", "### Related ablation: dead-code strategies vs distribution matching", ""]
+    lines += _dead_code_lines(tables.get(DEAD_CODES), confidence)
+    return "\n".join(lines) + "\n"
+
+
+def _preamble_lines(tables: Mapping[str, pd.DataFrame], confidence: float) -> list[str]:
+    """The section's heading and how a difference counts as resolved."""
+    return [
         "## Open questions (seed paper arXiv 2506.15078)",
         "",
         f"What our measurements say on each open question, computed from the tables below (mean ± "
@@ -823,60 +841,60 @@ def open_questions_section(tables: Mapping[str, pd.DataFrame], confidence: float
         "training stream, held-out features and k-means reference) has a 95% t-interval excluding 0. Scale: "
         "small CPU runs (see each setting); they answer for that setting, not for the paper's."
         + _t_note(tables, confidence),
-        "",
-        "### 1. Non-Gaussian features: Gaussian W vs non-parametric matching",
-        "",
     ]
-    table = tables.get(NON_GAUSSIAN)
+
+
+def _non_gaussian_lines(table: pd.DataFrame | None, confidence: float, figures: Path | None) -> list[str]:
+    """Question 1: the non-Gaussian sweep's table, figure, findings and answer."""
     if table is None or not len(table):
-        lines.append(_missing([NON_GAUSSIAN]))
-    else:
-        lines += [f"Sweep `{NON_GAUSSIAN}`: {_setting(table)}. Datasets: "
-                  + ", ".join(f"`{d}` ({DATASET_LABELS.get(d, d)})" for d in _values(table, "dataset")) + ".", "",
-                  _table_block(table, NON_GAUSSIAN, confidence, ["dataset", "method"]), ""]
-        if figures is not None and "dataset" in table.columns:
-            path = grouped_figure(table, "dataset", "method", Path(figures) / "open_questions_non_gaussian.png",
-                                  confidence, "E / k-means by feature distribution", "features")
-            lines += _figure_lines(path, "E / k-means per feature distribution, one bar per method")
-        findings = non_gaussian_findings(table, confidence)
-        lines += _non_gaussian_text(findings)
-        lines += ["", non_gaussian_answer(findings)]
-    lines += ["", "### 2. The error-optimal codebook density: a map over c, d and K", ""]
-    lines += density_map_lines(tables.get(DENSITY_MAP), confidence, figures)
+        return [_missing([NON_GAUSSIAN])]
+    lines = [f"Sweep `{NON_GAUSSIAN}`: {_setting(table)}. Datasets: "
+             + ", ".join(f"`{d}` ({DATASET_LABELS.get(d, d)})" for d in _values(table, "dataset")) + ".", "",
+             _table_block(table, NON_GAUSSIAN, confidence, ["dataset", "method"]), ""]
+    if figures is not None and "dataset" in table.columns:
+        path = grouped_figure(table, "dataset", "method", Path(figures) / "open_questions_non_gaussian.png",
+                              confidence, "E / k-means by feature distribution", "features")
+        lines += _figure_lines(path, "E / k-means per feature distribution, one bar per method")
+    findings = non_gaussian_findings(table, confidence)
+    lines += _non_gaussian_text(findings)
+    lines += ["", non_gaussian_answer(findings)]
+    return lines
+
+
+def _low_d_lines(tables: Mapping[str, pd.DataFrame], confidence: float, figures: Path | None) -> list[str]:
+    """Question 2's three-point comparison over the low-d sweeps: table, figure, findings and answer."""
     merged = low_d_table(tables)
-    lines += ["", "#### Three-point comparison: plain matching, Gersho, Theorem 2", ""]
     if merged is None:
-        lines.append(_missing(LOW_D))
-    else:
-        present = [n for n in LOW_D if n in tables and len(tables[n])]
-        lines += [
-            f"Sweeps {', '.join(f'`{n}`' for n in present)}: z ~ N(0, I_d), {_setting(merged)}. The W loss "
-            "is aimed at N(mu, c S): plain matching c = 1 (`wasserstein`), Gersho's point density "
-            "f^(d/(d+2)) c = (d+2)/d, Theorem 2 as the seed states it f^((d+2)/d) c = d/(d+2) "
-            "(`wasserstein_density`, exponent in parentheses).",
-            "",
-            _table_block(merged, "low_d", confidence, ["dim", "method"]), "",
-        ]
-        if len(present) < len(LOW_D):
-            lines += [_missing([n for n in LOW_D if n not in present]), ""]
-        if figures is not None:
-            path = grouped_figure(merged, "dim", "method", Path(figures) / "open_questions_low_d.png", confidence,
-                                  "E / k-means vs d by density target", "d", lines=True)
-            lines += _figure_lines(path, "E / k-means against d, one line per density target")
-        findings = low_d_findings(merged, confidence)
-        lines += _low_d_text(findings)
-        lines += ["", low_d_answer(findings)]
-    lines += ["", "### 3. Downstream autoregressive generation", ""]
-    lines += ar_generation_text(tables, confidence)
-    lines += ["", "### Related ablation: dead-code strategies vs distribution matching", ""]
-    table = tables.get(DEAD_CODES)
+        return [_missing(LOW_D)]
+    present = [n for n in LOW_D if n in tables and len(tables[n])]
+    lines = [
+        f"Sweeps {', '.join(f'`{n}`' for n in present)}: z ~ N(0, I_d), {_setting(merged)}. The W loss "
+        "is aimed at N(mu, c S): plain matching c = 1 (`wasserstein`), Gersho's point density "
+        "f^(d/(d+2)) c = (d+2)/d, Theorem 2 as the seed states it f^((d+2)/d) c = d/(d+2) "
+        "(`wasserstein_density`, exponent in parentheses).",
+        "",
+        _table_block(merged, "low_d", confidence, ["dim", "method"]), "",
+    ]
+    if len(present) < len(LOW_D):
+        lines += [_missing([n for n in LOW_D if n not in present]), ""]
+    if figures is not None:
+        path = grouped_figure(merged, "dim", "method", Path(figures) / "open_questions_low_d.png", confidence,
+                              "E / k-means vs d by density target", "d", lines=True)
+        lines += _figure_lines(path, "E / k-means against d, one line per density target")
+    findings = low_d_findings(merged, confidence)
+    lines += _low_d_text(findings)
+    lines += ["", low_d_answer(findings)]
+    return lines
+
+
+def _dead_code_lines(table: pd.DataFrame | None, confidence: float) -> list[str]:
+    """The related dead-code ablation: table, findings and answer."""
     if table is None or not len(table):
-        lines.append(_missing([DEAD_CODES]))
-    else:
-        lines += [f"Sweep `{DEAD_CODES}`: the atomic mean shift z ~ N(mu 1, I), codes initialised N(0, I), "
-                  f"{_setting(table)}.", "",
-                  _table_block(table, DEAD_CODES, confidence, ["dataset_options.mean", "method"]), ""]
-        findings = dead_code_findings(table, confidence)
-        lines += _dead_code_text(findings)
-        lines += ["", dead_code_answer(findings)]
-    return "\n".join(lines) + "\n"
+        return [_missing([DEAD_CODES])]
+    lines = [f"Sweep `{DEAD_CODES}`: the atomic mean shift z ~ N(mu 1, I), codes initialised N(0, I), "
+             f"{_setting(table)}.", "",
+             _table_block(table, DEAD_CODES, confidence, ["dataset_options.mean", "method"]), ""]
+    findings = dead_code_findings(table, confidence)
+    lines += _dead_code_text(findings)
+    lines += ["", dead_code_answer(findings)]
+    return lines

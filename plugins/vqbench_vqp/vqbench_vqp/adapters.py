@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from methods._core import nearest_code
 from methods._base import QuantizerOutput, Quantizer, _check_non_negative, _check_positive_int
 from methods.fsq import balanced_levels
+from methods.residual import residual_search
 
 
 def _peer():
@@ -159,14 +159,8 @@ class VQPResidual(VQPAdapter):
 
     def search(self, z: Tensor) -> Tensor:
         """The peer's rule without its EMA side effects: level l searches the residual of < l."""
-        residual = self._flatten(z).detach()
-        codebook = self.codebook.detach()
-        columns = []
-        for level in range(self.options.levels):
-            index = nearest_code(residual, codebook[level])
-            residual = residual - codebook[level][index]
-            columns.append(index)
-        return torch.stack(columns, dim=1).reshape(*z.shape[:-1], self.options.levels)
+        indices = residual_search(self._flatten(z).detach(), self.codebook.detach())
+        return indices.reshape(*z.shape[:-1], self.options.levels)
 
     def run(self, features):
         quantized, indices, losses = self.module(features[None])
