@@ -24,6 +24,9 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 import yaml
 
+from benchmark import paths
+from benchmark.pipeline.spec import load_params
+
 PAPER_FILE = Path(__file__).parent / "papers" / "wasserstein_vq_atomic.yaml"
 METRICS = ("quantization_error", "utilization")
 
@@ -132,16 +135,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     paper = load_paper(args.paper)
     params_path = Path(args.params)
     root = params_path.resolve().parent
-    with open(params_path) as handle:
-        params = yaml.safe_load(handle) or {}
+    params = load_params(params_path)
     results_dir = Path(args.results) if args.results else root / (params.get("tracking") or {}).get(
-        "results_dir", "results")
-    table_path = results_dir / paper.sweep / "trials.csv"
+        "results_dir", paths.RESULTS_DIR)
+    table_path = results_dir / paper.sweep / paths.TABLE_FILE
     table = pd.read_csv(table_path) if table_path.exists() else None
-    out = Path(args.out) if args.out else root / "reports"
+    out = Path(args.out) if args.out else root / paths.REPORTS_DIR.name
     out.mkdir(parents=True, exist_ok=True)
     path = out / "reproduce.md"
-    name = f"`{paper.sweep}/trials.csv`" if table is not None else "no table yet"
+    name = f"`{paper.sweep}/{paths.TABLE_FILE}`" if table is not None else "no table yet"
     path.write_text(render(paper, table, name))
     print(f"wrote {path}")
     return 0
