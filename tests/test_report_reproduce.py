@@ -66,3 +66,11 @@ def test_cli_writes_the_report_without_a_table(tmp_path: Path):
                        "--out", str(tmp_path)]) == 0
     text = (tmp_path / "reproduce.md").read_text()
     assert "0 within the target, 0 outside, 0 failed, 50 not run (of 50)" in text
+
+
+def test_findings_about_cells_outside_the_target_are_rendered():
+    import dataclasses
+
+    paper = dataclasses.replace(reproduce.load_paper(), findings=("vanilla at mu 4: seed spread explains dE.",))
+    text = reproduce.render(paper, None)
+    assert "## Cells outside the target: what we found" in text and "- vanilla at mu 4: seed spread" in text

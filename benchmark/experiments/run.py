@@ -4,7 +4,7 @@
         --codebook-size 1024 --dim 8 --steps 500 --batch-size 4096 --seed 0 \\
         --dataset-option mean=4 --method-option gamma=10 --progress
 
-Every :class:`~benchmark.config.RunConfig` field is a flag (``--codebook-size`` for
+Every :class:`~benchmark.experiments.config.RunConfig` field is a flag (``--codebook-size`` for
 ``codebook_size``); option mappings are given as repeated ``KEY=VALUE`` flags whose values are
 parsed with ``yaml.safe_load`` (``4`` -> int, ``0.1`` and ``1e-3`` -> float, ``true`` -> bool, ``abc`` -> str).
 Exit status: 0 on success, 2 on a bad argument or setting, 3 when the run diverged.

@@ -19,7 +19,7 @@ The experiments (one module each, dispatched by :mod:`benchmark.experiments.trai
 ``vqvae`` and ``transplant`` add the downstream prior's record (``PRIOR_KEYS`` of
 :mod:`benchmark.experiments.images`) when ``model_options.prior_steps`` > 0.
 
-Record (floats): quantization_error, utilization, perplexity, dead_codes, gaussian_w2,
+Record (floats): quantization_error, utilization, perplexity, dead_codes, gaussian_w2_sq,
 kmeans_error, error_vs_kmeans, bits_per_token, final_loss, train_seconds; vqvae adds recon_mse,
 psnr, ssim; a multi-codebook quantizer adds utilization_level_<l> and perplexity_level_<l> per
 level (its k-means columns are NaN: :mod:`benchmark.experiments.metrics`).

@@ -32,7 +32,7 @@ sweep's ``grid`` are required; the ``tracking`` and ``ray`` values shown are the
       early_stopping_metric: loss   # per-step metric (an on_step key) that ASHA minimises
       max_concurrent: null    # at most this many trials at once (null: as resources allow)
       storage_path: null      # Ray Tune's own files (null: ~/ray_results/vqbench)
-    base:                     # RunConfig fields shared by all sweeps (benchmark/config.py)
+    base:                     # RunConfig fields shared by all sweeps (benchmark/experiments/config.py)
       experiment: fit
       dataset: gaussian
       steps: 500
@@ -77,7 +77,7 @@ values after the layers before it, and its ``set`` applies when all match (later
 Every option in a trial's ``method_options`` must be a field of that method's options dataclass
 (``methods.get(name).options``): a grid over ``method_options.gamma`` therefore only combines with
 methods that take ``gamma``. Everything is validated before anything runs; errors are
-:class:`benchmark.config.ConfigError` naming the dotted field (``sweeps.NAME.grid.method``).
+:class:`benchmark.experiments.config.ConfigError` naming the dotted field (``sweeps.NAME.grid.method``).
 
 A *setting* is a grid point without ``seed`` and ``method``. With ``tune:``, every method of every
 setting first gets ``budget`` tuning trials (Ray Tune, Optuna's TPE, ASHA when ``grace_steps``
@@ -102,7 +102,7 @@ Trials, tracking, faults, resume
   result), so concurrent trials never race on the SQLite store. One run per trial: params =
   ``RunConfig.flat_params()``, tags ``sweep``, ``trial``, ``status``, ``git_commit``,
   ``git_dirty``, ``error``; per-step curves ``train/<metric>``; the final record under its keys.
-- A runner that raises (``benchmark.train.DivergedError`` on a NaN loss, or anything else)
+- A runner that raises (``benchmark.experiments.train.DivergedError`` on a NaN loss, or anything else)
   makes the trial ``failed`` with ``error = "<ExceptionType>: <message>"``; the sweep goes on.
 - Interrupted sweep (Ctrl-C): trials already started are closed as ``failed``
   (``Interrupted: ...``), trials never started have no run; the table is still exported and the
@@ -115,7 +115,7 @@ Trials, tracking, faults, resume
   RETRIED: their old run is soft-deleted in MLflow when the retry starts, so a trial never has
   two active runs.
 - The table ``<results_dir>/NAME/trials.csv`` is exported from MLflow after every sweep
-  (:func:`benchmark.tracking.export_table`), one row per trial: ``sweep, trial, run_id, status
+  (:func:`benchmark.pipeline.tracking.export_table`), one row per trial: ``sweep, trial, run_id, status
   (finished|failed|stopped), error, git_commit, git_dirty``, every flat param, every final metric.
 - Browse the runs: ``mlflow ui --backend-store-uri sqlite:///$PWD/mlflow.db``.
 """

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import pandas
 
 Runner = Callable[..., Mapping[str, float]]
-"""``runner(config: RunConfig, *, on_step) -> {metric: value}`` (benchmark.train.run_experiment)."""
+"""``runner(config: RunConfig, *, on_step) -> {metric: value}`` (benchmark.experiments.train.run_experiment)."""
 
 # --------------------------------------------------------------------------------------------
 # Running
@@ -216,7 +216,7 @@ def run_sweep(
 ) -> SweepOutcome:
     """Run every pending trial of ``spec`` through Ray Tune, record it in MLflow, export the table.
 
-    ``runner`` (default ``benchmark.train.run_experiment``, imported in the workers) must be
+    ``runner`` (default ``benchmark.experiments.train.run_experiment``, imported in the workers) must be
     picklable by cloudpickle. Ray is started (and shut down afterwards) unless already
     initialised; see :func:`start_ray` for the address order. ``max_concurrent`` overrides
     ``ray.max_concurrent``.

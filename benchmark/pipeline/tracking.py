@@ -3,7 +3,7 @@
 Everything here talks to MLflow through an explicit :class:`mlflow.tracking.MlflowClient`
 built from a tracking URI (no ``mlflow.set_tracking_uri`` global state), and is called from
 the sweep *driver* only: trials never write to the SQLite store themselves, so concurrent
-trials cannot race on it (see ``benchmark/sweep.py``).
+trials cannot race on it (see ``benchmark/pipeline/sweep.py``).
 
 Layout of one trial's run:
 

@@ -4,7 +4,7 @@
 only the tidy tables ``<results_dir>/<sweep>/trials.csv`` that ``benchmark.pipeline.sweep`` exports from
 the MLflow store (one row per trial, see docs/contracts.md) and never trains anything. With
 ``--export`` it first rebuilds those tables from the MLflow store itself
-(``benchmark.tracking.export_table``), so the report can be regenerated from the store alone.
+(``benchmark.pipeline.tracking.export_table``), so the report can be regenerated from the store alone.
 
 Per sweep (in the order of ``sweeps:`` in params.yaml) the report holds: a table of
 mean +/- 95% t-interval over seeds for every factor combination, best per column in bold, the

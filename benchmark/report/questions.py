@@ -22,7 +22,7 @@ Plus the ablation on the atomic mean shift (sweep ``dead_codes``): dead-code str
 vs distribution matching.
 
 Every conclusion is computed from the tables: means and half-widths of the 95% t-interval over
-seeds (``benchmark.report.t_interval``, as in every table of the report); a difference counts as
+seeds (``benchmark.report.stats.t_interval``, as in every table of the report); a difference counts as
 *resolved* when the two intervals do not overlap, or when the paired difference over seeds has a
 95% t-interval that excludes 0 (trials with the same seed share their training stream, held-out
 features and k-means reference, so pairing removes that shared noise). With n = 1 nothing is.

@@ -42,6 +42,7 @@ class Paper:
     sweep: str
     tolerance: Mapping[str, float]
     results: Mapping[tuple[str, float, str], Mapping[str, float]]
+    findings: tuple[str, ...] = ()  # what we found out about the cells outside the target (measured)
 
 
 def load_paper(path: str | Path = PAPER_FILE) -> Paper:
@@ -67,6 +68,7 @@ def load_paper(path: str | Path = PAPER_FILE) -> Paper:
     return Paper(
         paper=str(data["paper"]), reference=str(data["reference"]), title=str(data["title"]), source=str(data["source"]), sweep=str(data["sweep"]),
         tolerance={k: float(v) for k, v in tolerance.items()}, results=results,
+        findings=tuple(str(text) for text in data.get("findings") or ()),
     )
 
 
@@ -121,6 +123,8 @@ def render(paper: Paper, table: pd.DataFrame | None, table_name: str = "the swee
                      f"{100 * d_u:.2f} | {'ok' if within else 'no'} |")
     lines += ["", f"Cells: {counts['ok']} within the target, {counts['off']} outside, "
                   f"{counts['failed']} failed, {counts['not run']} not run (of {len(paper.results)}).", ""]
+    if paper.findings:
+        lines += ["## Cells outside the target: what we found", "", *(f"- {text}" for text in paper.findings), ""]
     return "\n".join(lines)
 
 
