@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 import dataclasses
 import functools
 import os
@@ -456,8 +457,12 @@ def test_cli_real_runner_end_to_end(ray_cluster: None, store_uri: str, tmp_path:
         assert (folder / "codebook.npy").exists() and (folder / "code_counts.npy").exists()
         logged = {a.path for a in tracking.make_client(store_uri).list_artifacts(run_id)}
         assert {"codebook.npy", "code_counts.npy"} <= logged
+    # DVC clears a stage's outputs before rerunning it: the export restores them from the MLflow runs
+    saved = (tmp_path / "results" / "tiny" / "artifacts" / table["trial"][0] / "codebook.npy").read_bytes()
+    shutil.rmtree(tmp_path / "results" / "tiny")
     assert sweep.main(["--params", str(path), "--sweep", "tiny", "--export-only"]) == 0
     assert "exported 2 trials" in capsys.readouterr().out
+    assert (tmp_path / "results" / "tiny" / "artifacts" / table["trial"][0] / "codebook.npy").read_bytes() == saved
     assert sweep.main(["--params", str(path), "--sweep", "nope"]) == 2
     assert "sweeps.nope: unknown sweep" in capsys.readouterr().err
 

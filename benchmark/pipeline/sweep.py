@@ -258,6 +258,7 @@ def _run_locked(spec: SweepSpec, runner: Runner | None, address: str | None, max
 
     table = tracking.export_table(spec.tracking.uri, spec.name)
     path = tracking.write_table(table, spec.table_path)
+    tracking.restore_artifacts(spec.tracking.uri, table, spec.artifacts_root)
     if tuning_results is not None:
         tuning.write_tuning_table(spec, tuning_results, table)
     return _outcome(spec, todo, table, path)
@@ -419,6 +420,7 @@ def _export_only(spec: SweepSpec, lock_timeout: float | None) -> int:
     tracking.check_writable(spec.table_path.parent)
     with tracking.store_lock(spec.tracking.uri, timeout=lock_timeout):
         table = tracking.export_table(spec.tracking.uri, spec.name)
+        tracking.restore_artifacts(spec.tracking.uri, table, spec.artifacts_root)
     path = tracking.write_table(table, spec.table_path)
     if spec.tune is not None:
         from benchmark.pipeline import tuning

@@ -465,6 +465,27 @@ def export_table(tracking_uri: str, sweep: str) -> "pandas.DataFrame":
     return pd.DataFrame(rows, columns=columns)
 
 
+def restore_artifacts(tracking_uri: str, table: "pandas.DataFrame", artifacts_root: str | Path) -> int:
+    """Download the logged artifacts of every finished trial of ``table`` whose folder
+    ``<artifacts_root>/<trial>`` is missing (DVC clears a stage's outputs before it reruns it; the
+    MLflow run is the record). Returns how many trials were restored."""
+    root = Path(artifacts_root)
+    missing = [(row.trial, row.run_id) for row in table.itertuples()
+               if row.status == STATUS_FINISHED and not (root / str(row.trial)).is_dir()]
+    if not missing:
+        return 0
+    client = make_client(tracking_uri)
+    restored = 0
+    for trial, run_id in missing:
+        if not client.list_artifacts(run_id):
+            continue
+        target = root / str(trial)
+        target.mkdir(parents=True, exist_ok=True)
+        client.download_artifacts(run_id, "", str(target))
+        restored += 1
+    return restored
+
+
 def write_table(table: "pandas.DataFrame", path: str | Path) -> Path:
     """Write ``table`` as CSV to ``path`` (parent folders created); returns the absolute path."""
     path = Path(path).expanduser().resolve()
