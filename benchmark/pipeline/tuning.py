@@ -227,10 +227,22 @@ def _point_of(run: Any, space: Mapping[str, Any]) -> dict[str, Any]:
     return {key: tracking.restore_param(key, run.data.params.get(key)) for key in space}
 
 
-def _pending(client: Any, experiment_id: str, group: Group) -> int:
-    """Tuning runs of ``group`` already spent (finished, stopped or failed); stale open runs are deleted."""
-    runs = [run for run in tracking.search_sweep_runs(client, experiment_id)
-            if run.data.tags.get(GROUP_TAG) == group.group_id]
+def _runs_by_group(client: Any, experiment_id: str) -> dict[str, list[Any]]:
+    """Every tuning run of the sweep, by the group it belongs to (one query for all groups)."""
+    runs: dict[str, list[Any]] = {}
+    for run in tracking.search_sweep_runs(client, experiment_id):
+        runs.setdefault(run.data.tags.get(GROUP_TAG), []).append(run)
+    return runs
+
+
+def _scored(runs: Sequence[Any], metric: str) -> list[Any]:
+    """The finished runs with a finite value of the tuning metric."""
+    return [run for run in runs if run.data.tags.get("status") == tracking.STATUS_FINISHED
+            and math.isfinite(run.data.metrics.get(metric, math.nan))]
+
+
+def _spent(client: Any, runs: Sequence[Any]) -> int:
+    """Tuning runs of a group already spent (finished, stopped or failed); stale open runs are deleted."""
     done = [run for run in runs if run.data.tags.get("status") in (*tracking.DONE_STATUSES, tracking.STATUS_FAILED)
             and run.info.status != "RUNNING"]
     for run in runs:
@@ -239,16 +251,13 @@ def _pending(client: Any, experiment_id: str, group: Group) -> int:
     return len(done)
 
 
-def _group_searcher(spec: SweepSpec, group: Group, space: Mapping[str, Any], client: Any, experiment_id: str) -> Any:
+def _group_searcher(spec: SweepSpec, group: Group, space: Mapping[str, Any], runs: Sequence[Any]) -> Any:
     """Optuna's TPE for one group, told the results its group already has (a resumed search)."""
     from ray.tune.search.optuna import OptunaSearch
 
     settings = spec.tune
     assert settings is not None
-    finished = [run for run in tracking.search_sweep_runs(client, experiment_id)
-                if run.data.tags.get(GROUP_TAG) == group.group_id
-                and run.data.tags.get("status") == tracking.STATUS_FINISHED
-                and math.isfinite(run.data.metrics.get(settings.metric, math.nan))]
+    finished = _scored(runs, settings.metric)
     seed = int(hashlib.sha256(f"{settings.seed}:{group.group_id}".encode()).hexdigest()[:8], 16)  # per group
     return OptunaSearch(
         space=dict(space), metric=OBJECTIVE_KEY, mode=settings.mode, seed=seed,
@@ -335,11 +344,12 @@ def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True) -> li
     experiment_id = tracking.get_or_create_experiment(client, spec.name + TUNING_SUFFIX)
     groups = {group.group_id: group for group in groups_of(spec)}
     spaces = {name: search_space(methods.get(group.setting.method).tunables, settings) for name, group in groups.items()}
-    spent = {name: _pending(client, experiment_id, group) for name, group in groups.items()}
+    before = _runs_by_group(client, experiment_id)
+    spent = {name: _spent(client, before.get(name, [])) for name in groups}
     budgets = {name: max(0, settings.budget - spent[name]) for name in groups}
     todo = {name: group for name, group in groups.items() if budgets[name] > 0}
     if todo:
-        searchers = {name: _group_searcher(spec, group, spaces[name], client, experiment_id)
+        searchers = {name: _group_searcher(spec, group, spaces[name], before.get(name, []))
                      for name, group in todo.items()}
         recorder = _TuningRecorder(client, experiment_id, spec, groups, spent, tracking.git_state(paths.REPO_ROOT))
         storage = Path(spec.ray.storage_path or Path.home() / "ray_results" / "vqbench").expanduser().resolve()
@@ -364,21 +374,17 @@ def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True) -> li
             tuner.fit()
         finally:
             recorder.close_open_runs()
-    return [group_result(spec, group, spaces[name], client, experiment_id) for name, group in groups.items()]
+    after = _runs_by_group(client, experiment_id)
+    return [group_result(spec, group, spaces[name], after.get(name, [])) for name, group in groups.items()]
 
 
-def group_result(spec: SweepSpec, group: Group, space: Mapping[str, Any], client: Any,
-                 experiment_id: str) -> GroupResult:
-    """The recorded tuning runs of a group summarised: best point, spend, robustness."""
+def group_result(spec: SweepSpec, group: Group, space: Mapping[str, Any], runs: Sequence[Any]) -> GroupResult:
+    """The recorded tuning runs of a group (``runs``) summarised: best point, spend, robustness."""
     settings = spec.tune
     assert settings is not None
-    runs = [run for run in tracking.search_sweep_runs(client, experiment_id)
-            if run.data.tags.get(GROUP_TAG) == group.group_id]
     sign = 1.0 if settings.mode == "min" else -1.0
-    scored = [(sign * run.data.metrics[settings.metric], run) for run in runs
-              if run.data.tags.get("status") == tracking.STATUS_FINISHED
-              and math.isfinite(run.data.metrics.get(settings.metric, math.nan))]
-    best_run = min(scored, key=lambda pair: pair[0])[1] if scored else None
+    scored = _scored(runs, settings.metric)
+    best_run = min(scored, key=lambda run: sign * run.data.metrics[settings.metric]) if scored else None
     robust = sum(run.data.metrics.get("utilization", 0.0) >= ROBUST_UTILIZATION for run in runs)
     return GroupResult(
         group=group,
@@ -431,8 +437,9 @@ def recorded_results(spec: SweepSpec) -> list[GroupResult]:
     client = tracking.make_client(spec.tracking.uri)
     experiment_id = tracking.get_or_create_experiment(client, spec.name + TUNING_SUFFIX)
     assert spec.tune is not None
+    runs = _runs_by_group(client, experiment_id)
     return [group_result(spec, group, search_space(methods.get(group.setting.method).tunables, spec.tune),
-                         client, experiment_id) for group in groups_of(spec)]
+                         runs.get(group.group_id, [])) for group in groups_of(spec)]
 
 
 def with_tuned_trials(spec: SweepSpec, results: Sequence[GroupResult]) -> SweepSpec:
