@@ -109,18 +109,14 @@ class VQPVectorQuantize(VQPAdapter):
 
 
 @dataclass(frozen=True)
-class VQPResidualOptions:
+class VQPResidualOptions(VQPVectorQuantizeOptions):
     """levels: number of quantizers; decay / commitment_weight as ``vqp_vector_quantize``."""
 
     levels: int = 4
-    decay: float = 0.8
-    commitment_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_positive_int(self, "levels")
-        _check_non_negative(self, "decay", "commitment_weight")
-        if self.decay > 1:
-            raise ValueError(f"decay: must be in [0, 1], got {self.decay}")
 
 
 class VQPResidual(VQPAdapter):
