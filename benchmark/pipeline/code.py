@@ -90,8 +90,7 @@ def _defining_module(package: str, name: str) -> str | None:
         if isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == name for a in node.names):
             source = _absolute(init, node)
             original = next(a.name for a in node.names if (a.asname or a.name) == name)
-            return _defining_module(source, original) if _module_file(source) and \
-                _module_file(source).name == "__init__.py" else source
+            return _defining_module(source, original) or source
     return None
 
 
