@@ -180,3 +180,48 @@ def test_wasserstein_matches_the_authors_formula():
     (expected_grad,) = torch.autograd.grad(authors_wasserstein(z, codebook), codebook)
     (ours_grad,) = torch.autograd.grad(out.losses["wasserstein"], q.embedding)
     assert torch.allclose(ours_grad.double(), expected_grad, rtol=1e-2, atol=1e-5)
+
+
+# --- vanilla under the authors' synthetic loop ----------------------------------------------------
+
+def authors_vanilla_trajectory(codebook: torch.Tensor, batches: list[torch.Tensor]) -> torch.Tensor:
+    """The Wasserstein-VQ authors' synthetic vanilla_quantizer loop, written out: dense squared
+    distances by addmm, argmin, loss ||e_k - sg(z)||^2 summed over d and averaged over the batch,
+    SGD lr 1.0 momentum 0.9 on an nn.Embedding; returns the codebook after the last batch."""
+    embedding = torch.nn.Embedding(*codebook.shape)
+    embedding.weight.data.copy_(codebook)
+    optimizer = torch.optim.SGD(embedding.parameters(), lr=1.0, momentum=0.9)
+    for z in batches:
+        weight = embedding.weight.data
+        distance = z.square().sum(1, keepdim=True) + weight.square().sum(1)
+        distance.addmm_(z, weight.T, alpha=-2, beta=1)
+        loss = (embedding(distance.argmin(1)) - z).square().sum(1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return embedding.weight.detach()
+
+
+def test_vanilla_with_the_reproduction_options_follows_the_authors_loop():
+    # the options of the reproduction profile's vanilla cells and our training step (Trainer:
+    # forward, backward, SGD with momentum): same initial codes and batches, same codebook after
+    # 60 steps, in the collapsing regime (mu 4) where only a few codes move
+    from benchmark.experiments.config import RunConfig
+    from benchmark.experiments.training import Trainer, make_optimizer
+
+    config = RunConfig(method="vanilla", codebook_size=512, dim=8, steps=60, batch_size=2000, optimizer="sgd",
+                       codebook_lr=1.0, momentum=0.9,
+                       method_options={"beta": 0.0, "codebook_weight": 1.0, "reduction": "sum"})
+    ours = methods.build("vanilla", dim=8, codebook_size=512, generator=torch.Generator().manual_seed(0),
+                         **config.method_options)
+    start = ours.codebook.detach().clone()
+    batches = [randn(2000, 8, seed=100 + step) + 4.0 for step in range(config.steps)]
+    trainer = Trainer(config, ours.train(), make_optimizer(config, ours), None, False)
+    for step, z in enumerate(batches, start=1):
+        out = ours(z)
+        trainer.step(step, out.loss, out)
+    trainer.close()
+    expected = authors_vanilla_trajectory(start, batches)
+    moved = (expected - start).norm(dim=1) > 0
+    assert 1 <= int(moved.sum()) < 512  # the regime of the cell: a few live codes, the rest never chosen
+    assert torch.allclose(ours.codebook.detach(), expected, atol=1e-5)
