@@ -36,11 +36,29 @@ def test_render_compares_finished_cells_and_says_not_run_elsewhere():
     rows = {tuple(cell.strip() for cell in line.split("|")[1:4]): line for line in text.splitlines()
             if line.startswith("| gaussian") or line.startswith("| uniform")}
     assert len(rows) == 50
-    assert rows[("gaussian", "4", "wasserstein")].rstrip().endswith("| 0.010 | 99.85% | 99.50% | 0.35 | ok |")
-    assert rows[("gaussian", "4", "vanilla")].rstrip().endswith("| no |")
+    assert rows[("gaussian", "4", "wasserstein")].rstrip().endswith("| 0.010 | 99.85% | 99.50% | 0.35 | ok |  |  |")
+    assert rows[("gaussian", "4", "vanilla")].rstrip().endswith("| no |  |  |")
     assert "failed" in rows[("uniform", "0", "ema")]
     assert "not run" in rows[("uniform", "8", "simvq")]
-    assert "1 within the target, 1 outside, 1 failed, 47 not run (of 50)" in text
+    assert "1 within the target, 1 outside (0 of them in our seed range, 0 seed-sensitive), 1 failed, " \
+           "47 not run (of 50)" in text
+
+
+def test_more_seeds_give_the_range_and_say_whether_the_authors_value_is_in_it():
+    # authors: gaussian mu 4 vanilla E 5.294 U 0.067%; ema E 3.005 U 0.79%
+    paper = reproduce.load_paper()
+    table = _table([("finished", "gaussian", 4.0, "vanilla", 5.40, 0.00067),
+                    ("finished", "gaussian", 4.0, "ema", 3.10, 0.0079)])
+    seeds = _table([("finished", "gaussian", 4.0, "vanilla", 5.28, 0.00067),   # range 5.28-5.40: theirs inside
+                    ("finished", "gaussian", 4.0, "vanilla", 5.35, 0.00073),
+                    ("finished", "gaussian", 4.0, "ema", 3.11, 0.0079),        # range 3.10-3.11: theirs outside
+                    ("failed", "gaussian", 4.0, "ema", float("nan"), float("nan"))])
+    text = reproduce.render(paper, table, seeds=seeds)
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:4]): line for line in text.splitlines()
+            if line.startswith("| gaussian")}
+    assert rows[("gaussian", "4", "vanilla")].rstrip().endswith("| in seed range | 5.280-5.400 (3) | 0.07-0.07 (3) |")
+    assert rows[("gaussian", "4", "ema")].rstrip().endswith("| no | 3.100-3.110 (2) | 0.79-0.79 (2) |")
+    assert "0 within the target, 2 outside (1 of them in our seed range, 1 seed-sensitive)" in text
 
 
 def test_malformed_paper_file_names_the_field(tmp_path: Path):
@@ -65,7 +83,8 @@ def test_cli_writes_the_report_without_a_table(tmp_path: Path):
     assert build.main(["--reproduce", "--params", str(profile), "--results", str(tmp_path / "none"),
                        "--out", str(tmp_path)]) == 0
     text = (tmp_path / "reproduce.md").read_text()
-    assert "0 within the target, 0 outside, 0 failed, 50 not run (of 50)" in text
+    assert "0 within the target, 0 outside (0 of them in our seed range, 0 seed-sensitive), 0 failed, " \
+           "50 not run (of 50)" in text
 
 
 def test_findings_about_cells_outside_the_target_are_rendered():
