@@ -30,6 +30,7 @@ report: venv
 # The Wasserstein-VQ authors' atomic experiment at their scale (not part of dvc repro; a GPU machine).
 reproduce: venv
 	$(PY) -m benchmark sweep --params params-reproduce.yaml --sweep reproduce
+	$(PY) -m benchmark sweep --params params-reproduce.yaml --sweep reproduce_seeds
 	$(PY) -m benchmark report --reproduce --params params-reproduce.yaml
 
 clean-venv:

@@ -18,11 +18,15 @@ at the uniform rate (K p_k ~ 1, a_k ~ e^-100) keeps its place. ``usage`` (p, sta
 buffer. The nearest feature of every code is one search of the codebook against the batch (the
 shared exact ``nearest_code``, K x n).
 
-Deviations: the authors' loop takes the gradient step first and then searches again for the
-pull; here the pull happens inside the forward, with the indices of that forward, before the
-optimizer step of the same batch (one search instead of two; the loss terms are those of the
-codes before the pull). Their codebook loss sums over dimensions: ``reduction="sum"`` with beta = 0
-reproduces it (there is no encoder in their synthetic run).
+When the pull happens (``pull``): the authors' loop takes the gradient step first and then
+searches the batch again against the stepped codes for the usage and the pull
+(``pull="after_step"``). With no hook after the optimizer step, that pull is deferred: the next
+training forward applies it before its own search, and switching to eval applies the last one,
+so the sequence of codebooks is the authors' (three searches per step instead of two). The
+default ``pull="forward"`` pulls inside the forward with that forward's indices, before the
+optimizer step of the same batch (the loss terms are those of the codes before the pull).
+Their codebook loss sums over dimensions: ``reduction="sum"`` with beta = 0 reproduces it (there
+is no encoder in their synthetic run).
 """
 from __future__ import annotations
 
@@ -31,26 +35,30 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods._base import QuantizerOutput, Tunable, VQOptions, _check_non_negative, commitment_and_codebook
+from methods._base import QuantizerOutput, Tunable, VQOptions, _check_choice, _check_non_negative, commitment_and_codebook
 from methods._core import nearest_code, straight_through
 from methods._registry import register
 from methods.vanilla import VanillaVQ
 
 # The authors' constant in a_k: a code never used still keeps exp(-1e-3) of its pull, not all of it.
 PULL_OFFSET = 1e-3
+PULLS = ("forward", "after_step")
 
 
 @dataclass(frozen=True)
 class OnlineOptions(VQOptions):
     """usage_decay: m in (0, 1), the EMA of each code's batch share (0.9 in the authors' code);
-    sharpness: how fast the pull vanishes with use (10 in the authors' code)."""
+    sharpness: how fast the pull vanishes with use (10 in the authors' code); pull: "forward" (in
+    the training forward) or "after_step" (after the optimizer step, the authors' order)."""
 
     usage_decay: float = 0.9
     sharpness: float = 10.0
+    pull: str = "forward"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_non_negative(self, "sharpness")
+        _check_choice(self, "pull", PULLS)
         value = self.usage_decay
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
             raise ValueError(f"usage_decay: must be in (0, 1), got {value!r}")
@@ -67,6 +75,19 @@ class OnlineClusteringVQ(VanillaVQ):
     def __init__(self, dim: int, codebook_size: int, options: OnlineOptions, generator: torch.Generator | None = None):
         super().__init__(dim, codebook_size, options, generator)
         self.register_buffer("usage", torch.zeros(codebook_size))
+        self.pending: Tensor | None = None  # pull="after_step": the batch whose pull is due
+
+    def apply_pending_pull(self) -> None:
+        """pull="after_step": usage and pull of the last training batch against the codes as they
+        are now (after its optimizer step)."""
+        if self.pending is not None:
+            features, self.pending = self.pending, None
+            self.online_update(features, nearest_code(features, self.embedding.detach()))
+
+    def train(self, mode: bool = True) -> "OnlineClusteringVQ":
+        if not mode:
+            self.apply_pending_pull()
+        return super().train(mode)
 
     def pull_strength(self) -> Tensor:
         """a_k = exp(-sharpness K p_k / (1 - m) - 1e-3), (K,)."""
@@ -84,12 +105,17 @@ class OnlineClusteringVQ(VanillaVQ):
         self.embedding.mul_(1 - pull).add_(pull * nearest_features)
 
     def quantize_flat(self, features: Tensor) -> QuantizerOutput:
+        after_step = self.options.pull == "after_step"
+        if self.training and after_step:
+            self.apply_pending_pull()
         codebook = self.codebook
         indices = nearest_code(features.detach(), codebook.detach())
         codes = codebook[indices]
         losses = commitment_and_codebook(features, codes, self.options.reduction)
         quantized = straight_through(features, codes)
-        if self.training:
+        if self.training and after_step:
+            self.pending = features.detach()
+        elif self.training:
             self.online_update(features.detach(), indices)
         return QuantizerOutput(quantized, indices, self.weighted_sum(losses), losses)
 

@@ -17,6 +17,7 @@ from vector_quantize_pytorch import FSQ, LFQ, ResidualVQ, SimVQ
 from vector_quantize_pytorch.vector_quantize_pytorch import rotate_to
 
 import methods
+from methods._core import nearest_code
 
 
 def randn(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -182,46 +183,92 @@ def test_wasserstein_matches_the_authors_formula():
     assert torch.allclose(ours_grad.double(), expected_grad, rtol=1e-2, atol=1e-5)
 
 
-# --- vanilla under the authors' synthetic loop ----------------------------------------------------
+# --- vanilla and online clustering under the authors' synthetic loop ------------------------------
 
-def authors_vanilla_trajectory(codebook: torch.Tensor, batches: list[torch.Tensor]) -> torch.Tensor:
-    """The Wasserstein-VQ authors' synthetic vanilla_quantizer loop, written out: dense squared
-    distances by addmm, argmin, loss ||e_k - sg(z)||^2 summed over d and averaged over the batch,
-    SGD lr 1.0 momentum 0.9 on an nn.Embedding; returns the codebook after the last batch."""
+def authors_codebook_after(codebook: torch.Tensor, batches: list[torch.Tensor], lr: float,
+                           online: bool = False) -> torch.Tensor:
+    """The Wasserstein-VQ authors' synthetic vanilla_quantizer / online_clustering loop, written
+    out: dense squared distances by addmm, argmin, loss ||e_k - sg(z)||^2 summed over d and averaged
+    over the batch, SGD momentum 0.9 on an nn.Embedding; online clustering then searches the batch
+    again against the stepped codes, updates the usage EMA p (0.9) and pulls each code onto its
+    nearest feature by a_k = exp(-10 K p_k / 0.1 - 1e-3). Returns the codebook after the last batch.
+
+    Online clustering pulls several codes onto one feature, 1e-3 of their old offset apart: their
+    distances to a batch feature then tie to float32 rounding, which addmm and our search round
+    differently, and the two trajectories part after a few steps. So that the test compares the
+    update and its order, the online loop takes its argmins from the shared exact search (checked
+    against brute force in the search tests)."""
+    k = codebook.shape[0]
     embedding = torch.nn.Embedding(*codebook.shape)
     embedding.weight.data.copy_(codebook)
-    optimizer = torch.optim.SGD(embedding.parameters(), lr=1.0, momentum=0.9)
-    for z in batches:
+    optimizer = torch.optim.SGD(embedding.parameters(), lr=lr, momentum=0.9)
+    usage = torch.zeros(k)
+
+    def distances(z: torch.Tensor) -> torch.Tensor:
         weight = embedding.weight.data
         distance = z.square().sum(1, keepdim=True) + weight.square().sum(1)
-        distance.addmm_(z, weight.T, alpha=-2, beta=1)
-        loss = (embedding(distance.argmin(1)) - z).square().sum(1).mean()
+        return distance.addmm_(z, weight.T, alpha=-2, beta=1)
+
+    def nearest(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(nearest code of every feature, nearest feature of every code)."""
+        if online:
+            return nearest_code(z, embedding.weight.data), nearest_code(embedding.weight.data, z)
+        distance = distances(z)
+        return distance.argmin(1), distance.argmin(0)
+
+    for z in batches:
+        loss = (embedding(nearest(z)[0]) - z).square().sum(1).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if online:
+            tokens, nearest_features = nearest(z)
+            usage.mul_(0.9).add_(torch.bincount(tokens, minlength=k) / z.shape[0], alpha=0.1)
+            pull = torch.exp(-(usage * k * 10) / 0.1 - 1e-3)[:, None]
+            embedding.weight.data = embedding.weight.data * (1 - pull) + z[nearest_features] * pull
     return embedding.weight.detach()
 
 
-def test_vanilla_with_the_reproduction_options_follows_the_authors_loop():
-    # the options of the reproduction profile's vanilla cells and our training step (Trainer:
-    # forward, backward, SGD with momentum): same initial codes and batches, same codebook after
-    # 60 steps, in the collapsing regime (mu 4) where only a few codes move
+def train_with_our_step(method: str, options: dict, batches: list[torch.Tensor], lr: float):
+    """Our quantizer trained by our training step (Trainer: forward, backward, SGD momentum 0.9),
+    in the collapsing regime of the reproduction cells; returns (initial codes, final codes)."""
     from benchmark.experiments.config import RunConfig
     from benchmark.experiments.training import Trainer, make_optimizer
 
-    config = RunConfig(method="vanilla", codebook_size=512, dim=8, steps=60, batch_size=2000, optimizer="sgd",
-                       codebook_lr=1.0, momentum=0.9,
-                       method_options={"beta": 0.0, "codebook_weight": 1.0, "reduction": "sum"})
-    ours = methods.build("vanilla", dim=8, codebook_size=512, generator=torch.Generator().manual_seed(0),
-                         **config.method_options)
+    config = RunConfig(method=method, codebook_size=512, dim=8, steps=len(batches), batch_size=batches[0].shape[0],
+                       optimizer="sgd", codebook_lr=lr, momentum=0.9, method_options=options)
+    ours = methods.build(method, dim=8, codebook_size=512, generator=torch.Generator().manual_seed(0), **options)
     start = ours.codebook.detach().clone()
-    batches = [randn(2000, 8, seed=100 + step) + 4.0 for step in range(config.steps)]
     trainer = Trainer(config, ours.train(), make_optimizer(config, ours), None, False)
     for step, z in enumerate(batches, start=1):
         out = ours(z)
         trainer.step(step, out.loss, out)
     trainer.close()
-    expected = authors_vanilla_trajectory(start, batches)
+    ours.eval()
+    return start, ours.codebook.detach()
+
+
+def mu_4_batches(steps: int) -> list[torch.Tensor]:
+    return [randn(2000, 8, seed=100 + step) + 4.0 for step in range(steps)]
+
+
+def test_vanilla_with_the_reproduction_options_follows_the_authors_loop():
+    # the reproduction profile's vanilla options: same initial codes and batches, same codebook
+    # after 60 steps, where only a few codes live (mu 4)
+    batches = mu_4_batches(60)
+    start, ours = train_with_our_step("vanilla", {"beta": 0.0, "codebook_weight": 1.0, "reduction": "sum"}, batches, 1.0)
+    expected = authors_codebook_after(start, batches, lr=1.0)
     moved = (expected - start).norm(dim=1) > 0
-    assert 1 <= int(moved.sum()) < 512  # the regime of the cell: a few live codes, the rest never chosen
-    assert torch.allclose(ours.codebook.detach(), expected, atol=1e-5)
+    assert 1 <= int(moved.sum()) < 512
+    assert torch.allclose(ours, expected, atol=1e-5)
+
+
+def test_online_with_the_pull_after_the_step_follows_the_authors_loop():
+    options = {"beta": 0.0, "codebook_weight": 1.0, "reduction": "sum", "usage_decay": 0.9, "sharpness": 10.0}
+    batches = mu_4_batches(30)
+    start, ours = train_with_our_step("online", {**options, "pull": "after_step"}, batches, 3.0)
+    expected = authors_codebook_after(start, batches, lr=3.0, online=True)
+    assert torch.allclose(ours, expected, atol=1e-4)
+    # the default pulls inside the forward: a different sequence of codebooks (pinned)
+    _, in_forward = train_with_our_step("online", options, batches, 3.0)
+    assert not torch.allclose(in_forward, expected, atol=1e-2)

@@ -230,6 +230,8 @@ def test_the_reproduction_profile_maps_the_authors_settings() -> None:
             assert dict(config.method_options) | {} == {
                 "beta": 0.0, "codebook_weight": 0.1, "gamma": 10.0, "reduction": "sum", "statistics": "batch",
                 "normalize": False, "squared": False, "init": config.method_options["init"], "init_scale": 1.0}
+        if config.method == "online":  # the pull after the optimizer step, as their loop does it
+            assert config.method_options["pull"] == "after_step" and config.method_options["usage_decay"] == 0.9
 
 
 def test_the_documented_example_is_valid() -> None:

@@ -16,6 +16,7 @@ import registry
 
 EXPERIMENTS = ("fit", "vqvae", "transplant")  # each is a module benchmark/experiments/<name>.py
 OPTIMIZERS = ("sgd", "adam")
+RANDOM_STREAMS = ("per_purpose", "single")
 OPTION_FIELDS = ("dataset_options", "method_options", "model_options")  # mappings of registry options
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")  # what RunConfig.device accepts
 
@@ -59,6 +60,10 @@ class RunConfig:
     seed: int = 0
     log_every: int = 50
     kmeans_reference: bool = True  # fit the k-means reference (E / k-means); false at K where it is infeasible
+    # "per_purpose": one generator per use (initialisation, training batches, evaluation, ...);
+    # "single" (fit only): one generator in program order, as a script seeding the global RNG (fit.py)
+    random_stream: str = "per_purpose"
+    skip_draws_after_init: int = 0  # "single": normal draws discarded after the initialisation (fit.py)
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -85,6 +90,15 @@ class RunConfig:
             bad("seed", f"must be an integer, got {self.seed!r}")
         if not isinstance(self.kmeans_reference, bool):
             bad("kmeans_reference", f"must be true or false, got {self.kmeans_reference!r}")
+        if self.random_stream not in RANDOM_STREAMS:
+            bad("random_stream", f"unknown random stream {self.random_stream!r}; valid: {list(RANDOM_STREAMS)}")
+        if self.random_stream == "single" and self.experiment != "fit":
+            bad("random_stream", f"'single' is only defined for the fit experiment, not {self.experiment!r}")
+        skip = self.skip_draws_after_init
+        if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+            bad("skip_draws_after_init", f"must be an integer >= 0, got {skip!r}")
+        if skip and self.random_stream != "single":
+            bad("skip_draws_after_init", "only used with random_stream: single")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
             bad("device", f"must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
         for name in OPTION_FIELDS:

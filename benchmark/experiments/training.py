@@ -110,14 +110,16 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def build_quantizer(config: RunConfig, device: torch.device) -> nn.Module:
+def build_quantizer(config: RunConfig, device: torch.device, init_generator: torch.Generator | None = None) -> nn.Module:
+    """The run's quantizer on ``device``, initialised from ``init_generator`` (default: the run's
+    initialisation stream)."""
     import methods
 
     quantizer = methods.build(
         config.method,
         dim=config.dim,
         codebook_size=config.codebook_size,
-        generator=generator(config.seed, STREAM_INIT, torch.device("cpu")),
+        generator=init_generator or generator(config.seed, STREAM_INIT, torch.device("cpu")),
         **dict(config.method_options),
     )
     return quantizer.to(device)
