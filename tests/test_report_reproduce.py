@@ -92,4 +92,17 @@ def test_findings_about_cells_outside_the_target_are_rendered():
 
     paper = dataclasses.replace(reproduce.load_paper(), findings=("vanilla at mu 4: seed spread explains dE.",))
     text = reproduce.render(paper, None)
-    assert "## Cells outside the target: what we found" in text and "- vanilla at mu 4: seed spread" in text
+    assert "## What we found" in text and "- vanilla at mu 4: seed spread" in text
+
+
+def test_a_variant_sweep_gets_its_own_table_against_the_same_numbers():
+    import dataclasses
+
+    paper = dataclasses.replace(reproduce.load_paper(), variants={"script_weights": "the script's weights"})
+    variant = _table([("finished", "gaussian", 0.0, "wasserstein", 1.027, 0.9957)])  # paper: 0.987, 99.79%
+    text = reproduce.render(paper, None, variants={"script_weights": variant})
+    section = text.split("## Variant `script_weights`: the script's weights")[1]
+    assert "| gaussian | 0 | wasserstein | 0.987 | 1.027 | 0.040 | 99.79% | 99.57% | 0.22 | no |" in section
+    # the variant's rows are not the main table's: the main cell is still "not run"
+    assert "0 within the target, 0 outside" in text
+    assert "## Variant `script_weights`" in reproduce.render(paper, None) and "Not run." in reproduce.render(paper, None)

@@ -219,7 +219,7 @@ def test_the_reproduction_profile_maps_the_authors_settings() -> None:
     """params-reproduce.yaml: 2 distributions x 5 means x 5 methods, the authors' lr and init per cell."""
     trials = sweep_spec.load_sweep(REPO_ROOT / "params-reproduce.yaml", "reproduce").trials
     assert len(trials) == 50
-    lr = {"vanilla": 1.0, "ema": 1.0, "online": 3.0, "simvq": 0.02, "wasserstein": 3.0}
+    lr = {"vanilla": 1.0, "ema": 1.0, "online": 3.0, "simvq": 0.02, "wasserstein": 1.0}
     for trial in trials:
         config = trial.config
         assert (config.codebook_size, config.dim, config.steps, config.batch_size, config.eval_size) == (
@@ -227,11 +227,25 @@ def test_the_reproduction_profile_maps_the_authors_settings() -> None:
         assert config.codebook_lr == lr[config.method] and config.momentum == 0.9
         assert config.method_options["init"] == {"gaussian": "normal", "uniform": "uniform"}[config.dataset]
         if config.method == "wasserstein":
-            assert dict(config.method_options) | {} == {
-                "beta": 0.0, "codebook_weight": 0.1, "gamma": 10.0, "reduction": "sum", "statistics": "batch",
-                "normalize": False, "squared": False, "init": config.method_options["init"], "init_scale": 1.0}
+            # the published runs' weights: lr x commit weight 2.0 (Gaussian) / 1.0 (uniform), lr x W weight 20
+            assert dict(config.method_options) == {
+                "beta": 0.0, "codebook_weight": {"gaussian": 2.0, "uniform": 1.0}[config.dataset], "gamma": 20.0,
+                "reduction": "sum", "statistics": "batch", "normalize": False, "squared": False,
+                "init": config.method_options["init"], "init_scale": 1.0}
+        # their script draws everything from one global stream; our uniform sampling cannot replay it
+        assert config.random_stream == {"gaussian": "single", "uniform": "per_purpose"}[config.dataset]
         if config.method == "online":  # the pull after the optimizer step, as their loop does it
             assert config.method_options["pull"] == "after_step" and config.method_options["usage_decay"] == 0.9
+
+
+def test_the_reproduction_variant_runs_the_script_weights_on_the_gaussian_cells() -> None:
+    trials = sweep_spec.load_sweep(REPO_ROOT / "params-reproduce.yaml", "reproduce_script_weights").trials
+    assert {(t.config.dataset, t.config.method) for t in trials} == {("gaussian", "wasserstein")}
+    for trial in trials:  # 0.1 commit_loss + 10 W at lr 3.0, as their script is written
+        config = trial.config
+        assert (config.codebook_lr, config.method_options["codebook_weight"], config.method_options["gamma"]) == (
+            3.0, 0.1, 10.0)
+        assert config.random_stream == "single" and config.skip_draws_after_init == 16384 * 8
 
 
 def test_the_documented_example_is_valid() -> None:

@@ -8,11 +8,13 @@ over the finished trials of that cell) and the absolute differences dE and dU, m
 the tolerance of the paper file (|dE| <= 0.02, |dU| <= 1 point). Cells without a finished trial
 say "not run"; a cell whose trials all failed says "failed".
 
-The profile's other sweeps rerun some cells with more seeds. For those cells the report adds the
-range over every seed (the profile's own seed included) and marks an outside cell "in seed range"
+The paper file names the profile's other sweeps. Seed sweeps (``seed_sweeps``) rerun cells with
+more seeds: for those cells the report adds the range over every seed (the profile's own seed included) and marks an outside cell "in seed range"
 when the authors' value lies within that range widened by the tolerance: a value our protocol
 also produces, with another seed. ``seed-sensitive`` counts the outside cells whose seeds alone
 spread by more than the tolerance: a one-seed target is finer than the experiment's own noise.
+Variant sweeps (``variants``: sweep -> what it changes) run cells under other settings and get a
+table each, compared with the same published numbers.
 
 The authors' numbers are data: ``benchmark/report/papers/wasserstein_vq_atomic.yaml`` (see its
 header for where they come from), read by :func:`load_paper`. The file also has the ``paper`` and
@@ -22,6 +24,7 @@ so the ablation report passes over it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +51,8 @@ class Paper:
     sweep: str
     tolerance: Mapping[str, float]
     results: Mapping[tuple[str, float, str], Mapping[str, float]]
+    seed_sweeps: tuple[str, ...] = ()  # sweeps rerunning cells with more seeds (the range columns)
+    variants: Mapping[str, str] = dataclasses.field(default_factory=dict)  # sweep -> what it changes
     findings: tuple[str, ...] = ()  # what we found out about the cells outside the target (measured)
 
 
@@ -74,6 +79,8 @@ def load_paper(path: str | Path = PAPER_FILE) -> Paper:
     return Paper(
         paper=str(data["paper"]), reference=str(data["reference"]), title=str(data["title"]), source=str(data["source"]), sweep=str(data["sweep"]),
         tolerance={k: float(v) for k, v in tolerance.items()}, results=results,
+        seed_sweeps=tuple(str(name) for name in data.get("seed_sweeps") or ()),
+        variants={str(name): str(text) for name, text in (data.get("variants") or {}).items()},
         findings=tuple(str(text) for text in data.get("findings") or ()),
     )
 
@@ -121,9 +128,45 @@ def _seed_sensitive(cell: dict[str, Any] | None, tolerance: Mapping[str, float])
     return any(cell[f"{m}_range"][1] - cell[f"{m}_range"][0] > tolerance[m] for m in METRICS)
 
 
+def _comparison(theirs: Mapping[str, float], cell: dict[str, Any] | None,
+                tolerance: Mapping[str, float]) -> tuple[str, list[str]]:
+    """(state, [E ours, dE, U ours, dU]) of one cell: state "ok", "off", "not run" or "failed"."""
+    if cell is None or cell["finished"] == 0:
+        state = "not run" if cell is None else "failed"
+        return state, [state, "", state, ""]
+    e_o, u_o = cell["quantization_error"], cell["utilization"]
+    d_e, d_u = abs(e_o - theirs["quantization_error"]), abs(u_o - theirs["utilization"])
+    within = d_e <= tolerance["quantization_error"] and d_u <= tolerance["utilization"] + 1e-12
+    return ("ok" if within else "off"), [f"{e_o:.3f}", f"{d_e:.3f}", f"{100 * u_o:.2f}%", f"{100 * d_u:.2f}"]
+
+
+def _row(key: tuple[str, float, str], theirs: Mapping[str, float], values: list[str], extra: list[str]) -> str:
+    distribution, mu, method = key
+    e_o, d_e, u_o, d_u = values
+    cells = [distribution, f"{mu:g}", method, f"{theirs['quantization_error']:.3f}", e_o, d_e,
+             f"{100 * theirs['utilization']:.2f}%", u_o, d_u, *extra]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _variant_section(paper: Paper, name: str, description: str, table: pd.DataFrame | None) -> list[str]:
+    """One variant sweep against the authors' numbers, on the cells it runs."""
+    ours = ours_by_cell(table)
+    lines = [f"## Variant `{name}`: {description}", ""]
+    if not ours:
+        return lines + ["Not run.", ""]
+    lines += ["| distribution | mu | method | E paper | E ours | dE | U paper | U ours | dU (points) | within |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for key, cell in sorted(ours.items()):
+        if key in paper.results:
+            state, values = _comparison(paper.results[key], cell, paper.tolerance)
+            lines.append(_row(key, paper.results[key], values, ["ok" if state == "ok" else "no"]))
+    return lines + [""]
+
+
 def render(paper: Paper, table: pd.DataFrame | None, table_name: str = "the sweep table",
-           seeds: pd.DataFrame | None = None) -> str:
-    """The markdown of reports/reproduce.md; ``seeds``: the rows of the profile's other sweeps."""
+           seeds: pd.DataFrame | None = None, variants: Mapping[str, pd.DataFrame | None] | None = None) -> str:
+    """The markdown of reports/reproduce.md; ``seeds``: the rows of the seed sweeps; ``variants``:
+    each variant sweep's rows."""
     ours = ours_by_cell(table)
     frames = [frame for frame in (table, seeds) if frame is not None and not frame.empty]
     all_seeds = ours_by_cell(pd.concat(frames, ignore_index=True) if frames else None)
@@ -143,34 +186,25 @@ def render(paper: Paper, table: pd.DataFrame | None, table_name: str = "the swee
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     counts = {"ok": 0, "off": 0, "not run": 0, "failed": 0, "in seed range": 0, "seed-sensitive": 0}
-    for (distribution, mu, method), theirs in sorted(paper.results.items()):
-        cell = ours.get((distribution, mu, method))
-        e_p, u_p = theirs["quantization_error"], theirs["utilization"]
-        prefix = f"| {distribution} | {mu:g} | {method} | {e_p:.3f} | "
-        if cell is None or cell["finished"] == 0:
-            state = "not run" if cell is None else "failed"
-            counts[state] += 1
-            lines.append(prefix + f"{state} | | {100 * u_p:.2f}% | {state} | | | | |")
-            continue
-        e_o, u_o = cell["quantization_error"], cell["utilization"]
-        d_e, d_u = abs(e_o - e_p), abs(u_o - u_p)
-        within = d_e <= tol_e and d_u <= tol_u + 1e-12
-        counts["ok" if within else "off"] += 1
-        seeded = all_seeds.get((distribution, mu, method))
-        verdict = "ok" if within else "no"
-        if not within:
+    for key, theirs in sorted(paper.results.items()):
+        state, values = _comparison(theirs, ours.get(key), paper.tolerance)
+        counts[state] += 1
+        seeded = all_seeds.get(key) if state in ("ok", "off") else None
+        verdict = {"ok": "ok", "off": "no"}.get(state, "")
+        if state == "off":
             counts["seed-sensitive"] += _seed_sensitive(seeded, paper.tolerance)
             if _in_seed_range(seeded, theirs, paper.tolerance):
                 counts["in seed range"] += 1
                 verdict = "in seed range"
-        lines.append(prefix + f"{e_o:.3f} | {d_e:.3f} | {100 * u_p:.2f}% | {100 * u_o:.2f}% | "
-                     f"{100 * d_u:.2f} | {verdict} | {_seed_range(seeded, 'quantization_error', 1, 3)} | "
-                     f"{_seed_range(seeded, 'utilization', 100, 2)} |")
+        lines.append(_row(key, theirs, values, [verdict, _seed_range(seeded, "quantization_error", 1, 3),
+                                                _seed_range(seeded, "utilization", 100, 2)]))
     lines += ["", f"Cells: {counts['ok']} within the target, {counts['off']} outside "
                   f"({counts['in seed range']} of them in our seed range, {counts['seed-sensitive']} seed-sensitive), "
                   f"{counts['failed']} failed, {counts['not run']} not run (of {len(paper.results)}).", ""]
+    for name, description in paper.variants.items():
+        lines += _variant_section(paper, name, description, (variants or {}).get(name))
     if paper.findings:
-        lines += ["## Cells outside the target: what we found", "", *(f"- {text}" for text in paper.findings), ""]
+        lines += ["## What we found", "", *(f"- {text}" for text in paper.findings), ""]
     return "\n".join(lines)
 
 
@@ -190,14 +224,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results_dir", paths.RESULTS_DIR)
     table_path = results_dir / paper.sweep / paths.TABLE_FILE
     table = pd.read_csv(table_path) if table_path.exists() else None
-    others = [results_dir / name / paths.TABLE_FILE for name in params.get("sweeps") or {} if name != paper.sweep]
-    found = [pd.read_csv(path) for path in others if path.exists()]
+    def read(name: str) -> pd.DataFrame | None:
+        path = results_dir / name / paths.TABLE_FILE
+        return pd.read_csv(path) if path.exists() else None
+
+    found = [frame for frame in map(read, paper.seed_sweeps) if frame is not None]
     seeds = pd.concat(found, ignore_index=True) if found else None
+    variants = {name: read(name) for name in paper.variants}
     out = Path(args.out) if args.out else root / paths.REPORTS_DIR.name
     out.mkdir(parents=True, exist_ok=True)
     path = out / "reproduce.md"
     name = f"`{paper.sweep}/{paths.TABLE_FILE}`" if table is not None else "no table yet"
-    path.write_text(render(paper, table, name, seeds))
+    path.write_text(render(paper, table, name, seeds, variants))
     print(f"wrote {path}")
     return 0
 
