@@ -106,3 +106,11 @@ def test_a_variant_sweep_gets_its_own_table_against_the_same_numbers():
     # the variant's rows are not the main table's: the main cell is still "not run"
     assert "0 within the target, 0 outside" in text
     assert "## Variant `script_weights`" in reproduce.render(paper, None) and "Not run." in reproduce.render(paper, None)
+
+
+def test_only_the_profiles_trials_count_one_row_each_finished_first():
+    pool = pd.DataFrame({"trial": ["a", "a", "b", "stale"], "status": ["failed", "finished", "finished", "finished"],
+                         "quantization_error": [float("nan"), 1.0, 2.0, 9.0]})
+    rows = reproduce.sweep_rows(pool, {"a", "b"})
+    assert rows["trial"].tolist() == ["a", "b"] and rows["quantization_error"].tolist() == [1.0, 2.0]
+    assert reproduce.sweep_rows(pool, {"missing"}) is None and reproduce.sweep_rows(None, {"a"}) is None

@@ -242,14 +242,21 @@ def test_the_reproduction_profile_maps_the_authors_settings() -> None:
             assert config.method_options["pull"] == "after_step" and config.method_options["usage_decay"] == 0.9
 
 
-def test_the_reproduction_variant_runs_the_script_weights_on_the_gaussian_cells() -> None:
-    trials = sweep_spec.load_sweep(REPO_ROOT / "params-reproduce.yaml", "reproduce_script_weights").trials
-    assert {(t.config.dataset, t.config.method) for t in trials} == {("gaussian", "wasserstein")}
-    for trial in trials:  # 0.1 commit_loss + 10 W at lr 3.0, as their script is written
-        config = trial.config
-        assert (config.codebook_lr, config.method_options["codebook_weight"], config.method_options["gamma"]) == (
-            3.0, 0.1, 10.0)
+def test_the_reproduction_variant_swaps_the_two_sets_of_wasserstein_weights() -> None:
+    trials = sweep_spec.load_sweep(REPO_ROOT / "params-reproduce.yaml", "reproduce_other_weights").trials
+    main = {(t.config.dataset_options["mean"]): t.config for t in sweep_spec.load_sweep(
+        REPO_ROOT / "params-reproduce.yaml", "reproduce").trials if t.config.method == "wasserstein"
+        and t.config.dataset == "gaussian"}
+    script, files = (3.0, 0.1, 10.0), (1.0, 2.0, 20.0)  # (lr, commit weight, W weight)
+    for trial in trials:
+        config, mu = trial.config, trial.config.dataset_options["mean"]
+
+        def weights(c):
+            return c.codebook_lr, c.method_options["codebook_weight"], c.method_options["gamma"]
+
+        assert {weights(config), weights(main[mu])} == {script, files}
         assert config.random_stream == "single" and config.skip_draws_after_init == 16384 * 8
+    assert sorted(t.config.dataset_options["mean"] for t in trials) == [0.0, 2.0, 6.0, 8.0]
 
 
 def test_the_documented_example_is_valid() -> None:

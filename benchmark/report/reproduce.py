@@ -34,7 +34,7 @@ import pandas as pd
 import yaml
 
 from benchmark import paths
-from benchmark.pipeline.spec import load_params
+from benchmark.pipeline.spec import load_params, load_sweep
 
 PAPER_FILE = Path(__file__).parent / "papers" / "wasserstein_vq_atomic.yaml"
 METRICS = ("quantization_error", "utilization")
@@ -208,6 +208,19 @@ def render(paper: Paper, table: pd.DataFrame | None, table_name: str = "the swee
     return "\n".join(lines)
 
 
+def sweep_rows(pool: pd.DataFrame | None, trial_ids: set[str]) -> pd.DataFrame | None:
+    """The rows of ``pool`` (exported sweep tables) that are trials of one sweep, one per trial, a
+    finished run first. A sweep's table also lists the runs of trials that an earlier version of
+    the profile defined, and a trial can have run under another sweep of the profile (a trial's id
+    is its configuration and code): what counts is the profile as it is."""
+    if pool is None or pool.empty:
+        return None
+    rows = pool[pool["trial"].astype(str).isin(trial_ids)]
+    unfinished = (rows["status"] != "finished").to_numpy()
+    rows = rows.iloc[unfinished.argsort(kind="stable")].drop_duplicates("trial")
+    return rows if not rows.empty else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark report --reproduce",
                                      description=__doc__.split("\n")[0])
@@ -222,15 +235,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = load_params(params_path)
     results_dir = Path(args.results) if args.results else root / (params.get("tracking") or {}).get(
         "results_dir", paths.RESULTS_DIR)
-    table_path = results_dir / paper.sweep / paths.TABLE_FILE
-    table = pd.read_csv(table_path) if table_path.exists() else None
     def read(name: str) -> pd.DataFrame | None:
         path = results_dir / name / paths.TABLE_FILE
         return pd.read_csv(path) if path.exists() else None
 
-    found = [frame for frame in map(read, paper.seed_sweeps) if frame is not None]
+    tables = [frame for frame in map(read, [paper.sweep, *paper.seed_sweeps, *paper.variants]) if frame is not None]
+    pool = pd.concat(tables, ignore_index=True) if tables else None
+
+    def rows_of(name: str) -> pd.DataFrame | None:
+        return sweep_rows(pool, {trial.trial_id for trial in load_sweep(params_path, name).trials})
+
+    table = rows_of(paper.sweep)
+    found = [frame for frame in map(rows_of, paper.seed_sweeps) if frame is not None]
     seeds = pd.concat(found, ignore_index=True) if found else None
-    variants = {name: read(name) for name in paper.variants}
+    variants = {name: rows_of(name) for name in paper.variants}
     out = Path(args.out) if args.out else root / paths.REPORTS_DIR.name
     out.mkdir(parents=True, exist_ok=True)
     path = out / "reproduce.md"
