@@ -214,3 +214,38 @@ def test_tuning_stage_end_to_end_and_resume(ray_cluster: None, tmp_path: Path) -
     again = sweep.run_sweep(spec, runner=scored_runner)  # resume: nothing reruns
     assert (again.finished, again.skipped) == (0, 4)
     assert len(tracking.search_sweep_runs(client, experiment.experiment_id)) == 3
+
+
+def test_a_group_gets_its_next_point_only_after_its_previous_trial_finished():
+    # what each group's searcher knows when it suggests must not depend on which concurrent trial
+    # happened to finish first: otherwise a rerun tunes to other points
+    from ray.tune.search import Searcher
+
+    from benchmark.pipeline.tuning import GROUP_KEY, _grouped_search
+
+    class Counting:
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+            self.asked = 0
+
+        def suggest(self, trial_id: str) -> dict:
+            self.asked += 1
+            return {"point": self.asked, "results_seen": len(self.seen)}
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            pass
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            self.seen.append(trial_id)
+
+    a, b = Counting(), Counting()
+    search = _grouped_search({"a": a, "b": b}, {"a": 2, "b": 1})
+    first, second = search.suggest("t1"), search.suggest("t2")
+    assert {first[GROUP_KEY], second[GROUP_KEY]} == {"a", "b"}
+    assert search.suggest("t3") is None  # a's second point waits for a's first result
+    search.on_trial_complete("t1" if first[GROUP_KEY] == "a" else "t2", result={})
+    third = search.suggest("t3")
+    assert third[GROUP_KEY] == "a" and third["results_seen"] == 1
+    search.on_trial_complete("t3", result={})
+    search.on_trial_complete("t2" if first[GROUP_KEY] == "a" else "t1", result={})
+    assert search.suggest("t4") == Searcher.FINISHED

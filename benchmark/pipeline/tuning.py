@@ -268,7 +268,13 @@ def _group_searcher(spec: SweepSpec, group: Group, space: Mapping[str, Any], run
 
 def _grouped_search(searchers: Mapping[str, Any], budgets: Mapping[str, int]) -> Any:
     """One Ray Tune search algorithm over every group: each group keeps its own searcher and budget;
-    suggestions rotate over the groups with budget left, results go back to their own searcher."""
+    suggestions rotate over the groups with budget left, results go back to their own searcher.
+
+    A group gets its next point only when its previous trial has finished, so its searcher has
+    seen every earlier result of the group, in order: the points, and with them the tuned rows,
+    are the same on every rerun. (Suggesting while a trial runs would let the finishing order of
+    concurrent trials, i.e. timing, decide what the searcher knows.) Concurrency comes from the
+    groups running side by side."""
     from ray.tune.search import Searcher
 
     class GroupedSearch(Searcher):
@@ -276,15 +282,16 @@ def _grouped_search(searchers: Mapping[str, Any], budgets: Mapping[str, int]) ->
             super().__init__(metric=OBJECTIVE_KEY, mode="min")
             self.left = dict(budgets)
             self.group_of: dict[str, str] = {}
+            self.running: set[str] = set()
             self.turn = 0
 
         def set_search_properties(self, metric: Any, mode: Any, config: Any, **spec: Any) -> bool:
             return True  # every group's searcher was built with its own space, metric and mode
 
         def suggest(self, trial_id: str) -> dict | None:
-            names = [name for name in searchers if self.left[name] > 0]
-            if not names:
+            if not any(self.left[name] > 0 for name in searchers):
                 return Searcher.FINISHED
+            names = [name for name in searchers if self.left[name] > 0 and name not in self.running]
             for offset in range(len(names)):
                 name = names[(self.turn + offset) % len(names)]
                 config = searchers[name].suggest(trial_id)
@@ -293,6 +300,7 @@ def _grouped_search(searchers: Mapping[str, Any], budgets: Mapping[str, int]) ->
                 self.turn += offset + 1
                 self.left[name] -= 1
                 self.group_of[trial_id] = name
+                self.running.add(name)
                 return {**config, GROUP_KEY: name}
             return None
 
@@ -303,6 +311,7 @@ def _grouped_search(searchers: Mapping[str, Any], budgets: Mapping[str, int]) ->
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             if trial_id in self.group_of:
                 searchers[self.group_of[trial_id]].on_trial_complete(trial_id, result=result, error=error)
+                self.running.discard(self.group_of[trial_id])
 
     return GroupedSearch()
 
