@@ -41,7 +41,18 @@ def test_render_compares_finished_cells_and_says_not_run_elsewhere():
     assert "failed" in rows[("uniform", "0", "ema")]
     assert "not run" in rows[("uniform", "8", "simvq")]
     assert "1 within the target, 1 outside (0 of them in our seed range, 0 seed-sensitive), 1 failed, " \
-           "47 not run (of 50)" in text
+           "0 interrupted, 47 not run (of 50)" in text
+
+
+def test_a_cell_whose_runs_were_stopped_says_interrupted_not_failed():
+    paper = reproduce.load_paper()
+    table = pd.DataFrame({"status": ["failed", "running"], "dataset": ["gaussian", "gaussian"],
+                          "dataset_options.mean": [6.0, 8.0], "method": ["online", "online"],
+                          "quantization_error": [float("nan")] * 2, "utilization": [float("nan")] * 2,
+                          "error": ["Interrupted: the sweep stopped before this trial finished", float("nan")]})
+    text = reproduce.render(paper, table)
+    assert "| gaussian | 6 | online | 1.403 | interrupted |" in text and "| gaussian | 8 | online | 1.405 | interrupted |" in text
+    assert "0 failed, 2 interrupted, 48 not run (of 50)" in text
 
 
 def test_more_seeds_give_the_range_and_say_whether_the_authors_value_is_in_it():
@@ -84,7 +95,7 @@ def test_cli_writes_the_report_without_a_table(tmp_path: Path):
                        "--out", str(tmp_path)]) == 0
     text = (tmp_path / "reproduce.md").read_text()
     assert "0 within the target, 0 outside (0 of them in our seed range, 0 seed-sensitive), 0 failed, " \
-           "50 not run (of 50)" in text
+           "0 interrupted, 50 not run (of 50)" in text
 
 
 def test_findings_about_cells_outside_the_target_are_rendered():

@@ -97,7 +97,9 @@ def ours_by_cell(table: pd.DataFrame | None) -> dict[tuple[str, float, str], dic
                          "method": table["method"].astype(str), "status": status.astype(str)})
     for (dataset, mu, method), rows in keys.groupby(["dataset", "mu", "method"]):
         finished = table.loc[rows.index[rows["status"] == "finished"]]
-        cell: dict[str, Any] = {"finished": len(finished), "trials": len(rows)}
+        errors = table.loc[rows.index, "error"] if "error" in table.columns else pd.Series("", index=rows.index)
+        stopped = (rows["status"] == "running") | errors.fillna("").astype(str).str.startswith("Interrupted")
+        cell: dict[str, Any] = {"finished": len(finished), "trials": len(rows), "interrupted": int(stopped.sum())}
         for metric in METRICS:
             values = pd.to_numeric(finished[metric])
             cell[metric] = float(values.mean()) if len(finished) else math.nan
@@ -130,9 +132,10 @@ def _seed_sensitive(cell: dict[str, Any] | None, tolerance: Mapping[str, float])
 
 def _comparison(theirs: Mapping[str, float], cell: dict[str, Any] | None,
                 tolerance: Mapping[str, float]) -> tuple[str, list[str]]:
-    """(state, [E ours, dE, U ours, dU]) of one cell: state "ok", "off", "not run" or "failed"."""
+    """(state, [E ours, dE, U ours, dU]) of one cell: state "ok", "off", "not run", "interrupted"
+    (its runs were stopped before they finished) or "failed"."""
     if cell is None or cell["finished"] == 0:
-        state = "not run" if cell is None else "failed"
+        state = "not run" if cell is None else "interrupted" if cell["interrupted"] == cell["trials"] else "failed"
         return state, [state, "", state, ""]
     e_o, u_o = cell["quantization_error"], cell["utilization"]
     d_e, d_u = abs(e_o - theirs["quantization_error"]), abs(u_o - theirs["utilization"])
@@ -185,7 +188,7 @@ def render(paper: Paper, table: pd.DataFrame | None, table_name: str = "the swee
         "| E over seeds | U over seeds |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    counts = {"ok": 0, "off": 0, "not run": 0, "failed": 0, "in seed range": 0, "seed-sensitive": 0}
+    counts = {"ok": 0, "off": 0, "not run": 0, "interrupted": 0, "failed": 0, "in seed range": 0, "seed-sensitive": 0}
     for key, theirs in sorted(paper.results.items()):
         state, values = _comparison(theirs, ours.get(key), paper.tolerance)
         counts[state] += 1
@@ -200,7 +203,8 @@ def render(paper: Paper, table: pd.DataFrame | None, table_name: str = "the swee
                                                 _seed_range(seeded, "utilization", 100, 2)]))
     lines += ["", f"Cells: {counts['ok']} within the target, {counts['off']} outside "
                   f"({counts['in seed range']} of them in our seed range, {counts['seed-sensitive']} seed-sensitive), "
-                  f"{counts['failed']} failed, {counts['not run']} not run (of {len(paper.results)}).", ""]
+                  f"{counts['failed']} failed, {counts['interrupted']} interrupted, {counts['not run']} not run "
+                  f"(of {len(paper.results)}).", ""]
     for name, description in paper.variants.items():
         lines += _variant_section(paper, name, description, (variants or {}).get(name))
     if paper.findings:
