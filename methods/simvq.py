@@ -8,39 +8,61 @@ Layer", arXiv:2411.02038. Official code: https://github.com/youngsheen/SimVQ.
 
 Every code moves with W and b, so the gradient of the chosen codes updates the whole codebook
 and no code is left behind. The basis is a buffer: saved with the state, never optimised.
-W and b get nn.Linear's default init (uniform +-1/sqrt(d)), drawn from ``generator``.
+W and b get nn.Linear's default init (uniform +-1/sqrt(d)), drawn from ``generator`` as
+nn.Linear draws them (weight, then bias, each with ``uniform_``), so a script seeding the global
+RNG makes the same projection.
 
 ``basis="init"`` draws the frozen basis like a plain codebook instead (``init`` / ``init_scale``:
 N(0, s^2) or U[-s, s]): the Wasserstein-VQ authors' "linear" baseline of their synthetic script
-(a Linear(d, d) with bias on a frozen N(0, I) or U[-1, 1] codebook).
+(a Linear(d, d) with bias on a frozen N(0, I) or U[-1, 1] codebook). That script keeps its basis
+in an nn.Embedding made after the codes and overwritten by them, so the embedding's own N(0, 1)
+draws (K d of them) come between the basis and the Linear: ``draws_before_projection`` discards
+that many normal draws there, to replay the script's random stream.
 """
 from __future__ import annotations
 
 
+import math
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from dataclasses import dataclass
 
 from methods._base import (
-    Quantizer, Tunable, VQOptions, _check_choice, commitment_and_codebook, initial_codebook, normal_codebook,
-    seeded_linear,
+    Quantizer, Tunable, VQOptions, _check_choice, _check_int, _check_non_negative, commitment_and_codebook,
+    initial_codebook, normal_codebook,
 )
 from methods._registry import register
 
 BASES = ("paper", "init")
 
 
+def torch_default_linear(dim: int, generator: torch.Generator | None) -> nn.Linear:
+    """A (d -> d) ``nn.Linear`` initialised as PyTorch initialises one (weight, then bias, each
+    U[-1/sqrt(d), 1/sqrt(d)] by ``uniform_``), drawing from ``generator`` instead of the global RNG."""
+    linear = nn.Linear(dim, dim, bias=True)
+    bound = 1 / math.sqrt(dim)
+    with torch.no_grad():
+        linear.weight.uniform_(-bound, bound, generator=generator)
+        linear.bias.uniform_(-bound, bound, generator=generator)
+    return linear
+
+
 @dataclass(frozen=True)
 class SimVQOptions(VQOptions):
     """basis: "paper" (the frozen basis is N(0, 1/d), ``init`` / ``init_scale`` unused) or "init"
-    (drawn by ``init`` / ``init_scale`` like a plain codebook)."""
+    (drawn by ``init`` / ``init_scale`` like a plain codebook). draws_before_projection: normal draws
+    from the generator discarded between the basis and the projection (0: none)."""
 
     basis: str = "paper"
+    draws_before_projection: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_choice(self, "basis", BASES)
+        _check_int(self, "draws_before_projection")
+        _check_non_negative(self, "draws_before_projection")
 
 
 @register("simvq")
@@ -58,7 +80,9 @@ class SimVQ(Quantizer):
         else:
             basis = initial_codebook(codebook_size, dim, options.init, options.init_scale, generator)
         self.register_buffer("basis", basis)
-        self.projection = seeded_linear(dim, generator)
+        if options.draws_before_projection:
+            torch.randn(options.draws_before_projection, generator=generator)
+        self.projection = torch_default_linear(dim, generator)
 
     @property
     def codebook(self) -> Tensor:

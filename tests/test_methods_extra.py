@@ -344,3 +344,24 @@ def test_sinkhorn_trains_with_balanced_and_evaluates_with_nearest_codes():
     assert trained.unique().numel() > 2 * nearest.unique().numel()
     with pytest.raises(ValueError, match="epsilon"):
         methods.build("sinkhorn", dim=2, codebook_size=4, epsilon=0.0)
+
+
+@pytest.mark.parametrize("dim", [2, 8])
+def test_simvq_draws_its_basis_then_the_skipped_block_then_an_nn_linear(dim):
+    # What a script seeding the global RNG makes with basis = randn(K, d), an nn.Embedding(K, d) of
+    # its own, then nn.Linear(d, d): the same basis and the same Linear, bit for bit.
+    k = 32
+    torch.manual_seed(5)
+    basis = torch.randn(k, dim)
+    torch.nn.Embedding(k, dim)
+    linear = torch.nn.Linear(dim, dim)
+    q = methods.build("simvq", dim=dim, codebook_size=k, basis="init", init="normal", init_scale=1.0,
+                      draws_before_projection=k * dim, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(q.basis, basis)
+    assert torch.equal(q.projection.weight, linear.weight) and torch.equal(q.projection.bias, linear.bias)
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, True])
+def test_simvq_draws_before_projection_must_be_a_count(bad):
+    with pytest.raises(ValueError, match="draws_before_projection"):
+        methods.build("simvq", dim=4, codebook_size=8, draws_before_projection=bad)

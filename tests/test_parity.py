@@ -343,3 +343,38 @@ def test_the_published_uniform_wasserstein_run_took_other_weights_too():
 
     assert first_step(1.0, 1.0, 20.0) == pytest.approx(5.333599090576172, rel=1e-6)
     assert first_step(3.0, 0.1, 10.0) != pytest.approx(5.333599090576172, rel=1e-2)  # the script's: 12.23
+
+
+# --- the authors' published linear (simvq) runs, first step ------------------------------------------
+
+# Step 1 of gaussian_linear_quantizer_<mu>_results.csv (same repository and folder): E and U after one
+# SGD step of the Linear from their seed-12 draws. Their script makes the frozen codes, then an
+# nn.Embedding (its own N(0, 1) init overwritten by the codes), then the Linear.
+AUTHORS_LINEAR_STEP_1 = {0.0: (2.6984801292419434, 0.69061279296875), 4.0: (17.784446716308594, 0.00128173828125),
+                         8.0: (52.34585952758789, 0.00018310546875)}
+
+
+@pytest.mark.parametrize("mu", sorted(AUTHORS_LINEAR_STEP_1))
+def test_the_profiles_simvq_cell_replays_the_published_linear_run(mu):
+    # One step of the reproduction profile's own Gaussian simvq cell at full size. Drawing the Linear
+    # before the embedding's block instead (draws_before_projection 0, the block skipped after the
+    # whole init) starts from another Linear: step 1 is not theirs.
+    import dataclasses
+
+    from benchmark.experiments.train import run_experiment
+    from benchmark.paths import REPO_ROOT
+    from benchmark.pipeline import spec as sweep_spec
+
+    (config,) = [t.config for t in sweep_spec.load_sweep(REPO_ROOT / "params-reproduce.yaml", "reproduce").trials
+                 if t.config.method == "simvq" and t.config.dataset == "gaussian"
+                 and t.config.dataset_options["mean"] == mu]
+    config = dataclasses.replace(config, steps=1)
+    error, utilization = AUTHORS_LINEAR_STEP_1[mu]
+    record = run_experiment(config)
+    assert record["quantization_error"] == pytest.approx(error, rel=1e-5)
+    assert record["utilization"] == pytest.approx(utilization, abs=0.5 / 16384)
+
+    block = config.method_options["draws_before_projection"]
+    linear_first = dataclasses.replace(config, skip_draws_after_init=block,
+                                       method_options={**config.method_options, "draws_before_projection": 0})
+    assert run_experiment(linear_first)["quantization_error"] != pytest.approx(error, rel=1e-3)

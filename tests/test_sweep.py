@@ -238,6 +238,8 @@ def test_the_reproduction_profile_maps_the_authors_settings() -> None:
                 "init": config.method_options["init"], "init_scale": 1.0}
         # their script draws everything from one global stream; our uniform sampling cannot replay it
         assert config.random_stream == {"gaussian": "single", "uniform": "per_purpose"}[config.dataset]
+        if config.method == "simvq" and config.dataset == "gaussian":  # their Linear draws after the embedding's block
+            assert config.method_options["draws_before_projection"] == 16384 * 8 and config.skip_draws_after_init == 0
         if config.method == "online":  # the pull after the optimizer step, as their loop does it
             assert config.method_options["pull"] == "after_step" and config.method_options["usage_decay"] == 0.9
 
