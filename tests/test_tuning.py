@@ -249,3 +249,19 @@ def test_a_group_gets_its_next_point_only_after_its_previous_trial_finished():
     search.on_trial_complete("t3", result={})
     search.on_trial_complete("t2" if first[GROUP_KEY] == "a" else "t1", result={})
     assert search.suggest("t4") == Searcher.FINISHED
+
+
+def test_a_groups_points_do_not_move_when_only_the_code_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The searcher's seed comes from the setting's own values, not from its group id (which holds the
+    # code's fingerprint): an edit of the code reruns a group's trials at the same points.
+    from benchmark.pipeline import code, tuning
+
+    setting = RunConfig(method="wasserstein", codebook_size=256, dim=4, method_options={"gamma": 2.0})
+    seed, group_id = tuning.searcher_seed(3, setting), code.trial_id_of(setting)
+    monkeypatch.setattr(code, "fingerprint", lambda config: "an edited file")
+    assert code.trial_id_of(setting) != group_id
+    assert tuning.searcher_seed(3, setting) == seed
+    assert tuning.searcher_seed(3, setting.replace(device="cpu")) == seed
+    assert tuning.searcher_seed(4, setting) != seed
+    assert tuning.searcher_seed(3, setting.replace(codebook_size=512)) != seed
+    assert tuning.searcher_seed(3, setting.replace(method_options={"gamma": 1.0})) != seed

@@ -251,6 +251,21 @@ def _spent(client: Any, runs: Sequence[Any]) -> int:
     return len(done)
 
 
+SEED_IGNORED = ("device",)  # where a trial runs draws no other point
+
+
+def searcher_seed(tune_seed: int, setting: RunConfig) -> int:
+    """Seed of one group's searcher: the tuning seed and the setting's values that differ from
+    RunConfig's defaults. Not the group id, which holds the code's fingerprint: an edit of the code
+    (or a new config field with its default) reruns a group's trials but redraws none of its points,
+    and with a budget below TPE's start-up trials the points are all random draws."""
+    defaults = RunConfig().to_dict()
+    own = {key: value for key, value in setting.to_dict().items()
+           if key not in SEED_IGNORED and value != defaults[key]}
+    canonical = json.dumps({"seed": tune_seed, "setting": own}, sort_keys=True, default=repr)
+    return int(hashlib.sha256(canonical.encode()).hexdigest()[:8], 16)
+
+
 def _group_searcher(spec: SweepSpec, group: Group, space: Mapping[str, Any], runs: Sequence[Any]) -> Any:
     """Optuna's TPE for one group, told the results its group already has (a resumed search)."""
     from ray.tune.search.optuna import OptunaSearch
@@ -258,9 +273,8 @@ def _group_searcher(spec: SweepSpec, group: Group, space: Mapping[str, Any], run
     settings = spec.tune
     assert settings is not None
     finished = _scored(runs, settings.metric)
-    seed = int(hashlib.sha256(f"{settings.seed}:{group.group_id}".encode()).hexdigest()[:8], 16)  # per group
     return OptunaSearch(
-        space=dict(space), metric=OBJECTIVE_KEY, mode=settings.mode, seed=seed,
+        space=dict(space), metric=OBJECTIVE_KEY, mode=settings.mode, seed=searcher_seed(settings.seed, group.setting),
         points_to_evaluate=[_point_of(run, space) for run in finished] or None,
         evaluated_rewards=[run.data.metrics[settings.metric] for run in finished] or None,
     )
