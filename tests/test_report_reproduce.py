@@ -51,7 +51,7 @@ def test_a_cell_whose_runs_were_stopped_says_interrupted_not_failed():
                           "quantization_error": [float("nan")] * 2, "utilization": [float("nan")] * 2,
                           "error": ["Interrupted: the sweep stopped before this trial finished", float("nan")]})
     text = reproduce.render(paper, table)
-    assert "| gaussian | 6 | online | 1.403 | interrupted |" in text and "| gaussian | 8 | online | 1.405 | interrupted |" in text
+    assert "| gaussian | 6 | online |  | 1.403 | interrupted |" in text and "| gaussian | 8 | online |  | 1.405 | interrupted |" in text
     assert "0 failed, 2 interrupted, 48 not run (of 50)" in text
 
 
@@ -113,7 +113,7 @@ def test_a_variant_sweep_gets_its_own_table_against_the_same_numbers():
     variant = _table([("finished", "gaussian", 0.0, "wasserstein", 1.027, 0.9957)])  # paper: 0.987, 99.79%
     text = reproduce.render(paper, None, variants={"script_weights": variant})
     section = text.split("## Variant `script_weights`: the script's weights")[1]
-    assert "| gaussian | 0 | wasserstein | 0.987 | 1.027 | 0.040 | 99.79% | 99.57% | 0.22 | no |" in section
+    assert "| gaussian | 0 | wasserstein |  | 0.987 | 1.027 | 0.040 | 99.79% | 99.57% | 0.22 | no |" in section
     # the variant's rows are not the main table's: the main cell is still "not run"
     assert "0 within the target, 0 outside" in text
     assert "## Variant `script_weights`" in reproduce.render(paper, None) and "Not run." in reproduce.render(paper, None)
@@ -125,3 +125,17 @@ def test_only_the_profiles_trials_count_one_row_each_finished_first():
     rows = reproduce.sweep_rows(pool, {"a", "b"})
     assert rows["trial"].tolist() == ["a", "b"] and rows["quantization_error"].tolist() == [1.0, 2.0]
     assert reproduce.sweep_rows(pool, {"missing"}) is None and reproduce.sweep_rows(None, {"a"}) is None
+
+
+def test_each_cell_says_whose_random_draws_its_runs_saw():
+    paper = reproduce.load_paper()
+    table = _table([
+        ("finished", "gaussian", 4.0, "wasserstein", 1.021, 0.9985),   # replayed, within
+        ("finished", "uniform", 2.0, "vanilla", 1.60, 0.0008),         # own draws, outside (dE 0.065)
+        ("finished", "uniform", 4.0, "vanilla", 2.667, 0.00006),       # own draws, within
+    ]).assign(random_stream=["single", "per_purpose", "per_purpose"])
+    text = reproduce.render(paper, table)
+    assert "| gaussian | 4 | wasserstein | theirs | 1.021 | 1.021 |" in text
+    assert "| uniform | 2 | vanilla | ours | 1.665 | 1.600 |" in text
+    assert "By draws: theirs: 1 of 1 within the target; ours: 1 of 2 within the target." in text
+    assert "| uniform | 8 | vanilla |  | 2.667 | not run |" in text

@@ -6,7 +6,9 @@ authors published, their final E (quantization error, squared distance summed ov
 (utilization), ours from the exported table ``<results_dir>/reproduce/trials.csv`` (the mean
 over the finished trials of that cell) and the absolute differences dE and dU, marked "ok" within
 the tolerance of the paper file (|dE| <= 0.02, |dU| <= 1 point). Cells without a finished trial
-say "not run"; a cell whose trials all failed says "failed".
+say "not run"; a cell whose trials all failed says "failed". The ``draws`` column says whose random
+draws a cell's runs saw: "theirs" (``random_stream: single``, the authors' stream replayed) or
+"ours" (per-purpose streams), and the summary counts the cells within the target by draws.
 
 The paper file names the profile's other sweeps. Seed sweeps (``seed_sweeps``) rerun cells with
 more seeds: for those cells the report adds the range over every seed (the profile's own seed included) and marks an outside cell "in seed range"
@@ -99,13 +101,26 @@ def ours_by_cell(table: pd.DataFrame | None) -> dict[tuple[str, float, str], dic
         finished = table.loc[rows.index[rows["status"] == "finished"]]
         errors = table.loc[rows.index, "error"] if "error" in table.columns else pd.Series("", index=rows.index)
         stopped = (rows["status"] == "running") | errors.fillna("").astype(str).str.startswith("Interrupted")
-        cell: dict[str, Any] = {"finished": len(finished), "trials": len(rows), "interrupted": int(stopped.sum())}
+        cell: dict[str, Any] = {"finished": len(finished), "trials": len(rows), "interrupted": int(stopped.sum()),
+                                "draws": _draws(finished)}
         for metric in METRICS:
             values = pd.to_numeric(finished[metric])
             cell[metric] = float(values.mean()) if len(finished) else math.nan
             cell[f"{metric}_range"] = (float(values.min()), float(values.max())) if len(finished) else None
         cells[(dataset, float(mu), method)] = cell
     return cells
+
+
+DRAWS = {"single": "theirs", "per_purpose": "ours"}  # random_stream -> whose random draws a run sees
+
+
+def _draws(finished: pd.DataFrame) -> str:
+    """"theirs" when the finished runs replayed the authors' random stream, "ours" when they drew
+    their own (per-purpose streams), "" when the table does not say or the runs differ."""
+    if "random_stream" not in finished.columns or finished.empty:
+        return ""
+    kinds = {DRAWS.get(str(value), "") for value in finished["random_stream"]}
+    return kinds.pop() if len(kinds) == 1 else ""
 
 
 def _seed_range(cell: dict[str, Any] | None, metric: str, scale: float, digits: int) -> str:
@@ -143,10 +158,11 @@ def _comparison(theirs: Mapping[str, float], cell: dict[str, Any] | None,
     return ("ok" if within else "off"), [f"{e_o:.3f}", f"{d_e:.3f}", f"{100 * u_o:.2f}%", f"{100 * d_u:.2f}"]
 
 
-def _row(key: tuple[str, float, str], theirs: Mapping[str, float], values: list[str], extra: list[str]) -> str:
+def _row(key: tuple[str, float, str], theirs: Mapping[str, float], values: list[str], extra: list[str],
+         draws: str) -> str:
     distribution, mu, method = key
     e_o, d_e, u_o, d_u = values
-    cells = [distribution, f"{mu:g}", method, f"{theirs['quantization_error']:.3f}", e_o, d_e,
+    cells = [distribution, f"{mu:g}", method, draws, f"{theirs['quantization_error']:.3f}", e_o, d_e,
              f"{100 * theirs['utilization']:.2f}%", u_o, d_u, *extra]
     return "| " + " | ".join(cells) + " |"
 
@@ -157,12 +173,12 @@ def _variant_section(paper: Paper, name: str, description: str, table: pd.DataFr
     lines = [f"## Variant `{name}`: {description}", ""]
     if not ours:
         return lines + ["Not run.", ""]
-    lines += ["| distribution | mu | method | E paper | E ours | dE | U paper | U ours | dU (points) | within |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| distribution | mu | method | draws | E paper | E ours | dE | U paper | U ours | dU (points) | within |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, cell in sorted(ours.items()):
         if key in paper.results:
             state, values = _comparison(paper.results[key], cell, paper.tolerance)
-            lines.append(_row(key, paper.results[key], values, ["ok" if state == "ok" else "no"]))
+            lines.append(_row(key, paper.results[key], values, ["ok" if state == "ok" else "no"], cell["draws"]))
     return lines + [""]
 
 
@@ -182,12 +198,15 @@ def render(paper: Paper, table: pd.DataFrame | None, table_name: str = "the swee
         "(squared distance summed over d, mean over the evaluation features); U: utilization (share of codes used).",
         f"Target: |dE| <= {tol_e:g} and |dU| <= {100 * tol_u:g} point(s); ok marks a cell within both.",
         "",
+        "Draws: theirs where the run replays the authors' random stream (their codes, batches and evaluation "
+        "samples), ours where it draws its own (one seed: a difference then includes sampling noise).",
         "E and U over seeds: min-max (number of seeds) where the profile reruns a cell with more seeds.",
         "",
-        "| distribution | mu | method | E paper | E ours | dE | U paper | U ours | dU (points) | within "
+        "| distribution | mu | method | draws | E paper | E ours | dE | U paper | U ours | dU (points) | within "
         "| E over seeds | U over seeds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    within_by_draws: dict[str, list[int]] = {}
     counts = {"ok": 0, "off": 0, "not run": 0, "interrupted": 0, "failed": 0, "in seed range": 0, "seed-sensitive": 0}
     for key, theirs in sorted(paper.results.items()):
         state, values = _comparison(theirs, ours.get(key), paper.tolerance)
@@ -199,12 +218,19 @@ def render(paper: Paper, table: pd.DataFrame | None, table_name: str = "the swee
             if _in_seed_range(seeded, theirs, paper.tolerance):
                 counts["in seed range"] += 1
                 verdict = "in seed range"
+        draws = (ours.get(key) or {}).get("draws", "") if state in ("ok", "off") else ""
+        if draws:
+            within_by_draws.setdefault(draws, [0, 0])[state == "ok"] += 1
         lines.append(_row(key, theirs, values, [verdict, _seed_range(seeded, "quantization_error", 1, 3),
-                                                _seed_range(seeded, "utilization", 100, 2)]))
+                                                _seed_range(seeded, "utilization", 100, 2)], draws))
     lines += ["", f"Cells: {counts['ok']} within the target, {counts['off']} outside "
                   f"({counts['in seed range']} of them in our seed range, {counts['seed-sensitive']} seed-sensitive), "
                   f"{counts['failed']} failed, {counts['interrupted']} interrupted, {counts['not run']} not run "
-                  f"(of {len(paper.results)}).", ""]
+                  f"(of {len(paper.results)})."]
+    if within_by_draws:
+        lines.append("By draws: " + "; ".join(f"{draws}: {ok} of {off + ok} within the target"
+                                              for draws, (off, ok) in sorted(within_by_draws.items(), reverse=True)) + ".")
+    lines.append("")
     for name, description in paper.variants.items():
         lines += _variant_section(paper, name, description, (variants or {}).get(name))
     if paper.findings:
