@@ -226,16 +226,17 @@ def test_the_reproduction_profile_maps_the_authors_settings() -> None:
         assert (config.codebook_size, config.dim, config.steps, config.batch_size, config.eval_size) == (
             16384, 8, 2000, 50000, 200000)
         script = config.method == "wasserstein" and config.dataset == "gaussian" and config.dataset_options["mean"] >= 6
-        w_alone = config.method == "wasserstein" and config.dataset == "uniform" and config.dataset_options["mean"] in (
-            0.0, 6.0, 8.0)
+        w_alone = config.method == "wasserstein" and config.dataset == "uniform" and config.dataset_options["mean"] >= 6
+        uniform_0 = config.method == "wasserstein" and config.dataset == "uniform" and config.dataset_options["mean"] == 0
         assert config.codebook_lr == (3.0 if script or w_alone else lr[config.method]) and config.momentum == 0.9
         assert config.method_options["init"] == {"gaussian": "normal", "uniform": "uniform"}[config.dataset]
         if config.method == "wasserstein":
             # the published runs' weights: lr x commit weight 2.0 (Gaussian) / 1.0 (uniform), lr x W weight
-            # 20, except the Gaussian mu 6 and 8 runs, which took the script's, and the uniform mu 0, 6
-            # and 8 runs, which took W alone at lr x W weight 30
+            # 20, except the Gaussian mu 6 and 8 runs, which took the script's, and the uniform mu 6 and 8
+            # runs, which took W alone at lr x W weight 30; uniform mu 0 (not pinned) takes 2.0 / 20
             weights = script_weights if script else {"codebook_weight": 0.0, "gamma": 10.0} if w_alone else {
-                "codebook_weight": {"gaussian": 2.0, "uniform": 1.0}[config.dataset], "gamma": 20.0}
+                "codebook_weight": 2.0 if uniform_0 else {"gaussian": 2.0, "uniform": 1.0}[config.dataset],
+                "gamma": 20.0}
             assert dict(config.method_options) == {"beta": 0.0, **weights,
                 "reduction": "sum", "statistics": "batch", "normalize": False, "squared": False,
                 "init": config.method_options["init"], "init_scale": 1.0}
