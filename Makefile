@@ -31,6 +31,7 @@ report: venv
 reproduce: venv
 	$(PY) -m benchmark sweep --params params-reproduce.yaml --sweep reproduce
 	$(PY) -m benchmark sweep --params params-reproduce.yaml --sweep reproduce_seeds
+	$(PY) -m benchmark sweep --params params-reproduce.yaml --sweep reproduce_seeds_uniform
 	$(PY) -m benchmark sweep --params params-reproduce.yaml --sweep reproduce_other_weights
 	$(PY) -m benchmark report --reproduce --params params-reproduce.yaml
 
