@@ -391,3 +391,40 @@ def test_the_profiles_simvq_cell_replays_the_published_linear_run(mu):
     linear_first = dataclasses.replace(config, skip_draws_after_init=block,
                                        method_options={**config.method_options, "draws_before_projection": 0})
     assert run_experiment(linear_first)["quantization_error"] != pytest.approx(error, rel=1e-3)
+
+
+def test_the_published_uniform_ema_run_is_ours_on_their_draws():
+    # Their uniform mu 4 EMA file keeps 12 live codes where our own draws keep 5 or 6 (seeds 12 to
+    # 14): on their draws (made here, as above) our ema gives their steps 0, 1 and 100, so the
+    # count is the draws', not the method's. Rows of uniform_ema_quantizer_4.0_results.csv.
+    from methods._core import nearest_code
+
+    k, d, mu = 16384, 8, 4.0
+    generator = torch.Generator().manual_seed(12)
+
+    def uniform(n: int, shift: float = mu) -> torch.Tensor:
+        return torch.randn(n, d, generator=generator).uniform_(-1.0, 1.0, generator=generator) + shift
+
+    q = methods.build("ema", dim=d, codebook_size=k, beta=0.0, decay=0.9, eps=1e-5, initial_cluster_size=0.0,
+                      keep_unused=False)
+    codes = uniform(k, shift=0.0)
+    torch.randn(k, d, generator=generator)
+    with torch.no_grad():
+        q.embedding.copy_(codes)
+        q.embed_sum.copy_(codes)
+
+    def error_and_live_codes() -> tuple[float, int]:
+        evaluation = uniform(200000)
+        indices = nearest_code(evaluation, q.embedding)
+        return (float((q.embedding[indices] - evaluation).square().sum(1).mean()),
+                int(torch.bincount(indices, minlength=k).gt(0).sum()))
+
+    published = {0: (90.64309692382812, 10), 1: (2.1801564693450928, 7), 100: (1.7085635662078857, 12)}
+    assert error_and_live_codes() == (pytest.approx(published[0][0], rel=1e-5), published[0][1])
+    q.train()
+    with torch.no_grad():
+        for step in range(1, 101):
+            q(uniform(50000))
+            if step in published:
+                error, live = published[step]
+                assert error_and_live_codes() == (pytest.approx(error, rel=1e-5), live)
