@@ -313,6 +313,22 @@ def test_the_published_wasserstein_runs_took_the_weights_of_the_profile(mu, weig
     assert not matches(first_step(*other))
 
 
+class AuthorsUniformDraws:
+    """Their uniform script's draws, made here (our uniform dataset does not replay them): one
+    seed-12 generator in program order, each sample randn(n, d).uniform_(-1, 1) + mu; the codes
+    (mu 0), then the nn.Embedding's own normal block."""
+
+    def __init__(self, mu: float, k: int = 16384, d: int = 8) -> None:
+        self.mu, self.d = mu, d
+        self.generator = torch.Generator().manual_seed(12)
+        self.codes = self.sample(k, shift=0.0)
+        torch.randn(k, d, generator=self.generator)
+
+    def sample(self, n: int, shift: float | None = None) -> torch.Tensor:
+        drawn = torch.randn(n, self.d, generator=self.generator).uniform_(-1.0, 1.0, generator=self.generator)
+        return drawn + (self.mu if shift is None else shift)
+
+
 # Step 1 of uniform_wasserstein_quantizer_<mu>_results.csv: E after one step from their codes.
 AUTHORS_UNIFORM_WASSERSTEIN_STEP_1 = {2.0: 5.333599090576172, 6.0: 228.7966766357422, 8.0: 431.0310363769531}
 W_ALONE = (3.0, 0.0, 10.0)  # no commit_loss; lr x W weight 30
@@ -324,22 +340,15 @@ W_ALONE = (3.0, 0.0, 10.0)  # no commit_loss; lr x W weight 30
     (8.0, W_ALONE, [SCRIPT_WEIGHTS, (1.0, 1.0, 20.0)]),
 ])
 def test_the_published_uniform_wasserstein_runs_took_other_weights_too(mu, weights, others):
-    # Their uniform script draws each sample as randn(n, d).uniform_(-1, 1) + mu (the codes likewise,
-    # then an nn.Embedding's own draw), which our uniform dataset does not replay: the draws are
-    # made here. At mu 2 lr x (commit, W) weights 1.0 / 20 give their step 1; at mu 6 and 8 the W
+    # On their draws (AuthorsUniformDraws). At mu 2 lr x (commit, W) weights 1.0 / 20 give their step 1; at mu 6 and 8 the W
     # loss alone at lr x W weight 30 does (one step moves E by 0.06%: only W pulls the codes' mean).
     from methods._core import nearest_code
 
     k, d = 16384, 8
-    generator = torch.Generator().manual_seed(12)
-
-    def uniform(n: int) -> torch.Tensor:
-        return torch.randn(n, d, generator=generator).uniform_(-1.0, 1.0, generator=generator)
-
-    codes = uniform(k)
-    torch.randn(k, d, generator=generator)
-    uniform(200000)
-    batch, evaluation = uniform(50000) + mu, uniform(200000) + mu
+    draws = AuthorsUniformDraws(mu, k, d)
+    codes = draws.codes
+    draws.sample(200000)
+    batch, evaluation = draws.sample(50000), draws.sample(200000)
 
     def first_step(lr: float, codebook_weight: float, gamma: float) -> float:
         q = methods.build("wasserstein", dim=d, codebook_size=k, beta=0.0, reduction="sum", statistics="batch",
@@ -395,26 +404,20 @@ def test_the_profiles_simvq_cell_replays_the_published_linear_run(mu):
 
 def test_the_published_uniform_ema_run_is_ours_on_their_draws():
     # Their uniform mu 4 EMA file keeps 12 live codes where our own draws keep 5 or 6 (seeds 12 to
-    # 14): on their draws (made here, as above) our ema gives their steps 0, 1 and 100, so the
+    # 14): on their draws (AuthorsUniformDraws) our ema gives their steps 0, 1 and 100, so the
     # count is the draws', not the method's. Rows of uniform_ema_quantizer_4.0_results.csv.
     from methods._core import nearest_code
 
-    k, d, mu = 16384, 8, 4.0
-    generator = torch.Generator().manual_seed(12)
-
-    def uniform(n: int, shift: float = mu) -> torch.Tensor:
-        return torch.randn(n, d, generator=generator).uniform_(-1.0, 1.0, generator=generator) + shift
-
+    k, d = 16384, 8
+    draws = AuthorsUniformDraws(4.0, k, d)
     q = methods.build("ema", dim=d, codebook_size=k, beta=0.0, decay=0.9, eps=1e-5, initial_cluster_size=0.0,
                       keep_unused=False)
-    codes = uniform(k, shift=0.0)
-    torch.randn(k, d, generator=generator)
     with torch.no_grad():
-        q.embedding.copy_(codes)
-        q.embed_sum.copy_(codes)
+        q.embedding.copy_(draws.codes)
+        q.embed_sum.copy_(draws.codes)
 
     def error_and_live_codes() -> tuple[float, int]:
-        evaluation = uniform(200000)
+        evaluation = draws.sample(200000)
         indices = nearest_code(evaluation, q.embedding)
         return (float((q.embedding[indices] - evaluation).square().sum(1).mean()),
                 int(torch.bincount(indices, minlength=k).gt(0).sum()))
@@ -424,7 +427,7 @@ def test_the_published_uniform_ema_run_is_ours_on_their_draws():
     q.train()
     with torch.no_grad():
         for step in range(1, 101):
-            q(uniform(50000))
+            q(draws.sample(50000))
             if step in published:
                 error, live = published[step]
                 assert error_and_live_codes() == (pytest.approx(error, rel=1e-5), live)
