@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from benchmark import metric_registry
 from benchmark.experiments import training as train
 from benchmark.experiments.config import ConfigError, RunConfig
 from benchmark.experiments.train import DivergedError, run_experiment
@@ -103,7 +104,7 @@ def test_fit_record_and_determinism():
     first = run_experiment(TINY_FIT)
     second = run_experiment(TINY_FIT)
     assert torch.equal(state, torch.get_rng_state())  # the global RNG is left alone
-    assert set(first) == set(train.RESULT_KEYS)
+    assert set(first) == set(metric_registry.RESULT_KEYS)
     assert all(type(v) is float for v in first.values())
     assert _without_timing(first) == _without_timing(second)
     assert first["train_seconds"] > 0
@@ -182,7 +183,7 @@ def test_diverged_error_names_the_step(monkeypatch):
 def test_vqvae_digits_tiny_budget():
     logged = []
     record = run_experiment(TINY_VQVAE, on_step=lambda step, m: logged.append(step))
-    assert set(record) == set(train.VQVAE_KEYS)
+    assert set(record) == set(metric_registry.VQVAE_KEYS)
     assert all(type(v) is float for v in record.values())
     assert math.isfinite(record["psnr"]) and record["psnr"] > 0
     assert -1 <= record["ssim"] <= 1
@@ -225,7 +226,7 @@ def test_cli_tiny_json_run():
     )
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
-    assert set(record) == set(train.RESULT_KEYS)
+    assert set(record) == set(metric_registry.RESULT_KEYS)
     assert all(isinstance(v, float) for v in record.values())
 
 
@@ -295,7 +296,7 @@ def test_multi_codebook_fit_record_has_per_level_columns(tmp_path, method, optio
                        method_options=options)
     record = run_experiment(config, artifacts_dir=tmp_path / "trial")
     levels = {f"{m}_level_{l}" for m in ("utilization", "perplexity") for l in range(2)}
-    assert set(record) == set(train.RESULT_KEYS) | levels
+    assert set(record) == set(metric_registry.RESULT_KEYS) | levels
     assert record["bits_per_token"] == 2 * 3.0  # two levels of log2 8 bits
     assert math.isnan(record["kmeans_error"]) and math.isnan(record["error_vs_kmeans"])
     assert math.isfinite(record["gaussian_w2_sq"]) and record["perplexity"] <= 64
@@ -310,7 +311,7 @@ def test_multi_codebook_fit_record_has_per_level_columns(tmp_path, method, optio
 
 def test_single_codebook_fit_record_carries_bits_per_token():
     record = run_experiment(TINY_FIT)
-    assert set(record) == set(train.RESULT_KEYS) and record["bits_per_token"] == 5.0  # K = 32
+    assert set(record) == set(metric_registry.RESULT_KEYS) and record["bits_per_token"] == 5.0  # K = 32
 
 
 def test_kmeans_reference_can_be_skipped_where_it_is_infeasible():

@@ -8,6 +8,7 @@ import pytest
 import scipy.linalg
 import torch
 
+from benchmark import metric_registry
 from benchmark.experiments import metrics
 
 # 4 points, 3 codes in 2-D; nearest codes (no ties): 0, 0, 1, 1; squared errors 1, 0.25, 1, 4.
@@ -41,7 +42,7 @@ def test_code_counts_rejects_out_of_range():
 
 def test_evaluate_hand_case_uses_nearest_codes():
     record = metrics.evaluate(CODEBOOK, POINTS)
-    assert set(record) == set(metrics.METRIC_KEYS)
+    assert set(record) == set(metric_registry.METRIC_KEYS)
     assert all(isinstance(v, float) for v in record.values())
     assert record["quantization_error"] == pytest.approx(1.5625)
     assert record["utilization"] == pytest.approx(2 / 3)
@@ -203,7 +204,7 @@ def test_multi_codebook_record_against_brute_force(name):
     features = torch.randn(400, quantizer.dim, generator=gen) * 1.5
     record = metrics.evaluate_levels(quantizer, features)
     assert metrics.evaluate(quantizer, features) == pytest.approx(record, nan_ok=True)  # dispatch on the structure
-    assert set(record) == set(metrics.METRIC_KEYS) | {
+    assert set(record) == set(metric_registry.METRIC_KEYS) | {
         "utilization_level_0", "utilization_level_1", "perplexity_level_0", "perplexity_level_1"}
     indices = quantizer.search(features)
     codes = quantizer.indices_to_codes(indices)

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from benchmark import paths
+from benchmark.metric_registry import PRIOR_KEYS, TRANSPLANT_KEYS
 from benchmark.experiments import sample_quality, transplant
 from benchmark.experiments.cache import cached_training
 from benchmark.experiments.config import ConfigError, RunConfig
-from benchmark.experiments.images import PRIOR_KEYS
 from benchmark.experiments.models import ModelOptions
 from benchmark.experiments.prior import PriorSettings, TokenPrior, check_tokens, nll_bits_per_token, sample, train_prior
 from benchmark.experiments.sample_quality import frechet_distance, knn_precision_recall
@@ -148,7 +148,7 @@ def test_cached_training_trains_once_per_key(tmp_path):
 # --------------------------------------------------------------------------- transplant
 def test_transplant_tiny_run_reuses_the_autoencoder(model_cache):
     record = run_experiment(TINY_TRANSPLANT)
-    assert set(record) == set(transplant.TRANSPLANT_KEYS)
+    assert set(record) == set(TRANSPLANT_KEYS)
     assert 0 < record["utilization"] <= 1 and math.isfinite(record["error_vs_kmeans"])
     assert 0 < record["autoencoder_mse"] < 1 and math.isfinite(record["psnr"])
     files = sorted(model_cache.glob("autoencoder-*.pt"))
@@ -187,7 +187,7 @@ def test_transplant_decoder_finetune_changes_only_the_decoding(model_cache):
 def test_transplant_with_prior_reports_the_prior_metrics(model_cache):
     config = TINY_TRANSPLANT.replace(model_options={**TINY_TRANSPLANT.model_options, "prior_steps": 3})
     record = run_experiment(config)
-    assert set(record) == set(transplant.TRANSPLANT_KEYS + PRIOR_KEYS)
+    assert set(record) == set(TRANSPLANT_KEYS + PRIOR_KEYS)
     assert 0 <= record["prior_bits_per_token"] and record["prior_bits_per_image"] == pytest.approx(
         record["prior_bits_per_token"] * 16)  # 8x8 digits, one downsample: 4x4 tokens
     assert record["frechet_classifier"] >= 0

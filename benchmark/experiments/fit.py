@@ -26,7 +26,7 @@ import torch
 from benchmark.experiments import metrics
 from benchmark.experiments.config import ConfigError, RunConfig
 from benchmark.experiments.training import (
-    RESULT_KEYS, STREAM_EVAL, STREAM_KMEANS, STREAM_TRAIN, STREAM_VALIDATION, OnStep, Trainer, build_quantizer, check_codebook, result_record,
+    STREAM_EVAL, STREAM_KMEANS, STREAM_TRAIN, STREAM_VALIDATION, OnStep, Trainer, build_quantizer, check_codebook, result_record,
     evaluate, generator, make_optimizer, timed_training,
 )
 
@@ -93,7 +93,7 @@ def run(
     ).cpu()
     record = evaluate(config, quantizer, codebook, evaluation.final().cpu(), kmeans_features, device, artifacts_dir)
     record.update(final_loss=final_loss, train_seconds=train_seconds)
-    return result_record(record, RESULT_KEYS)
+    return result_record(record)
 
 
 class EvaluationSamples:

@@ -32,8 +32,6 @@ from benchmark.experiments.training import (
     EVAL_BATCH, STREAM_KMEANS, STREAM_PRIOR, evaluate, generator, result_record,
 )
 
-PRIOR_KEYS = ("prior_bits_per_token", "prior_bits_per_image", "frechet_classifier", "knn_precision",
-              "knn_recall", "prior_seconds")
 
 
 def load_images(config: RunConfig) -> Any:
@@ -147,7 +145,7 @@ def prior_record(
     config: RunConfig, prior_steps: int, model: Any, quantizer: Any, dataset: Any, device: torch.device,
     evaluation_split: str, settings: PriorSettings | None = None,
 ) -> dict[str, float]:
-    """Train the token prior on this tokenizer and measure it (module docstring); ``PRIOR_KEYS``."""
+    """Train the token prior on this tokenizer and measure it (module docstring)."""
     start = time.perf_counter()
     settings = settings or PriorSettings(steps=prior_steps)
     vocab = token_vocabulary(quantizer)
@@ -175,11 +173,10 @@ def prior_record(
 
 
 def tokenizer_result(
-    config: RunConfig, prior_steps: int, record: dict[str, Any], keys: tuple[str, ...], tokenizer: Any,
+    config: RunConfig, prior_steps: int, record: dict[str, Any], tokenizer: Any,
     quantizer: Any, dataset: Any, device: torch.device, evaluation_split: str,
 ) -> dict[str, float]:
-    """``record`` restricted to ``keys``, plus ``PRIOR_KEYS`` when a prior is asked for (test runs only)."""
+    """``record`` plus the prior's record when a prior is asked for (test runs only)."""
     if prior_steps and evaluation_split == "test":  # a tuning trial is scored without it
         record.update(prior_record(config, prior_steps, tokenizer, quantizer, dataset, device, evaluation_split))
-        keys = keys + PRIOR_KEYS
-    return result_record(record, keys)
+    return result_record(record)

@@ -58,7 +58,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,89 +73,6 @@ KMEANS_REFERENCE_SEED = 0
 KMEANS_NITER = 25
 KMEANS_MAX_NITER = 1000
 KMEANS_TOLERANCE = 1e-4
-
-METRIC_KEYS = (
-    "quantization_error",
-    "utilization",
-    "perplexity",
-    "dead_codes",
-    "gaussian_w2_sq",
-    "kmeans_error",
-    "error_vs_kmeans",
-    "bits_per_token",
-)
-LEVEL_METRIC_PREFIXES = ("utilization_level_", "perplexity_level_")  # + level number: multi-codebook records
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """How a metric column is read: its label, which way is better, unit and digits, definition.
-
-    ``comparable``: the value can be ranked across methods whatever space they quantize in. E and
-    E / k-means are measured in each quantizer's search space (the sphere for cosine codes, FSQ's
-    bounded cube), so they are ranked only among methods of the same ``error_space``.
-    ``scale``: stored value x scale = displayed value (utilization is stored as a fraction).
-    """
-
-    column: str
-    label: str
-    better: str | None  # "max", "min" or None (shown, never ranked)
-    digits: int
-    unit: str = ""
-    scale: float = 1.0
-    definition: str = ""
-    comparable: bool = True
-
-
-METRIC_SPECS = (
-    MetricSpec("utilization", "U (%)", "max", 1, "%", 100.0,
-               "fraction of the K codes that are the nearest code of at least one held-out feature"),
-    MetricSpec("quantization_error", "E", "min", 3, "", 1.0,
-               "mean over held-out features of the squared L2 distance ||z - q(z)||^2 (summed over dims), "
-               "in the quantizer's search space", comparable=False),
-    MetricSpec("error_vs_kmeans", "E / k-means", "min", 3, "", 1.0,
-               "E divided by the held-out error of faiss k-means (Lloyd, to convergence) with the same K on "
-               "the same data: 1.0 is the practical optimum, below 1 beats it", comparable=False),
-    MetricSpec("perplexity", "perplexity", "max", 1, "", 1.0,
-               "exp(entropy of the code-usage histogram on held-out features); at most K"),
-    MetricSpec("psnr", "PSNR (dB)", "max", 2, "dB", 1.0,
-               "peak signal-to-noise ratio of the VQ-VAE reconstructions of the held-out images"),
-    MetricSpec("ssim", "SSIM", "max", 3, "", 1.0,
-               "structural similarity of the held-out reconstructions (scikit-image)"),
-    MetricSpec("train_seconds", "train s", None, 1, "s", 1.0, "wall time of the trial's training"),
-    MetricSpec("dead_codes", "dead codes", "min", 0, "", 1.0,
-               "K minus the number of used codes on held-out features"),
-    MetricSpec("gaussian_w2_sq", "Gaussian W2^2", "min", 3, "", 1.0,
-               "squared W2 between Gaussians fitted to the held-out features and to the code vectors",
-               comparable=False),
-    MetricSpec("bits_per_token", "bits / token", None, 1, "", 1.0,
-               "sum over levels of log2 K_l: the bits one token's indices carry (log2 K for one codebook)"),
-    MetricSpec("autoencoder_mse", "AE MSE", None, 4, "", 1.0,
-               "transplant: held-out reconstruction MSE of the frozen autoencoder without a quantizer (the floor "
-               "of recon MSE; the same for every method of one seed)"),
-    MetricSpec("prior_bits_per_token", "prior bits/token", None, 3, "bits", 1.0,
-               "held-out NLL of the downstream autoregressive prior (same transformer and budget for every "
-               "tokenizer) in bits per token; lower = the tokens are easier to model, which a tokenizer also gets "
-               "by using fewer codes, so it is not ranked across tokenizers: read it next to U and PSNR"),
-    MetricSpec("prior_bits_per_image", "prior bits/image", None, 1, "bits", 1.0,
-               "the prior's held-out NLL per image: bits per token x tokens per image (not ranked, as above)"),
-    MetricSpec("frechet_classifier", "Frechet (classifier)", "min", 2, "", 1.0,
-               "Frechet distance between Gaussians fitted to the features of decoded prior samples and of the "
-               "held-out images, in the penultimate layer of a small classifier trained in the suite on the "
-               "dataset's labels (digits: the digit class); a domain-feature proxy, not FID"),
-    MetricSpec("knn_precision", "k-NN precision", "max", 3, "", 1.0,
-               "share of decoded prior samples inside the k-NN manifold (k = 3) of the held-out images' "
-               "classifier features (Kynkaanniemi et al. 2019, arXiv:1904.06991): sample fidelity"),
-    MetricSpec("knn_recall", "k-NN recall", "max", 3, "", 1.0,
-               "share of held-out images inside the k-NN manifold (k = 3) of the samples' classifier features: "
-               "sample diversity / coverage"),
-    MetricSpec("prior_seconds", "prior s", None, 1, "s", 1.0,
-               "wall time of the prior: tokenizing, training, scoring, sampling and decoding"),
-)
-TABLE_METRICS = ("utilization", "quantization_error", "error_vs_kmeans", "perplexity", "psnr", "ssim",
-                 "prior_bits_per_token", "prior_bits_per_image", "frechet_classifier", "knn_precision", "knn_recall",
-                 "train_seconds")  # the columns of the report's tables, in order
-HEADLINE_METRICS = ("utilization", "error_vs_kmeans", "psnr")  # reports/metrics.json: the ones that decide
 
 
 def _nearest_code(features: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -379,7 +295,7 @@ def evaluate_levels(
 ) -> dict[str, float]:
     """The metric record of a multi-codebook quantizer on raw ``features (N, d)`` (module docstring).
 
-    ``METRIC_KEYS`` plus ``utilization_level_<l>`` and ``perplexity_level_<l>`` for each level l;
+    The single-codebook record plus ``utilization_level_<l>`` and ``perplexity_level_<l>`` for each level l;
     the search runs on ``device`` in chunks of ``chunk`` rows.
     """
     features = _as_2d(features)
@@ -422,7 +338,7 @@ def evaluate(
     kmeans_niter: int = KMEANS_MAX_NITER,
     kmeans_cache: str | Path | None = None,
 ) -> dict[str, float]:
-    """The full metric record (``METRIC_KEYS``, floats) of a codebook on ``features (N, d)``.
+    """The full metric record (floats; its keys: ``benchmark.metric_registry``) of a codebook on ``features (N, d)``.
 
     A single codebook (K, d) only: a multi-codebook quantizer is judged by :func:`evaluate_levels`.
 

@@ -16,8 +16,7 @@ The experiments (one module each, dispatched by :mod:`benchmark.experiments.trai
   quantizer fitted to its frozen encoder's training latents, decoded by its frozen decoder
   (:mod:`benchmark.experiments.transplant`); the same record as ``vqvae``.
 
-``vqvae`` and ``transplant`` add the downstream prior's record (``PRIOR_KEYS`` of
-:mod:`benchmark.experiments.images`) when ``model_options.prior_steps`` > 0.
+``vqvae`` and ``transplant`` add the downstream prior's record (:mod:`benchmark.experiments.images`) when ``model_options.prior_steps`` > 0.
 
 Record (floats): quantization_error, utilization, perplexity, dead_codes, gaussian_w2_sq,
 kmeans_error, error_vs_kmeans, bits_per_token, final_loss, train_seconds; vqvae adds recon_mse,
@@ -67,9 +66,6 @@ STREAM_INIT, STREAM_TRAIN, STREAM_EVAL, STREAM_KMEANS, STREAM_ORDER, STREAM_VALI
 STREAM_PRIOR, STREAM_AUTOENCODER, STREAM_FINETUNE = 6, 7, 8  # prior samples; transplant's autoencoder, fine-tune
 # Images per forward pass when evaluating a vqvae.
 EVAL_BATCH = 256
-
-RESULT_KEYS = metrics.METRIC_KEYS + ("final_loss", "train_seconds")
-VQVAE_KEYS = RESULT_KEYS + ("recon_mse", "psnr", "ssim")
 
 
 class DivergedError(RuntimeError):
@@ -313,10 +309,6 @@ def _evaluate_levels(
     return record
 
 
-def result_record(record: dict[str, Any], keys: tuple[str, ...]) -> dict[str, float]:
-    """``keys`` of ``record`` as floats, then its per-level columns (multi-codebook quantizers) in
-    level order."""
-    result = {key: float(record[key]) for key in keys}
-    result.update({key: float(value) for key, value in record.items()
-                   if key.startswith(metrics.LEVEL_METRIC_PREFIXES)})
-    return result
+def result_record(record: dict[str, Any]) -> dict[str, float]:
+    """The final record as floats (its keys: ``benchmark.metric_registry``)."""
+    return {key: float(value) for key, value in record.items()}

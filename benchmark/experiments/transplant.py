@@ -45,11 +45,9 @@ from benchmark.experiments.images import (
 )
 from benchmark.experiments.models import AutoEncoder, ModelOptions
 from benchmark.experiments.training import (
-    STREAM_AUTOENCODER, STREAM_FINETUNE, STREAM_ORDER, VQVAE_KEYS, OnStep, Trainer, build_quantizer, check_codebook,
+    STREAM_AUTOENCODER, STREAM_FINETUNE, STREAM_ORDER, OnStep, Trainer, build_quantizer, check_codebook,
     generator, make_optimizer, seeded_global_rng, sync,
 )
-
-TRANSPLANT_KEYS = VQVAE_KEYS + ("autoencoder_mse",)
 
 
 def autoencoder_key(config: RunConfig, options: ModelOptions, dataset: Any) -> tuple:
@@ -129,7 +127,7 @@ def run(
         record["autoencoder_mse"] = float(torch.nn.functional.mse_loss(
             model.decode(model.encode(images)).clamp(0.0, 1.0), images).double())
     record.update(final_loss=final_loss, train_seconds=train_seconds)
-    return tokenizer_result(config, options.prior_steps, record, TRANSPLANT_KEYS, tokenizer, quantizer, dataset,
+    return tokenizer_result(config, options.prior_steps, record, tokenizer, quantizer, dataset,
                             device, evaluation_split)
 
 

@@ -18,7 +18,7 @@ from benchmark.experiments.config import RunConfig
 from benchmark.experiments.images import epochs, evaluate_tokenizer, load_images, tokenizer_result, train_count
 from benchmark.experiments.models import AutoEncoder, ModelOptions
 from benchmark.experiments.training import (
-    STREAM_ORDER, VQVAE_KEYS, OnStep, Trainer, build_quantizer, check_codebook, generator, make_optimizer,
+    STREAM_ORDER, OnStep, Trainer, build_quantizer, check_codebook, generator, make_optimizer,
     timed_training,
 )
 
@@ -54,5 +54,5 @@ def run(
     codebook = check_codebook(quantizer, config.steps)
     record = evaluate_tokenizer(config, model, quantizer, codebook, dataset, device, artifacts_dir, evaluation_split)
     record.update(final_loss=final_loss, train_seconds=train_seconds)
-    return tokenizer_result(config, options.prior_steps, record, VQVAE_KEYS, model, quantizer, dataset, device,
+    return tokenizer_result(config, options.prior_steps, record, model, quantizer, dataset, device,
                             evaluation_split)

@@ -55,8 +55,9 @@ sweep's ``grid`` are required; the ``tracking`` and ``ray`` values shown are the
         max_trials: null      # optional guard: error if the grid expands to more trials
         tune:                 # optional tuning stage: an equal budget per method and setting
           budget: 8           # tuning trials per (method, setting); integer >= 1
-          metric: error_vs_kmeans   # a final metric of the run, measured on the VALIDATION split
-          mode: min           # min | max
+          metric: error_vs_kmeans   # a ranked metric every run records (benchmark/metric_registry.py),
+                              # measured on the VALIDATION split
+          mode: min           # min | max; must agree with the metric's direction (default: it)
           lr: [1.0e-3, 3.0]   # codebook_lr range, log-uniform, 0 < low < high
           optimizers: [sgd, adam]   # non-empty subset of the optimizers searched
           tunables: null      # null: every ``tunables`` entry of each method; a list: only these
@@ -130,7 +131,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 
 import registry
-from benchmark import paths
+from benchmark import metric_registry, paths
 from benchmark.experiments.checks import check_against_registries
 from benchmark.experiments.config import OPTIMIZERS, OPTION_FIELDS, RUN_FIELDS, ConfigError, RunConfig
 from benchmark.pipeline import code, tracking
@@ -194,8 +195,10 @@ class TuneSettings:
     seed: int = 0
 
 
-def parse_tune(section: Any, where: str, methods_tunables: Mapping[str, Mapping[str, Any]]) -> TuneSettings:
-    """Validate a ``tune:`` mapping; ``methods_tunables``: method -> its tunables (the sweep's methods)."""
+def parse_tune(section: Any, where: str, methods_tunables: Mapping[str, Mapping[str, Any]],
+               experiments: Iterable[str] = (metric_registry.FIT,)) -> TuneSettings:
+    """Validate a ``tune:`` mapping; ``methods_tunables``: method -> its tunables (the sweep's methods);
+    ``experiments``: the sweep's, which must all record ``metric`` (``benchmark.metric_registry``)."""
     section = _mapping(section, where, allow_none=False)
     _check_keys(section, [f.name for f in dataclasses.fields(TuneSettings)], where)
     values = {**dataclasses.asdict(TuneSettings()), **section}
@@ -208,10 +211,10 @@ def parse_tune(section: Any, where: str, methods_tunables: Mapping[str, Mapping[
 
     if not is_int(values["budget"]) or values["budget"] < 1:
         bad("budget", f"must be >= 1, got {values['budget']!r}")
-    if not isinstance(values["metric"], str) or not values["metric"]:
-        bad("metric", f"must be a metric name, got {values['metric']!r}")
-    if values["mode"] not in ("min", "max"):
-        bad("mode", f"must be 'min' or 'max', got {values['mode']!r}")
+    try:
+        values["mode"] = metric_registry.check_objective(values["metric"], section.get("mode"), experiments, where)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     lr = values["lr"]
     if not isinstance(lr, (list, tuple)) or len(lr) != 2 \
             or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in lr):
@@ -542,7 +545,8 @@ def parse_sweep(
     if sweep.get("tune") is not None:
         sweep_methods = {trial.config.method for trial in trials}
         tune = parse_tune(sweep["tune"], f"{where}.tune",
-                          {m: catalog.method_tunables.get(m, {}) for m in sorted(sweep_methods)})
+                          {m: catalog.method_tunables.get(m, {}) for m in sorted(sweep_methods)},
+                          sorted({trial.config.experiment for trial in trials}))
     return SweepSpec(
         name=name, trials=tuple(trials), tracking=parse_tracking(params, base_dir), ray=parse_ray(params, base_dir),
         tune=tune,

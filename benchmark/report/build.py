@@ -36,7 +36,7 @@ import yaml
 
 from benchmark import paths
 from benchmark.experiments.config import ConfigError
-from benchmark.experiments.metrics import HEADLINE_METRICS, METRIC_SPECS
+from benchmark.metric_registry import HEADLINE_METRICS, METRICS
 from benchmark.pipeline.spec import load_params, load_sweep
 from benchmark.report import papers as paper_claims
 from benchmark.report.figures import codebook_figure, main_axis, sweep_figure, usage_figure
@@ -277,7 +277,7 @@ def _intro_lines(config: ReportConfig) -> list[str]:
         "## Metrics",
         "",
     ]
-    for m in METRIC_SPECS:
+    for m in METRICS:
         ranked = "" if m.comparable else " Ranked only among methods quantizing in the same space."
         lines.append(f"- **{m.label}** (`{m.column}`): {m.definition}.{ranked}")
     return lines

@@ -37,6 +37,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
 
+from benchmark import metric_registry
+from benchmark.metric_registry import SHORT
 from benchmark.report.figures import density_map_figure, grouped_figure
 from benchmark.report.stats import (
     Estimate, compare_family, compare_lower, done_rows, estimate, format_cell, paired_difference, paired_p_value, relative_gap,
@@ -622,15 +624,12 @@ def dead_code_answer(findings: Sequence[Mapping[str, Any]]) -> str:
 # Question 3: downstream autoregressive generation (the token prior of vqvae / transplant)
 # --------------------------------------------------------------------------------------------
 PRIOR_COLUMN = "prior_bits_per_token"
-PRIOR_COLUMNS = (("utilization", "U (%)", 100.0, 1), ("perplexity", "perplexity", 1.0, 1), ("psnr", "PSNR", 1.0, 2),
-                 ("prior_bits_per_token", "bits/token", 1.0, 3), ("prior_bits_per_image", "bits/image", 1.0, 1),
-                 ("frechet_classifier", "Frechet (classifier)", 1.0, 2), ("knn_precision", "precision", 1.0, 3),
-                 ("knn_recall", "recall", 1.0, 3))
+PRIOR_COLUMNS = tuple(metric_registry.get(name) for name in (
+    "utilization", "perplexity", "psnr", "prior_bits_per_token", "prior_bits_per_image", "frechet_classifier",
+    "knn_precision", "knn_recall"))
 # (x, y) pairs correlated across methods: does the prior's NLL / sample quality follow U or reconstruction?
 PRIOR_PAIRS = (("prior_bits_per_token", "utilization"), ("prior_bits_per_token", "psnr"),
                ("frechet_classifier", "utilization"), ("frechet_classifier", "psnr"))
-SHORT = {"prior_bits_per_token": "NLL bits/token", "utilization": "U", "psnr": "PSNR",
-         "frechet_classifier": "Frechet (classifier)"}
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, int]:
@@ -667,10 +666,10 @@ def prior_findings(tables: Mapping[str, pd.DataFrame], confidence: float = 0.95)
         datasets = _values(table, "dataset") or [None]
         for dataset in datasets:
             rows = table if dataset is None else table[table["dataset"] == dataset]
-            cells = {column: _cells(rows, ["method"], column, confidence, scale) for column, _, scale, _ in PRIOR_COLUMNS}
+            cells = {m.name: _cells(rows, ["method"], m.name, confidence, m.scale) for m in PRIOR_COLUMNS}
             methods = sorted({key[0] for key in cells[PRIOR_COLUMN]}, key=sort_key)
             means = {column: [cells[column].get((m,), Estimate(math.nan, math.nan, 0)).mean for m in methods]
-                     for column, _, _, _ in PRIOR_COLUMNS}
+                     for column in (m.name for m in PRIOR_COLUMNS)}
             correlations = {pair: spearman(means[pair[0]], means[pair[1]]) for pair in PRIOR_PAIRS}
             experiment = _values(rows, "experiment")
             findings.append({"sweep": sweep, "dataset": dataset, "experiment": "/".join(map(str, experiment)),
@@ -680,11 +679,10 @@ def prior_findings(tables: Mapping[str, pd.DataFrame], confidence: float = 0.95)
 
 
 def _prior_table(f: Mapping[str, Any]) -> list[str]:
-    header = "| method | " + " | ".join(label for _, label, _, _ in PRIOR_COLUMNS) + " |"
+    header = "| method | " + " | ".join(m.label for m in PRIOR_COLUMNS) + " |"
     lines = [header, "|---|" + "---|" * len(PRIOR_COLUMNS)]
     for m in f["methods"]:
-        row = [f["cells"][column].get((m,), Estimate(math.nan, math.nan, 0)).text(digits)
-               for column, _, _, digits in PRIOR_COLUMNS]
+        row = [f["cells"][c.name].get((m,), Estimate(math.nan, math.nan, 0)).text(c.digits) for c in PRIOR_COLUMNS]
         lines.append(f"| {m} | " + " | ".join(row) + " |")
     return lines
 

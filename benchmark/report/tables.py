@@ -4,7 +4,7 @@ Which columns are factors is read from the table: ``method`` when it takes sever
 plus every param that takes several values within one method, ``seed`` excluded (seeds are the
 replicates). Bold marks the best mean of a column among the rows that differ only by method
 (the comparison the suite is for; when a sweep has a single method, among all its rows), and only
-among methods whose metric is measured in the same space (:attr:`MetricSpec.comparable`).
+among methods whose metric is measured in the same space (:attr:`Metric.comparable`).
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from benchmark.experiments.config import OPTION_FIELDS, RUN_FIELDS
-from benchmark.experiments.metrics import METRIC_SPECS, TABLE_METRICS, MetricSpec
+from benchmark.metric_registry import TABLE_METRICS, Metric
+from benchmark.metric_registry import get as metric
 from benchmark.pipeline.tracking import DONE_STATUSES
 from benchmark.report.stats import format_cell, t_interval
 
@@ -49,13 +50,6 @@ def with_protocol(table: pd.DataFrame, tuning: pd.DataFrame) -> tuple[pd.DataFra
     table[PROTOCOL] = table[PROTOCOL].astype(object)
     chosen = [c.removeprefix("chosen.") for c in tuning.columns if c.startswith("chosen.")]
     return table, sorted({"codebook_lr", "optimizer", *chosen})
-
-
-def metric(column: str) -> MetricSpec:
-    for m in METRIC_SPECS:
-        if m.column == column:
-            return m
-    raise KeyError(column)
 
 
 def method_rank() -> dict[str, int]:
@@ -134,7 +128,7 @@ def method_order(values: Iterable[Any]) -> list[str]:
     return sorted(present, key=sort_key)
 
 
-def present_metrics(table: pd.DataFrame) -> list[MetricSpec]:
+def present_metrics(table: pd.DataFrame) -> list[Metric]:
     out = []
     for m in (metric(column) for column in TABLE_METRICS):
         if m.column in table.columns and pd.to_numeric(table[m.column], errors="coerce").notna().any():
@@ -148,7 +142,7 @@ class Summary:
 
     name: str
     factors: list[str]
-    metrics: list[MetricSpec]
+    metrics: list[Metric]
     rows: pd.DataFrame  # factors, n, failed, then <metric>_mean / _half per metric
     failed: pd.DataFrame  # the failed trials
     commits: list[str]
@@ -204,7 +198,7 @@ def _error_space(method: Any) -> str:
         else "euclidean"
 
 
-def best_mask(summary: Summary, m: MetricSpec) -> pd.Series:
+def best_mask(summary: Summary, m: Metric) -> pd.Series:
     """True where the row's mean is the best of its comparison group (ties at display precision)."""
     rows = summary.rows
     mask = pd.Series(False, index=rows.index)
