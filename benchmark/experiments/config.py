@@ -15,6 +15,10 @@ from typing import Any, Mapping
 import registry
 
 EXPERIMENTS = ("fit", "vqvae", "transplant")  # each is a module benchmark/experiments/<name>.py
+# The experiments that learn the features they quantize (an encoder trains with the quantizer). In
+# the others (fit: fixed features; transplant: a frozen encoder) a quantizer without a learnable
+# codebook has nothing to train.
+LEARNED_FEATURES = ("vqvae",)
 OPTIMIZERS = ("sgd", "adam")
 RANDOM_STREAMS = ("per_purpose", "single")
 OPTION_FIELDS = ("dataset_options", "method_options", "model_options")  # mappings of registry options

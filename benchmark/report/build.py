@@ -15,8 +15,7 @@ check, and ``reports/metrics.json`` (headline means for ``dvc metrics show``).
 
 Which columns are factors is read from the table: ``method`` when it takes several values,
 plus every param that takes several values within one method, ``seed`` excluded (seeds are the
-replicates). Bold marks the best mean of a column among the rows that differ only by method
-(the comparison the suite is for); when a sweep has a single method, among all its rows.
+replicates). Bold marks a resolved best among comparable rows (:mod:`benchmark.report.tables`).
 """
 from __future__ import annotations
 
@@ -269,9 +268,14 @@ def _intro_lines(config: ReportConfig) -> list[str]:
         "nothing here was retrained to write it. How to read it: reports/README.md.",
         "",
         f"Each cell: mean ± half-width of the {config.confidence:.0%} t-interval over seeds "
-        "(t quantile with n-1 degrees of freedom; no interval when n = 1). **Bold**: best mean in the "
-        "column among methods at the same setting (among all rows when the sweep has one method); "
-        "max for U, perplexity, PSNR, SSIM, min for E and E / k-means. `n`: finished trials, "
+        "(t quantile with n-1 degrees of freedom; no interval when n = 1). **Bold**: the best mean in the "
+        "column among comparable rows (the methods at the same setting, among all rows when the sweep has "
+        "one method, with the same bits per token and, for E and E / k-means, the same error space), "
+        "resolved from each of them (disjoint intervals, or a paired difference over the seeds that "
+        "excludes 0); `≈`: the best and the rows it is not resolved from (a tie). Max for U, perplexity, "
+        "PSNR, SSIM, min for E and E / k-means. `(fixed grid)` after a method: it has nothing to train in "
+        "this experiment (a codebook that is not learned, on features that are not learned either), so "
+        "its row measures a fixed grid. `n`: finished trials, "
         "`failed`: failed trials (not in the means, listed under each table).",
         "",
         "## Metrics",
@@ -330,7 +334,7 @@ def _sweep_section(config: ReportConfig, name: str, spec: Any, table: pd.DataFra
     lines.append(f"Setting: {_setting_text(table)}. Trials: {len(table)} "
                  f"({counts['failed']} failed{cut_off})."
                  + (f" {stale} trials of earlier specs of this sweep in the table are not shown." if stale else ""))
-    lines += ["", summary_table(summary), "", failed_list(summary), ""]
+    lines += ["", summary_table(summary, config.confidence), "", failed_list(summary), ""]
     if tuning is not None:
         lines += [tuning_block(name, table, tuning, config.confidence, figures if config.figures else None)]
     figure = (sweep_figure(table, summary, figures / f"{name}.png", config.confidence, title)

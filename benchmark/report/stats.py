@@ -172,8 +172,9 @@ def compare_family(candidates: Mapping[Any, "Estimate"], reference: "Estimate", 
 
     A family of paired t-tests over the common seeds (:func:`paired_p_value`), Holm-adjusted
     (:func:`holm`): ``lower`` / ``higher`` when the adjusted p-value is below ``alpha``, else
-    ``unresolved``. Without paired values (no common seeds), disjoint t-intervals at the
-    Bonferroni-widened level 1 - alpha / m decide instead. Returns name -> (verdict, adjusted p).
+    ``unresolved``. Without a paired p-value (fewer than two common seeds, or differences with no
+    spread), disjoint t-intervals at the Bonferroni-widened level 1 - alpha / m (m candidates;
+    :func:`rescaled` from ``confidence``) decide instead. Returns name -> (verdict, adjusted p).
     """
     names = list(candidates)
     diffs = {name: paired_difference(candidates[name], reference, confidence) for name in names}
@@ -182,12 +183,23 @@ def compare_family(candidates: Mapping[Any, "Estimate"], reference: "Estimate", 
     adjusted = [math.nan] * len(names)
     for i, p in zip(finite, holm([p_values[i] for i in finite])):
         adjusted[i] = p
+    widened = 1.0 - alpha / max(len(names), 1)
     out = {}
     for i, name in enumerate(names):
         if math.isfinite(adjusted[i]):
             verdict = ("lower" if diffs[name].mean < 0 else "higher") if adjusted[i] < alpha else "unresolved"
         else:
-            verdict = "lower" if candidates[name].high < reference.low else \
-                "higher" if candidates[name].low > reference.high else "unresolved"
+            a, b = (rescaled(e, confidence, widened) for e in (candidates[name], reference))
+            verdict = "lower" if separated(a, b) and a.mean < b.mean else \
+                "higher" if separated(a, b) else "unresolved"
         out[name] = (verdict, adjusted[i])
     return out
+
+
+def rescaled(e: "Estimate", confidence: float, to: float) -> "Estimate":
+    """``e`` (a t-interval at ``confidence`` over ``e.n`` values) with its half-width at level ``to``:
+    half x t_{(1+to)/2, n-1} / t_{(1+confidence)/2, n-1}. No interval (NaN) when n < 2."""
+    if e.n < 2 or not math.isfinite(e.half):
+        return Estimate(e.mean, math.nan, e.n, e.per_seed)
+    factor = stats.t.ppf((1 + to) / 2, e.n - 1) / stats.t.ppf((1 + confidence) / 2, e.n - 1)
+    return Estimate(e.mean, e.half * float(factor), e.n, e.per_seed)

@@ -2,9 +2,13 @@
 
 Which columns are factors is read from the table: ``method`` when it takes several values,
 plus every param that takes several values within one method, ``seed`` excluded (seeds are the
-replicates). Bold marks the best mean of a column among the rows that differ only by method
-(the comparison the suite is for; when a sweep has a single method, among all its rows), and only
-among methods whose metric is measured in the same space (:attr:`Metric.comparable`).
+replicates). Rows are ranked only within a comparable group (:func:`comparable_groups`): the rows
+that differ only by method (the comparison the suite is for; when a sweep has a single method, all
+its rows), with the same bits per token, and, for a metric measured in each quantizer's own space
+(:attr:`Metric.comparable` False), the same error space. Bold marks a best resolved from every
+other row of its group (:func:`best_marks`); a best not resolved is marked as a tie instead. A row
+of a method with nothing to train in its experiment is marked as a fixed grid
+(:func:`fixed_grid`).
 """
 from __future__ import annotations
 
@@ -17,11 +21,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from benchmark.experiments.config import OPTION_FIELDS, RUN_FIELDS
+from benchmark.experiments.config import LEARNED_FEATURES, OPTION_FIELDS, RUN_FIELDS
 from benchmark.metric_registry import TABLE_METRICS, Metric
 from benchmark.metric_registry import get as metric
 from benchmark.pipeline.tracking import DONE_STATUSES
-from benchmark.report.stats import format_cell, t_interval
+from benchmark.report.stats import Estimate, compare_lower, format_cell, t_interval
 
 _UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
 OPTION_PREFIXES = tuple(f"{field}." for field in OPTION_FIELDS)
@@ -143,7 +147,7 @@ class Summary:
     name: str
     factors: list[str]
     metrics: list[Metric]
-    rows: pd.DataFrame  # factors, n, failed, then <metric>_mean / _half per metric
+    rows: pd.DataFrame  # factors, n, failed, then <metric>_mean / _half / _seeds (seed -> value) per metric
     failed: pd.DataFrame  # the failed trials
     commits: list[str]
 
@@ -168,6 +172,12 @@ def summarize(table: pd.DataFrame, name: str, confidence: float = 0.95, exclude:
             mean, half, _ = t_interval(values, confidence)
             record[f"{m.column}_mean"] = mean
             record[f"{m.column}_half"] = half
+            seeds = ok["seed"].tolist() if "seed" in ok.columns else list(range(len(ok)))
+            per_seed = {seed: float(v) for seed, v in zip(seeds, values) if math.isfinite(v)}
+            record[f"{m.column}{SEEDS_SUFFIX}"] = per_seed if len(set(seeds)) == len(seeds) else {}
+        for column in CONSTANT_COLUMNS:  # what the comparable groups and the fixed-grid mark read
+            if column in group.columns and group[column].nunique(dropna=True) == 1:
+                record.setdefault(column, group[column].dropna().iloc[0])
         records.append(record)
     rows = pd.DataFrame(records)
     if factors:
@@ -191,33 +201,109 @@ def commits_of(table: pd.DataFrame) -> list[str]:
     return out
 
 
-def _error_space(method: Any) -> str:
+SEEDS_SUFFIX = "_seeds"  # Summary.rows column of a metric's per-seed values (for paired comparisons)
+# Columns a summary row keeps when its trials share one value (not factors): comparable groups and
+# the fixed-grid mark read them.
+CONSTANT_COLUMNS = ("experiment", "bits_per_token")
+# Error spaces shared by every method quantizing in them (E of one is E of the other); any other
+# space ("bounded": the box each method's own levels define) is the method's own.
+SHARED_ERROR_SPACES = ("euclidean", "sphere")
+
+
+def _method_spec(method: Any) -> Any:
     import methods
 
-    return methods.get(method).error_space if isinstance(method, str) and method in methods.available() \
-        else "euclidean"
+    return methods.get(method) if isinstance(method, str) and method in methods.available() else None
 
 
-def best_mask(summary: Summary, m: Metric) -> pd.Series:
-    """True where the row's mean is the best of its comparison group (ties at display precision)."""
+def error_space(method: Any) -> str:
+    """The space a method's E is measured in, as a ranking key: ``euclidean`` or ``sphere`` (shared by
+    every method quantizing there), else ``<space>:<method>`` (FSQ's bounded box is set by its own
+    levels, so its E is comparable with no other method's). Unknown methods: ``euclidean``."""
+    spec = _method_spec(method)
+    space = spec.error_space if spec is not None else "euclidean"
+    return space if space in SHARED_ERROR_SPACES else f"{space}:{method}"
+
+
+def fixed_grid(method: Any, experiment: Any) -> bool:
+    """True when ``method`` has nothing to train in ``experiment``: its codebook is not learned
+    (``learnable_codebook`` False: FSQ's grid, LFQ, BSQ) and the experiment learns no features
+    (:data:`~benchmark.experiments.config.LEARNED_FEATURES`; ``fit`` quantizes fixed features, a
+    transplant a frozen encoder's). Its entropy and commitment terms then move nothing: the row
+    measures a fixed grid."""
+    spec = _method_spec(method)
+    return spec is not None and not spec.learnable_codebook and experiment not in LEARNED_FEATURES
+
+
+def comparable_groups(rows: pd.DataFrame, factors: Sequence[str], m: Metric) -> pd.Series:
+    """The comparable group of each summary row for metric ``m`` (rows with equal labels are ranked
+    together; a label of None: never ranked).
+
+    A group holds the rows that differ only by ``method`` (every row when ``method`` is not a
+    factor), with the same bits per token (``bits_per_token``: a 16-bit residual or grouped code is
+    never ranked against 8-bit ones) and, when ``m`` is measured in each quantizer's own space
+    (``m.comparable`` False: E, E / k-means), the same :func:`error_space`. A metric that is never
+    ranked (``m.better`` None) gives every row None. ``rows``: :attr:`Summary.rows` or any frame
+    with the factor columns, ``method`` and optionally ``bits_per_token`` (a column or
+    ``bits_per_token_mean``).
+    """
+    if m.better is None:
+        return pd.Series([None] * len(rows), index=rows.index, dtype=object)
+    others = [f for f in factors if f != "method"] if "method" in factors else []
+    parts = [rows[f].map(fmt_value) for f in others]
+    bits = rows["bits_per_token"] if "bits_per_token" in rows else rows.get("bits_per_token_mean")
+    if bits is not None:
+        parts.append(pd.to_numeric(bits, errors="coerce").round(6).map(fmt_value))
+    if "method" in rows and not m.comparable:
+        parts.append(rows["method"].map(error_space))
+    labels = [" | ".join(values) for values in zip(*parts)] if parts else [""] * len(rows)
+    return pd.Series(labels, index=rows.index, dtype=object)
+
+
+BEST, TIED = "best", "tied"  # best_marks: a resolved best, or a row tied for the best
+
+
+def _row_estimate(row: pd.Series, m: Metric) -> Estimate:
+    seeds = row.get(f"{m.column}{SEEDS_SUFFIX}")
+    return Estimate(float(row[f"{m.column}_mean"]), float(row[f"{m.column}_half"]), 0,
+                    seeds if isinstance(seeds, dict) else {})
+
+
+def best_marks(summary: Summary, m: Metric, confidence: float = 0.95) -> pd.Series:
+    """``best`` on the row whose mean is the best of its comparable group (:func:`comparable_groups`)
+    when it is resolved from every other row of the group (:func:`~benchmark.report.stats.compare_lower`:
+    disjoint t-intervals, or a paired difference over the common seeds whose interval excludes 0);
+    otherwise ``tied`` on it and on every row not resolved from it. "" elsewhere, and in a group
+    with fewer than two rows or whose means are all equal at display precision.
+
+    Claiming the best is an intersection-union test (the best beats each other row), so each
+    comparison is made at the full level, with no multiplicity correction."""
     rows = summary.rows
-    mask = pd.Series(False, index=rows.index)
+    marks = pd.Series("", index=rows.index, dtype=object)
     if m.better is None or f"{m.column}_mean" not in rows:
-        return mask
-    others = [f for f in summary.factors if f != "method"]
-    compare_methods = "method" in summary.factors
-    if compare_methods and not m.comparable:  # e.g. E on the sphere is never ranked against Euclidean E
-        rows = rows.assign(__space=rows["method"].map(_error_space))
-        others = [*others, "__space"]
-    groups = rows.groupby(others, dropna=False, sort=False) if (compare_methods and others) else [(None, rows)]
-    for _, group in groups:
+        return marks
+    groups = comparable_groups(rows, summary.factors, m)
+    for label in groups.dropna().unique():
+        group = rows[groups == label]
         values = group[f"{m.column}_mean"].round(m.digits)
         values = values[np.isfinite(values)]
         if len(values) < 2 or values.nunique() == 1:
-            continue  # nothing to compare, or all tied: no bold
-        target = values.max() if m.better == "max" else values.min()
-        mask.loc[values.index[values == target]] = True
-    return mask
+            continue  # nothing to compare, or all tied at display precision: no mark
+        best = values.idxmax() if m.better == "max" else values.idxmin()
+        lower_wins = "lower" if m.better == "min" else "higher"
+        estimates = {i: _row_estimate(rows.loc[i], m) for i in values.index}
+        tied = [i for i in values.index if i != best
+                and compare_lower(estimates[best], estimates[i], confidence) != lower_wins]
+        if tied:
+            marks.loc[[best, *tied]] = TIED
+        else:
+            marks.loc[best] = BEST
+    return marks
+
+
+def best_mask(summary: Summary, m: Metric) -> pd.Series:
+    """True where the row is the resolved best of its comparable group (:func:`best_marks`)."""
+    return best_marks(summary, m) == BEST
 
 
 def fmt_value(value: Any) -> str:
@@ -239,17 +325,27 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(out)
 
 
-def summary_table(summary: Summary) -> str:
+FIXED_GRID = "fixed grid"  # the mark of a row whose method has nothing to train (fixed_grid)
+
+
+def mark_cell(cell: str, mark: str) -> str:
+    """A table cell with its :func:`best_marks` mark: bold for a resolved best, ``≈`` for a tie."""
+    return f"**{cell}**" if mark == BEST else f"≈ {cell}" if mark == TIED else cell
+
+
+def summary_table(summary: Summary, confidence: float = 0.95) -> str:
     header = [FACTOR_LABELS.get(f, f) for f in summary.factors] + ["n", "failed"]
     header += [m.label for m in summary.metrics]
-    bold = {m.column: best_mask(summary, m) for m in summary.metrics}
+    marks = {m.column: best_marks(summary, m, confidence) for m in summary.metrics}
     body = []
     for i, row in summary.rows.iterrows():
         # iterrows() upcasts an all-numeric row to float: counts are ints again here.
         cells = [fmt_value(row[f]) for f in summary.factors] + [str(int(row["n"])), str(int(row["failed"]))]
+        if "method" in summary.factors and fixed_grid(row["method"], row.get("experiment")):
+            cells[summary.factors.index("method")] += f" ({FIXED_GRID})"
         for m in summary.metrics:
             cell = format_cell(row[f"{m.column}_mean"], row[f"{m.column}_half"], m.digits)
-            cells.append(f"**{cell}**" if bold[m.column].loc[i] else cell)
+            cells.append(mark_cell(cell, marks[m.column].loc[i]))
         body.append(cells)
     return markdown_table(header, body)
 
