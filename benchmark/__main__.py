@@ -7,12 +7,15 @@ Commands (``python -m benchmark COMMAND --help`` for each):
   report    build reports/ablation.md and its figures from the sweep tables (a DVC stage)
   perf      measure search, training-step and OT speed against peers (reports/perf.md)
   overhead  measure the sweep machinery's cost per trial (reports/perf_sweep.md)
+  openmp    measure the OpenMP wait policies side by side (reports/perf_openmp.md)
 """
 from __future__ import annotations
 
 import importlib
 import sys
 from typing import Sequence
+
+from benchmark import runtime
 
 COMMANDS = {
     "run": "benchmark.experiments.run",
@@ -21,6 +24,7 @@ COMMANDS = {
     "report": "benchmark.report.build",
     "perf": "benchmark.perf.bench",
     "overhead": "benchmark.perf.overhead",
+    "openmp": "benchmark.perf.openmp",
 }
 
 
@@ -33,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}; valid: {sorted(COMMANDS)}", file=sys.stderr)
         return 2
+    runtime.configure()  # before any command imports torch or faiss (their OpenMP runtimes read it once)
     result = importlib.import_module(COMMANDS[command]).main(rest)
     return result if isinstance(result, int) else 0
 

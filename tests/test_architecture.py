@@ -10,9 +10,10 @@ import networkx as nx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# A package may import from its own layer and earlier ones only (paths and the metric registry are below
-# every layer).
-LAYERS = {"benchmark.paths": 0, "benchmark.metric_registry": 0, "benchmark.experiments": 1, "benchmark.pipeline": 2, "benchmark.report": 3,
+# A package may import from its own layer and earlier ones only (paths, the metric registry and the
+# process runtime settings are below every layer).
+LAYERS = {"benchmark.paths": 0, "benchmark.metric_registry": 0, "benchmark.runtime": 0, "benchmark.experiments": 1,
+          "benchmark.pipeline": 2, "benchmark.report": 3,
           "benchmark.perf": 3}
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,7 @@ def test_log_trial_and_export_round_trip(store: tuple[str, object]) -> None:
     assert [(m.step, m.value) for m in history] == [(2, 2.0), (4, 1.0)]
     run = client.get_run(run_good)
     assert run.info.status == "FINISHED" and run.data.tags["sweep"] == "roundtrip"
+    assert run.data.tags["env.OMP_WAIT_POLICY"] == os.environ["OMP_WAIT_POLICY"]  # set by tests/conftest.py
 
 
 def test_export_prefers_the_finished_run_of_a_retried_trial(store: tuple[str, object]) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from benchmark import paths
+from benchmark import paths, runtime
 from benchmark.experiments.config import ConfigError, RunConfig
 from benchmark.pipeline import tracking
 from benchmark.pipeline.recorder import KIND_KEY, OBJECTIVE_KEY, STEP_KEY, MlflowRecorder, tune_callback
@@ -116,9 +116,10 @@ def trial_resources(settings: RaySettings, cluster: Mapping[str, float]) -> dict
 
 
 def ray_runtime_env() -> dict[str, Any]:
-    """Runtime env making this repo importable in Ray workers (they run in trial directories)."""
+    """Runtime env of the Ray workers: this repo importable (they run in trial directories), and the
+    OpenMP settings of :mod:`benchmark.runtime` in place before a worker loads torch or faiss."""
     python_path = os.pathsep.join(p for p in (str(paths.REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {"env_vars": {"PYTHONPATH": python_path}}
+    return {"env_vars": {"PYTHONPATH": python_path, **runtime.configure()}}
 
 
 def start_ray(settings: RaySettings, *, address: str | None = None, quiet: bool = True) -> bool:

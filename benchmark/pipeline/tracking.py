@@ -10,7 +10,8 @@ Layout of one trial's run:
 - run name = tag ``trial`` = the trial id (a deterministic hash of the trial's ``RunConfig``);
 - params: every ``RunConfig.flat_params()`` key (options as dotted keys, values as strings);
 - tags: ``sweep``, ``trial``, ``status`` (``running`` -> ``finished`` | ``failed`` | ``stopped``),
-  ``error`` (failed only), ``git_commit``, ``git_dirty`` (``true``/``false``);
+  ``error`` (failed only), ``git_commit``, ``git_dirty`` (``true``/``false``), ``env.<NAME>`` for
+  each process setting of :mod:`benchmark.runtime` (``env.OMP_WAIT_POLICY``);
 - metrics: the final result record under its own keys (``quantization_error``, ...), and the
   per-step curves under ``train/<name>`` with ``step`` = the training step.
 
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, TypedDict, Unpack
 
+from benchmark import runtime
 from benchmark.experiments.config import RunConfig
 
 if TYPE_CHECKING:  # mlflow / pandas are imported lazily: they are slow to import
@@ -261,6 +263,7 @@ def start_trial_run(
         "git_dirty": str(git.dirty).lower(),
         "method": config.method,
         "experiment": config.experiment,
+        **runtime.environment_tags(),
     }
     run = client.create_run(experiment_id, run_name=trial_id, tags=tags)
     run_id = run.info.run_id
