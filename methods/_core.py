@@ -70,11 +70,45 @@ def lowest_duplicate_index(codebook: Tensor) -> Tensor | None:
     as in a brute-force reference. Codes are hashed by their bit patterns (integer
     arithmetic, so equal rows hash equally in any reduction order), one 1-D sort of K keys finds
     the groups, and the groups are verified (a hash collision falls back to ``torch.unique(dim=0)``).
+    The answer for the last few codebooks is kept (:class:`_DuplicatesCache`): a codebook equal to
+    one of them, as in every search of an evaluation, costs one comparison instead of the hashes
+    and the sort.
     """
-    k = codebook.shape[0]
     if codebook.dtype not in (torch.float32, torch.float64):
         codebook = codebook.float()  # exact for half precisions: equal rows stay equal
-    rows = codebook.detach() + 0.0  # -0.0 -> +0.0: equal distances, equal bits
+    rows = codebook.detach() + 0.0  # -0.0 -> +0.0: equal distances, equal bits (and a copy we own)
+    return _DUPLICATES.get(rows, _lowest_duplicate_index)
+
+
+class _DuplicatesCache:
+    """The answers of :func:`lowest_duplicate_index` for the ``size`` most recent codebooks, each
+    kept beside a copy of its rows and returned only for a codebook ``torch.equal`` to it (so a
+    codebook changed in place, or a new one at the same address, never gets a stale answer)."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._entries: list[tuple[Tensor, Tensor | None]] = []  # most recent last
+        self._lock = threading.Lock()
+
+    def get(self, rows: Tensor, compute: Callable[[Tensor], Tensor | None]) -> Tensor | None:
+        with self._lock:
+            for position, (cached_rows, answer) in enumerate(self._entries):
+                if (cached_rows.shape == rows.shape and cached_rows.dtype == rows.dtype
+                        and cached_rows.device == rows.device and torch.equal(cached_rows, rows)):
+                    self._entries.append(self._entries.pop(position))
+                    return answer
+        answer = compute(rows)
+        with self._lock:
+            self._entries = [*self._entries, (rows, answer)][-self.size:]
+        return answer
+
+
+_DUPLICATES = _DuplicatesCache()
+
+
+def _lowest_duplicate_index(rows: Tensor) -> Tensor | None:
+    """:func:`lowest_duplicate_index` of float32/float64 ``rows`` without negative zeros, uncached."""
+    k = rows.shape[0]
     keys = _row_hashes(rows)
     if rows.device.type == "cpu":  # the common case, no two equal keys, settled by one numpy sort
         sorted_keys = numpy.sort(keys.numpy())

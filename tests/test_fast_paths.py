@@ -198,6 +198,19 @@ def test_lowest_duplicate_index() -> None:
     assert lowest_duplicate_index(torch.randn(100, 4)) is None
 
 
+def test_lowest_duplicate_index_is_remembered_only_for_an_equal_codebook() -> None:
+    codebook = torch.randn(50, 3, generator=torch.Generator().manual_seed(11))
+    assert lowest_duplicate_index(codebook) is None
+    codebook[4] = codebook[1]  # changed in place: same tensor, same address, new answer
+    assert lowest_duplicate_index(codebook)[4] == 1
+    codebook[4] += 1.0
+    assert lowest_duplicate_index(codebook) is None
+    other = codebook.clone()
+    other[9] = other[0]
+    for _ in range(2):  # alternating codebooks each get their own answer
+        assert lowest_duplicate_index(codebook) is None and lowest_duplicate_index(other)[9] == 0
+
+
 def test_perf_quick_smoke(tmp_path) -> None:
     from benchmark.perf import bench as perf
 
