@@ -93,3 +93,26 @@ def test_compare_family_widens_unpaired_intervals_as_its_docstring_says() -> Non
     assert wide.half == pytest.approx(0.10 * stats.t.ppf(1 - 0.05 / 6, 2) / stats.t.ppf(0.975, 2))
     assert math.isnan(report_stats.rescaled(report_stats.Estimate(1.0, math.nan, 1), 0.95, 0.99).half)
     assert np.isfinite(wide.mean)
+
+
+def test_a_tuned_row_is_compared_with_its_default_and_a_default_pick_is_a_row_of_both_protocols() -> None:
+    from benchmark.report import tuning as report_tuning
+
+    cells = {("vanilla", 0.0): [1.0, 1.01, 1.02], ("ema", 0.0): [2.0, 2.01, 2.02]}
+    table = _table(cells)
+    tuned_rows = _table({("vanilla", 0.0): [1.5, 1.52, 1.51]}).assign(
+        trial=lambda t: "tuned-" + t["trial"].astype(str))
+    table = tables.as_object_strings(pd.concat([table, tuned_rows], ignore_index=True))
+    ids = {method: " ".join(table["trial"][(table["method"] == method) & ~table["trial"].str.startswith("tuned")])
+           for method in ("vanilla", "ema")}
+    tuning = pd.DataFrame([
+        {"method": "vanilla", "metric": "quantization_error", "mode": "min", "best_is_default": False,
+         "default_trials": ids["vanilla"], "tuned_trials": " ".join(tuned_rows["trial"])},
+        {"method": "ema", "metric": "quantization_error", "mode": "min", "best_is_default": True,
+         "default_trials": ids["ema"], "tuned_trials": ids["ema"]},
+    ])
+    with_protocol, _ = tables.with_protocol(table, tuning)
+    counts = with_protocol.groupby(["method", tables.PROTOCOL]).size().to_dict()
+    assert counts == {("ema", "default"): 3, ("ema", "tuned"): 3, ("vanilla", "default"): 3, ("vanilla", "tuned"): 3}
+    verdicts = [report_tuning.tuned_vs_default(with_protocol, row, 0.95) for _, row in tuning.iterrows()]
+    assert verdicts == [report_tuning.WORSE, report_tuning.SAME_POINT]

@@ -1,4 +1,6 @@
-"""The tuning stage of a sweep: the ``tune:`` schema, and a tuning objective that never reads test features."""
+"""The tuning stage of a sweep: the ``tune:`` schema, a tuning objective that never reads test features, and a
+tuning that cannot lose to the default (the default is the first candidate, the scored budget is equal under
+failures, the tuning seed is none of the reported seeds)."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +15,7 @@ from benchmark.pipeline import spec as sweep_spec
 
 CATALOG = sweep_spec.Catalog.from_registries()
 TUNE = {"budget": 2, "metric": "error_vs_kmeans", "mode": "min", "lr": [1e-3, 3.0],
-        "optimizers": ["sgd", "adam"], "grace_steps": 2}
+        "optimizers": ["sgd", "adam"]}
 
 
 def make_params(**tune: Any) -> dict[str, Any]:
@@ -27,7 +29,7 @@ def make_params(**tune: Any) -> dict[str, Any]:
 def test_a_valid_tune_section_is_parsed() -> None:
     spec = sweep_spec.parse_sweep(make_params(tunables=["gamma"]), "s", catalog=CATALOG)
     assert spec.tune == sweep_spec.TuneSettings(budget=2, lr=(1e-3, 3.0), optimizers=("sgd", "adam"),
-                                                tunables=("gamma",), grace_steps=2)
+                                                tunables=("gamma",))
 
 
 def test_no_tune_section_means_no_tuning() -> None:
@@ -49,8 +51,13 @@ def test_no_tune_section_means_no_tuning() -> None:
         ({"optimizers": ["rmsprop"]}, r"sweeps.s.tune.optimizers: unknown optimizer 'rmsprop'"),
         ({"tunables": ["decay"]}, r"sweeps.s.tune.tunables: unknown tunable 'decay'"),
         ({"tunables": []}, r"sweeps.s.tune.tunables: must be null or a non-empty list"),
-        ({"grace_steps": 0}, r"sweeps.s.tune.grace_steps: must be null or an integer >= 1"),
+        ({"grace_steps": 100}, r"sweeps.s.tune.grace_steps: unknown key"),  # no early stopping of tuning
         ({"patience": 3}, r"sweeps.s.tune.patience: unknown key"),
+        # the tuning seed is none of the reported seeds
+        ({"seed": 1}, r"sweeps.s.tune.seed: 1 is also a reported seed of the grid \[0, 1\]"),
+        # the search space contains every trial's default point
+        ({"lr": [1e-3, 0.5]}, r"sweeps.s.tune.lr: \[0.001, 0.5\] does not contain the default codebook_lr 1.0"),
+        ({"optimizers": ["adam"]}, r"sweeps.s.tune.optimizers: \['adam'\] does not contain the default optimizer"),
     ],
 )
 def test_invalid_tune_sections_name_the_dotted_key(tune: dict[str, Any], message: str) -> None:
@@ -136,6 +143,41 @@ def test_a_point_is_applied_to_the_setting() -> None:
         tuning.apply(base, {"colour": 1})
 
 
+def test_the_search_space_must_contain_a_methods_own_default_option() -> None:
+    params = make_params()
+    params["sweeps"]["s"]["method_options"] = {"wasserstein": {"gamma": 50.0}}
+    with pytest.raises(ConfigError, match=r"sweeps.s.tune.tunables: the search range \[0.001, 10.0\] of "
+                                          r"wasserstein's gamma does not contain its default 50.0"):
+        sweep_spec.parse_sweep(params, "s", catalog=CATALOG)
+    params["sweeps"]["s"]["tune"]["tunables"] = ["beta"]  # gamma not searched: its value is not a candidate
+    assert sweep_spec.parse_sweep(params, "s", catalog=CATALOG).tune.tunables == ("beta",)
+
+
+def test_the_default_point_is_the_settings_own_values() -> None:
+    import methods
+    from benchmark.pipeline import tuning
+
+    setting = RunConfig(method="wasserstein", codebook_lr=0.3, optimizer="adam", method_options={"gamma": 2.0})
+    space = tuning.search_space(methods.get("wasserstein").tunables, sweep_spec.TuneSettings())
+    point = tuning.default_point(setting, space)
+    assert point == {"codebook_lr": 0.3, "optimizer": "adam", "method_options.gamma": 2.0,
+                     "method_options.beta": methods.get("wasserstein").options().beta}
+    assert tuning.apply(setting, point).to_dict() == setting.replace(
+        method_options={"gamma": 2.0, "beta": point["method_options.beta"]}).to_dict()
+
+
+def test_the_sampler_is_sobol_below_tpes_start_up_and_tpe_above() -> None:
+    import optuna
+
+    from benchmark.pipeline import tuning
+
+    name, sampler = tuning.sampler_for(6, seed=3)
+    assert name == tuning.SOBOL and isinstance(sampler, optuna.samplers.QMCSampler)
+    assert tuning.sampler_for(tuning.TPE_STARTUP + 1, 3)[0] == tuning.SOBOL  # default + 10 start-up points
+    name, sampler = tuning.sampler_for(tuning.TPE_STARTUP + 2, 3)
+    assert name == tuning.TPE and isinstance(sampler, optuna.samplers.TPESampler)
+
+
 def test_tuning_trial_ids_are_deterministic_and_distinct() -> None:
     from benchmark.pipeline import tuning
 
@@ -184,9 +226,10 @@ def ray_cluster() -> Any:
 def test_tuning_stage_end_to_end_and_resume(ray_cluster: None, tmp_path: Path) -> None:
     import pandas as pd
 
+    import methods
     from benchmark.pipeline import sweep, tracking, tuning
 
-    params = make_params(budget=3, grace_steps=2, seed=0)  # ASHA on: rungs at steps 2, 6, ...
+    params = make_params(budget=3)
     params["sweeps"]["s"]["grid"] = {"method": ["vanilla"], "seed": [0, 1]}
     params["tracking"] = {"uri": "mlflow.db", "results_dir": "results"}
     params["ray"] = {"num_cpus": 2, "storage_path": str(tmp_path / "ray"), "max_concurrent": 1}
@@ -197,7 +240,8 @@ def test_tuning_stage_end_to_end_and_resume(ray_cluster: None, tmp_path: Path) -
     table = pd.read_csv(tmp_path / "results" / "s" / tuning.TUNING_FILE)
     assert len(table) == 1
     row = table.iloc[0]
-    assert (row["method"], row["budget"], row["tuning_trials"]) == ("vanilla", 3, 3)
+    assert (row["method"], row["budget"], row["tuning_trials"], row["scored_trials"]) == ("vanilla", 3, 3, 3)
+    assert row["sampler"] == tuning.SOBOL and not row["best_is_default"]
     assert row["validation_best"] < 100 <= row["default"]  # tuned on validation, reported on test
     assert row["tuned"] - 100 == pytest.approx(row["validation_best"])
     assert {"chosen.codebook_lr", "chosen.optimizer", "chosen.method_options.beta"} <= set(table.columns)
@@ -210,6 +254,13 @@ def test_tuning_stage_end_to_end_and_resume(ray_cluster: None, tmp_path: Path) -
     ids = sorted(run.data.tags["trial"] for run in runs)
     group = tuning.groups_of(spec)[0]
     assert ids == sorted(tuning.tuning_trial_id(group.setting, spec.tune, i) for i in range(3))
+    # the first candidate is the default point: the setting's own lr, optimizer and options
+    first = next(run for run in runs if run.data.tags["trial"] == tuning.tuning_trial_id(group.setting, spec.tune, 0))
+    space = tuning.search_space(methods.get("vanilla").tunables, spec.tune)
+    assert tuning.same_point(tuning._point_of(first, space), tuning.default_point(group.setting, space))
+    assert row["validation_default"] == pytest.approx(first.data.metrics["error_vs_kmeans"])
+    assert row["validation_best"] <= row["validation_default"]  # never worse than the default on validation
+    assert group.setting.seed == spec.tune.seed not in {trial.config.seed for trial in spec.trials}
 
     again = sweep.run_sweep(spec, runner=scored_runner)  # resume: nothing reruns
     assert (again.finished, again.skipped) == (0, 4)
@@ -265,3 +316,79 @@ def test_a_groups_points_do_not_move_when_only_the_code_changes(monkeypatch: pyt
     assert tuning.searcher_seed(4, setting) != seed
     assert tuning.searcher_seed(3, setting.replace(codebook_size=512)) != seed
     assert tuning.searcher_seed(3, setting.replace(method_options={"gamma": 1.0})) != seed
+
+
+class FlakyRunner:
+    """``scored_runner`` whose calls number 2 and 4 fail (an error, not a score) and 3 diverges (a
+    score: the worst); calls are counted in a file, so the order is the sweep's (one trial at a time)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, config: RunConfig, **kwargs: Any) -> dict[str, float]:
+        from benchmark.experiments.train import DivergedError
+
+        with open(self.path, "a") as calls:
+            calls.write("call\n")
+        call = len(self.path.read_text().splitlines())
+        if kwargs.get("evaluation_split") == "validation" and call in (2, 4):
+            raise RuntimeError(f"call {call}: a crash that scores nothing")
+        if kwargs.get("evaluation_split") == "validation" and call == 3:
+            raise DivergedError(f"call {call}: step 1: loss is nan")
+        return scored_runner(config, **kwargs)
+
+
+def test_the_scored_budget_is_equal_under_failures_and_the_default_can_win(ray_cluster: None, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from benchmark.pipeline import sweep, tracking, tuning
+
+    params = make_params(budget=3, lr=[1e-3, 3.0], optimizers=["adam", "sgd"])
+    params["base"].update(codebook_lr=0.1, optimizer="adam")  # the default is the validation optimum
+    params["sweeps"]["s"]["grid"] = {"method": ["vanilla"], "seed": [0, 1]}
+    params["tracking"] = {"uri": "mlflow.db", "results_dir": "results"}
+    params["ray"] = {"num_cpus": 2, "storage_path": str(tmp_path / "ray"), "max_concurrent": 1}
+    spec = sweep_spec.parse_sweep(params, "s", base_dir=tmp_path, catalog=CATALOG)
+
+    outcome = sweep.run_sweep(spec, runner=FlakyRunner(tmp_path / "calls.txt"))
+    row = pd.read_csv(tmp_path / "results" / "s" / tuning.TUNING_FILE).iloc[0]
+    # calls 1 (default), 3 (diverged) and 5 are scored; the crashes 2 and 4 were replaced
+    assert (row["scored_trials"], row["tuning_trials"]) == (3, 5)
+    assert row["best_is_default"] and row["validation_best"] == row["validation_default"] == pytest.approx(0.0)
+    assert row["tuned_trials"] == row["default_trials"]  # the tuned rows are the default rows: nothing reruns
+    assert outcome.finished == 2
+    client = tracking.make_client(spec.tracking.uri)
+    runs = tracking.search_sweep_runs(client, client.get_experiment_by_name("s" + tuning.TUNING_SUFFIX).experiment_id)
+    errors = sorted(str(run.data.tags.get("error", ""))[:13] for run in runs if run.data.tags["status"] == "failed")
+    assert errors == ["DivergedError", "RuntimeError:", "RuntimeError:"]
+    assert len({run.data.tags["trial"] for run in runs}) == 5  # every attempt its own id
+
+
+def test_a_failed_trial_gives_its_group_another_one_within_its_attempts() -> None:
+    from ray.tune.search import Searcher
+
+    from benchmark.pipeline.tuning import GROUP_KEY, _grouped_search
+
+    class Points:
+        def __init__(self) -> None:
+            self.told: list[tuple[str, bool]] = []
+
+        def suggest(self, trial_id: str) -> dict:
+            return {"x": trial_id}
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            pass
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            self.told.append((trial_id, error))
+
+    inner = Points()
+    search = _grouped_search({"a": inner}, {"a": 2}, {"a": 3})
+    assert search.suggest("t1")[GROUP_KEY] == "a"
+    search.on_trial_complete("t1", result={"kind": "failed"})  # not a score: told as an error, retried
+    search.suggest("t2")
+    search.on_trial_complete("t2", result={"kind": "diverged"})  # a score (the worst)
+    search.suggest("t3")
+    search.on_trial_complete("t3", result={"kind": "failed"})  # the third and last attempt
+    assert search.suggest("t4") == Searcher.FINISHED
+    assert inner.told == [("t1", True), ("t2", False), ("t3", True)]

@@ -61,8 +61,7 @@ sweep's ``grid`` are required; the ``tracking`` and ``ray`` values shown are the
           lr: [1.0e-3, 3.0]   # codebook_lr range, log-uniform, 0 < low < high
           optimizers: [sgd, adam]   # non-empty subset of the optimizers searched
           tunables: null      # null: every ``tunables`` entry of each method; a list: only these
-          grace_steps: null   # ASHA grace period in steps (null: no early stopping of tuning trials)
-          seed: 0             # seed of the tuning trials and of Optuna's sampler
+          seed: 1000          # seed of the tuning trials and of the sampler; never a seed of the grid
 
 Grid keys are RunConfig fields (``codebook_size``) or dotted option keys
 (``method_options.gamma``, ``dataset_options.mean``, ``model_options.x``). The RunConfig of one
@@ -81,9 +80,12 @@ methods that take ``gamma``. Everything is validated before anything runs; error
 :class:`benchmark.experiments.config.ConfigError` naming the dotted field (``sweeps.NAME.grid.method``).
 
 A *setting* is a grid point without ``seed`` and ``method``. With ``tune:``, every method of every
-setting first gets ``budget`` tuning trials (Ray Tune, Optuna's TPE, ASHA when ``grace_steps``
-is set) over: ``codebook_lr`` (log-uniform in ``lr``), ``optimizer`` (``optimizers``) and the
-method's own ``tunables`` (``methods.get(name).tunables``). A tuning trial trains on the training
+setting first gets ``budget`` scored tuning trials (Ray Tune; the first is the setting's default
+point, then a seeded Sobol sequence, or Optuna's TPE above 11 trials; none stopped early; see
+:mod:`benchmark.pipeline.tuning`) over: ``codebook_lr`` (log-uniform in ``lr``), ``optimizer``
+(``optimizers``) and the method's own ``tunables`` (``methods.get(name).tunables``). The search
+space must contain every trial's own values (its ``codebook_lr``, ``optimizer`` and searched
+options), and ``seed`` must not be a seed of the grid: tuning never sees the reported seeds. A tuning trial trains on the training
 stream and is scored on the validation split (:func:`benchmark.experiments.train.run_experiment`,
 ``evaluation_split="validation"``), never on the test features. The sweep's trials (its seeds)
 then run a second time with the best configuration of their (method, setting): ``trials.csv``
@@ -91,7 +93,8 @@ holds the default rows (the plain grid) and the tuned rows. Tuning trials are ML
 experiment ``NAME-tuning``, tagged ``tuning`` (the id of their method and setting), with
 deterministic ids (a rerun spends only what is left of a budget). ``results/NAME/tuning.csv``:
 one row per (method, setting): ``default`` and ``tuned`` (mean of ``metric`` over the seeds, test
-split), ``validation_best``, ``chosen.<key>`` (the best point), ``budget``, ``tuning_trials``,
+split), ``validation_best``, ``validation_default``, ``best_is_default``, ``sampler``,
+``chosen.<key>`` (the best point), ``budget``, ``tuning_trials`` (attempts), ``scored_trials``,
 ``tuning_train_seconds``, ``robust_share`` (share of the budget whose validation utilization
 reached 0.9), the default and tuned trial ids. A ``tunables`` name that no method of the sweep
 declares is an error.
@@ -191,8 +194,7 @@ class TuneSettings:
     lr: tuple[float, float] = (1e-3, 3.0)
     optimizers: tuple[str, ...] = OPTIMIZERS
     tunables: tuple[str, ...] | None = None
-    grace_steps: int | None = None
-    seed: int = 0
+    seed: int = 1000  # apart from the grids' reported seeds (0, 1, 2, ...); parse_sweep checks it
 
 
 def parse_tune(section: Any, where: str, methods_tunables: Mapping[str, Mapping[str, Any]],
@@ -236,14 +238,45 @@ def parse_tune(section: Any, where: str, methods_tunables: Mapping[str, Mapping[
             if name not in declared:
                 bad("tunables", f"unknown tunable {name!r}; the sweep's methods declare {declared}")
         tunables = tuple(tunables)
-    grace = values["grace_steps"]
-    if grace is not None and (not is_int(grace) or grace < 1):
-        bad("grace_steps", f"must be null or an integer >= 1, got {grace!r}")
     if not is_int(values["seed"]):
         bad("seed", f"must be an integer, got {values['seed']!r}")
     return TuneSettings(budget=values["budget"], metric=values["metric"], mode=values["mode"],
                         lr=(float(lr[0]), float(lr[1])), optimizers=tuple(optimizers), tunables=tunables,
-                        grace_steps=grace, seed=values["seed"])
+                        seed=values["seed"])
+
+
+def check_tuning_against_trials(tune: TuneSettings, trials: Sequence["Trial"], where: str, catalog: "Catalog") -> None:
+    """The tuning can only pick its default when the search space holds it, and must not see the seeds
+    it reports: every trial's ``codebook_lr`` lies in ``lr``, its ``optimizer`` in ``optimizers``,
+    each searched option's value (given, else its default) in that tunable's range or choices; and
+    ``seed`` is none of the trials' seeds. ConfigError naming the field otherwise."""
+    seeds = sorted({trial.config.seed for trial in trials})
+    if tune.seed in seeds:
+        raise ConfigError(f"{where}.seed: {tune.seed} is also a reported seed of the grid {seeds}; "
+                          f"tuning must run on a seed the table does not report")
+    for trial in trials:
+        config = trial.config
+        here = f"(trial {trial.describe()})"
+        if not tune.lr[0] <= config.codebook_lr <= tune.lr[1]:
+            raise ConfigError(f"{where}.lr: {list(tune.lr)} does not contain the default codebook_lr "
+                              f"{config.codebook_lr!r} {here}")
+        if config.optimizer not in tune.optimizers:
+            raise ConfigError(f"{where}.optimizers: {list(tune.optimizers)} does not contain the default "
+                              f"optimizer {config.optimizer!r} {here}")
+        tunables = catalog.method_tunables.get(config.method, {})
+        options_class = catalog.method_options.get(config.method)
+        if not tunables or options_class is None:
+            continue
+        options = registry.make_options(options_class, dict(config.method_options))
+        for name, tunable in tunables.items():
+            if tune.tunables is not None and name not in tune.tunables:
+                continue
+            value = getattr(options, name)
+            inside = value in tunable.choices if tunable.choices else tunable.low <= value <= tunable.high
+            if not inside:
+                span = list(tunable.choices) if tunable.choices else [tunable.low, tunable.high]
+                raise ConfigError(f"{where}.tunables: the search range {span} of {config.method}'s {name} does "
+                                  f"not contain its default {value!r} (method_options.{name}) {here}")
 
 
 @dataclass(frozen=True)
@@ -547,6 +580,7 @@ def parse_sweep(
         tune = parse_tune(sweep["tune"], f"{where}.tune",
                           {m: catalog.method_tunables.get(m, {}) for m in sorted(sweep_methods)},
                           sorted({trial.config.experiment for trial in trials}))
+        check_tuning_against_trials(tune, trials, f"{where}.tune", catalog)
     return SweepSpec(
         name=name, trials=tuple(trials), tracking=parse_tracking(params, base_dir), ray=parse_ray(params, base_dir),
         tune=tune,

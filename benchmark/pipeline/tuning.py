@@ -3,8 +3,24 @@
 The search space of one method (:func:`search_space`): ``codebook_lr`` log-uniform in
 ``tune.lr``, ``optimizer`` in ``tune.optimizers`` and every entry of the method's own
 ``tunables`` (``methods.get(name).tunables``; only those named in ``tune.tunables`` when given),
-as Ray Tune domains for Optuna's TPE (``ray.tune.search.optuna.OptunaSearch``). A sampled point
-is applied to the setting's config by :func:`apply` (``method_options.<name>`` for a tunable).
+as Ray Tune domains for an Optuna sampler (``ray.tune.search.optuna.OptunaSearch``). A sampled
+point is applied to the setting's config by :func:`apply` (``method_options.<name>`` for a tunable).
+
+A tuning that cannot lose to the default:
+
+- The first candidate of every group is its default point (:func:`default_point`: the setting's own
+  learning rate, optimizer and option values; ``points_to_evaluate``), and the spec checks at parse
+  time that the search space contains it. The chosen point is therefore never worse than the default
+  on the validation split; when the default is the best, the tuned rows are the default rows.
+- ``budget`` counts *scored* trials: a trial that trained to its end (finished, or diverged: a
+  NaN loss is the worst result of that point) is scored; one that failed otherwise does not count
+  and the group gets another trial, up to ``ATTEMPTS_PER_TRIAL x budget`` attempts. No trial is
+  stopped early: the training loss scales with each trial's own loss weights, so it does not rank
+  trials, and a validation score per rung would cost more than the stopped steps save here.
+- The sampler is named for what it is (:func:`sampler_for`): up to ``TPE_STARTUP`` points after the
+  default, TPE would still be drawing its random start-up points, so a scrambled Sobol sequence
+  (Optuna's ``QMCSampler``, seeded) covers the space instead; above that, TPE.
+- Tuning trials run on ``tune.seed``, which the spec keeps apart from the grid's reported seeds.
 
 A tuning trial's id (:func:`tuning_trial_id`) hashes the setting's config, the tuning settings and
 the trial's index in the budget, so a rerun finds the same runs (tag ``tuning``) in MLflow.
@@ -64,6 +80,62 @@ def apply(config: RunConfig, point: Mapping[str, Any]) -> RunConfig:
     return config.replace(method_options=options, **changes)
 
 
+def default_point(setting: RunConfig, space: Mapping[str, Any]) -> dict[str, Any]:
+    """The setting's own values at the keys of ``space``: its learning rate, its optimizer and the value
+    of each searched option (given in ``method_options``, else the option's default)."""
+    import methods
+    import registry
+
+    options = registry.make_options(methods.get(setting.method).options, dict(setting.method_options))
+    point: dict[str, Any] = {}
+    for key in space:
+        if key == LR_KEY:
+            point[key] = float(setting.codebook_lr)
+        elif key == OPTIMIZER_KEY:
+            point[key] = setting.optimizer
+        else:
+            point[key] = getattr(options, key.removeprefix(OPTION_PREFIX))
+    return point
+
+
+def same_point(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
+    """Equal points (floats to 1e-9 relative: a point read back from MLflow went through text)."""
+    if a is None or b is None or set(a) != set(b):
+        return False
+    for key in a:
+        x, y = a[key], b[key]
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool):
+            if not math.isclose(float(x), float(y), rel_tol=1e-9):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+TPE_STARTUP = 10  # Optuna TPE's n_startup_trials: its first 10 points are random draws
+SOBOL, TPE = "Sobol quasi-random (Optuna QMCSampler, scrambled)", "TPE (Optuna TPESampler)"
+
+
+def sampler_name(budget: int) -> str:
+    """The sampler of a group with ``budget`` trials (the first is the default point): a scrambled
+    Sobol sequence while the other ``budget - 1`` points fit in TPE's random start-up, else TPE."""
+    return SOBOL if budget - 1 <= TPE_STARTUP else TPE
+
+
+def sampler_for(budget: int, seed: int) -> tuple[str, Any]:
+    """(:func:`sampler_name`, that Optuna sampler seeded by ``seed``)."""
+    import warnings
+
+    import optuna
+
+    if sampler_name(budget) == SOBOL:
+        with warnings.catch_warnings():  # "QMCSampler is experimental": its interface, not its sequence
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return SOBOL, optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
+                                                     warn_independent_sampling=False)
+    return TPE, optuna.samplers.TPESampler(n_startup_trials=TPE_STARTUP, seed=seed)
+
+
 def tuning_trial_id(setting: RunConfig, settings: TuneSettings, index: int) -> str:
     """Deterministic id of tuning trial ``index`` of a (method, setting): config, code, settings, index."""
     canonical = json.dumps({"setting": code.trial_id_of(setting), "tune": dataclasses.asdict(settings),
@@ -79,7 +151,11 @@ GROUP_TAG = "tuning"  # tag of a tuning run: the id of its (method, setting)
 TUNING_FILE = "tuning.csv"
 TUNING_TRIALS_FILE = "tuning_trials.csv"
 OBJECTIVE_KEY = "vqbench_tuning_objective"  # what Optuna optimises: the validation metric
-RUNG_KEY = "vqbench_tuning_loss"  # what ASHA compares at its rungs: the training loss
+LOSS_KEY = "vqbench_tuning_loss"  # the training loss of a step (logged as its curve, never compared)
+KIND_FINAL, KIND_DIVERGED, KIND_FAILED = "final", "diverged", "failed"  # how a tuning trial ended
+SCORED_KINDS = (KIND_FINAL, KIND_DIVERGED)  # a trial that trained to its end: it counts in the budget
+DIVERGED_PREFIX = "DivergedError"  # the error of a diverged run (tracking: "<ExceptionType>: <message>")
+ATTEMPTS_PER_TRIAL = 2  # a group may spend up to 2 x budget attempts to score its budget
 STEP_KEY = "vqbench_step"
 GROUP_KEY = "vqbench_tuning_group"  # in a tuning trial's config: the (method, setting) it belongs to
 ROBUST_UTILIZATION = 0.9  # the robustness column: share of the budget reaching this utilization
@@ -101,9 +177,12 @@ class GroupResult:
     group: Group
     best: Mapping[str, Any] | None
     best_objective: float
-    trials: int  # tuning trials recorded (finished, stopped or failed)
+    trials: int  # tuning trials recorded (scored or failed)
     train_seconds: float
     robust_share: float  # share of the budget whose validation utilization reached ROBUST_UTILIZATION
+    scored: int = 0  # trials that count in the budget (trained to their end)
+    best_is_default: bool = False  # the default point scored best: the tuned rows are the default rows
+    default_objective: float = math.nan  # the default point's validation score
 
 
 def groups_of(spec: SweepSpec) -> list[Group]:
@@ -121,10 +200,14 @@ def groups_of(spec: SweepSpec) -> list[Group]:
 
 
 def tuned_trials(results: Sequence[GroupResult]) -> list[Trial]:
-    """The sweep trials rerun with the best point of their group (groups without one: none)."""
+    """The sweep trials rerun with the best point of their group (groups without one: none). Where
+    the default point scored best, the tuned trials are the default trials themselves."""
     out: list[Trial] = []
     for result in results:
         if result.best is None:
+            continue
+        if result.best_is_default:
+            out.extend(result.group.trials)
             continue
         for trial in result.group.trials:
             config = apply(trial.config, result.best)
@@ -149,18 +232,21 @@ def _tuning_trial(point: Mapping[str, Any], *, settings: Mapping[str, Mapping[st
 
     def on_step(step: int, metrics: Mapping[str, float]) -> None:
         tune.report({"kind": "step", STEP_KEY: int(step), OBJECTIVE_KEY: worst,
-                     RUNG_KEY: float(metrics.get("loss", math.inf))})
+                     LOSS_KEY: float(metrics.get("loss", math.inf))})
+
+    from benchmark.experiments.train import DivergedError
 
     try:
         final = run(config, on_step=on_step, evaluation_split="validation")
         value = float(final[metric])
     except Exception as err:  # noqa: BLE001 - a failed tuning trial is recorded, the search goes on
-        tune.report({"kind": "failed", "error": f"{type(err).__name__}: {err}", OBJECTIVE_KEY: worst,
-                     RUNG_KEY: math.inf, STEP_KEY: config.steps + 1})
+        kind = KIND_DIVERGED if isinstance(err, DivergedError) else KIND_FAILED
+        tune.report({"kind": kind, "error": f"{type(err).__name__}: {err}", OBJECTIVE_KEY: worst,
+                     LOSS_KEY: math.inf, STEP_KEY: config.steps})
         return
-    tune.report({"kind": "final", "metrics": {k: float(v) for k, v in final.items()},
-                 OBJECTIVE_KEY: value if math.isfinite(value) else worst, RUNG_KEY: math.inf,
-                 STEP_KEY: config.steps + 1})
+    tune.report({"kind": KIND_FINAL, "metrics": {k: float(v) for k, v in final.items()},
+                 OBJECTIVE_KEY: value if math.isfinite(value) else worst, LOSS_KEY: math.inf,
+                 STEP_KEY: config.steps})
 
 
 class _TuningRecorder:
@@ -196,15 +282,15 @@ class _TuningRecorder:
     def on_result(self, tune_trial: Any, result: Mapping[str, Any]) -> None:
         run_id = self.run_id(tune_trial)
         if result.get("kind") == "step":
-            tracking.log_step_metrics(self._client, run_id, result[STEP_KEY], {"loss": result[RUNG_KEY]})
-        elif result.get("kind") in ("final", "failed"):
-            status = tracking.STATUS_FINISHED if result["kind"] == "final" else tracking.STATUS_FAILED
+            tracking.log_step_metrics(self._client, run_id, result[STEP_KEY], {"loss": result[LOSS_KEY]})
+        elif result.get("kind") in (*SCORED_KINDS, KIND_FAILED):
+            status = tracking.STATUS_FINISHED if result["kind"] == KIND_FINAL else tracking.STATUS_FAILED
             self._close(tune_trial, status, metrics=result.get("metrics"), error=result.get("error"))
 
     def on_complete(self, tune_trial: Any) -> None:
         if tune_trial.trial_id not in self._closed:
             step = (tune_trial.last_result or {}).get(STEP_KEY, 0)
-            self._close(tune_trial, tracking.STATUS_STOPPED, error=f"stopped early by ASHA at step {step}")
+            self._close(tune_trial, tracking.STATUS_FAILED, error=f"ended at step {step} without a result")
 
     def on_error(self, tune_trial: Any) -> None:
         self.on_complete(tune_trial)
@@ -236,19 +322,26 @@ def _runs_by_group(client: Any, experiment_id: str) -> dict[str, list[Any]]:
 
 
 def _scored(runs: Sequence[Any], metric: str) -> list[Any]:
-    """The finished runs with a finite value of the tuning metric."""
+    """The finished runs with a finite value of the tuning metric (the candidates for the best)."""
     return [run for run in runs if run.data.tags.get("status") == tracking.STATUS_FINISHED
             and math.isfinite(run.data.metrics.get(metric, math.nan))]
 
 
-def _spent(client: Any, runs: Sequence[Any]) -> int:
-    """Tuning runs of a group already spent (finished, stopped or failed); stale open runs are deleted."""
+def _counted(runs: Sequence[Any]) -> list[Any]:
+    """The runs that count in the budget: they trained to their end (finished, or diverged)."""
+    return [run for run in runs if run.data.tags.get("status") == tracking.STATUS_FINISHED
+            or (run.data.tags.get("status") == tracking.STATUS_FAILED
+                and str(run.data.tags.get("error", "")).startswith(DIVERGED_PREFIX))]
+
+
+def _spent(client: Any, runs: Sequence[Any]) -> tuple[int, int]:
+    """(attempts, scored) of a group's recorded tuning runs; stale open runs are deleted (not attempts)."""
     done = [run for run in runs if run.data.tags.get("status") in (*tracking.DONE_STATUSES, tracking.STATUS_FAILED)
             and run.info.status != "RUNNING"]
     for run in runs:
         if run not in done:
             client.delete_run(run.info.run_id)
-    return len(done)
+    return len(done), len(_counted(done))
 
 
 SEED_IGNORED = ("device",)  # where a trial runs draws no other point
@@ -267,22 +360,35 @@ def searcher_seed(tune_seed: int, setting: RunConfig) -> int:
 
 
 def _group_searcher(spec: SweepSpec, group: Group, space: Mapping[str, Any], runs: Sequence[Any]) -> Any:
-    """Optuna's TPE for one group, told the results its group already has (a resumed search)."""
+    """The Optuna sampler of one group (:func:`sampler_for`) behind Ray Tune's OptunaSearch: its first
+    candidate is the default point (unless a resumed group has scored it already), and it is told
+    the results its group already has (a resumed search)."""
     from ray.tune.search.optuna import OptunaSearch
 
     settings = spec.tune
     assert settings is not None
     finished = _scored(runs, settings.metric)
-    return OptunaSearch(
-        space=dict(space), metric=OBJECTIVE_KEY, mode=settings.mode, seed=searcher_seed(settings.seed, group.setting),
-        points_to_evaluate=[_point_of(run, space) for run in finished] or None,
-        evaluated_rewards=[run.data.metrics[settings.metric] for run in finished] or None,
+    default = default_point(group.setting, space)
+    known = [_point_of(run, space) for run in finished]
+    _, sampler = sampler_for(settings.budget, searcher_seed(settings.seed, group.setting))
+    searcher = OptunaSearch(
+        space=dict(space), metric=OBJECTIVE_KEY, mode=settings.mode, sampler=sampler,
+        points_to_evaluate=None if any(same_point(point, default) for point in known) else [default],
     )
+    for point, run in zip(known, finished):
+        searcher.add_evaluated_point(point, run.data.metrics[settings.metric])
+    return searcher
 
 
-def _grouped_search(searchers: Mapping[str, Any], budgets: Mapping[str, int]) -> Any:
+def _grouped_search(searchers: Mapping[str, Any], budgets: Mapping[str, int],
+                    attempts: Mapping[str, int] | None = None) -> Any:
     """One Ray Tune search algorithm over every group: each group keeps its own searcher and budget;
     suggestions rotate over the groups with budget left, results go back to their own searcher.
+
+    ``budgets``: the scored trials each group still needs; ``attempts``: the trials it may still
+    start (default: its budget). A trial that ends without a score (``kind`` failed, or a Ray
+    error) gives its group one more trial while attempts are left, and its searcher is told it
+    failed; a diverged trial is scored (the worst value).
 
     A group gets its next point only when its previous trial has finished, so its searcher has
     seen every earlier result of the group, in order: the points, and with them the tuned rows,
@@ -295,6 +401,7 @@ def _grouped_search(searchers: Mapping[str, Any], budgets: Mapping[str, int]) ->
         def __init__(self) -> None:
             super().__init__(metric=OBJECTIVE_KEY, mode="min")
             self.left = dict(budgets)
+            self.attempts = {name: (attempts or budgets)[name] for name in budgets}
             self.group_of: dict[str, str] = {}
             self.running: set[str] = set()
             self.turn = 0
@@ -302,10 +409,13 @@ def _grouped_search(searchers: Mapping[str, Any], budgets: Mapping[str, int]) ->
         def set_search_properties(self, metric: Any, mode: Any, config: Any, **spec: Any) -> bool:
             return True  # every group's searcher was built with its own space, metric and mode
 
+        def open(self, name: str) -> bool:
+            return self.left[name] > 0 and self.attempts[name] > 0
+
         def suggest(self, trial_id: str) -> dict | None:
-            if not any(self.left[name] > 0 for name in searchers):
+            if not self.running and not any(self.open(name) for name in searchers):
                 return Searcher.FINISHED
-            names = [name for name in searchers if self.left[name] > 0 and name not in self.running]
+            names = [name for name in searchers if self.open(name) and name not in self.running]
             for offset in range(len(names)):
                 name = names[(self.turn + offset) % len(names)]
                 config = searchers[name].suggest(trial_id)
@@ -313,6 +423,7 @@ def _grouped_search(searchers: Mapping[str, Any], budgets: Mapping[str, int]) ->
                     continue
                 self.turn += offset + 1
                 self.left[name] -= 1
+                self.attempts[name] -= 1
                 self.group_of[trial_id] = name
                 self.running.add(name)
                 return {**config, GROUP_KEY: name}
@@ -324,39 +435,19 @@ def _grouped_search(searchers: Mapping[str, Any], budgets: Mapping[str, int]) ->
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             if trial_id in self.group_of:
-                searchers[self.group_of[trial_id]].on_trial_complete(trial_id, result=result, error=error)
-                self.running.discard(self.group_of[trial_id])
+                name = self.group_of[trial_id]
+                unscored = error or (result or {}).get("kind") not in SCORED_KINDS
+                searchers[name].on_trial_complete(trial_id, result=result, error=unscored)
+                if unscored:
+                    self.left[name] += 1  # not a score: the group gets another trial (attempts allowing)
+                self.running.discard(name)
 
     return GroupedSearch()
 
 
-def _grouped_asha(groups: Mapping[str, Group], grace_steps: int) -> Any:
-    """ASHA per group (its trials compete only with each other: same method, same setting)."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    schedulers = {name: ASHAScheduler(time_attr=STEP_KEY, metric=RUNG_KEY, mode="min",
-                                      max_t=group.setting.steps + 1, grace_period=grace_steps, reduction_factor=3)
-                  for name, group in groups.items()}
-
-    class GroupedASHA(FIFOScheduler):
-        def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-            schedulers[trial.config[GROUP_KEY]].on_trial_add(tune_controller, trial)
-
-        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-            return schedulers[trial.config[GROUP_KEY]].on_trial_result(tune_controller, trial, result)
-
-        def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
-            schedulers[trial.config[GROUP_KEY]].on_trial_complete(tune_controller, trial, result)
-
-        def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
-            schedulers[trial.config[GROUP_KEY]].on_trial_remove(tune_controller, trial)
-
-    return GroupedASHA()
-
-
 def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True) -> list[GroupResult]:
     """Spend what is left of every group's budget in ONE Ray Tune run (Ray connected), then read the
-    groups' results from MLflow. Each group has its own Optuna searcher and its own ASHA brackets."""
+    groups' results from MLflow. Each group has its own Optuna searcher; no trial is stopped early."""
     import methods
     import ray
     from ray import tune
@@ -369,12 +460,14 @@ def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True) -> li
     spaces = {name: search_space(methods.get(group.setting.method).tunables, settings) for name, group in groups.items()}
     before = _runs_by_group(client, experiment_id)
     spent = {name: _spent(client, before.get(name, [])) for name in groups}
-    budgets = {name: max(0, settings.budget - spent[name]) for name in groups}
-    todo = {name: group for name, group in groups.items() if budgets[name] > 0}
+    budgets = {name: max(0, settings.budget - spent[name][1]) for name in groups}
+    attempts = {name: max(0, ATTEMPTS_PER_TRIAL * settings.budget - spent[name][0]) for name in groups}
+    todo = {name: group for name, group in groups.items() if budgets[name] > 0 and attempts[name] > 0}
     if todo:
         searchers = {name: _group_searcher(spec, group, spaces[name], before.get(name, []))
                      for name, group in todo.items()}
-        recorder = _TuningRecorder(client, experiment_id, spec, groups, spent, tracking.git_state(paths.REPO_ROOT))
+        recorder = _TuningRecorder(client, experiment_id, spec, groups, {name: spent[name][0] for name in groups},
+                                   tracking.git_state(paths.REPO_ROOT))
         storage = Path(spec.ray.storage_path or Path.home() / "ray_results" / "vqbench").expanduser().resolve()
         resources = {"cpu": float(spec.ray.cpus_per_trial), "gpu": 0.0}
         if float(ray.cluster_resources().get("GPU", 0)) > 0:
@@ -384,9 +477,9 @@ def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True) -> li
                 _tuning_trial, settings={name: group.setting.to_dict() for name, group in todo.items()},
                 runner=runner, metric=settings.metric, mode=settings.mode), resources),
             tune_config=tune.TuneConfig(
-                search_alg=_grouped_search(searchers, {name: budgets[name] for name in todo}),
-                scheduler=_grouped_asha(todo, settings.grace_steps) if settings.grace_steps is not None else None,
-                num_samples=sum(budgets[name] for name in todo),
+                search_alg=_grouped_search(searchers, {name: budgets[name] for name in todo},
+                                           {name: attempts[name] for name in todo}),
+                num_samples=sum(attempts[name] for name in todo),
                 max_concurrent_trials=spec.ray.max_concurrent, reuse_actors=True),
             run_config=tune.RunConfig(name=f"{spec.name}-tuning-{time.strftime('%Y%m%d-%H%M%S')}",
                                       storage_path=str(storage), callbacks=[tune_callback(recorder)],
@@ -407,15 +500,23 @@ def group_result(spec: SweepSpec, group: Group, space: Mapping[str, Any], runs: 
     assert settings is not None
     sign = 1.0 if settings.mode == "min" else -1.0
     scored = _scored(runs, settings.metric)
-    best_run = min(scored, key=lambda run: sign * run.data.metrics[settings.metric]) if scored else None
+    default = default_point(group.setting, space)
+    # the default wins a tie: a point no better than the default on validation is no reason to move
+    best_run = min(scored, key=lambda run: (sign * run.data.metrics[settings.metric],
+                                            not same_point(_point_of(run, space), default))) if scored else None
+    defaults = [run for run in scored if same_point(_point_of(run, space), default)]
+    best = _point_of(best_run, space) if best_run is not None else None
     robust = sum(run.data.metrics.get("utilization", 0.0) >= ROBUST_UTILIZATION for run in runs)
     return GroupResult(
         group=group,
-        best=_point_of(best_run, space) if best_run is not None else None,
+        best=best,
         best_objective=best_run.data.metrics[settings.metric] if best_run is not None else math.nan,
         trials=len(runs),
         train_seconds=float(sum(run.data.metrics.get("train_seconds", 0.0) for run in runs)),
         robust_share=robust / settings.budget,
+        scored=len(_counted(runs)),
+        best_is_default=same_point(best, default),
+        default_objective=defaults[0].data.metrics[settings.metric] if defaults else math.nan,
     )
 
 
@@ -443,9 +544,11 @@ def tuning_table(spec: SweepSpec, results: Sequence[GroupResult], trials_table: 
             **{f"setting.{k}": v for k, v in setting.items()},
             "metric": metric, "mode": spec.tune.mode,
             "default": mean_of(result.group.trials), "tuned": mean_of(tuned),
-            "validation_best": result.best_objective,
+            "validation_best": result.best_objective, "validation_default": result.default_objective,
+            "best_is_default": result.best_is_default,
+            "sampler": sampler_name(spec.tune.budget),
             **{f"chosen.{k}": v for k, v in (result.best or {}).items()},
-            "budget": spec.tune.budget, "tuning_trials": result.trials,
+            "budget": spec.tune.budget, "tuning_trials": result.trials, "scored_trials": result.scored,
             "tuning_train_seconds": result.train_seconds, "robust_share": result.robust_share,
             "default_trials": " ".join(t.trial_id for t in result.group.trials),
             "tuned_trials": " ".join(t.trial_id for t in tuned),

@@ -47,11 +47,19 @@ FACTOR_LABELS = {
 
 def with_protocol(table: pd.DataFrame, tuning: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The trials table with a ``protocol`` column (``tuned`` for the trials rerun at a tuned point,
-    ``default`` for the grid's own), and the hyperparameter columns the tuning chose (not factors)."""
-    tuned = set(" ".join(tuning["tuned_trials"].fillna("").astype(str)).split()) if "tuned_trials" in tuning else set()
+    ``default`` for the grid's own; a trial whose group tuned to its default point is a row of
+    both), and the hyperparameter columns the tuning chose (not factors)."""
+    def ids(column: str) -> set[str]:
+        return set(" ".join(tuning[column].fillna("").astype(str)).split()) if column in tuning else set()
+
+    tuned, default = ids("tuned_trials"), ids("default_trials")
     table = table.copy()
-    table[PROTOCOL] = np.where(table["trial"].astype(str).isin(tuned), "tuned", "default")
+    trial = table["trial"].astype(str)
+    table[PROTOCOL] = np.where(trial.isin(tuned) & ~trial.isin(default), "tuned", "default")
     table[PROTOCOL] = table[PROTOCOL].astype(object)
+    # where the default point tuned best, the tuned rows are the default trials: each row is in both
+    both = table[trial.isin(tuned) & trial.isin(default)].assign(**{PROTOCOL: "tuned"})
+    table = pd.concat([table, both], ignore_index=True) if len(both) else table
     chosen = [c.removeprefix("chosen.") for c in tuning.columns if c.startswith("chosen.")]
     return table, sorted({"codebook_lr", "optimizer", *chosen})
 
