@@ -39,6 +39,7 @@ from benchmark.metric_registry import HEADLINE_METRICS, METRICS
 from benchmark.pipeline.spec import load_params, load_sweep
 from benchmark.report import papers as paper_claims
 from benchmark.report.figures import codebook_figure, main_axis, sweep_figure, usage_figure
+from benchmark.report.leaderboard import leaderboard_section
 from benchmark.report.questions import open_questions_section
 from benchmark.report.tuning import load_tuning, tuning_block
 from benchmark.report.tables import (
@@ -63,6 +64,7 @@ def _setting_text(table: pd.DataFrame) -> str:
     return ", ".join(parts)
 
 
+LEADERBOARD_AFTER = 4  # the leaderboard follows the title and the paragraph saying where the numbers come from
 CODEBOOK_SWEEP = "disk"  # its saved codebooks are drawn over its prepared data sample
 
 
@@ -202,6 +204,7 @@ def load_sweep_table(config: ReportConfig, name: str) -> tuple[pd.DataFrame, lis
                     extra[PROTOCOL] = "default"
                 table = as_object_strings(pd.concat([table, extra], ignore_index=True))
     table.attrs["stale"] = stale
+    table.attrs["not_factors"] = list(exclude)
     return table, exclude, tuning
 
 
@@ -210,7 +213,9 @@ def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
     out_dir = config.out_dir
     figures = _fresh_figures_dir(out_dir)
     tables, summaries, sections, missing = _sweep_sections(config, params.get("sweeps") or {}, figures)
-    lines = _intro_lines(config)
+    intro = _intro_lines(config)
+    board = leaderboard_section(tables, figures if config.figures else None)
+    lines = [*intro[:LEADERBOARD_AFTER], board, *intro[LEADERBOARD_AFTER:]]
     lines += ["", "## Paper vs ours", ""]
     setting = {name: _setting_text(table) for name, table in tables.items()}
     lines.append(paper_claims.papers_section(paper_claims.load_papers(), summaries, setting))

@@ -15,6 +15,71 @@ from benchmark.report.tables import FACTOR_LABELS, Summary, as_object_strings, m
 
 ERROR_METRIC = "error_vs_kmeans"  # what the open-question figures compare
 
+# One colour and one marker per method, defined here once and used by every figure. Methods of one
+# family share a hue (Okabe-Ito, colour-blind safe; Okabe & Ito 2008), lighter / darker shades tell
+# them apart, and every method has its own marker. The family is read from the registry's flags.
+FAMILY_COLOURS = {
+    "codebook gradient": "#0072B2",      # blue: vanilla-style codebooks moved by gradients
+    "running average": "#E69F00",        # orange: EMA / online / k-means updates (not by gradient)
+    "distribution matching": "#009E73",  # green: a codebook-vs-features distribution loss
+    "fixed grid": "#CC79A7",             # purple: FSQ / LFQ / BSQ, no learnable codebook
+    "multi-codebook": "#D55E00",         # vermillion: residual / grouped levels
+    "normalised": "#56B4E9",             # sky blue: codes on the sphere
+}
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*")
+SHADES = (0.0, 0.45, -0.35, 0.7, -0.6, 0.25, -0.15, 0.85)  # + lighter, - darker
+
+
+def method_family(name: str) -> str:
+    """The family of a registered method, from its flags (never from its name)."""
+    import methods
+
+    spec = methods.get(name)
+    if spec.code_structure != "single":
+        return "multi-codebook"
+    if not spec.learnable_codebook:
+        return "fixed grid"
+    if spec.distribution_matching:
+        return "distribution matching"
+    if spec.error_space == "sphere":
+        return "normalised"
+    if not spec.trainable_by_gradient:
+        return "running average"
+    return "codebook gradient"
+
+
+def _shade(colour: str, amount: float) -> tuple[float, float, float]:
+    from matplotlib.colors import to_rgb
+
+    rgb = np.asarray(to_rgb(colour))
+    target = np.ones(3) if amount > 0 else np.zeros(3)
+    return tuple(float(v) for v in rgb + (target - rgb) * abs(amount))
+
+
+def method_styles() -> dict[str, tuple[tuple[float, float, float], str]]:
+    """name -> (colour, marker) for every registered method, in the registry's display order."""
+    import methods
+
+    styles: dict[str, tuple[tuple[float, float, float], str]] = {}
+    seen: dict[str, int] = {}
+    for i, name in enumerate(methods.display_order()):
+        family = method_family(name)
+        shade = SHADES[seen.get(family, 0) % len(SHADES)]
+        seen[family] = seen.get(family, 0) + 1
+        styles[name] = (_shade(FAMILY_COLOURS[family], shade), MARKERS[i % len(MARKERS)])
+    return styles
+
+
+def method_palette(names: Sequence[str]) -> dict[str, Any]:
+    """Colours of ``names`` (unknown names: grey), for seaborn's ``palette``."""
+    styles = method_styles()
+    return {n: styles[n][0] if n in styles else (0.55, 0.55, 0.55) for n in names}
+
+
+def method_markers(names: Sequence[str]) -> dict[str, str]:
+    styles = method_styles()
+    return {n: styles[n][1] if n in styles else "o" for n in names}
+
 
 def plt():
     import matplotlib
@@ -283,3 +348,42 @@ def _density_panel(ax: Any, here: Mapping[int, Mapping[str, Any]], dims: list[in
     ax.set_xticks(range(len(dims)), [str(d) for d in dims])
     ax.set_xlabel("d")
     return image
+
+
+def cd_figure(mean_ranks: pd.Series, p_values: pd.DataFrame, path: Path, alpha: float) -> Path:
+    """Critical-difference diagram (Demsar 2006): mean ranks on one axis, bars join methods whose
+    Nemenyi p-value is >= alpha (``scikit_posthocs.critical_difference_diagram``)."""
+    import scikit_posthocs
+
+    pyplot = plt()
+    fig, ax = pyplot.subplots(figsize=(7.0, 0.4 * len(mean_ranks) + 1.4))
+    scikit_posthocs.critical_difference_diagram(
+        mean_ranks, p_values, ax=ax, alpha=alpha, color_palette=method_palette(list(mean_ranks.index)))
+    ax.set_title("mean rank (1 = best)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    pyplot.close(fig)
+    return path
+
+
+def profile_figure(taus: np.ndarray, profiles: Mapping[str, np.ndarray], path: Path) -> Path:
+    """Performance profiles: share of runs with score > tau per method, stratified-bootstrap bands."""
+    pyplot = plt()
+    names = method_order(profiles)
+    palette, markers = method_palette(names), method_markers(names)
+    fig, ax = pyplot.subplots(figsize=(6.0, 3.6))
+    for name in names:
+        share, low, high = profiles[name]
+        ax.plot(taus, share, color=palette[name], label=name, marker=markers[name], markevery=max(len(taus) // 8, 1),
+                ms=4, lw=1.3)
+        ax.fill_between(taus, low, high, color=palette[name], alpha=0.15, lw=0)
+    ax.set_xlabel("tau (score = k-means E / E; 1 = the k-means reference)")
+    ax.set_ylabel("share of runs with score > tau")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    pyplot.close(fig)
+    return path

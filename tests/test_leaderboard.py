@@ -1,0 +1,164 @@
+"""The leaderboard on small synthetic trial tables (the exported format, docs/contracts.md)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from benchmark.report import build as report
+from benchmark.report import leaderboard as lb
+
+SEEDS = (0, 1, 2)
+
+
+def _row(sweep, method, seed, *, experiment="fit", u=1.0, e=2.0, ratio=None, seconds=1.0, bits=8.0, **extra):
+    row = dict(sweep=sweep, trial=f"{sweep}-{method}-{seed}-{sorted(extra.items())}", run_id=f"r{seed}",
+               status="finished", error="", git_commit="0123456789ab", git_dirty=False, experiment=experiment,
+               dataset="gaussian", method=method, codebook_size=256, dim=8, steps=10, batch_size=32,
+               eval_size=100, seed=seed, utilization=u, quantization_error=e,
+               error_vs_kmeans=e / 2.0 if ratio is None else ratio, bits_per_token=bits, train_seconds=seconds)
+    row.update(extra)
+    return row
+
+
+def _table(rows) -> pd.DataFrame:
+    return report.as_object_strings(pd.DataFrame(rows))
+
+
+def _atomic() -> pd.DataFrame:
+    """wasserstein best and full at mu 4; vanilla lowest E but collapsed; ema close to wasserstein."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for mu in (0.0, 4.0):
+        for seed in SEEDS:
+            noise = rng.normal(0, 0.005, 4)
+            rows += [
+                _row("atomic", "wasserstein", seed, u=0.99, e=2.10 + noise[0], seconds=2.0,
+                     **{"dataset_options.mean": mu}),
+                _row("atomic", "ema", seed, u=0.98, e=2.11 + noise[1], seconds=1.0, **{"dataset_options.mean": mu}),
+                _row("atomic", "simvq", seed, u=0.95, e=2.60 + noise[2], seconds=0.5,
+                     **{"dataset_options.mean": mu}),
+                _row("atomic", "vanilla", seed, u=0.95 if mu == 0 else 0.01, e=2.0 + noise[3],
+                     **{"dataset_options.mean": mu}),
+            ]
+    return _table(rows)
+
+
+def _field() -> pd.DataFrame:
+    rows = []
+    for seed in SEEDS:
+        rows += [_row("field", "vanilla", seed, e=2.5 + seed * 0.01), _row("field", "ibq", seed, e=2.4),
+                 _row("field", "fsq", seed, e=0.08),
+                 _row("field", "cosine", seed, e=0.33), _row("field", "bsq", seed, e=0.35 + seed * 0.001),
+                 _row("field", "residual", seed, e=1.1, ratio=math.nan, bits=16.0),
+                 _row("field", "grouped", seed, e=0.85 + seed * 0.001, ratio=math.nan, bits=16.0)]
+    return _table(rows)
+
+
+def _vqvae() -> pd.DataFrame:
+    rows = []
+    for seed in SEEDS:
+        for method, psnr in (("vanilla", 20.0), ("ema", 19.8), ("simvq", 22.8), ("wasserstein", 22.5)):
+            rows.append(_row("vqvae", method, seed, experiment="vqvae", u=0.95, psnr=psnr + 0.1 * seed))
+    return _table(rows)
+
+
+def test_comparison_groups_keep_error_spaces_and_bits_apart():
+    found = {s.group: s for s in lb.sweep_scenarios("field", _field())}
+    # fsq: alone in its own bounded box; the 16-bit codes apart from the 8-bit ones
+    assert set(found) == {"euclidean, 8 bits", "sphere, 8 bits", "euclidean, 16 bits"}
+    assert set(found["sphere, 8 bits"].methods) == {"cosine", "bsq"}
+    assert set(found["euclidean, 8 bits"].methods) == {"vanilla", "ibq"}
+    assert found["euclidean, 16 bits"].metric == "quantization_error"  # no k-means reference at 16 bits
+    assert found["euclidean, 8 bits"].metric == "error_vs_kmeans"
+
+
+def test_utilization_constraint_ranks_before_the_metric():
+    by_mu = {s.setting: s.ranks.set_index("method") for s in lb.sweep_scenarios("atomic", _atomic())}
+    assert by_mu["mu 0"].loc["vanilla", "rank"] == 1  # lowest E, U >= 90%
+    collapsed = by_mu["mu 4"]
+    assert collapsed.loc["vanilla", "rank"] == 4 and not collapsed.loc["vanilla", "meets"]  # lowest E, U 1%
+    assert collapsed.loc["wasserstein", "rank"] == 1
+    for _, row in collapsed.iterrows():
+        assert row["low"] <= row["rank"] <= row["high"]
+    assert collapsed.loc["simvq", "low"] == collapsed.loc["simvq", "high"] == 3  # never near the others
+    # the direction follows the registry: PSNR is maximised
+    vq = lb.sweep_scenarios("vqvae", _vqvae())[0].ranks.set_index("method")["rank"]
+    assert vq.idxmin() == "simvq" and vq.idxmax() == "ema"
+
+
+def test_bootstrap_is_reproducible_and_paired():
+    a = lb.sweep_scenarios("atomic", _atomic())
+    b = lb.sweep_scenarios("atomic", _atomic())
+    pd.testing.assert_frame_equal(a[1].ranks, b[1].ranks)
+
+
+def test_constrained_ranks_ties_share_the_average_rank():
+    ranks = lb.constrained_ranks(np.array([1.0, 1.0, 3.0, 0.5]), np.array([1.0, 1.0, 1.0, 0.1]), "min")
+    assert ranks.tolist() == [1.5, 1.5, 3.0, 4.0]
+
+
+def test_which_quantizer_when_keeps_the_unresolved_and_drops_the_resolved():
+    mu4 = [s for s in lb.sweep_scenarios("atomic", _atomic()) if s.setting == "mu 4"][0]
+    best, tied = lb.not_resolved_from_best(mu4)
+    assert best == "wasserstein"
+    assert "simvq" not in tied and "vanilla" not in tied  # resolved (E), other side of the constraint
+
+
+def test_friedman_nemenyi_and_critical_difference_match_the_textbook():
+    found = lb.scenarios({"atomic": _atomic(), "vqvae": _vqvae(), "atomic2": _atomic().assign(sweep="atomic2")})
+    block = lb.complete_block(found)
+    assert block is not None and len(block.methods) == 4 and len(block.scenarios) == 5
+    matrix = block.ranks.to_numpy()
+    assert block.friedman[1] == pytest.approx(stats.friedmanchisquare(*matrix.T).pvalue)
+    # Demsar 2006, Table 5: q_0.05 = 2.569 for k = 4 classifiers
+    assert block.cd == pytest.approx(2.569 * math.sqrt(4 * 5 / (6 * 5)), rel=1e-3)
+    assert block.nemenyi.shape == (4, 4)
+
+
+def test_rliable_iqm_and_probability_of_improvement():
+    found = lb.scenarios({"atomic": _atomic(), "atomic2": _atomic().assign(sweep="atomic2")})
+    agg = lb.rliable_aggregates(lb.complete_block(found), bootstrap=200)
+    iqm = agg.iqm.set_index("method")
+    scores = np.concatenate([1.0 / s.values["simvq"].to_numpy() for s in found])
+    assert iqm.loc["simvq", "iqm"] == pytest.approx(stats.trim_mean(scores, 0.25))
+    assert agg.best == "vanilla"  # lowest E everywhere: rliable scores ignore the U constraint
+    improvement = agg.improvement.set_index("method")
+    assert improvement.loc["simvq", "p"] == pytest.approx(1.0)
+    for _, row in agg.iqm.iterrows():
+        assert row["low"] <= row["iqm"] <= row["high"]
+
+
+def test_batched_probability_of_improvement_is_rliables():
+    from rliable import metrics as rl
+
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 4, (5, 3, 4)).astype(float), rng.integers(0, 4, (5, 3, 4)).astype(float)
+    y[0, :, 1] = x[0, :, 1]  # an identical column: 0.5 by rliable's rule
+    expected = [rl.probability_of_improvement(x[b], y[b]) for b in range(len(x))]
+    assert lb._improvement_probability(x, y) == pytest.approx(expected)
+
+
+def test_report_opens_with_the_leaderboard(tmp_path: Path):
+    tables = {"atomic": _atomic(), "field": _field(), "vqvae": _vqvae()}
+    figures = tmp_path / "figures"
+    section = lb.leaderboard_section(tables, figures)
+    assert "### Which quantizer when" in section and "Friedman" in section and "IQM" in section
+    assert (figures / "leaderboard_cd.png").exists() and (figures / "leaderboard_profiles.png").exists()
+    results = tmp_path / "results"
+    for name, table in tables.items():
+        (results / name).mkdir(parents=True)
+        table.to_csv(results / name / "trials.csv", index=False)
+    params = {"tracking": {"uri": "mlflow.db", "results_dir": "results"}, "base": {"steps": 10},
+              "sweeps": {name: {"grid": {"seed": list(SEEDS)}} for name in tables}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    config = report.report_config(report.load_params(tmp_path / "params.yaml"), tmp_path / "params.yaml")
+    config.filter_to_spec, config.figures = False, False
+    text = report.build_report(config, params).read_text()
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings[0] == "## Leaderboard" and "## Metrics" in headings[1:]
