@@ -116,3 +116,32 @@ def test_a_tuned_row_is_compared_with_its_default_and_a_default_pick_is_a_row_of
     assert counts == {("ema", "default"): 3, ("ema", "tuned"): 3, ("vanilla", "default"): 3, ("vanilla", "tuned"): 3}
     verdicts = [report_tuning.tuned_vs_default(with_protocol, row, 0.95) for _, row in tuning.iterrows()]
     assert verdicts == [report_tuning.WORSE, report_tuning.SAME_POINT]
+
+
+def test_a_claim_outside_the_papers_setting_gets_no_verdict_and_tuned_rows_are_selectable() -> None:
+    from benchmark.report import papers
+
+    paper = papers.Paper("P", "arXiv:0", {"full_use": {"value": 90.0, "side": "above"}})
+    rows = []
+    for k, u in ((64, 0.3), (1024, 0.95)):
+        for protocol, shift in (("default", 0.0), ("tuned", 0.04)):
+            for seed in (0, 1, 2):
+                rows.append(dict(trial=f"{k}-{protocol}-{seed}", status="finished", error="", method="simvq",
+                                 seed=seed, codebook_size=k, dim=8, utilization=u + shift + 0.001 * seed,
+                                 protocol=protocol))
+    table = tables.as_object_strings(pd.DataFrame(rows))
+    summaries = {"k": tables.summarize(table, "k")}
+    claims = [papers.Claim("k", "simvq", {"codebook_size": size}, "utilization", setting=setting,
+                           protocol=protocol, expect="full_use")
+              for size, setting, protocol in ((64, {"codebook_size": [1024, 262144]}, "default"),
+                                              (1024, {"codebook_size": [1024, 262144]}, "default"),
+                                              (1024, {"codebook_size": [1024, 262144], "dim": 16}, "tuned"))]
+    group = papers.ClaimGroup("g", "", ("paper",), tuple(claims))
+    text = papers.render_group(paper, group, summaries, {}, {"k": table})
+    lines = [line for line in text.splitlines() if line.startswith("| simvq")]
+    assert lines[0].endswith(f"| {papers.DIFFERENT_SETTING}: K 64 (paper 1024-262144) |")
+    assert "| ours |" in lines[1] and lines[1].endswith("| agrees |")
+    assert "| ours, tuned |" in lines[2] and "99.1" in lines[2]  # the tuned row: 0.95 + 0.04 + 0.001
+    assert lines[2].endswith(f"| {papers.DIFFERENT_SETTING}: d 8 (paper 16) |")  # d read from the table
+    with pytest.raises(ValueError, match="setting.steps: unknown"):
+        papers.Claim("k", "simvq", {}, "utilization", setting={"steps": 5})

@@ -218,7 +218,7 @@ def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
     lines = [*intro[:LEADERBOARD_AFTER], board, *intro[LEADERBOARD_AFTER:]]
     lines += ["", "## Paper vs ours", ""]
     setting = {name: _setting_text(table) for name, table in tables.items()}
-    lines.append(paper_claims.papers_section(paper_claims.load_papers(), summaries, setting))
+    lines.append(paper_claims.papers_section(paper_claims.load_papers(), summaries, setting, tables))
 
     lines += ["", open_questions_section(tables, config.confidence, figures if config.figures else None)]
     lines += ["", *sections]
