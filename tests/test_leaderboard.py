@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -162,3 +163,37 @@ def test_report_opens_with_the_leaderboard(tmp_path: Path):
     text = report.build_report(config, params).read_text()
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert headings[0] == "## Leaderboard" and "## Metrics" in headings[1:]
+
+
+def _rung(name: str, order: Sequence[str], k: int) -> pd.DataFrame:
+    """One rung: methods' E in the given order (best first), seeds with a little noise."""
+    rng = np.random.default_rng(k)
+    return _table([_row(name, m, seed, e=1.0 + i + rng.normal(0, 0.01), codebook_size=k, **{"dataset_options.mean": 4.0})
+                   for i, m in enumerate(order) for seed in SEEDS])
+
+
+def test_scale_ladder_kendall_tau_between_adjacent_rungs():
+    from benchmark.report import scale
+
+    methods = ["vanilla", "ema", "simvq", "wasserstein"]
+    rungs = {"small": _rung("small", methods, 256), "large": _rung("large", methods, 1024),
+             "reversed": _rung("reversed", methods[::-1], 4096)}
+    steps = scale.ladder_steps(rungs, bootstrap=200)
+    assert [(s.small, s.large) for s in steps] == [("small", "large"), ("large", "reversed")]
+    assert steps[0].tau == pytest.approx(1.0) and steps[0].verdict == "alike"
+    assert steps[1].tau == pytest.approx(-1.0) and steps[1].verdict == "not alike"
+    assert steps[0].tau == pytest.approx(stats.kendalltau([1, 2, 3, 4], [1, 2, 3, 4]).statistic)
+
+
+def test_scale_section_reads_the_profile_tables(tmp_path: Path):
+    from benchmark.report import scale
+
+    methods = ["vanilla", "ema", "simvq"]
+    params = {"tracking": {"uri": "mlflow-scale.db", "results_dir": "scale"},
+              "sweeps": {"a": {"grid": {"seed": [0]}}, "b": {"grid": {"seed": [0]}}, "c": {"grid": {"seed": [0]}}}}
+    (tmp_path / "params-scale.yaml").write_text(yaml.safe_dump(params))
+    for name, k in (("a", 256), ("b", 1024)):
+        (tmp_path / "scale" / name).mkdir(parents=True)
+        _rung(name, methods, k).to_csv(tmp_path / "scale" / name / "trials.csv", index=False)
+    text = scale.scale_section(tmp_path / "params-scale.yaml")
+    assert "| c | not run (no table) |" in text and "Small runs rank like larger ones here" in text

@@ -41,6 +41,7 @@ from benchmark.report import papers as paper_claims
 from benchmark.report.figures import codebook_figure, main_axis, sweep_figure, usage_figure
 from benchmark.report.leaderboard import leaderboard_section
 from benchmark.report.questions import open_questions_section
+from benchmark.report.scale import scale_section
 from benchmark.report.tuning import load_tuning, tuning_block
 from benchmark.report.tables import (
     PROTOCOL, with_protocol, FACTOR_LABELS, NOT_RUN_ERROR, STATUS_INTERRUPTED, STATUS_NOT_RUN, Summary, as_object_strings, failed_list,
@@ -215,7 +216,8 @@ def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
     tables, summaries, sections, missing = _sweep_sections(config, params.get("sweeps") or {}, figures)
     intro = _intro_lines(config)
     board = leaderboard_section(tables, figures if config.figures else None)
-    lines = [*intro[:LEADERBOARD_AFTER], board, *intro[LEADERBOARD_AFTER:]]
+    ladder = scale_section(config.params_path.resolve().parent / paths.SCALE_PARAMS_FILE)
+    lines = [*intro[:LEADERBOARD_AFTER], board, *([ladder] if ladder else []), *intro[LEADERBOARD_AFTER:]]
     lines += ["", "## Paper vs ours", ""]
     setting = {name: _setting_text(table) for name, table in tables.items()}
     lines.append(paper_claims.papers_section(paper_claims.load_papers(), summaries, setting, tables))
