@@ -22,13 +22,17 @@ starting from f = 0 (the same updates, in the same order, as POT's ``sinkhorn_lo
 are vanilla VQ's on the assigned codes: codebook_weight ||sg(z) - e||^2 + beta ||z - sg(e)||^2,
 straight-through gradient. At evaluation (and in ``search``) the index is the nearest code.
 
-Memory: the n x K plan is never stored. Every pass recomputes the cost in row blocks of at most
-``methods._core.SEARCH_BLOCK_ELEMENTS`` entries (64 MiB in float32), keeping running log-sum-exps
-over the rows, so memory is O(block + n + K). Time: iterations + 2 passes over the n x K costs
-(one for the std, one per iteration, one for the argmax; each f update shares its pass with the
-next g update), each O(n K d) flops plus up to two exponentials per entry: 9 n K exponentials per
-step with the defaults, against none for nearest-code search (faiss). That, not the search, sets
-its cost: 7 x 8,192 x 16,384 entries per step at batch 8,192 and K = 16,384.
+Time and memory: when the n x K kernel fits in ``DENSE_KERNEL_BYTES`` (1 GiB; batch 8,192 x
+K 16,384 in float32 does), the costs are computed and exponentiated once, into the Gibbs kernel
+with each row's maximum factored out, and each iteration is two matrix-vector products, as POT's
+``sinkhorn_knopp`` (potentials still kept as logs, so nothing overflows; see ``_DenseKernel``).
+When a kernel sum is too small to trust (a code or a feature more than about 87 / epsilon standard
+deviations from the rest, in float32), and for larger problems, the exact log-domain path runs
+instead, as it does when ``block_rows`` is given: every pass recomputes the
+cost in row blocks of at most ``methods._core.SEARCH_BLOCK_ELEMENTS`` entries (64 MiB in float32),
+keeping running log-sum-exps over the rows, so memory is O(block + n + K); iterations + 2 passes
+over the n x K costs (one for the std, one per iteration, one for the argmax; each f update shares
+its pass with the next g update), with up to two exponentials per entry.
 OptVQ's options: ``projection=True`` makes the codebook a learnable linear layer applied to the
 learned codes, codebook = E W^T + b (W: d x d, b: d, nn.Linear's default init U(+-1/sqrt(d)), drawn
 from the generator), as OptVQ's codebook projection; OptVQ's loss weights are ``beta=1.0``
@@ -155,6 +159,103 @@ def _sinkhorn(
     return f, g, scale
 
 
+# The dense path keeps the n x K Gibbs kernel when it holds at most this many bytes (1 GiB).
+DENSE_KERNEL_BYTES = 1 << 30
+
+
+class _DenseKernel:
+    """The Sinkhorn iterations of the module docstring with the Gibbs kernel exponentiated once,
+    as POT's ``sinkhorn_knopp`` does, but in potentials kept as logs so nothing overflows:
+
+        Kr_ij = exp(-epsilon C~_ij - a_i),   a_i = max_j (-epsilon C~_ij)     (each row's max is 1)
+        g_j = -log K - W - log sum_i Kr_ij exp(w_i - W),    w_i = a_i + f_i, W = max_i w_i
+        f_i = -log n - a_i - G - log sum_j Kr_ij exp(g_j - G),                G = max_j g_j
+
+    the same updates as the log-domain ones, with two matrix-vector products per iteration instead
+    of two passes of exponentials. Terms below the dtype's smallest normal number are dropped (or
+    raised to it), an absolute error under ``tiny`` per term; every sum is checked to be at least
+    ``SAFE_MARGIN`` x its count x ``tiny``, so that this error stays below 1 / SAFE_MARGIN of it.
+    A sum under that (costs spread over more than about 87 / epsilon standard deviations in
+    float32) makes :meth:`build` or the update return None, and the caller runs the exact
+    log-domain blocks instead."""
+
+    SAFE_MARGIN = 1e6
+
+    def __init__(self, kernel: Tensor, row_shift: Tensor, scale: Tensor) -> None:
+        self.kernel, self.row_shift, self.scale = kernel, row_shift, scale
+        info = torch.finfo(kernel.dtype)
+        self.log_tiny = math.log(info.tiny)
+        self.tiny = info.tiny
+
+    @classmethod
+    def build(cls, features: Tensor, codebook: Tensor, epsilon: float) -> "_DenseKernel":
+        n, k = features.shape[0], codebook.shape[0]
+        kernel = torch.addmm(codebook.pow(2).sum(dim=1), features, codebook.t(), beta=1.0, alpha=-2.0)
+        kernel.add_(features.pow(2).sum(dim=1, keepdim=True)).clamp_(min=0)
+        total_sq = kernel.sum(dim=1).sum(dtype=torch.float64)
+        total = kernel.sqrt_().sum(dim=1).sum(dtype=torch.float64)
+        count = n * k
+        variance = (total_sq - total**2 / count) / (count - 1) if count > 1 else total.new_zeros(())
+        std = variance.clamp(min=0).sqrt()
+        scale = torch.where(std > 0, std, torch.ones_like(std)).to(features.dtype)
+        kernel.mul_(-epsilon / scale)  # logits -epsilon C~
+        row_shift = kernel.amax(dim=1)
+        info = torch.finfo(kernel.dtype)
+        kernel.sub_(row_shift[:, None]).clamp_(min=math.log(info.tiny)).exp_()
+        return cls(kernel, row_shift, scale)
+
+    def _scaled_exp(self, logs: Tensor) -> tuple[Tensor, Tensor]:
+        shift = logs.amax()
+        return (logs - shift).clamp_(min=self.log_tiny).exp_(), shift
+
+    def _safe_log(self, sums: Tensor, terms: int) -> Tensor | None:
+        if not bool((sums >= self.SAFE_MARGIN * terms * self.tiny).all()):  # NaN fails it too
+            return None
+        return sums.log()
+
+    def code_potentials(self, f: Tensor) -> Tensor | None:
+        """g from f (None when a sum is too small to trust)."""
+        n, k = self.kernel.shape
+        weights, shift = self._scaled_exp(self.row_shift + f)
+        logs = self._safe_log(self.kernel.t() @ weights, n)
+        return None if logs is None else -math.log(k) - shift - logs
+
+    def feature_potentials(self, g: Tensor) -> Tensor | None:
+        """f from g (None when a sum is too small to trust)."""
+        n, k = self.kernel.shape
+        weights, shift = self._scaled_exp(g)
+        logs = self._safe_log(self.kernel @ weights, k)
+        return None if logs is None else -math.log(n) - self.row_shift - shift - logs
+
+    def argmax(self, g: Tensor) -> Tensor | None:
+        """argmax_j (g_j - epsilon C~_ij) per row, overwriting the kernel (None when a row's
+        largest term is too small to trust)."""
+        weights, _ = self._scaled_exp(g)
+        best, indices = self.kernel.mul_(weights).max(dim=1)
+        return indices if self._safe_log(best, 1) is not None else None
+
+
+def _sinkhorn_dense(features: Tensor, codebook: Tensor, epsilon: float, iterations: int,
+                    final_rows: bool) -> tuple[_DenseKernel, Tensor | None, Tensor] | None:
+    """:func:`_sinkhorn` on the dense kernel: (kernel, f or None, g), or None when the kernel
+    would exceed ``DENSE_KERNEL_BYTES`` or a sum was too small to trust."""
+    n, k = features.shape[0], codebook.shape[0]
+    if n * k * features.element_size() > DENSE_KERNEL_BYTES:
+        return None
+    dense = _DenseKernel.build(features, codebook, epsilon)
+    f: Tensor | None = torch.zeros(n, dtype=features.dtype, device=features.device)
+    for iteration in range(1, iterations + 1):
+        g = dense.code_potentials(f)
+        if g is None:
+            return None
+        if iteration == iterations and not final_rows:
+            return dense, None, g
+        f = dense.feature_potentials(g)
+        if f is None:
+            return None
+    return dense, f, g
+
+
 def _block_rows(codebook: Tensor, block_rows: int | None) -> int:
     return block_rows if block_rows is not None else max(1, SEARCH_BLOCK_ELEMENTS // codebook.shape[0])
 
@@ -165,9 +266,17 @@ def sinkhorn_potentials(
     """Log-domain Sinkhorn between ``features`` (n, d) and ``codebook`` (K, d), uniform marginals.
 
     Returns (f (n,), g (K,), scale) with plan P_ij = exp(-epsilon C_ij / scale + f_i + g_j),
-    C_ij = ||z_i - c_j|| and scale = std of C (1 when it is 0). Memory O(block_rows x K).
+    C_ij = ||z_i - c_j|| and scale = std of C (1 when it is 0). The dense kernel when it fits and
+    is safe (module docstring), else, or with ``block_rows``, row blocks: memory O(block_rows x K).
     """
     features, codebook = features.detach(), codebook.detach().to(features.dtype)
+    if block_rows is None:
+        with torch.no_grad():
+            dense = _sinkhorn_dense(features, codebook, epsilon, iterations, final_rows=True)
+        if dense is not None:
+            kernel, f, g = dense
+            assert f is not None
+            return f, g, kernel.scale
     f, g, scale = _sinkhorn(features, codebook, epsilon, iterations, _block_rows(codebook, block_rows),
                             final_rows=True)
     assert f is not None
@@ -178,9 +287,16 @@ def sinkhorn_potentials(
 def sinkhorn_assignment(
     features: Tensor, codebook: Tensor, epsilon: float, iterations: int, block_rows: int | None = None
 ) -> Tensor:
-    """argmax_j of each row of the entropic OT plan, (n,) long; memory O(block x K), time
-    ``iterations + 2`` passes over the n x K costs."""
+    """argmax_j of each row of the entropic OT plan, (n,) long: on the dense kernel when it fits and
+    is safe (one exponential per entry), else, or with ``block_rows``, in row blocks (memory
+    O(block x K), ``iterations + 2`` passes over the n x K costs)."""
     features, codebook = features.detach(), codebook.detach().to(features.dtype)
+    if block_rows is None:
+        dense = _sinkhorn_dense(features, codebook, epsilon, iterations, final_rows=False)
+        indices = dense[0].argmax(dense[2]) if dense is not None else None
+        del dense
+        if indices is not None:
+            return indices
     block_rows = _block_rows(codebook, block_rows)
     _, g, scale = _sinkhorn(features, codebook, epsilon, iterations, block_rows, final_rows=False)
     indices = torch.empty(features.shape[0], dtype=torch.long, device=features.device)

@@ -322,6 +322,32 @@ def test_sinkhorn_assignment_is_the_argmax_of_the_plan_at_every_block_size(itera
         assert torch.equal(sinkhorn_assignment(z, c, 10.0, iterations, block_rows=block_rows), expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sinkhorn_dense_kernel_equals_the_log_domain_blocks(dtype):
+    # exponentiated once (two matrix-vector products per iteration) or per pass in row blocks: one plan
+    from methods.sinkhorn import _sinkhorn_dense, sinkhorn_assignment, sinkhorn_potentials
+
+    z, c = randn(300, 4, seed=47, dtype=dtype), randn(90, 4, seed=48, dtype=dtype) * 0.5
+    assert _sinkhorn_dense(z, c, 10.0, 5, final_rows=True) is not None  # the dense path does run here
+    tolerance = 1e-10 if dtype == torch.float64 else 1e-4
+    for iterations in (1, 5, 30):
+        dense, blocked = sinkhorn_potentials(z, c, 10.0, iterations), sinkhorn_potentials(z, c, 10.0, iterations, 64)
+        for a, b in zip(dense, blocked):
+            assert torch.allclose(a, b, rtol=tolerance, atol=tolerance)
+        assert torch.equal(sinkhorn_assignment(z, c, 10.0, iterations),
+                           sinkhorn_assignment(z, c, 10.0, iterations, block_rows=64))
+
+
+def test_sinkhorn_dense_kernel_hands_an_underflowing_problem_to_the_blocks():
+    from methods.sinkhorn import _sinkhorn_dense, sinkhorn_assignment, sinkhorn_plan
+
+    z, c = randn(40, 2, seed=49), randn(10, 2, seed=50)
+    c[3] += 30.0  # a code ~20 standard deviations from every feature: exp(-200 x 20) is 0 in float32
+    assert _sinkhorn_dense(z, c, 200.0, 3, final_rows=False) is None
+    expected = sinkhorn_plan(z.double(), c.double(), 200.0, 3).argmax(dim=1)
+    assert torch.equal(sinkhorn_assignment(z, c, 200.0, 3), expected)
+
+
 def test_sinkhorn_assignment_tends_to_the_exact_balanced_matching():
     from methods.sinkhorn import sinkhorn_assignment
 
