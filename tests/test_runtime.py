@@ -32,3 +32,17 @@ def test_the_command_line_sets_them_before_torch_loads() -> None:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(paths.REPO_ROOT)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["passive", "False"]
+
+
+def test_the_openmp_report_compares_each_policy_to_the_first() -> None:
+    from benchmark.perf import openmp
+
+    step, ours, faiss = "step vanilla K=8", "search ours N=4096 K=1024 d=8", "search faiss N=4096 K=1024 d=8"
+    runs = [{"policy": policy, "concurrency": 1, "round": r, "cells": {step: base * (1 + r), ours: base, faiss: 2 * base}}
+            for r in range(2) for policy, base in (("default", 0.04), ("passive", 0.01))]
+    environment = {"time": "t", "commit": "c", "cpu_count": 2, "machine": "x86_64", "load_start": [0], "load_end": [0]}
+    text = openmp.render({"runs": runs, "policies": ["default", "passive"], "concurrencies": [1], "rounds": 2,
+                          "repeats": 5, "argv": [], "environment": environment})
+    assert f"| {step} | 60.0 ms | 15.0 ms | 0.25x |" in text  # medians over rounds, then the ratio
+    assert "| 4,096 | 1,024 | 8 | 0.50x | 0.50x |" in text  # ours / faiss within each policy
+    assert "`python -m benchmark openmp` at t (commit c)" in text
