@@ -116,6 +116,11 @@ def test_a_tuned_row_is_compared_with_its_default_and_a_default_pick_is_a_row_of
     assert counts == {("ema", "default"): 3, ("ema", "tuned"): 3, ("vanilla", "default"): 3, ("vanilla", "tuned"): 3}
     verdicts = [report_tuning.tuned_vs_default(with_protocol, row, 0.95) for _, row in tuning.iterrows()]
     assert verdicts == [report_tuning.WORSE, report_tuning.SAME_POINT]
+    summary = tables.summarize(with_protocol, "t")
+    notes = report_tuning.worse_rows(summary, with_protocol, tuning, 0.95)
+    noted = summary.rows.loc[list(notes)]
+    assert list(zip(noted["method"], noted[tables.PROTOCOL])) == [("vanilla", "tuned")]
+    assert f"| vanilla | tuned ({report_tuning.WORSE}) |" in tables.summary_table(summary, 0.95, notes)
 
 
 def test_a_claim_outside_the_papers_setting_gets_no_verdict_and_tuned_rows_are_selectable() -> None:

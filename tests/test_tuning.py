@@ -363,6 +363,18 @@ def test_the_scored_budget_is_equal_under_failures_and_the_default_can_win(ray_c
     assert errors == ["DivergedError", "RuntimeError:", "RuntimeError:"]
     assert len({run.data.tags["trial"] for run in runs}) == 5  # every attempt its own id
 
+    import yaml
+
+    from benchmark.report import build as report
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    config = report.report_config(params, tmp_path / "params.yaml")
+    config.figures = False
+    text = report.build_report(config, params).read_text()
+    tuning_row = next(line for line in text.splitlines() if line.startswith("| vanilla | 100.000"))
+    assert "| default point | codebook_lr 0.1, optimizer adam, beta 0.25 | 3 / 5 |" in tuning_row
+    assert "| default | 2 | 0 |" in text and "| tuned | 2 | 0 |" in text  # both protocols: the same two trials
+
 
 def test_a_failed_trial_gives_its_group_another_one_within_its_attempts() -> None:
     from ray.tune.search import Searcher

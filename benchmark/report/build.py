@@ -42,7 +42,7 @@ from benchmark.report.figures import codebook_figure, main_axis, sweep_figure, u
 from benchmark.report.leaderboard import leaderboard_section
 from benchmark.report.questions import open_questions_section
 from benchmark.report.scale import scale_section
-from benchmark.report.tuning import load_tuning, tuning_block
+from benchmark.report.tuning import load_tuning, tuning_block, worse_rows
 from benchmark.report.tables import (
     PROTOCOL, with_protocol, FACTOR_LABELS, NOT_RUN_ERROR, STATUS_INTERRUPTED, STATUS_NOT_RUN, Summary, as_object_strings, failed_list,
     fmt_value, read_table, sort_key, summarize, summary_table,
@@ -341,7 +341,8 @@ def _sweep_section(config: ReportConfig, name: str, spec: Any, table: pd.DataFra
     lines.append(f"Setting: {_setting_text(table)}. Trials: {len(table)} "
                  f"({counts['failed']} failed{cut_off})."
                  + (f" {stale} trials of earlier specs of this sweep in the table are not shown." if stale else ""))
-    lines += ["", summary_table(summary, config.confidence), "", failed_list(summary), ""]
+    notes = worse_rows(summary, table, tuning, config.confidence) if tuning is not None else None
+    lines += ["", summary_table(summary, config.confidence, notes), "", failed_list(summary), ""]
     if tuning is not None:
         lines += [tuning_block(name, table, tuning, config.confidence, figures if config.figures else None)]
     figure = (sweep_figure(table, summary, figures / f"{name}.png", config.confidence, title)

@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -341,7 +341,9 @@ def mark_cell(cell: str, mark: str) -> str:
     return f"**{cell}**" if mark == BEST else f"≈ {cell}" if mark == TIED else cell
 
 
-def summary_table(summary: Summary, confidence: float = 0.95) -> str:
+def summary_table(summary: Summary, confidence: float = 0.95, notes: Mapping[Any, str] | None = None) -> str:
+    """The summary as a markdown table; ``notes``: row index -> a note after the row's protocol
+    (or first factor), e.g. a tuned row worse than its default."""
     header = [FACTOR_LABELS.get(f, f) for f in summary.factors] + ["n", "failed"]
     header += [m.label for m in summary.metrics]
     marks = {m.column: best_marks(summary, m, confidence) for m in summary.metrics}
@@ -351,6 +353,9 @@ def summary_table(summary: Summary, confidence: float = 0.95) -> str:
         cells = [fmt_value(row[f]) for f in summary.factors] + [str(int(row["n"])), str(int(row["failed"]))]
         if "method" in summary.factors and fixed_grid(row["method"], row.get("experiment")):
             cells[summary.factors.index("method")] += f" ({FIXED_GRID})"
+        if notes and i in notes and summary.factors:
+            where = summary.factors.index(PROTOCOL) if PROTOCOL in summary.factors else 0
+            cells[where] += f" ({notes[i]})"
         for m in summary.metrics:
             cell = format_cell(row[f"{m.column}_mean"], row[f"{m.column}_half"], m.digits)
             cells.append(mark_cell(cell, marks[m.column].loc[i]))

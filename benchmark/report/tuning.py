@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from benchmark.pipeline.tuning import TUNING_TRIALS_FILE
 from benchmark.report.figures import plt
 from benchmark.report.stats import compare_lower, done_rows, estimate, format_cell, t_interval
-from benchmark.report.tables import FACTOR_LABELS, fmt_value, markdown_table, method_order, metric
+from benchmark.report.tables import PROTOCOL, FACTOR_LABELS, Summary, fmt_value, markdown_table, method_order, metric
 
 FULL_USE = 0.9  # robustness: share of a method's tuning trials that reached U >= 90%
 SHOWN = ("error_vs_kmeans", "utilization")
@@ -49,6 +50,26 @@ def tuned_vs_default(table: pd.DataFrame, row: pd.Series, confidence: float) -> 
         return verdict
     better = verdict == ("lower" if row.get("mode", "min") == "min" else "higher")
     return "better" if better else WORSE
+
+
+def worse_rows(summary: Summary, table: pd.DataFrame, tuning: pd.DataFrame, confidence: float) -> dict[Any, str]:
+    """Summary row index -> ``worse than default`` for every tuned row whose (method, setting) tuned
+    to a point worse than its default on the test seeds (:func:`tuned_vs_default`)."""
+    rows = summary.rows
+    if PROTOCOL not in rows.columns:
+        return {}
+    notes: dict[Any, str] = {}
+    for _, row in tuning.iterrows():
+        if tuned_vs_default(table, row, confidence) != WORSE:
+            continue
+        match = (rows[PROTOCOL] == "tuned") & (rows["method"] == row["method"]) if "method" in rows else \
+            rows[PROTOCOL] == "tuned"
+        for column in (c for c in tuning.columns if c.startswith("setting.")):
+            key = column.removeprefix("setting.")
+            if key in rows.columns:
+                match &= rows[key].map(fmt_value) == fmt_value(row[column])
+        notes.update({index: WORSE for index in rows.index[match]})
+    return notes
 
 
 def _chosen(row: pd.Series) -> str:
