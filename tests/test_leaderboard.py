@@ -197,3 +197,25 @@ def test_scale_section_reads_the_profile_tables(tmp_path: Path):
         _rung(name, methods, k).to_csv(tmp_path / "scale" / name / "trials.csv", index=False)
     text = scale.scale_section(tmp_path / "params-scale.yaml")
     assert "| c | not run (no table) |" in text and "Small runs rank like larger ones here" in text
+
+
+def test_one_colour_and_marker_per_method_families_share_a_hue():
+    import methods
+    from benchmark.report import figures
+
+    styles = figures.method_styles()
+    assert set(styles) == set(methods.display_order())
+    assert len({(colour, marker) for colour, marker in styles.values()}) == len(styles)  # each method its own
+    assert figures.method_family("wasserstein") == figures.method_family("sliced_wasserstein")
+    assert figures.method_family("fsq") == figures.method_family("lfq") != figures.method_family("vanilla")
+    assert set(figures.FAMILY_COLOURS) == {figures.method_family(name) for name in styles}
+
+
+def test_two_settings_or_many_methods_are_dots_not_lines():
+    from benchmark.report import figures
+    from benchmark.report.tables import summarize
+
+    two = _atomic()
+    assert figures.line_axis(summarize(two, "atomic"), two) is None  # mu 0 and 4: categories
+    three = pd.concat([two, _atomic().assign(**{"dataset_options.mean": 8.0})], ignore_index=True)
+    assert figures.line_axis(summarize(three, "atomic"), three) == "dataset_options.mean"

@@ -38,7 +38,7 @@ from benchmark.experiments.config import ConfigError
 from benchmark.metric_registry import HEADLINE_METRICS, METRICS
 from benchmark.pipeline.spec import load_params, load_sweep
 from benchmark.report import papers as paper_claims
-from benchmark.report.figures import codebook_figure, main_axis, sweep_figure, usage_figure
+from benchmark.report.figures import codebook_figure, figure_caption, sweep_figure, usage_figure
 from benchmark.report.leaderboard import leaderboard_section
 from benchmark.report.questions import open_questions_section
 from benchmark.report.scale import scale_section
@@ -348,15 +348,7 @@ def _sweep_section(config: ReportConfig, name: str, spec: Any, table: pd.DataFra
     figure = (sweep_figure(table, summary, figures / f"{name}.png", config.confidence, title)
               if config.figures else None)
     if figure is not None:
-        axis = main_axis(summary, table)
-        others = [f for f in summary.factors if f not in ("method", axis)]
-        what = (f"against {FACTOR_LABELS.get(axis, axis)}, one line per method" if axis
-                else f"per {FACTOR_LABELS.get(others[0], others[0])} and method (bars)" if others
-                else "per method (bars)")
-        if axis and others:
-            what += f", line style = {FACTOR_LABELS.get(others[0], others[0])}"
-        lines += [f"![{name}](figures/{figure.name})", "",
-                  f"Figure: metrics {what}; error bars = the table's t-interval.", ""]
+        lines += [f"![{name}](figures/{figure.name})", "", figure_caption(summary, table), ""]
     lines += ["Code version: " + (", ".join(f"`{c[:12]}{'+dirty' if c.endswith('+dirty') else ''}`"
                                           for c in summary.commits) or "unknown") + ".", ""]
     lines += ["<details><summary>Sweep spec (params.yaml)</summary>", "", "```yaml",

@@ -100,21 +100,53 @@ def main_axis(summary: Summary, table: pd.DataFrame) -> str | None:
     return None
 
 
+MIN_LINE_POINTS = 3  # a numeric axis with fewer settings is drawn as categories (dots), never joined by lines
+MAX_LINE_METHODS = 8  # more methods than this: dot plots per setting, not overlapping lines
+
+
+def line_axis(summary: Summary, table: pd.DataFrame) -> str | None:
+    """The numeric factor a sweep's figure draws lines against, or None for dot plots: None when the
+    axis has fewer than :data:`MIN_LINE_POINTS` settings or the sweep more than :data:`MAX_LINE_METHODS`
+    methods."""
+    x = main_axis(summary, table)
+    if x is None or pd.to_numeric(table[x], errors="coerce").nunique() < MIN_LINE_POINTS:
+        return None
+    if "method" in table.columns and table["method"].nunique() > MAX_LINE_METHODS:
+        return None
+    return x
+
+
+def figure_caption(summary: Summary, table: pd.DataFrame) -> str:
+    """What a sweep's figure shows (the report's caption)."""
+    axis = line_axis(summary, table)
+    others = [FACTOR_LABELS.get(f, f) for f in summary.factors if f not in ("method", axis)]
+    if axis:
+        text = f"metrics against {FACTOR_LABELS.get(axis, axis)}, one line per method"
+        if others:
+            text += f", line style = {others[0]}"
+    else:
+        text = "one dot per method and metric" + (f", one row of panels per {' x '.join(others)}" if others else "")
+        text += "; methods quantizing in another error space or with other bits per token are labelled so"
+    return f"Figure: {text}; error bars = the table's t-interval; method colours and markers as in every figure."
+
+
 def sweep_figure(table: pd.DataFrame, summary: Summary, path: Path, confidence: float,
                  title: str | None = None) -> Path | None:
-    """One panel per ranked metric of a sweep against its main axis (lines) or its categories (bars)."""
-    x = main_axis(summary, table)
-    # A categorical factor besides method (dataset): grouped bars without a numeric axis, line
-    # styles with one, so that its levels are never pooled.
-    others = [f for f in summary.factors if f not in ("method", x)]
-    category = others[0] if others else None
+    """One panel per ranked metric of a sweep: lines against its numeric axis (:func:`line_axis`), else
+    dot plots with intervals, one row of panels per setting."""
     metrics = [m for m in summary.metrics if m.better is not None]
     if not metrics:
         return None
-    pyplot = plt()
     data = done_rows(table).copy()
     if data.empty:
         return None
+    x = line_axis(summary, table)
+    if x is None:
+        return _dot_figure(data, summary, metrics, path, confidence, title)
+    # A categorical factor besides method (dataset): line styles, so that its levels are never pooled.
+    others = [f for f in summary.factors if f not in ("method", x)]
+    category = others[0] if others else None
+    pyplot = plt()
     hue = "method" if "method" in data.columns else None
     if hue:
         data[hue] = data[hue].astype(str).astype(object)
@@ -126,10 +158,7 @@ def sweep_figure(table: pd.DataFrame, summary: Summary, path: Path, confidence: 
         levels = sorted(data[category].unique(), key=sort_key)
     for ax, m in zip(axes, metrics):
         data[m.label] = pd.to_numeric(data[m.column], errors="coerce") * m.scale
-        if x is not None:
-            _line_panel(ax, data, x, m, hue, order, category, levels, confidence)
-        else:
-            _bar_panel(pyplot, ax, data, m, hue, order, category, levels, confidence)
+        _line_panel(ax, data, x, m, hue, order, category, levels, confidence)
         if m.column == "utilization":
             ax.set_ylim(-3, 103)  # a share: the t-interval of 2 seeds can reach far past [0, 100]
         if ax.get_legend() is not None and ax is not axes[-1]:
@@ -138,6 +167,70 @@ def sweep_figure(table: pd.DataFrame, summary: Summary, path: Path, confidence: 
         import seaborn as sns
 
         sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    fig.suptitle(title or summary.name)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    pyplot.close(fig)
+    return path
+
+
+def method_label(name: str, bits: float | None = None, common_bits: float | None = None) -> str:
+    """A method's axis label, naming its error space when it is not Euclidean and its bits per token
+    when they differ from the sweep's usual ones."""
+    import methods
+
+    label = name
+    if name in methods.available() and methods.get(name).error_space != "euclidean":
+        label += f" [{methods.get(name).error_space}]"
+    if bits is not None and common_bits is not None and math.isfinite(bits) and bits != common_bits:
+        label += f" [{bits:g} bits]"
+    return label
+
+
+def _dot_figure(data: pd.DataFrame, summary: Summary, metrics: Sequence[Any], path: Path, confidence: float,
+                title: str | None) -> Path:
+    """Dot plots: methods down the y axis, one panel per metric (columns) and setting (rows)."""
+    from benchmark.report.stats import t_interval
+
+    pyplot = plt()
+    data["method"] = data["method"].astype(str) if "method" in data.columns else "all"
+    order = method_order(data["method"].unique())
+    palette, markers = method_palette(order), method_markers(order)
+    bits = (pd.to_numeric(data["bits_per_token"], errors="coerce").groupby(data["method"]).median()
+            if "bits_per_token" in data.columns else pd.Series(dtype=float))
+    common = float(bits.mode().iloc[0]) if len(bits.dropna()) else None
+    labels = [method_label(m, float(bits.get(m, math.nan)) if len(bits) else None, common) for m in order]
+    factors = [f for f in summary.factors if f != "method"]
+    groups = (list(data.groupby(factors, sort=False)) if factors else [((), data)])
+    groups.sort(key=lambda g: tuple(sort_key(v) for v in (g[0] if isinstance(g[0], tuple) else (g[0],))))
+    nrows, ncols = len(groups), len(metrics)
+    fig, grid = pyplot.subplots(nrows, ncols, figsize=(2.9 * ncols + 1.2, (0.22 * len(order) + 0.9) * nrows),
+                                squeeze=False, sharey=True)
+    for r, (key, rows) in enumerate(groups):
+        key = key if isinstance(key, tuple) else (key,)
+        setting = ", ".join(f"{FACTOR_LABELS.get(f, f)} {v}" for f, v in zip(factors, key))
+        for c, m in enumerate(metrics):
+            ax = grid[r][c]
+            means = []
+            for i, name in enumerate(order):
+                values = pd.to_numeric(rows.loc[rows["method"] == name, m.column], errors="coerce") * m.scale
+                mean, half, _ = t_interval(values, confidence)
+                if not math.isfinite(mean):
+                    continue
+                means.append(mean)
+                ax.errorbar(mean, i, xerr=half if math.isfinite(half) else None, fmt=markers[name],
+                            color=palette[name], ms=5, capsize=2, lw=1)
+            positive = [v for v in means if v > 0]
+            if m.column != "utilization" and positive and len(positive) == len(means) \
+                    and max(positive) / min(positive) > 20:
+                ax.set_xscale("log")
+            ax.set_xlabel(m.label + (" (own space)" if not m.comparable else ""))
+            ax.grid(axis="x", alpha=0.3)
+            if r == 0 or setting:
+                ax.set_title(setting if setting else m.label, fontsize=9)
+    grid[0][0].set_yticks(range(len(order)), labels)
+    grid[0][0].invert_yaxis()
     fig.suptitle(title or summary.name)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,8 +256,10 @@ def _line_panel(ax: Any, data: pd.DataFrame, x: str, m: Any, hue: str | None, or
     import seaborn as sns
 
     data[x] = pd.to_numeric(data[x])
-    sns.lineplot(data=data, x=x, y=m.label, hue=hue, hue_order=order, marker="o",
-                 style=category, style_order=levels if category else None,
+    styles = {} if category else {"style": hue, "style_order": order, "markers": method_markers(order or []),
+                                  "dashes": False}
+    sns.lineplot(data=data, x=x, y=m.label, hue=hue, hue_order=order, palette=method_palette(order or []),
+                 **({"marker": "o", "style": category, "style_order": levels} if category else styles),
                  errorbar=ci_bounds(confidence), err_style="bars", ax=ax)
     _x_scale(ax, x, sorted(data[x].unique()))
     ax.set_xlabel(FACTOR_LABELS.get(x, x))
@@ -185,21 +280,6 @@ def _x_scale(ax: Any, x: str, values: list[Any]) -> None:
         from matplotlib.ticker import MaxNLocator
 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def _bar_panel(pyplot: Any, ax: Any, data: pd.DataFrame, m: Any, hue: str | None, order: Any,
-               category: str | None, levels: list[Any] | None, confidence: float) -> None:
-    """Metric ``m`` as bars: grouped by ``category`` with one bar per method, or one bar per method."""
-    import seaborn as sns
-
-    if category is not None:
-        sns.barplot(data=data, x=category, y=m.label, order=levels, hue=hue, hue_order=order,
-                    errorbar=ci_bounds(confidence), ax=ax)
-        ax.set_xlabel(FACTOR_LABELS.get(category, category))
-        pyplot.setp(ax.get_xticklabels(), rotation=20, ha="right")
-    else:
-        sns.barplot(data=data, x=hue, y=m.label, order=order, errorbar=ci_bounds(confidence), ax=ax)
-        pyplot.setp(ax.get_xticklabels(), rotation=30, ha="right")
 
 
 def codebook_figure(codebooks: Mapping[str, np.ndarray], data: np.ndarray | None, path: Path) -> Path:
@@ -237,7 +317,8 @@ def usage_figure(usage: Mapping[str, np.ndarray], path: Path, title: str) -> Pat
     data["method"] = data["method"].astype(object)
     fig, ax = pyplot.subplots(figsize=(5.5, 3.4))
     sns.lineplot(data=data[data["share"] > 0], x="rank", y="share", hue="method",
-                 hue_order=method_order(usage), drawstyle="steps-post", ax=ax)
+                 hue_order=method_order(usage), palette=method_palette(method_order(usage)), drawstyle="steps-post",
+                 ax=ax)
     ax.set_yscale("log")
     ax.set_xlabel("code rank (most used first)")
     ax.set_ylabel("share of features")
@@ -260,15 +341,16 @@ def grouped_figure(table: pd.DataFrame, x: str, hue: str, path: Path, confidence
     data[ERROR_METRIC] = pd.to_numeric(data[ERROR_METRIC], errors="coerce")
     data[hue] = data[hue].astype(str).astype(object)
     order = sorted(data[hue].unique(), key=sort_key)
+    colours = {"palette": method_palette(order)} if hue == "method" else {}
     fig, ax = pyplot.subplots(figsize=(6.4, 3.4))
     if lines:
         data[x] = pd.to_numeric(data[x])
-        sns.lineplot(data=data, x=x, y=ERROR_METRIC, hue=hue, hue_order=order, marker="o",
+        sns.lineplot(data=data, x=x, y=ERROR_METRIC, hue=hue, hue_order=order, marker="o", **colours,
                      errorbar=ci_bounds(confidence), err_style="bars", ax=ax)
         ax.set_xticks(sorted(data[x].unique()))
     else:
         data[x] = data[x].astype(str).astype(object)
-        sns.barplot(data=data, x=x, y=ERROR_METRIC, hue=hue, hue_order=order, order=sorted(data[x].unique()),
+        sns.barplot(data=data, x=x, y=ERROR_METRIC, hue=hue, hue_order=order, order=sorted(data[x].unique()), **colours,
                     errorbar=ci_bounds(confidence), ax=ax)
         low = float(data[ERROR_METRIC].min())
         ax.set_ylim(max(0.0, min(0.9, low - 0.05)), None)
