@@ -8,6 +8,7 @@ Commands (``python -m benchmark COMMAND --help`` for each):
   perf      measure search, training-step and OT speed against peers (reports/perf.md)
   overhead  measure the sweep machinery's cost per trial (reports/perf_sweep.md)
   openmp    measure the OpenMP wait policies side by side (reports/perf_openmp.md)
+  selftest  check an accelerator: conformance, a step of every method, a GPU-shared sweep, the search
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ COMMANDS = {
     "perf": "benchmark.perf.bench",
     "overhead": "benchmark.perf.overhead",
     "openmp": "benchmark.perf.openmp",
+    "selftest": "benchmark.perf.selftest",
 }
 
 

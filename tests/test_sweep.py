@@ -15,7 +15,7 @@ import ray.cloudpickle as cloudpickle
 import pytest
 import yaml
 
-from benchmark.pipeline import code, sweep, tracking
+from benchmark.pipeline import cluster, code, sweep, tracking
 from benchmark.pipeline import recorder as sweep_recorder
 from benchmark.pipeline import spec as sweep_spec
 from benchmark.experiments.config import ConfigError, RunConfig
@@ -322,15 +322,26 @@ def test_paths_are_relative_to_the_params_file(tmp_path: Path) -> None:
     assert spec.ray.storage_path == str(tmp_path / "conf" / "ray")
 
 
-def test_gpus_requested_only_when_the_cluster_has_them() -> None:
+def _node(cpus: float, gpus: float = 0.0) -> dict[str, Any]:
+    return {"Alive": True, "NodeID": f"n{cpus}-{gpus}", "Resources": {"CPU": cpus, **({"GPU": gpus} if gpus else {})}}
+
+
+def test_gpus_requested_only_on_nodes_that_have_them() -> None:
+    plan = cluster.plan_resources
     settings = sweep_spec.RaySettings(cpus_per_trial=1, gpus_per_trial=0.5)
-    assert sweep.trial_resources(settings, {"CPU": 2.0}) == {"cpu": 1.0, "gpu": 0.0}
-    assert sweep.trial_resources(settings, {"CPU": 2.0, "GPU": 0.0}) == {"cpu": 1.0, "gpu": 0.0}
-    assert sweep.trial_resources(settings, {"CPU": 2.0, "GPU": 1.0}) == {"cpu": 1.0, "gpu": 0.5}
+    assert [plan(settings, [_node(2)]).resources(i) for i in range(2)] == [{"cpu": 1.0, "gpu": 0.0}] * 2
+    assert [plan(settings, [_node(2, 1)]).resources(i) for i in range(2)] == [{"cpu": 1.0, "gpu": 0.5}] * 2
+    # a GPU node holding 4 trials (gpus_per_trial 0.25) and a CPU node holding 2: 2 of every 3 to the GPUs,
+    # GPUs first
+    mixed = plan(sweep_spec.RaySettings(cpus_per_trial=0.5, gpus_per_trial=0.25), [_node(2, 2), _node(1)])
+    assert (mixed.gpu_slots, mixed.cpu_slots) == (4, 2)
+    assert [mixed.on_gpu(i) for i in range(7)] == [True, True, False, True, True, False, True]
+    assert mixed.request(0).bundles == [{"CPU": 0.5, "GPU": 0.25}]
+    assert mixed.request(2).bundles == [{"CPU": 0.5}]  # and kept off the GPU node (tests/test_cluster.py)
     with pytest.raises(ConfigError, match="ray.cpus_per_trial"):
-        sweep.trial_resources(sweep_spec.RaySettings(cpus_per_trial=4), {"CPU": 2.0})
+        plan(sweep_spec.RaySettings(cpus_per_trial=4), [_node(2), _node(3)])
     with pytest.raises(ConfigError, match="ray.gpus_per_trial"):
-        sweep.trial_resources(sweep_spec.RaySettings(gpus_per_trial=2), {"CPU": 2.0, "GPU": 1.0})
+        plan(sweep_spec.RaySettings(gpus_per_trial=2), [_node(2, 1)])
 
 
 # ------------------------------------------------------------------------------ Ray + MLflow

@@ -5,13 +5,15 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
-from benchmark.pipeline import tracking
+from benchmark.pipeline import cluster, tracking
 from benchmark.pipeline.spec import SweepSpec
 
 # Keys of the results a trial reports to Tune (see benchmark.pipeline.sweep._run_trial).
 KIND_KEY = "vqbench_kind"  # "step" | "final" | "failed"
 STEP_KEY = "vqbench_step"
 OBJECTIVE_KEY = "vqbench_objective"  # what ASHA minimises (present only with early stopping)
+TAGS_KEY = "vqbench_tags"  # with a trial's first report: tracking.worker_tags, where it runs
+ARTIFACTS_KEY = "vqbench_artifacts"  # final report: {relative path: bytes} of the trial's files
 
 
 class MlflowRecorder:
@@ -44,16 +46,21 @@ class MlflowRecorder:
     def on_start(self, tune_trial: Any) -> None:
         self.run_id(tune_trial)
 
-    def on_result(self, tune_trial: Any, result: Mapping[str, Any]) -> None:
+    def on_result(self, tune_trial: Any, result: dict[str, Any]) -> None:
+        """Record one report. The artifacts are taken out of ``result`` (Tune keeps a trial's last
+        result in memory and in its experiment state, which should not hold files)."""
         kind = result.get(KIND_KEY)
         run_id = self.run_id(tune_trial)
+        files = result.pop(ARTIFACTS_KEY, None)
+        if TAGS_KEY in result:
+            tracking.set_tags(self._client, run_id, result[TAGS_KEY])
         if kind == "step":
             tracking.log_step_metrics(self._client, run_id, result[STEP_KEY], result.get("metrics", {}))
         elif kind in ("final", "failed"):
             trial_id = tune_trial.config["trial_id"]
             config = self._configs[trial_id]
-            artifacts = self._spec.artifacts_root / trial_id
-            if kind == "final" and artifacts.is_dir():
+            if kind == "final" and files:  # into the driver's results folder, then its MLflow store
+                artifacts = cluster.write_artifacts(files, self._spec.artifacts_root / trial_id)
                 self._client.log_artifacts(run_id, str(artifacts))
             status = tracking.STATUS_FINISHED if kind == "final" else tracking.STATUS_FAILED
             self._close(tune_trial, status, metrics=result.get("metrics"), error=result.get("error"),
@@ -99,7 +106,7 @@ class TrialEvents(Protocol):
 
     def on_start(self, tune_trial: Any) -> None: ...
 
-    def on_result(self, tune_trial: Any, result: Mapping[str, Any]) -> None: ...
+    def on_result(self, tune_trial: Any, result: dict[str, Any]) -> None: ...
 
     def on_complete(self, tune_trial: Any) -> None: ...
 

@@ -16,15 +16,17 @@ import logging
 import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from benchmark import paths, runtime
+from benchmark import paths
 from benchmark.experiments.config import ConfigError, RunConfig
-from benchmark.pipeline import tracking
-from benchmark.pipeline.recorder import KIND_KEY, OBJECTIVE_KEY, STEP_KEY, MlflowRecorder, tune_callback
+from benchmark.pipeline import cluster, tracking
+from benchmark.pipeline.recorder import (ARTIFACTS_KEY, TAGS_KEY, KIND_KEY, OBJECTIVE_KEY, STEP_KEY,
+                                         MlflowRecorder, tune_callback)
 from benchmark.pipeline.spec import RaySettings, SweepSpec, Trial, load_sweep
 
 if TYPE_CHECKING:
@@ -49,18 +51,23 @@ def _run_trial(
     configs: Mapping[str, Mapping[str, Any]],
     runner: Runner | None,
     objective: str | None,
-    artifacts_root: str,
+    gpus_scheduled: bool = False,
 ) -> None:
     """Tune function-trainable: run one trial, report every step and the outcome to the driver.
 
     Exceptions from the runner never escape: they are reported as a ``failed`` result so the
     driver records the reason and Tune does not treat the trial as crashed (no retry noise).
+    The first report carries where the trial runs (:func:`tracking.worker_tags`); the final one
+    its artifacts, written to a folder of this node and sent back as bytes (``ARTIFACTS_KEY``), so
+    they reach the driver's store on a cluster without a shared filesystem.
+    ``gpus_scheduled``: Ray hands out GPUs in this sweep, so an ``auto`` trial given none runs on the CPU.
     """
     from ray import tune
 
-    config = RunConfig.from_dict(configs[param["trial_id"]])
+    config = cluster.placed_config(RunConfig.from_dict(configs[param["trial_id"]]), gpus_scheduled)
     run = runner if runner is not None else _default_runner()
     last_objective = math.inf
+    first: dict[str, Any] = {TAGS_KEY: tracking.worker_tags(config)}
 
     def on_step(step: int, metrics: Mapping[str, float]) -> None:
         nonlocal last_objective
@@ -71,17 +78,20 @@ def _run_trial(
                                   f"reported: {sorted(metrics)}")
             last_objective = float(metrics[objective])
             result[OBJECTIVE_KEY] = last_objective
-        tune.report(result)
+        tune.report({**first, **result})
+        first.clear()
 
-    try:
-        final = run(config, on_step=on_step, artifacts_dir=str(Path(artifacts_root) / param["trial_id"]))
-    except Exception as err:  # noqa: BLE001 - any failure is recorded, the sweep goes on
-        result = {KIND_KEY: "failed", "error": f"{type(err).__name__}: {err}"}
-    else:
-        result = {KIND_KEY: "final", "metrics": _as_floats(final)}
+    with tempfile.TemporaryDirectory(prefix="vqbench-artifacts-") as artifacts:
+        try:
+            final = run(config, on_step=on_step, artifacts_dir=artifacts)
+        except Exception as err:  # noqa: BLE001 - any failure is recorded, the sweep goes on
+            result = {KIND_KEY: "failed", "error": f"{type(err).__name__}: {err}"}
+        else:
+            result = {KIND_KEY: "final", "metrics": _as_floats(final),
+                      ARTIFACTS_KEY: cluster.read_artifacts(artifacts)}
     if objective is not None:
         result[OBJECTIVE_KEY] = last_objective if result[KIND_KEY] == "final" else math.inf
-    tune.report(result)
+    tune.report({**first, **result})
 
 
 def _as_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -97,31 +107,6 @@ def _as_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def trial_resources(settings: RaySettings, cluster: Mapping[str, float]) -> dict[str, float]:
-    """Resources one trial asks for: GPUs only when the cluster has some (else trials would hang).
-
-    Raises ConfigError when a trial could never be placed on this cluster.
-    """
-    cpus = float(settings.cpus_per_trial)
-    cluster_cpus = float(cluster.get("CPU", 0))
-    if cpus > cluster_cpus:
-        raise ConfigError(f"ray.cpus_per_trial: {settings.cpus_per_trial} exceeds the cluster's "
-                          f"{cluster_cpus:g} CPUs; trials would never start")
-    cluster_gpus = float(cluster.get("GPU", 0))
-    gpus = float(settings.gpus_per_trial) if cluster_gpus > 0 else 0.0
-    if gpus > cluster_gpus > 0:
-        raise ConfigError(f"ray.gpus_per_trial: {settings.gpus_per_trial} exceeds the cluster's "
-                          f"{cluster_gpus:g} GPUs; trials would never start")
-    return {"cpu": cpus, "gpu": gpus}
-
-
-def ray_runtime_env() -> dict[str, Any]:
-    """Runtime env of the Ray workers: this repo importable (they run in trial directories), and the
-    OpenMP settings of :mod:`benchmark.runtime` in place before a worker loads torch or faiss."""
-    python_path = os.pathsep.join(p for p in (str(paths.REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {"env_vars": {"PYTHONPATH": python_path, **runtime.configure()}}
-
-
 def start_ray(settings: RaySettings, *, address: str | None = None, quiet: bool = True) -> bool:
     """Connect to Ray: ``address`` > ``settings.address`` > $RAY_ADDRESS > a new local instance.
 
@@ -134,14 +119,16 @@ def start_ray(settings: RaySettings, *, address: str | None = None, quiet: bool 
         return False
     address = address or settings.address or os.environ.get("RAY_ADDRESS") or None
     common: dict[str, Any] = {
-        "runtime_env": ray_runtime_env(),
+        "runtime_env": cluster.runtime_env(),
         "log_to_driver": not quiet,
         "logging_level": logging.ERROR if quiet else logging.INFO,
     }
     if address:
         ray.init(address=address, **common)
     else:
-        ray.init(num_cpus=settings.num_cpus or os.cpu_count() or 1, include_dashboard=False, **common)
+        # "local": a new instance, never a cluster another process left running on this machine
+        ray.init(address="local", num_cpus=settings.num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                 **common)
     return True
 
 
@@ -241,6 +228,11 @@ def _run_locked(spec: SweepSpec, runner: Runner | None, address: str | None, max
         def connect() -> None:
             if start_ray(spec.ray, address=address, quiet=quiet):
                 ray_session.callback(_shutdown_ray)
+            if not checked:  # every node can run the sweep's code, before any trial starts
+                cluster.preflight()
+                checked.append(True)
+
+        checked: list[bool] = []
 
         tuning_results = None
         if spec.tune is not None:  # the tuning stage first: its best points define the tuned trials
@@ -313,10 +305,10 @@ def _run_trials_in_tune(spec: SweepSpec, todo: Sequence[Trial], client: Any, exp
          stale: Mapping[str, Sequence[str]], runner: Runner | None, max_concurrent: int | None,
          quiet: bool) -> None:
     """Run ``todo`` as one Ray Tune grid (Ray already connected), every event recorded in MLflow."""
-    import ray
     from ray import tune
 
-    resources = trial_resources(spec.ray, ray.cluster_resources())
+    plan = cluster.plan_resources(spec.ray, cluster.alive_nodes())
+    resources = plan.by_key([trial.trial_id for trial in todo])
     objective = spec.ray.early_stopping_metric if spec.ray.early_stopping else None
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -324,9 +316,9 @@ def _run_trials_in_tune(spec: SweepSpec, todo: Sequence[Trial], client: Any, exp
             configs={trial.trial_id: trial.config.to_dict() for trial in todo},
             runner=runner,
             objective=objective,
-            artifacts_root=str(spec.artifacts_root.resolve()),
+            gpus_scheduled=plan.gpus > 0,
         ),
-        resources,
+        lambda param: resources[param["trial_id"]],
     )
     scheduler = _asha_scheduler(todo) if objective is not None else None
     recorder = MlflowRecorder(client, experiment_id, spec, tracking.git_state(paths.REPO_ROOT), stale)
@@ -403,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _export_only(spec, args.lock_timeout)
         outcome = run_sweep(spec, address=args.address, max_concurrent=args.max_concurrent,
                             quiet=not args.verbose, lock_timeout=args.lock_timeout)
-    except (tracking.StoreError, ConfigError, ValueError) as err:
+    except (tracking.StoreError, cluster.PreflightError, ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,7 +11,9 @@ Layout of one trial's run:
 - params: every ``RunConfig.flat_params()`` key (options as dotted keys, values as strings);
 - tags: ``sweep``, ``trial``, ``status`` (``running`` -> ``finished`` | ``failed`` | ``stopped``),
   ``error`` (failed only), ``git_commit``, ``git_dirty`` (``true``/``false``), ``env.<NAME>`` for
-  each process setting of :mod:`benchmark.runtime` (``env.OMP_WAIT_POLICY``);
+  each process setting of :mod:`benchmark.runtime` (``env.OMP_WAIT_POLICY``), and where the trial
+  actually ran (``benchmark.pipeline.cluster.environment``: ``device``, ``node_id``, ``hostname``,
+  ``torch``, ``cuda``, ``cuda_driver``, ...);
 - metrics: the final result record under its own keys (``quantization_error``, ...), and the
   per-step curves under ``train/<name>`` with ``step`` = the training step.
 
@@ -245,6 +247,21 @@ class TrialIdentity(TypedDict):
     git: GitState
 
 
+def worker_tags(config: RunConfig) -> dict[str, str]:
+    """Tags of where a trial ran, computed IN the process that runs it (a Ray worker) and recorded
+    with its first result: the device it actually used (``device: auto`` resolved), its node and the
+    library and driver versions there (``benchmark.pipeline.cluster.environment``). The one place to
+    add facts of the worker's environment."""
+    from benchmark.experiments.training import resolve_device
+    from benchmark.pipeline.cluster import environment
+
+    try:
+        device = resolve_device(config.device)
+    except ValueError as err:
+        return {**environment("cpu"), "device": f"unavailable ({err})"}
+    return environment(device)
+
+
 def start_trial_run(
     client: "MlflowClient",
     experiment_id: str,
@@ -273,6 +290,14 @@ def start_trial_run(
     for start in range(0, len(params), _MLFLOW_MAX_PARAMS_PER_BATCH):
         client.log_batch(run_id, params=params[start:start + _MLFLOW_MAX_PARAMS_PER_BATCH])
     return run_id
+
+
+def set_tags(client: "MlflowClient", run_id: str, tags: Mapping[str, Any]) -> None:
+    """Set ``tags`` on a run in one call (values as strings, cut to :data:`MAX_TAG_CHARS`)."""
+    from mlflow.entities import RunTag
+
+    if tags:
+        client.log_batch(run_id, tags=[RunTag(str(key), str(value)[:MAX_TAG_CHARS]) for key, value in tags.items()])
 
 
 def _numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -38,8 +38,8 @@ from typing import Any, Mapping, Sequence
 
 from benchmark import paths
 from benchmark.experiments.config import RunConfig
-from benchmark.pipeline import code, tracking
-from benchmark.pipeline.recorder import tune_callback
+from benchmark.pipeline import cluster, code, tracking
+from benchmark.pipeline.recorder import TAGS_KEY, tune_callback
 from benchmark.pipeline.spec import SweepSpec, Trial, TuneSettings
 
 LR_KEY, OPTIMIZER_KEY = "codebook_lr", "optimizer"
@@ -217,22 +217,28 @@ def tuned_trials(results: Sequence[GroupResult]) -> list[Trial]:
 
 
 def _tuning_trial(point: Mapping[str, Any], *, settings: Mapping[str, Mapping[str, Any]], runner: Any, metric: str,
-                  mode: str) -> None:
+                  mode: str, gpus_scheduled: bool = False) -> None:
     """Tune function-trainable of one tuning trial: train, score on the validation split, report.
-    ``point`` carries its group (``GROUP_KEY``); ``settings``: group id -> that group's base config."""
+    ``point`` carries its group (``GROUP_KEY``); ``settings``: group id -> that group's base config.
+    The first report says where it runs (``sweep._run_trial`` does the same)."""
     from ray import tune
 
     point = dict(point)
     setting = settings[point.pop(GROUP_KEY)]
     worst = math.inf if mode == "min" else -math.inf
-    config = apply(RunConfig.from_dict(setting), point)
+    config = cluster.placed_config(apply(RunConfig.from_dict(setting), point), gpus_scheduled)
+    first: dict[str, Any] = {TAGS_KEY: tracking.worker_tags(config)}
     run = runner
     if run is None:
         from benchmark.experiments.train import run_experiment as run
 
+    def report(result: dict[str, Any]) -> None:
+        tune.report({**first, **result})
+        first.clear()
+
     def on_step(step: int, metrics: Mapping[str, float]) -> None:
-        tune.report({"kind": "step", STEP_KEY: int(step), OBJECTIVE_KEY: worst,
-                     LOSS_KEY: float(metrics.get("loss", math.inf))})
+        report({"kind": "step", STEP_KEY: int(step), OBJECTIVE_KEY: worst,
+                LOSS_KEY: float(metrics.get("loss", math.inf))})
 
     from benchmark.experiments.train import DivergedError
 
@@ -241,12 +247,12 @@ def _tuning_trial(point: Mapping[str, Any], *, settings: Mapping[str, Mapping[st
         value = float(final[metric])
     except Exception as err:  # noqa: BLE001 - a failed tuning trial is recorded, the search goes on
         kind = KIND_DIVERGED if isinstance(err, DivergedError) else KIND_FAILED
-        tune.report({"kind": kind, "error": f"{type(err).__name__}: {err}", OBJECTIVE_KEY: worst,
-                     LOSS_KEY: math.inf, STEP_KEY: config.steps})
+        report({"kind": kind, "error": f"{type(err).__name__}: {err}", OBJECTIVE_KEY: worst,
+                LOSS_KEY: math.inf, STEP_KEY: config.steps})
         return
-    tune.report({"kind": KIND_FINAL, "metrics": {k: float(v) for k, v in final.items()},
-                 OBJECTIVE_KEY: value if math.isfinite(value) else worst, LOSS_KEY: math.inf,
-                 STEP_KEY: config.steps})
+    report({"kind": KIND_FINAL, "metrics": {k: float(v) for k, v in final.items()},
+            OBJECTIVE_KEY: value if math.isfinite(value) else worst, LOSS_KEY: math.inf,
+            STEP_KEY: config.steps})
 
 
 class _TuningRecorder:
@@ -281,6 +287,8 @@ class _TuningRecorder:
 
     def on_result(self, tune_trial: Any, result: Mapping[str, Any]) -> None:
         run_id = self.run_id(tune_trial)
+        if TAGS_KEY in result:
+            tracking.set_tags(self._client, run_id, result[TAGS_KEY])
         if result.get("kind") == "step":
             tracking.log_step_metrics(self._client, run_id, result[STEP_KEY], {"loss": result[LOSS_KEY]})
         elif result.get("kind") in (*SCORED_KINDS, KIND_FAILED):
@@ -449,7 +457,6 @@ def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True) -> li
     """Spend what is left of every group's budget in ONE Ray Tune run (Ray connected), then read the
     groups' results from MLflow. Each group has its own Optuna searcher; no trial is stopped early."""
     import methods
-    import ray
     from ray import tune
 
     settings = spec.tune
@@ -469,13 +476,13 @@ def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True) -> li
         recorder = _TuningRecorder(client, experiment_id, spec, groups, {name: spent[name][0] for name in groups},
                                    tracking.git_state(paths.REPO_ROOT))
         storage = Path(spec.ray.storage_path or Path.home() / "ray_results" / "vqbench").expanduser().resolve()
-        resources = {"cpu": float(spec.ray.cpus_per_trial), "gpu": 0.0}
-        if float(ray.cluster_resources().get("GPU", 0)) > 0:
-            resources["gpu"] = float(spec.ray.gpus_per_trial)
+        plan = cluster.plan_resources(spec.ray, cluster.alive_nodes())
+        resources = plan.by_key(list(todo))  # a group's trials all run in one pool
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(
                 _tuning_trial, settings={name: group.setting.to_dict() for name, group in todo.items()},
-                runner=runner, metric=settings.metric, mode=settings.mode), resources),
+                runner=runner, metric=settings.metric, mode=settings.mode, gpus_scheduled=plan.gpus > 0),
+                lambda point: resources[point[GROUP_KEY]]),
             tune_config=tune.TuneConfig(
                 search_alg=_grouped_search(searchers, {name: budgets[name] for name in todo},
                                            {name: attempts[name] for name in todo}),
