@@ -328,20 +328,19 @@ def _node(cpus: float, gpus: float = 0.0) -> dict[str, Any]:
 
 def test_gpus_requested_only_on_nodes_that_have_them() -> None:
     plan = cluster.plan_resources
-    settings = sweep_spec.RaySettings(cpus_per_trial=1, gpus_per_trial=0.5)
-    assert [plan(settings, [_node(2)]).resources(i) for i in range(2)] == [{"cpu": 1.0, "gpu": 0.0}] * 2
-    assert [plan(settings, [_node(2, 1)]).resources(i) for i in range(2)] == [{"cpu": 1.0, "gpu": 0.5}] * 2
+    assert [plan(1, 0.5, [_node(2)]).resources(i) for i in range(2)] == [{"cpu": 1.0, "gpu": 0.0}] * 2
+    assert [plan(1, 0.5, [_node(2, 1)]).resources(i) for i in range(2)] == [{"cpu": 1.0, "gpu": 0.5}] * 2
     # a GPU node holding 4 trials (gpus_per_trial 0.25) and a CPU node holding 2: 2 of every 3 to the GPUs,
     # GPUs first
-    mixed = plan(sweep_spec.RaySettings(cpus_per_trial=0.5, gpus_per_trial=0.25), [_node(2, 2), _node(1)])
+    mixed = plan(0.5, 0.25, [_node(2, 2), _node(1)])
     assert (mixed.gpu_slots, mixed.cpu_slots) == (4, 2)
     assert [mixed.on_gpu(i) for i in range(7)] == [True, True, False, True, True, False, True]
     assert mixed.request(0).bundles == [{"CPU": 0.5, "GPU": 0.25}]
     assert mixed.request(2).bundles == [{"CPU": 0.5}]  # and kept off the GPU node (tests/test_cluster.py)
     with pytest.raises(ConfigError, match="ray.cpus_per_trial"):
-        plan(sweep_spec.RaySettings(cpus_per_trial=4), [_node(2), _node(3)])
+        plan(4, 0, [_node(2), _node(3)])
     with pytest.raises(ConfigError, match="ray.gpus_per_trial"):
-        plan(sweep_spec.RaySettings(gpus_per_trial=2), [_node(2, 1)])
+        plan(1, 2, [_node(2, 1)])
 
 
 # ------------------------------------------------------------------------------ Ray + MLflow

@@ -39,7 +39,6 @@ from typing import Any, Mapping, Sequence
 from benchmark import paths, runtime
 from benchmark.experiments.config import ConfigError, RunConfig
 from benchmark.pipeline.code import LOCAL_PACKAGES
-from benchmark.pipeline.spec import RaySettings
 
 PREFLIGHT_TIMEOUT_S = 300.0  # a node's answer, including unpacking the shipped code there
 REGISTRY_KINDS = ("method", "dataset")
@@ -310,12 +309,13 @@ class ResourcePlan:
         return {key: self.request(index) for index, key in enumerate(keys)}
 
 
-def plan_resources(settings: RaySettings, nodes: Sequence[Mapping[str, Any]]) -> ResourcePlan:
-    """Size the trials from the nodes' ``Resources`` (``ray.nodes()`` entries).
+def plan_resources(cpus_per_trial: float, gpus_per_trial: float, nodes: Sequence[Mapping[str, Any]]) -> ResourcePlan:
+    """Size the trials (``ray.cpus_per_trial``, ``ray.gpus_per_trial``) from the nodes' ``Resources``
+    (``ray.nodes()`` entries).
 
     Raises ConfigError when no node could ever hold one trial (its CPUs, or its GPUs, too few).
     """
-    cpus, gpus = float(settings.cpus_per_trial), float(settings.gpus_per_trial)
+    cpus, gpus = float(cpus_per_trial), float(gpus_per_trial)
     gpu_slots = cpu_slots = 0
     most_cpus = most_gpus = 0.0
     gpu_nodes = []
@@ -331,9 +331,9 @@ def plan_resources(settings: RaySettings, nodes: Sequence[Mapping[str, Any]]) ->
             cpu_slots += by_cpu
     if gpu_slots + cpu_slots == 0:
         if cpus > most_cpus:
-            raise ConfigError(f"ray.cpus_per_trial: {settings.cpus_per_trial} exceeds the CPUs of every node "
+            raise ConfigError(f"ray.cpus_per_trial: {cpus_per_trial} exceeds the CPUs of every node "
                               f"(at most {most_cpus:g}); trials would never start")
-        raise ConfigError(f"ray.gpus_per_trial: {settings.gpus_per_trial} exceeds the GPUs of every node "
+        raise ConfigError(f"ray.gpus_per_trial: {gpus_per_trial} exceeds the GPUs of every node "
                           f"(at most {most_gpus:g}); trials would never start")
     return ResourcePlan(cpus=cpus, gpus=gpus if gpu_slots else 0.0, gpu_slots=gpu_slots, cpu_slots=cpu_slots,
                         gpu_nodes=tuple(gpu_nodes) if gpu_slots else ())

@@ -307,7 +307,7 @@ def _run_trials_in_tune(spec: SweepSpec, todo: Sequence[Trial], client: Any, exp
     """Run ``todo`` as one Ray Tune grid (Ray already connected), every event recorded in MLflow."""
     from ray import tune
 
-    plan = cluster.plan_resources(spec.ray, cluster.alive_nodes())
+    plan = cluster.plan_resources(spec.ray.cpus_per_trial, spec.ray.gpus_per_trial, cluster.alive_nodes())
     resources = plan.by_key([trial.trial_id for trial in todo])
     objective = spec.ray.early_stopping_metric if spec.ray.early_stopping else None
     trainable = tune.with_resources(

@@ -476,7 +476,7 @@ def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True) -> li
         recorder = _TuningRecorder(client, experiment_id, spec, groups, {name: spent[name][0] for name in groups},
                                    tracking.git_state(paths.REPO_ROOT))
         storage = Path(spec.ray.storage_path or Path.home() / "ray_results" / "vqbench").expanduser().resolve()
-        plan = cluster.plan_resources(spec.ray, cluster.alive_nodes())
+        plan = cluster.plan_resources(spec.ray.cpus_per_trial, spec.ray.gpus_per_trial, cluster.alive_nodes())
         resources = plan.by_key(list(todo))  # a group's trials all run in one pool
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(
