@@ -11,7 +11,7 @@ it side by side, ``reports/perf_openmp.md``).
 libgomp reads its environment once, when the library loads, so :func:`configure` must run before
 the first ``import torch`` / ``import faiss`` of a process: ``python -m benchmark`` calls it first
 thing, Ray workers get the same variables through the runtime environment
-(:func:`benchmark.pipeline.sweep.ray_runtime_env`), and ``tests/conftest.py`` calls it. A value
+(:func:`benchmark.pipeline.cluster.runtime_env`), and ``tests/conftest.py`` calls it. A value
 already in the environment is kept (the user's choice wins); :func:`environment_tags` records the
 values in effect in each MLflow run.
 """

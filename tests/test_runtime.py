@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from benchmark import paths, runtime
-from benchmark.pipeline.sweep import ray_runtime_env
+from benchmark.pipeline.cluster import runtime_env
 
 
 def test_configure_sets_the_defaults_and_keeps_a_users_choice(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -20,8 +20,8 @@ def test_configure_sets_the_defaults_and_keeps_a_users_choice(monkeypatch: pytes
 
 def test_ray_workers_get_the_settings_in_effect(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_WAIT_POLICY", "active")
-    env_vars = ray_runtime_env()["env_vars"]
-    assert env_vars["OMP_WAIT_POLICY"] == "active" and str(paths.REPO_ROOT) in env_vars["PYTHONPATH"]
+    env = runtime_env()
+    assert env["env_vars"]["OMP_WAIT_POLICY"] == "active" and str(paths.REPO_ROOT / "benchmark") in env["py_modules"]
 
 
 def test_the_command_line_sets_them_before_torch_loads() -> None:
