@@ -17,28 +17,12 @@ quantization", IEEE Trans. IT 1979; Zador 1982; Gray & Neuhoff, "Quantization", 
 (r = 2) a = d/(d+2), so c = (d+2)/d > 1: the codebook is *wider* than the features (it spreads
 codes into the tails, where each cell is large). The derivation: E ~ int f lambda^(-2/d) with
 int lambda = 1; the Lagrange condition f lambda^(-(d+2)/d) = const gives lambda ~ f^(d/(d+2)).
-The seed paper's Theorem 2 states f^((d+2)/d), i.e. c = d/(d+2) < 1 (narrower): the reciprocal
+Wasserstein VQ's Theorem 2 states f^((d+2)/d), i.e. c = d/(d+2) < 1 (narrower): the reciprocal
 exponent, which does not satisfy that stationarity condition. ``exponent="gersho"`` (default)
 is c = (d+2)/d; ``exponent="paper"`` is c = d/(d+2); ``covariance_scale`` > 0 overrides both.
 
-At finite K a second effect pulls the other way: a centroidal codebook (every code the mean of
-its cell) has Cov_q(codes) = Cov(z) - Cov(z - q(z)) under the cell probabilities, so its codes
-shrink inwards by about the per-dimension error E/d. Which dominates depends on the resolution
-K^(1/d) (codes per dimension). Measured here on N(0, I), the uniform covariance of a converged
-Lloyd codebook over the feature covariance:
-  d = 1, exact Lloyd-Max: K = 4 / 16 / 64 / 256 -> 1.24 / 2.18 / 2.68 / 2.89   (Gersho 3, paper 1/3)
-  d = 2, K = 256: 1.56-1.72;  d = 3, K = 512: 1.38-1.49;  d = 4, K = 256: 1.14
-  (Gersho 2 / 1.67 / 1.5; paper 0.5 / 0.6 / 0.67)
-  d = 8, K = 1024 (2.4 codes per dimension): 0.83   (Gersho 1.25, paper 0.8)
-(d >= 2: faiss k-means, 300 points per code, 150 iterations, started from N(0, s I) codes with s
-= the paper's, 1 and Gersho's scale; the ranges span the three starts, and the Gersho start gave
-the lowest held-out error at d = 2, by about 1%.) So the optimum approaches Gersho's (d+2)/d from
-below as K^(1/d) grows, and the paper's exponent points the wrong way whenever the resolution is
-high enough for density to matter (low d, this method's use); at d = 8, K = 1024 the centroid
-shrinkage dominates, which is why aiming the plain W loss at 0.8 x Cov beat 1.0 x Cov there
-(an independent measurement) without the exponent of the paper being right. The error is flat near the optimum
-(within about 1% over the three starts), and ``covariance_scale`` lets a sweep aim at a measured
-optimum instead of the asymptote.
+At finite K the centroid shrinkage pulls the other way (codes sit inside the features by about
+E/d per coordinate); measurements of both effects: docs/wasserstein_density.md.
 """
 from __future__ import annotations
 

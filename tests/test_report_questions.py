@@ -255,8 +255,8 @@ def test_density_map_table_lines_and_figure(tmp_path):
     assert (tmp_path / "open_questions_density_map.png").stat().st_size > 1000
     assert "(figures/open_questions_density_map.png)" in text
     assert "| K | d | K^(1/d) | best c |" in text and text.count("\n| 1024 | ") == 2
-    assert "as the seed summary states it (Gersho 1979" in text
-    assert rq.density_map_lines(None) == [rq._missing(["density_map"])]
+    assert "as Wasserstein VQ states it (Gersho 1979" in text
+    assert rq.density_map_lines(None) == [rq._missing(rq.DENSITY_MAP)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,8 +336,41 @@ def test_section_tables_and_prior():
     assert "| d | method | n | failed |" in text
     assert "| mu | method | n | failed |" in text
     assert "| wasserstein | 95.0 ± 0.0 | 128.0 ± 0.0 | 21.00 ± 0.00 | 6.000 ± 0.000 |" in text
-    assert "NLL bits/token vs U: Spearman rho = +1.00, exact permutation p = 0.083 (n = 4 methods)" in text
+    # four correlations, one Holm family: 0.083 x 4
+    assert ("NLL bits/token vs U: Spearman rho = +1.00, exact permutation p = 0.083, Holm-corrected p = 0.333 "
+            "(n = 4 methods)") in text
     assert "Not measured yet" not in text
+
+
+def test_question_one_is_one_holm_family_over_every_distribution():
+    """3 non-parametric losses x 2 distributions = 6 tests, corrected together, not 3 per distribution."""
+    findings = rq.non_gaussian_findings(_non_gaussian(_errors(1.15, 1.03)))
+    assert {f["family_size"] for f in findings} == {4}  # sliced_wasserstein and mmd on two distributions
+    pairs = {(d, m): (stats.estimate(t, "error_vs_kmeans"), stats.estimate(w, "error_vs_kmeans"))
+             for d in ("gaussian", "gaussian_mixture") for m in ("sliced_wasserstein", "mmd")
+             for t in [_non_gaussian(_errors(1.15, 1.03)).query("dataset == @d and method == @m")]
+             for w in [_non_gaussian(_errors(1.15, 1.03)).query("dataset == @d and method == 'wasserstein'")]}
+    family = stats.compare_pairs(pairs)
+    mixture = next(f for f in findings if f["dataset"] == "gaussian_mixture")
+    assert mixture["np_vs_w_p"] == pytest.approx(family["gaussian_mixture", mixture["best_np"]][1])
+    raw = stats.paired_p_value(stats.paired_difference(*pairs["gaussian_mixture", mixture["best_np"]]))
+    assert mixture["np_vs_w_p"] >= raw  # corrected, never smaller
+
+
+def test_tuned_and_default_rows_are_never_pooled():
+    default = _prior_rows("vqvae", "vqvae", PRIOR_VALUES).assign(protocol="default")
+    tuned = _prior_rows("vqvae", "vqvae", {m: (0.99, 200.0, 25.0, 7.0, 20.0) for m in PRIOR_VALUES})
+    findings = rq.prior_findings({"vqvae": pd.concat([default, tuned.assign(protocol="tuned")], ignore_index=True)})
+    assert [f["protocol"] for f in findings] == ["default", "tuned"]
+    assert all(f["cells"]["utilization"][("ema",)].n == len(SEEDS) for f in findings)  # 3 seeds, not 6
+    assert findings[0]["cells"]["utilization"][("ema",)].mean == pytest.approx(50.0)
+
+
+def test_compare_pairs_without_pairs_widens_intervals_to_bonferroni():
+    a = stats.Estimate(1.0, 0.1, 3)
+    b = stats.Estimate(1.25, 0.1, 3)  # disjoint at 95%, not at 1 - 0.05 / 2 per test
+    assert stats.compare_pairs({"x": (a, b)})["x"][0] == "lower"
+    assert stats.compare_pairs({"x": (a, b), "y": (b, a)})["x"][0] == "unresolved"
 
 
 def test_build_report_has_the_section(tmp_path):

@@ -12,56 +12,9 @@ was interrupted or left trials not run (the table is still written, but a DVC st
 records nothing); 4 when every trial failed; 130 on a second Ctrl-C; 2 on a bad spec, a damaged or
 locked store, or a results folder that is not writable (one ``error:`` line naming the key or file).
 
-params.yaml schema (authoritative; ``docs/contracts.md`` points here)
---------------------------------------------------------------------
-Relative paths are relative to the directory of the params file. Only ``sweeps`` and each
-sweep's ``grid`` are required; the ``tracking`` and ``ray`` values shown are the defaults, the
-``base`` and sweep contents are an example. Unknown keys anywhere are errors::
-
-    tracking:
-      uri: mlflow.db          # SQLite file -> sqlite:////<abs path>/mlflow.db; also accepts
-                              # sqlite:///rel.db, sqlite:////abs.db or a server URI (http://...)
-      results_dir: results    # the table of sweep NAME goes to <results_dir>/NAME/trials.csv
-    ray:
-      address: null           # "auto" or "ray://host:10001": join a running cluster. null: join
-                              # $RAY_ADDRESS if set, else start a local Ray. --address beats both.
-      num_cpus: null          # CPUs of the local Ray (null: all cores); ignored with an address
-      cpus_per_trial: 1       # number > 0
-      gpus_per_trial: 0.0     # may be fractional; requested ONLY when the cluster has GPUs
-      early_stopping: false   # true: ASHA stops the worst trials early (their status: stopped)
-      early_stopping_metric: loss   # per-step metric (an on_step key) that ASHA minimises
-      max_concurrent: null    # at most this many trials at once (null: as resources allow)
-      storage_path: null      # Ray Tune's own files (null: ~/ray_results/vqbench)
-    base:                     # RunConfig fields shared by all sweeps (benchmark/experiments/config.py)
-      experiment: fit
-      dataset: gaussian
-      steps: 500
-    sweeps:
-      NAME:                   # one sweep = one MLflow experiment named NAME
-        base:                 # RunConfig fields for this sweep (override the top-level base)
-          codebook_size: 1024
-          dataset_options: {mean: 4.0}
-        grid:                 # cartesian product; every value list must be non-empty
-          method: [vanilla, wasserstein]
-          seed: [0, 1]
-          method_options.beta: [0.1, 0.25]      # dotted keys set one option
-        method_options:       # fixed options per method, applied only to that method's trials
-          wasserstein: {gamma: 10.0}
-        cases:                # optional: settings applied to the trials that match ``when``
-          - when: {method: wasserstein}               # RunConfig fields / dotted option keys
-            set: {codebook_lr: 3.0}                    # of the trial (every one must match)
-          - when: {dataset: uniform}
-            set: {method_options.init: uniform}
-        max_trials: null      # optional guard: error if the grid expands to more trials
-        tune:                 # optional tuning stage: an equal budget per method and setting
-          budget: 8           # tuning trials per (method, setting); integer >= 1
-          metric: error_vs_kmeans   # a ranked metric every run records (benchmark/metric_registry.py),
-                              # measured on the VALIDATION split
-          mode: min           # min | max; must agree with the metric's direction (default: it)
-          lr: [1.0e-3, 3.0]   # codebook_lr range, log-uniform, 0 < low < high
-          optimizers: [sgd, adam]   # non-empty subset of the optimizers searched
-          tunables: null      # null: every ``tunables`` entry of each method; a list: only these
-          seed: 1000          # seed of the tuning trials and of the sampler; never a seed of the grid
+params.yaml: every key, its type, default and meaning is in ``docs/params.md``, generated from the
+dataclasses below and :class:`~benchmark.experiments.config.RunConfig`
+(:mod:`benchmark.pipeline.reference`). Unknown keys anywhere are errors.
 
 Grid keys are RunConfig fields (``codebook_size``) or dotted option keys
 (``method_options.gamma``, ``dataset_options.mean``, ``model_options.x``). The RunConfig of one
@@ -141,24 +94,24 @@ from benchmark.pipeline import code, tracking
 
 @dataclass(frozen=True)
 class TrackingSettings:
-    """Where runs and tables go (absolute)."""
+    """Where runs and tables go (absolute once parsed)."""
 
-    uri: str
-    results_dir: Path
+    uri: str = paths.TRACKING_DB  # SQLite file (sqlite:///rel.db, sqlite:////abs.db) or a server URI (http://...)
+    results_dir: Path = Path(paths.RESULTS_DIR)  # the table of sweep NAME goes to <results_dir>/NAME/trials.csv
 
 
 @dataclass(frozen=True)
 class RaySettings:
     """How trials are fanned out (the ``ray:`` section)."""
 
-    address: str | None = None
-    num_cpus: int | None = None
-    cpus_per_trial: float = 1
-    gpus_per_trial: float = 0.0
-    early_stopping: bool = False
-    early_stopping_metric: str = "loss"
-    max_concurrent: int | None = None
-    storage_path: str | None = None
+    address: str | None = None  # "auto" or "ray://host:10001"; null: $RAY_ADDRESS if set, else a local Ray
+    num_cpus: int | None = None  # CPUs of the local Ray (null: all cores); ignored with an address
+    cpus_per_trial: float = 1  # a number > 0
+    gpus_per_trial: float = 0.0  # may be fractional; requested only when the cluster has GPUs
+    early_stopping: bool = False  # true: ASHA stops the worst trials early (their status: stopped)
+    early_stopping_metric: str = "loss"  # per-step metric (an on_step key) that ASHA minimises
+    max_concurrent: int | None = None  # at most this many trials at once (null: as resources allow)
+    storage_path: str | None = None  # Ray Tune's own files (null: ~/ray_results/vqbench)
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -185,16 +138,32 @@ class RaySettings:
 
 
 @dataclass(frozen=True)
+class SweepSettings:
+    """The keys of one sweep (``sweeps.NAME``); only ``grid`` is required."""
+
+    title: str | None = None  # its section title in the report (default: NAME)
+    base: Mapping[str, Any] = field(default_factory=dict)  # RunConfig fields of this sweep (over the top-level base)
+    grid: Mapping[str, list] = field(default_factory=dict)  # key -> values, cartesian product; dotted keys set one option
+    method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # method -> options, its trials only
+    cases: list | None = None  # [{when: {key: value}, set: {key: value}}]: settings for the matching trials
+    max_trials: int | None = None  # guard: an error if the grid expands to more trials
+    tune: Mapping[str, Any] | None = None  # the tuning stage (below)
+
+
+SWEEP_KEYS = tuple(f.name for f in dataclasses.fields(SweepSettings))
+
+
+@dataclass(frozen=True)
 class TuneSettings:
     """The ``tune:`` section of a sweep (validated; see the module docstring)."""
 
-    budget: int = 8
-    metric: str = "error_vs_kmeans"
-    mode: str = "min"
-    lr: tuple[float, float] = (1e-3, 3.0)
-    optimizers: tuple[str, ...] = OPTIMIZERS
-    tunables: tuple[str, ...] | None = None
-    seed: int = 1000  # apart from the grids' reported seeds (0, 1, 2, ...); parse_sweep checks it
+    budget: int = 8  # tuning trials per (method, setting); an integer >= 1
+    metric: str = "error_vs_kmeans"  # a ranked metric every run records (benchmark/metric_registry.py), on validation
+    mode: str = "min"  # min / max; must agree with the metric's direction (omitted: the metric's)
+    lr: tuple[float, float] = (1e-3, 3.0)  # codebook_lr range [low, high], log-uniform, 0 < low < high
+    optimizers: tuple[str, ...] = OPTIMIZERS  # a non-empty subset of the optimizers, searched
+    tunables: tuple[str, ...] | None = None  # null: every tunable each method declares; a list: only these
+    seed: int = 1000  # seed of the tuning trials and of the sampler; apart from the grids' reported seeds
 
 
 def parse_tune(section: Any, where: str, methods_tunables: Mapping[str, Mapping[str, Any]],
@@ -595,7 +564,10 @@ def _sweep_entry(params: Mapping[str, Any], name: str) -> tuple[str, Mapping[str
         raise ConfigError(f"sweeps.{name}: unknown sweep; valid: {sorted(sweeps)}")
     where = f"sweeps.{name}"
     sweep = _mapping(sweeps[name], where, allow_none=False)
-    _check_keys(sweep, ("base", "grid", "method_options", "cases", "max_trials", "tune"), where)
+    _check_keys(sweep, SWEEP_KEYS, where)
+    if "title" in sweep and (not isinstance(sweep["title"], str) or not sweep["title"].strip()):
+        raise ConfigError(f"{where}.title: must be a non-empty string (the report's section title), "
+                          f"got {sweep['title']!r}")
     return where, sweep
 
 

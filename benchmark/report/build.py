@@ -2,7 +2,7 @@
 
 ``python -m benchmark report [--params params.yaml]`` is the last stage of ``dvc repro``. It reads
 only the tidy tables ``<results_dir>/<sweep>/trials.csv`` that ``benchmark.pipeline.sweep`` exports from
-the MLflow store (one row per trial, see docs/contracts.md) and never trains anything. With
+the MLflow store (one row per trial, ``benchmark.pipeline.tracking.export_table``) and never trains anything. With
 ``--export`` it first rebuilds those tables from the MLflow store itself
 (``benchmark.pipeline.tracking.export_table``), so the report can be regenerated from the store alone.
 
@@ -54,8 +54,8 @@ def _setting_text(table: pd.DataFrame) -> str:
     for column, label in (("dataset", "data"), ("dataset_options.mean", "mu"), ("codebook_size", "K"),
                           ("dim", "d"), ("steps", "steps"),
                           ("batch_size", "batch"), ("eval_size", "eval"), ("seed", "seeds")):
-        if column == "eval_size" and "experiment" in table.columns and (table["experiment"] == "vqvae").all():
-            continue  # a VQ-VAE is evaluated on its whole test split
+        if column == "eval_size" and "experiment" in table.columns and (table["experiment"] != "fit").all():
+            continue  # only fit draws eval_size features; the image experiments evaluate the whole test split
         if column in table.columns:
             values = sorted({v for v in table[column].dropna()}, key=sort_key)
             if column == "seed":
@@ -76,8 +76,7 @@ class ReportConfig:
     out_dir: Path
     prepared_dir: Path
     confidence: float = 0.95
-    titles: Mapping[str, str] = dataclasses.field(
-        default_factory=lambda: paper_claims.section_titles(paper_claims.load_papers()))
+    titles: Mapping[str, str] = dataclasses.field(default_factory=dict)  # sweep -> section title (params)
     codebook_sweep: str | None = CODEBOOK_SWEEP
     filter_to_spec: bool = True  # drop table rows whose trial is not in the current sweep spec
     figures: bool = True  # False: tables only (quick look; the pipeline always draws them)
@@ -92,6 +91,7 @@ def report_config(params: Mapping[str, Any], params_path: Path, out_dir: Path | 
         results_dir=Path(results_dir or root / tracking.get("results_dir", paths.RESULTS_DIR)),
         out_dir=Path(out_dir or root / paths.REPORTS_DIR.name),
         prepared_dir=root / paths.PREPARED_DIR,
+        titles={name: (spec or {}).get("title") or name for name, spec in (params.get("sweeps") or {}).items()},
     )
 
 

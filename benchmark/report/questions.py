@@ -1,8 +1,8 @@
-"""The open questions of the seed paper, answered from the sweep tables: "Open questions" in the report.
+"""The open questions of Wasserstein VQ (arXiv 2506.15078), answered from the sweep tables: "Open questions".
 
 ``benchmark.report.build`` calls :func:`open_questions_section` with the tables it has read (filtered to
 the current sweep specs) and puts the returned markdown into ``reports/ablation.md``. Nothing is
-retrained. The questions are the open questions of the seed paper (arXiv 2506.15078):
+retrained. The questions are the open questions of Wasserstein VQ (arXiv 2506.15078):
 
 1. Non-Gaussian features (sweep ``non_gaussian``): does the closed-form Gaussian W loss
    (``wasserstein``) fall behind the non-parametric matching losses (``sliced_wasserstein``,
@@ -10,7 +10,7 @@ retrained. The questions are the open questions of the seed paper (arXiv 2506.15
    and not when they are (the Gaussian control)?
 2. The error-optimal codebook density. Sweep ``density_map``: E / k-means of the W loss aimed at
    N(mu, c S) (``wasserstein_density`` with ``covariance_scale`` c) over a grid of c x d x K, z ~ N(0, I);
-   per (d, K) the best c and its bracket, against d/(d+2) (Theorem 2 as the seed summary states it),
+   per (d, K) the best c and its bracket, against d/(d+2) (Theorem 2 as Wasserstein VQ states it),
    (d+2)/d (Gersho 1979) and the finite-K centroid shrinkage 1 - E_kmeans / (d var). Sweeps ``low_d`` and
    ``low_d_paper``: the three-point comparison (plain f, Gersho's f^(d/(d+2)), Theorem 2's f^((d+2)/d)).
 3. Downstream autoregressive generation (the ``vqvae`` and ``transplant`` sweeps with
@@ -30,6 +30,7 @@ features and k-means reference, so pairing removes that shared noise). With n = 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,15 +42,15 @@ from benchmark import metric_registry
 from benchmark.metric_registry import SHORT
 from benchmark.report.figures import density_map_figure, grouped_figure
 from benchmark.report.stats import (
-    Estimate, compare_family, compare_lower, done_rows, estimate, format_cell, paired_difference, paired_p_value, relative_gap,
+    Estimate, compare_pairs, done_rows, estimate, format_cell, holm, paired_difference, relative_gap,
     separated,
 )
-from benchmark.report.tables import Summary, sort_key, summarize, summary_table
+from benchmark.report.tables import PROTOCOL, Summary, sort_key, summarize, summary_table
 
 # Sweep names (params.yaml) of each question.
 NON_GAUSSIAN = "non_gaussian"
 LOW_D = ("low_d", "low_d_paper")
-DENSITY_MAP = "density_map"
+DENSITY_MAP = ("density_map", "density_map_k")  # over c x d (and K), and over c x K at one d
 DEAD_CODES = "dead_codes"
 
 # The methods the questions compare (the question defines the comparison, not the result).
@@ -125,6 +126,8 @@ def _setting(table: pd.DataFrame) -> str:
     parts = []
     for column, label in (("codebook_size", "K"), ("dim", "d"), ("steps", "steps"), ("batch_size", "batch"),
                           ("eval_size", "eval")):
+        if column == "eval_size" and "experiment" in table.columns and (table["experiment"] != "fit").all():
+            continue  # only fit draws eval_size features
         values = _values(table, column)
         if values:
             parts.append(f"{label} " + "/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values))
@@ -154,20 +157,24 @@ def non_gaussian_findings(table: pd.DataFrame, confidence: float = 0.95) -> list
     done = done_rows(table)
     cells = _cells(done, ["dataset", "method"], KEY_METRIC, confidence)
     usage = _cells(done, ["dataset", "method"], "utilization", confidence, 100.0)
+    groups = list(_finite_groups(done, cells, "dataset"))
+    # The question's tests: every non-parametric loss against Gaussian W on every distribution, one
+    # Holm family (the best loss per distribution is picked after the fact from it).
+    pairs = {(dataset, m): (here[m], here[GAUSSIAN_W]) for dataset, here, _ in groups if GAUSSIAN_W in here
+             for m in NONPARAMETRIC if m in here}
+    family = compare_pairs(pairs, confidence=confidence)
     findings = []
-    for dataset, here, best in _finite_groups(done, cells, "dataset"):
+    for dataset, here, best in groups:
         record: dict[str, Any] = {"dataset": dataset, "best": best, "best_est": here[best], "cells": here,
                                   "usage": {m: e for (d, m), e in usage.items() if d == dataset}}
-        nonparam = {m: here[m] for m in NONPARAMETRIC if m in here}
-        if GAUSSIAN_W in here and nonparam:
-            # The best non-parametric loss is picked after the fact: its test against Gaussian W is one
-            # of a family (one per candidate), Holm-corrected.
+        nonparam = {m: here[m] for m in NONPARAMETRIC if (dataset, m) in pairs}
+        if nonparam:
             best_np = min(nonparam, key=lambda m: nonparam[m].mean)
-            family = compare_family(nonparam, here[GAUSSIAN_W], confidence=confidence)
             record.update(w=here[GAUSSIAN_W], best_np=best_np, best_np_est=nonparam[best_np],
-                          np_vs_w=family[best_np][0], np_vs_w_p=family[best_np][1], family_size=len(nonparam))
-        if GAUSSIAN_W in here and "mmd" in here:
-            record["mmd_vs_w"] = compare_lower(here["mmd"], here[GAUSSIAN_W])
+                          np_vs_w=family[dataset, best_np][0], np_vs_w_p=family[dataset, best_np][1],
+                          family_size=len(pairs))
+        if (dataset, "mmd") in pairs:
+            record["mmd_vs_w"] = family[dataset, "mmd"][0]
         findings.append(record)
     return findings
 
@@ -186,11 +193,11 @@ def _non_gaussian_text(findings: Sequence[Mapping[str, Any]]) -> list[str]:
                      "higher": "the Gaussian W loss quantizes better",
                      "unresolved": "no resolved difference"}[f["np_vs_w"]]
             p = f.get("np_vs_w_p", math.nan)
-            text += (f" (paired t-test, Holm-corrected over the {f.get('family_size', 1)} non-parametric losses "
-                     f"the best was picked from: p = {p:.3g})" if math.isfinite(p) else
-                     " (no paired test: intervals compared)")
+            text += (f" (paired t-test, Holm-corrected over the question's {f.get('family_size', 1)} tests, every "
+                     f"non-parametric loss against Gaussian W on every distribution: p = {p:.3g})"
+                     if math.isfinite(p) else " (no paired test: intervals compared)")
         if "mmd_vs_w" in f:
-            text += (f". MMD vs Gaussian W: {f['cells']['mmd'].text()} vs {f['w'].text()}, "
+            text += (f". MMD vs Gaussian W (same family): {f['cells']['mmd'].text()} vs {f['w'].text()}, "
                      + {"lower": "MMD lower", "higher": "MMD higher", "unresolved": "not resolved"}[f["mmd_vs_w"]])
         usage = f.get("usage", {})
         low_use = [f"`{m}` {e.mean:.1f}%" for m, e in sorted(usage.items(), key=lambda kv: sort_key(kv[0]))
@@ -269,6 +276,12 @@ def target_scale(target: str, dim: int) -> float:
     return math.nan
 
 
+def merged_table(tables: Mapping[str, pd.DataFrame], names: Sequence[str]) -> pd.DataFrame | None:
+    """The tables of ``names`` that have rows, in one table (None when none has)."""
+    frames = [tables[name] for name in names if name in tables and len(tables[name])]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
 def low_d_table(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame | None:
     """The low-d sweeps in one table, ``method`` relabelled by density target."""
     frames = [tables[name] for name in LOW_D if name in tables and len(tables[name])]
@@ -284,17 +297,30 @@ def low_d_table(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame | None:
     return table.drop(columns=drop)
 
 
-def low_d_findings(table: pd.DataFrame, confidence: float = 0.95) -> list[dict[str, Any]]:
-    """Per d: every target's E / k-means, the best target, and each target vs plain matching."""
+def low_d_pairs(table: pd.DataFrame, confidence: float = 0.95) -> dict[tuple, tuple[Estimate, Estimate]]:
+    """The tests of the three-point comparison: every target against plain matching, per d."""
     done = done_rows(table)
     cells = _cells(done, ["dim", "target"], KEY_METRIC, confidence)
+    return {("low_d", int(dim), t): (e, here["plain"]) for dim, here, _ in _finite_groups(done, cells, "dim")
+            if "plain" in here for t, e in here.items() if t != "plain"}
+
+
+def low_d_findings(table: pd.DataFrame, confidence: float = 0.95,
+                   verdicts: Mapping[tuple, tuple[str, float]] | None = None) -> list[dict[str, Any]]:
+    """Per d: every target's E / k-means, the best target, and each target vs plain matching.
+
+    ``verdicts``: the question's Holm family (:func:`question_two_family`); default: these tests alone."""
+    done = done_rows(table)
+    cells = _cells(done, ["dim", "target"], KEY_METRIC, confidence)
+    if verdicts is None:
+        verdicts = compare_pairs(low_d_pairs(table, confidence), confidence=confidence)
     findings = []
     for dim, here, best in _finite_groups(done, cells, "dim"):
         sizes = _values(done[done["dim"] == dim], "codebook_size")
         per_dim = float(sizes[0]) ** (1.0 / float(dim)) if len(sizes) == 1 else math.nan  # K^(1/d)
         record: dict[str, Any] = {"dim": int(dim), "cells": here, "best": best, "codes_per_dim": per_dim}
         if "plain" in here:
-            record["vs_plain"] = {t: compare_lower(e, here["plain"]) for t, e in here.items() if t != "plain"}
+            record["vs_plain"] = {t: verdicts[("low_d", int(dim), t)][0] for t in here if t != "plain"}
         findings.append(record)
     return findings
 
@@ -396,32 +422,70 @@ def density_map_table(table: pd.DataFrame) -> pd.DataFrame:
     return done[done["c"].notna()]
 
 
-def best_scale_findings(table: pd.DataFrame, confidence: float = 0.95) -> list[dict[str, Any]]:
+def _map_cells(table: pd.DataFrame, confidence: float) -> dict[tuple[int, int], dict[float, Estimate]]:
+    """Per (d, K) of a density map: E / k-means at every c with a finite mean."""
+    out = {}
+    for (dim, size), group in density_map_table(table).groupby(["dim", "codebook_size"], sort=True):
+        cells = {float(c): estimate(g, KEY_METRIC, confidence) for c, g in group.groupby("c", sort=True)}
+        cells = {c: e for c, e in cells.items() if math.isfinite(e.mean)}
+        if cells:
+            out[int(dim), int(size)] = cells
+    return out
+
+
+def density_map_pairs(table: pd.DataFrame, confidence: float = 0.95) -> dict[tuple, tuple[Estimate, Estimate]]:
+    """The tests of the density map: per (d, K), every c against the best c."""
+    pairs = {}
+    for (dim, size), cells in _map_cells(table, confidence).items():
+        best = min(cells, key=lambda c: cells[c].mean)
+        pairs.update({("map", dim, size, c): (e, cells[best]) for c, e in cells.items() if c != best})
+    return pairs
+
+
+def question_two_family(map_table: pd.DataFrame | None, low_d: pd.DataFrame | None,
+                        confidence: float = 0.95) -> dict[tuple, tuple[str, float]]:
+    """Every test of question 2 (the density map and the three-point comparison) in one Holm family."""
+    pairs = {}
+    if map_table is not None and len(map_table):
+        pairs.update(density_map_pairs(map_table, confidence))
+    if low_d is not None and len(low_d):
+        pairs.update(low_d_pairs(low_d, confidence))
+    return compare_pairs(pairs, confidence=confidence)
+
+
+def best_scale_findings(table: pd.DataFrame, confidence: float = 0.95,
+                        verdicts: Mapping[tuple, tuple[str, float]] | None = None) -> list[dict[str, Any]]:
     """Per (d, K): E / k-means at every c, the best c (argmin of the mean over seeds) and its interval.
 
     ``low``-``high`` is the run of grid values on both sides of the argmin whose E / k-means is not resolved
-    from the argmin's (``compare_lower``: disjoint t-intervals or a paired difference over seeds excluding
-    0); it stops at the first resolved-worse value on each side, and those two values are the ``bracket``
+    from the argmin's (``verdicts``: the question's Holm family of paired tests, :func:`question_two_family`;
+    default: the map's tests alone); it stops at the first resolved-worse value on each side, and those two values are the ``bracket``
     (-inf / inf where the run reaches the grid's edge): for an error curve with one minimum in c, the
     optimum lies strictly inside it. ``inside`` lists the references in the bracket. ``edge`` says the
-    argmin is the smallest or largest c measured. References: Theorem 2 as the seed summary
+    argmin is the smallest or largest c measured. References: Theorem 2 as Wasserstein VQ
     states it, c = d/(d+2); Gersho, c = (d+2)/d; the centroid shrinkage 1 - E_kmeans / (d var) (t-interval
     over seeds)."""
     data = density_map_table(table)
+    if verdicts is None:
+        verdicts = compare_pairs(density_map_pairs(table, confidence), confidence=confidence)
+    all_cells = _map_cells(table, confidence)
     findings = []
     for (dim, size), group in data.groupby(["dim", "codebook_size"], sort=True):
         dim, size = int(dim), int(size)
-        cells = {float(c): estimate(g, KEY_METRIC, confidence) for c, g in group.groupby("c", sort=True)}
-        cells = {c: e for c, e in cells.items() if math.isfinite(e.mean)}
+        cells = all_cells.get((dim, size))
         if not cells:
             continue
         grid = sorted(cells)
         best = min(grid, key=lambda c: cells[c].mean)
         i = grid.index(best)
+
+        def unresolved(c: float) -> bool:
+            return verdicts[("map", dim, size, c)][0] == "unresolved"
+
         lo, hi = i, i
-        while lo > 0 and compare_lower(cells[grid[lo - 1]], cells[best], confidence) == "unresolved":
+        while lo > 0 and unresolved(grid[lo - 1]):
             lo -= 1
-        while hi < len(grid) - 1 and compare_lower(cells[grid[hi + 1]], cells[best], confidence) == "unresolved":
+        while hi < len(grid) - 1 and unresolved(grid[hi + 1]):
             hi += 1
         neighbours = {grid[j]: paired_difference(cells[grid[j]], cells[best], confidence)
                       for j in (i - 1, i + 1) if 0 <= j < len(grid)}
@@ -439,12 +503,12 @@ def best_scale_findings(table: pd.DataFrame, confidence: float = 0.95) -> list[d
             "shrinkage": shrink, "references": references,
             "inside": [k for k, v in references.items() if math.isfinite(v) and below < v < above],
             "closest": min(distance, key=distance.get) if distance else None,
-            "plain": compare_lower(cells[1.0], cells[best], confidence) if 1.0 in cells and best != 1.0 else None,
+            "plain": verdicts[("map", dim, size, 1.0)][0] if 1.0 in cells and best != 1.0 else None,
         })
     return findings
 
 
-REFERENCE_LABELS = {"paper": "d/(d+2) (Theorem 2 as the seed states it)", "gersho": "(d+2)/d (Gersho)",
+REFERENCE_LABELS = {"paper": "d/(d+2) (Theorem 2 as Wasserstein VQ states it)", "gersho": "(d+2)/d (Gersho)",
                     "shrinkage": "centroid shrinkage 1 - E_km/(d var)"}
 
 
@@ -556,7 +620,7 @@ def density_map_answer(findings: Sequence[Mapping[str, Any]]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Issue-8 ablation: dead-code strategies vs distribution matching (atomic mean shift)
+# Related ablation: dead-code strategies vs distribution matching (atomic mean shift)
 # --------------------------------------------------------------------------------------------
 def dead_code_findings(table: pd.DataFrame, confidence: float = 0.95) -> list[dict[str, Any]]:
     """Per mean shift mu: U of every method (full use / collapsed), best E / k-means."""
@@ -564,21 +628,25 @@ def dead_code_findings(table: pd.DataFrame, confidence: float = 0.95) -> list[di
     usage = _cells(done, ["dataset_options.mean", "method"], "utilization", confidence, 100.0)
     error = _cells(done, ["dataset_options.mean", "method"], KEY_METRIC, confidence)
     findings = []
+    shifts = []
     for mu in _values(done, "dataset_options.mean"):
-        u = {m: e for (x, m), e in usage.items() if x == mu and math.isfinite(e.mean)}
         err = {m: e for (x, m), e in error.items() if x == mu and math.isfinite(e.mean)}
-        if not err:
-            continue
-        best = min(err, key=lambda m: err[m].mean)
+        if err:
+            shifts.append((mu, err, min(err, key=lambda m: err[m].mean)))
+    # The question's tests: every method against the best one at every mu, one Holm family.
+    family = compare_pairs({(mu, m): (e, err[best]) for mu, err, best in shifts for m, e in err.items() if m != best},
+                           confidence=confidence)
+    for mu, err, best in shifts:
+        u = {m: e for (x, m), e in usage.items() if x == mu and math.isfinite(e.mean)}
         others = {m: e for m, e in err.items() if m != best}
-        family = compare_family(others, err[best], confidence=confidence) if others else {}
         findings.append({
             "mu": float(mu), "usage": u, "error": err, "best": best,
             "full": [m for m, e in sorted(u.items(), key=lambda kv: sort_key(kv[0])) if e.mean >= FULL_USE],
             "collapsed": [m for m, e in sorted(u.items(), key=lambda kv: sort_key(kv[0])) if e.mean <= COLLAPSED],
             # the best is picked after the fact: it is resolved from another method only when the paired
-            # test survives Holm's correction over all the others
-            "tied_best": [m for m in sorted(others, key=sort_key) if family[m][0] == "unresolved"],
+            # test survives Holm's correction over all the tests of the ablation
+            "tied_best": [m for m in sorted(others, key=sort_key) if family[mu, m][0] == "unresolved"],
+            "verdicts": {m: family[mu, m][0] for m in others},
         })
     return findings
 
@@ -591,7 +659,7 @@ def _dead_code_text(findings: Sequence[Mapping[str, Any]]) -> list[str]:
                 + f"; collapsed (U <= {COLLAPSED:g}%): " + _join([f"`{m}`" for m in f["collapsed"]])
                 + f"; lowest E / k-means `{best}` {f['error'][best].text()}")
         if f["tied_best"]:
-            text += (" (not resolved, paired tests Holm-corrected over the other methods, from "
+            text += (" (not resolved, paired tests Holm-corrected over every test of the ablation, from "
                      + _join([f"`{m}` {f['error'][m].text()}" for m in f["tied_best"]]) + ")")
         lines.append(text + ".")
     return lines
@@ -616,7 +684,7 @@ def dead_code_answer(findings: Sequence[Mapping[str, Any]]) -> str:
         text += (f"; the Gaussian W loss (`{GAUSSIAN_W}`) {w.text()}: "
                  f"{_gap_text(w, worst['error'][worst['best']])} relative to it, "
                  + {"higher": "resolved", "lower": "resolved", "unresolved": "not resolved"}[
-                     compare_lower(w, worst["error"][worst["best"]])])
+                     worst["verdicts"][GAUSSIAN_W]] + " (same Holm family)")
     return text + "."
 
 
@@ -653,8 +721,10 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, int]
 
 
 def prior_findings(tables: Mapping[str, pd.DataFrame], confidence: float = 0.95) -> list[dict[str, Any]]:
-    """Per (sweep, dataset) with prior results: per-method estimates and the across-method
-    Spearman correlations of ``PRIOR_PAIRS`` (method means over seeds)."""
+    """Per (sweep, dataset, protocol) with prior results: per-method estimates and the across-method
+    Spearman correlations of ``PRIOR_PAIRS`` (method means over seeds). Default and tuned rows of a tuned
+    sweep are two configs of each method, never pooled into one cell. ``adjusted``: each correlation's
+    p-value Holm-corrected over every correlation of the question."""
     findings = []
     for sweep in sorted(tables, key=sort_key):
         table = done_rows(tables[sweep])
@@ -664,17 +734,28 @@ def prior_findings(tables: Mapping[str, pd.DataFrame], confidence: float = 0.95)
         if not len(table):
             continue
         datasets = _values(table, "dataset") or [None]
-        for dataset in datasets:
+        protocols = _values(table, PROTOCOL) or [None]
+        for dataset, protocol in itertools.product(datasets, protocols):
             rows = table if dataset is None else table[table["dataset"] == dataset]
+            rows = rows if protocol is None else rows[rows[PROTOCOL] == protocol]
+            if not len(rows):
+                continue
             cells = {m.name: _cells(rows, ["method"], m.name, confidence, m.scale) for m in PRIOR_COLUMNS}
             methods = sorted({key[0] for key in cells[PRIOR_COLUMN]}, key=sort_key)
             means = {column: [cells[column].get((m,), Estimate(math.nan, math.nan, 0)).mean for m in methods]
                      for column in (m.name for m in PRIOR_COLUMNS)}
             correlations = {pair: spearman(means[pair[0]], means[pair[1]]) for pair in PRIOR_PAIRS}
             experiment = _values(rows, "experiment")
-            findings.append({"sweep": sweep, "dataset": dataset, "experiment": "/".join(map(str, experiment)),
-                             "methods": methods, "cells": cells, "correlations": correlations,
-                             "setting": _setting(rows)})
+            findings.append({"sweep": sweep, "dataset": dataset, "protocol": protocol,
+                             "experiment": "/".join(map(str, experiment)), "methods": methods, "cells": cells,
+                             "correlations": correlations, "setting": _setting(rows)})
+    tests = [(i, pair) for i, f in enumerate(findings) for pair, (_, p, _) in f["correlations"].items()
+             if math.isfinite(p)]
+    adjusted = holm([findings[i]["correlations"][pair][1] for i, pair in tests]) if tests else []
+    for f in findings:
+        f["adjusted"] = {}
+    for (i, pair), p in zip(tests, adjusted):
+        findings[i]["adjusted"][pair] = p
     return findings
 
 
@@ -687,28 +768,39 @@ def _prior_table(f: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _correlation_text(pair: tuple[str, str], result: tuple[float, float, int]) -> str:
+def _correlation_text(pair: tuple[str, str], result: tuple[float, float, int], adjusted: float = math.nan) -> str:
     rho, p, n = result
     if not math.isfinite(rho):
         return f"{SHORT[pair[0]]} vs {SHORT[pair[1]]}: undefined (n = {n} methods, or a constant column)"
     exact = "exact permutation " if n <= 8 else ""
-    return f"{SHORT[pair[0]]} vs {SHORT[pair[1]]}: Spearman rho = {rho:+.2f}, {exact}p = {p:.3f} (n = {n} methods)"
+    holm_text = f", Holm-corrected p = {adjusted:.3f}" if math.isfinite(adjusted) else ""
+    return (f"{SHORT[pair[0]]} vs {SHORT[pair[1]]}: Spearman rho = {rho:+.2f}, {exact}p = {p:.3f}{holm_text} "
+            f"(n = {n} methods)")
+
+
+def _where(f: Mapping[str, Any]) -> str:
+    """`sweep` (dataset, protocol rows) of one prior finding."""
+    details = [str(f["dataset"])] if f["dataset"] else []
+    if f.get("protocol"):
+        details.append(f"{f['protocol']} rows")
+    return f"`{f['sweep']}`" + (f" ({', '.join(details)})" if details else "")
 
 
 def prior_answer(findings: Sequence[Mapping[str, Any]]) -> str:
     if not findings:
         return ""
-    resolved = [(f, pair) for f in findings for pair, (rho, p, n) in f["correlations"].items()
-                if math.isfinite(p) and p < 0.05]
+    resolved = [(f, pair) for f in findings for pair, p in f.get("adjusted", {}).items() if p < 0.05]
+    tests = sum(len(f.get("adjusted", {})) for f in findings)
     smallest = min((f["correlations"][PRIOR_PAIRS[0]][2] for f in findings), default=0)
     floor = 2.0 / math.factorial(smallest) if smallest >= 3 else math.nan
     text = "**Answer from these measurements:** "
     if resolved:
-        text += ("correlations with p < 0.05: " + "; ".join(
-            f"`{f['sweep']}`" + (f" ({f['dataset']})" if f["dataset"] else "") + ": "
-            + _correlation_text(pair, f["correlations"][pair]) for f, pair in resolved) + ". ")
+        text += (f"correlations with p < 0.05 after Holm's correction over the question's {tests} tests: "
+                 + "; ".join(_where(f) + ": " + _correlation_text(pair, f["correlations"][pair], f["adjusted"][pair])
+                             for f, pair in resolved) + ". ")
     else:
-        text += "no across-method correlation reaches p < 0.05. "
+        text += (f"no across-method correlation reaches p < 0.05 after Holm's correction over the question's "
+                 f"{tests} tests. ")
     if math.isfinite(floor):
         text += (f"With {smallest} methods the smallest two-sided p an exact Spearman test can give is "
                  f"2/{smallest}! = {floor:.3f}; ")
@@ -741,9 +833,11 @@ def ar_generation_text(tables: Mapping[str, pd.DataFrame], confidence: float = 0
              "the suite on the dataset's labels (`frechet_classifier`, a domain-feature proxy, not FID; k-NN "
              "precision / recall, k = 3). Correlations: Spearman across methods of their seed means.", ""]
     for f in findings:
-        where = f"`{f['sweep']}` ({f['experiment']}" + (f", `{f['dataset']}`" if f["dataset"] else "") + ")"
+        where = (f"`{f['sweep']}` ({f['experiment']}" + (f", `{f['dataset']}`" if f["dataset"] else "")
+                 + (f", {f['protocol']} rows only" if f.get("protocol") else "") + ")")
         lines += [f"Sweep {where}: {f['setting']}.", "", *_prior_table(f), ""]
-        lines += [f"- {_correlation_text(pair, result)}" for pair, result in f["correlations"].items()]
+        lines += [f"- {_correlation_text(pair, result, f['adjusted'].get(pair, math.nan))}"
+                  for pair, result in f["correlations"].items()]
         lines.append("")
     lines.append(prior_answer(findings))
     return lines
@@ -751,7 +845,7 @@ def ar_generation_text(tables: Mapping[str, pd.DataFrame], confidence: float = 0
 
 def _t_note(tables: Mapping[str, pd.DataFrame], confidence: float) -> str:
     """How wide the intervals are for the seed counts of the question sweeps (t quantile)."""
-    names = [NON_GAUSSIAN, DENSITY_MAP, *LOW_D, DEAD_CODES]
+    names = [NON_GAUSSIAN, *DENSITY_MAP, *LOW_D, DEAD_CODES]
     counts = sorted({len(_values(done_rows(tables[n]), "seed")) for n in names if n in tables and len(tables[n])})
     counts = [n for n in counts if n >= 2]
     if not counts:
@@ -776,16 +870,16 @@ def _figure_lines(path: Path | None, what: str) -> list[str]:
 
 
 def density_map_lines(table: pd.DataFrame | None, confidence: float = 0.95,
-                      figures: Path | None = None) -> list[str]:
+                      figures: Path | None = None, verdicts: Mapping[tuple, tuple[str, float]] | None = None) -> list[str]:
     """The density-map part of question 2: setting, figure, best-c table, answer."""
     if table is None or not len(table):
-        return [_missing([DENSITY_MAP])]
-    findings = best_scale_findings(table, confidence)
+        return [_missing(DENSITY_MAP)]
+    findings = best_scale_findings(table, confidence, verdicts)
     lines = [
-        f"Sweep `{DENSITY_MAP}`: z ~ N(0, I_d), {_setting(table)}; the W loss aimed at N(mu, c S) "
+        f"Sweeps {', '.join(f'`{n}`' for n in _values(table, 'sweep')) or '-'}: z ~ N(0, I_d), {_setting(table)}; the W loss aimed at N(mu, c S) "
         "(`wasserstein_density` with `covariance_scale` c; c = 1 is plain matching), c = "
         + "/".join(f"{c:g}" for c in sorted({c for f in findings for c in f["cells"]})) + ". "
-        "References: c = d/(d+2) is Theorem 2's exponent f^((d+2)/d) as the seed summary states it (Gersho 1979 "
+        "References: c = d/(d+2) is Theorem 2's exponent f^((d+2)/d) as Wasserstein VQ states it (Gersho 1979 "
         "gives the point density f^(d/(d+2)) for squared error, i.e. c = (d+2)/d); the finite-K prediction: "
         "a centroidal codebook has Cov(codes) = Cov(z) - Cov(z - q(z)) ~ (var - E/d) I, so c = 1 - E_km/(d var) "
         "with E_km the k-means reference error of the cell (mean over seeds). Best c = the argmin over c of the "
@@ -818,9 +912,14 @@ def open_questions_section(tables: Mapping[str, pd.DataFrame], confidence: float
     lines += ["", "### 1. Non-Gaussian features: Gaussian W vs non-parametric matching", ""]
     lines += _non_gaussian_lines(tables.get(NON_GAUSSIAN), confidence, figures)
     lines += ["", "### 2. The error-optimal codebook density: a map over c, d and K", ""]
-    lines += density_map_lines(tables.get(DENSITY_MAP), confidence, figures)
+    density = merged_table(tables, DENSITY_MAP)
+    family = question_two_family(density, low_d_table(tables), confidence)
+    lines += [f"The {len(family)} tests of this question (every c against the best c of its cell, every density "
+              "target against plain matching) are one family: paired t-tests over seeds, Holm-corrected together.",
+              ""]
+    lines += density_map_lines(density, confidence, figures, family)
     lines += ["", "#### Three-point comparison: plain matching, Gersho, Theorem 2", ""]
-    lines += _low_d_lines(tables, confidence, figures)
+    lines += _low_d_lines(tables, confidence, figures, family)
     lines += ["", "### 3. Downstream autoregressive generation", ""]
     lines += ar_generation_text(tables, confidence)
     lines += ["", "### Related ablation: dead-code strategies vs distribution matching", ""]
@@ -831,7 +930,7 @@ def open_questions_section(tables: Mapping[str, pd.DataFrame], confidence: float
 def _preamble_lines(tables: Mapping[str, pd.DataFrame], confidence: float) -> list[str]:
     """The section's heading and how a difference counts as resolved."""
     return [
-        "## Open questions (seed paper arXiv 2506.15078)",
+        "## Open questions of Wasserstein VQ (arXiv 2506.15078)",
         "",
         f"What our measurements say on each open question, computed from the tables below (mean ± "
         f"half-width of the {confidence:.0%} t-interval over seeds). A difference counts as resolved when "
@@ -859,7 +958,8 @@ def _non_gaussian_lines(table: pd.DataFrame | None, confidence: float, figures: 
     return lines
 
 
-def _low_d_lines(tables: Mapping[str, pd.DataFrame], confidence: float, figures: Path | None) -> list[str]:
+def _low_d_lines(tables: Mapping[str, pd.DataFrame], confidence: float, figures: Path | None,
+                 verdicts: Mapping[tuple, tuple[str, float]] | None = None) -> list[str]:
     """Question 2's three-point comparison over the low-d sweeps: table, figure, findings and answer."""
     merged = low_d_table(tables)
     if merged is None:
@@ -868,7 +968,7 @@ def _low_d_lines(tables: Mapping[str, pd.DataFrame], confidence: float, figures:
     lines = [
         f"Sweeps {', '.join(f'`{n}`' for n in present)}: z ~ N(0, I_d), {_setting(merged)}. The W loss "
         "is aimed at N(mu, c S): plain matching c = 1 (`wasserstein`), Gersho's point density "
-        "f^(d/(d+2)) c = (d+2)/d, Theorem 2 as the seed states it f^((d+2)/d) c = d/(d+2) "
+        "f^(d/(d+2)) c = (d+2)/d, Theorem 2 as Wasserstein VQ states it f^((d+2)/d) c = d/(d+2) "
         "(`wasserstein_density`, exponent in parentheses).",
         "",
         _table_block(merged, "low_d", confidence, ["dim", "method"]), "",
@@ -879,7 +979,7 @@ def _low_d_lines(tables: Mapping[str, pd.DataFrame], confidence: float, figures:
         path = grouped_figure(merged, "dim", "method", Path(figures) / "open_questions_low_d.png", confidence,
                               "E / k-means vs d by density target", "d", lines=True)
         lines += _figure_lines(path, "E / k-means against d, one line per density target")
-    findings = low_d_findings(merged, confidence)
+    findings = low_d_findings(merged, confidence, verdicts)
     lines += _low_d_text(findings)
     lines += ["", low_d_answer(findings)]
     return lines

@@ -203,3 +203,42 @@ def rescaled(e: "Estimate", confidence: float, to: float) -> "Estimate":
         return Estimate(e.mean, math.nan, e.n, e.per_seed)
     factor = stats.t.ppf((1 + to) / 2, e.n - 1) / stats.t.ppf((1 + confidence) / 2, e.n - 1)
     return Estimate(e.mean, e.half * float(factor), e.n, e.per_seed)
+
+
+def compare_pairs(pairs: Mapping[Any, tuple["Estimate", "Estimate"]], alpha: float = 0.05,
+                  confidence: float = 0.95) -> dict[Any, tuple[str, float]]:
+    """Every test of one question at once: ``key -> (a, b)``, is a lower than b (min is better)?
+
+    The m tests form one family: paired t-tests over the common seeds (:func:`paired_p_value`; a
+    difference that is the same non-zero value on every seed has p = 0, an identically zero one p = 1),
+    Holm-adjusted together (:func:`holm`); ``lower`` / ``higher`` when the adjusted p-value is below
+    ``alpha``. A pair without paired values is decided by disjoint t-intervals at the
+    Bonferroni level 1 - alpha / m (its half-widths rescaled by the ratio of t quantiles).
+    Returns key -> (verdict, adjusted p; NaN for an interval verdict).
+    """
+    keys = list(pairs)
+    diffs = {key: paired_difference(*pairs[key], confidence) for key in keys}
+    p_values = [_paired_p(diffs[key]) for key in keys]
+    finite = [i for i, p in enumerate(p_values) if math.isfinite(p)]
+    adjusted = [math.nan] * len(keys)
+    for i, p in zip(finite, holm([p_values[i] for i in finite])):
+        adjusted[i] = p
+    level = 1.0 - alpha / max(len(keys), 1)
+    out = {}
+    for i, key in enumerate(keys):
+        a, b = pairs[key]
+        if math.isfinite(adjusted[i]):
+            verdict = ("lower" if diffs[key].mean < 0 else "higher") if adjusted[i] < alpha else "unresolved"
+        else:
+            a, b = rescaled(a, confidence, level), rescaled(b, confidence, level)
+            verdict = "lower" if a.high < b.low else "higher" if a.low > b.high else "unresolved"
+        out[key] = (verdict, adjusted[i])
+    return out
+
+
+def _paired_p(diff: "Estimate") -> float:
+    """:func:`paired_p_value`, with the limits of a constant difference (zero variance) made explicit."""
+    values = list(diff.per_seed.values())
+    if len(values) >= 2 and np.std(values, ddof=1) == 0:
+        return 0.0 if values[0] != 0 else 1.0
+    return paired_p_value(diff)

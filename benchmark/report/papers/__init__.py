@@ -2,8 +2,7 @@
 
 A paper file holds ``paper``, ``reference``, ``thresholds`` (name -> ``{value, side}``: a claim
 ``expect``-ing ``full_use`` agrees when the whole 95% interval of our mean lies on that ``side``
-of ``value``, differs when it lies wholly on the other side, else is ``unresolved``), optional
-``sections`` (sweep -> report section title) and ``groups`` of ``claims``. A claim names the
+of ``value``, differs when it lies wholly on the other side, else is ``unresolved``), and ``groups`` of ``claims``. A claim names the
 sweep and the row that measure it (``method`` and ``where``: factor values), the ``metric``
 column, the paper's value (text) and optionally ``scaled`` (an independent scaled-down
 reference), ``paper_setting`` and ``expect``. Adding a paper = adding a file.
@@ -71,7 +70,6 @@ class Paper:
     name: str
     reference: str
     thresholds: Mapping[str, Mapping[str, Any]]
-    sections: Mapping[str, str] = field(default_factory=dict)
     groups: tuple[ClaimGroup, ...] = ()
 
 
@@ -82,7 +80,7 @@ def load_paper(path: Path) -> Paper:
                    tuple(Claim(**claim) for claim in g.get("claims", ())))
         for g in data.get("groups", ())
     )
-    paper = Paper(data["paper"], data["reference"], data.get("thresholds", {}), data.get("sections", {}), groups)
+    paper = Paper(data["paper"], data["reference"], data.get("thresholds", {}), groups)
     for group in groups:
         for claim in group.claims:
             if claim.expect and claim.expect not in paper.thresholds:
@@ -93,13 +91,6 @@ def load_paper(path: Path) -> Paper:
 def load_papers(folder: Path = PAPERS_DIR) -> list[Paper]:
     """Every paper file of ``folder`` (sorted by file name)."""
     return [load_paper(path) for path in sorted(folder.glob("*.yaml"))]
-
-
-def section_titles(papers: list[Paper]) -> dict[str, str]:
-    titles: dict[str, str] = {}
-    for paper in papers:
-        titles.update(paper.sections)
-    return titles
 
 
 def select_row(summary: Summary, method: str, where: Mapping[str, Any],
