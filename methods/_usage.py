@@ -33,7 +33,10 @@ class CodeUsage(NamedTuple):
     joint_perplexity: float
 
 
-def _perplexity(counts: Tensor) -> float:
+def perplexity(counts: Tensor) -> float:
+    """exp(entropy) of a usage histogram, in [1, number of bins]; 0 for an empty histogram (no token
+    used any code: a residual level every token dropped)."""
+    counts = torch.as_tensor(counts)
     total = counts.sum()
     if int(total) == 0:
         return 0.0
@@ -61,7 +64,7 @@ def code_usage(indices: Tensor, level_codebook_sizes: tuple[int, ...]) -> CodeUs
     return CodeUsage(
         counts=tuple(counts),
         utilization=tuple(u / size for u, size in zip(used, level_codebook_sizes)),
-        perplexity=tuple(_perplexity(c) for c in counts),
+        perplexity=tuple(perplexity(c) for c in counts),
         overall_utilization=sum(used) / sum(level_codebook_sizes),
-        joint_perplexity=_perplexity(joint_counts),
+        joint_perplexity=perplexity(joint_counts),
     )

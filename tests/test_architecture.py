@@ -8,8 +8,8 @@ from pathlib import Path
 
 import networkx as nx
 import pytest
+from benchmark.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 # A package may import from its own layer and earlier ones only (paths, the metric registry and the
 # process runtime settings are below every layer).
 LAYERS = {"benchmark.paths": 0, "benchmark.metric_registry": 0, "benchmark.runtime": 0, "benchmark.experiments": 1,
@@ -18,7 +18,7 @@ LAYERS = {"benchmark.paths": 0, "benchmark.metric_registry": 0, "benchmark.runti
 
 
 def _module(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    parts = list(path.relative_to(REPO_ROOT).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -35,7 +35,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def import_graph() -> nx.DiGraph:
-    files = {_module(p): p for p in (ROOT / "benchmark").rglob("*.py")}
+    files = {_module(p): p for p in (REPO_ROOT / "benchmark").rglob("*.py")}
     graph = nx.DiGraph()
     for name, path in files.items():
         if name == "benchmark.__main__":  # the CLI dispatches to every layer by name
@@ -72,9 +72,32 @@ def test_every_module_of_benchmark_is_in_a_layer():
     assert [m for m in import_graph().nodes if m not in ("benchmark",) and _layer(m) is None] == []
 
 
-@pytest.mark.parametrize("pattern", [r"\bissues? [0-9]+\b", r"\.\./shared", r"REFERENCE\.md"])
+PRODUCT_SPEAKS_OF_ITSELF = [
+    r"\bissues?[ _-]*#?[0-9]+",  # "issue 8", "Issue-8", "issues #12", "issue_8"
+    r"\.\./shared", r"REFERENCE\.md",
+    r"\bseed[ -](paper|summary|summaries)\b", r"\bthe seed('s| states)",  # name the paper
+]
+
+
+@pytest.mark.parametrize("pattern", PRODUCT_SPEAKS_OF_ITSELF)
 def test_the_product_speaks_of_itself(pattern):
-    """No issue numbers or references to files outside the repository in code, docs or reports."""
+    """No issue numbers, references to files outside the repository or a paper called "the seed" in
+    code, docs or reports."""
     result = subprocess.run(["git", "grep", "-n", "-I", "-i", "-E", pattern, "--", ".", ":!tests"],
-                            cwd=ROOT, capture_output=True, text=True)
+                            cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.stdout == "", result.stdout
+
+
+@pytest.mark.parametrize("text", ["see issue 8", "Issue-8 ablation", "issues #12", "the seed paper",
+                                  "as the seed summary states it", "Theorem 2 as the seed states it"])
+def test_the_patterns_catch_what_they_mean(text):
+    import re
+
+    assert any(re.search(p, text, re.I) for p in PRODUCT_SPEAKS_OF_ITSELF)
+
+
+@pytest.mark.parametrize("text", ["seed 0", "the seeds", "tissue 3", "seed: [0, 1, 2]"])
+def test_the_patterns_leave_ordinary_words(text):
+    import re
+
+    assert not any(re.search(p, text, re.I) for p in PRODUCT_SPEAKS_OF_ITSELF)

@@ -19,8 +19,8 @@ import torch
 import datasets
 from datasets import cifar10, svhn
 from datasets._common import FeatureDistribution, ImageDataset
+from benchmark.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
 FEATURES = [name for name in datasets.available() if datasets.get(name).kind == "features"]
 OFFLINE_IMAGES = ["digits", "image_patches"]
 
@@ -44,7 +44,7 @@ def load_feature(name: str, folder: Path):
 
 
 def test_import_resolves_to_repo_package():
-    assert Path(datasets.__file__).resolve() == REPO / "datasets" / "__init__.py"
+    assert Path(datasets.__file__).resolve() == REPO_ROOT / "datasets" / "__init__.py"
     with pytest.raises(importlib.metadata.PackageNotFoundError):
         importlib.metadata.distribution("datasets")  # Hugging Face datasets must not be installed
 

@@ -17,8 +17,8 @@ from benchmark import metric_registry
 from benchmark.experiments import training as train
 from benchmark.experiments.config import ConfigError, RunConfig
 from benchmark.experiments.train import DivergedError, run_experiment
+from benchmark.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # A fit run that takes well under a second: K = 32, d = 4.
 TINY_FIT = RunConfig(
@@ -204,9 +204,9 @@ def test_vqvae_rejects_indivisible_downsampling_and_oversized_batches():
 
 # --------------------------------------------------------------------------- CLI
 def _cli(*args):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     return subprocess.run(
-        [sys.executable, "-m", "benchmark.experiments.run", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "benchmark.experiments.run", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
     )
 
 

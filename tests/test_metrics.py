@@ -31,8 +31,13 @@ def test_perplexity_hand_values():
     assert metrics.perplexity(torch.tensor([3, 1, 0, 0])) == pytest.approx(1.754765, rel=1e-5)
     assert metrics.perplexity(torch.tensor([5, 5, 5, 5])) == pytest.approx(4.0)
     assert metrics.perplexity(torch.tensor([0, 7, 0])) == pytest.approx(1.0)
-    with pytest.raises(ValueError):
-        metrics.perplexity(torch.zeros(3, dtype=torch.long))
+    assert metrics.perplexity(torch.zeros(3, dtype=torch.long)) == 0.0  # no code used (a dropped level)
+
+
+def test_one_perplexity():
+    from methods import _usage
+
+    assert metrics.perplexity is _usage.perplexity
 
 
 def test_code_counts_rejects_out_of_range():

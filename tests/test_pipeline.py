@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from benchmark.paths import REPO_ROOT
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:dvc.*")
 
-ROOT = Path(__file__).resolve().parents[1]
 COPY = ("dvc.yaml", "params.yaml", "params-paper.yaml", ".dvcignore", ".gitignore", ".dvc/config",
         "benchmark", "methods", "datasets", "registry.py", "plugins")
 
 
 def _params() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
+    return yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
 
 
 def _lookup(params: dict, dotted: str):
@@ -48,7 +48,7 @@ def index():
     """The stages of the real dvc.yaml as DVC resolves them (foreach expanded, ${} interpolated)."""
     from dvc.repo import Repo
 
-    with Repo(str(ROOT)) as repo:
+    with Repo(str(REPO_ROOT)) as repo:
         yield {stage.addressing: stage for stage in repo.index.stages}
 
 
@@ -83,7 +83,7 @@ def test_stage_declarations_are_consistent(index):
         assert _covered(_module_of(stage.cmd), deps), f"{name}: its script is not a dep"
         for path in deps:
             produced = any(path == out or path.startswith(out + "/") or out.startswith(path + "/") for out in outs)
-            assert produced or (ROOT / path).exists(), f"{name}: dep {path} neither exists nor is produced"
+            assert produced or (REPO_ROOT / path).exists(), f"{name}: dep {path} neither exists nor is produced"
         for param_dep in stage.params:
             for key in param_dep.params:
                 _lookup(params, key)
@@ -108,7 +108,7 @@ def test_sweep_code_deps_have_one_source(index):
     from benchmark.pipeline.spec import load_sweep
 
     for sweep in _params()["sweeps"]:
-        trials = load_sweep(ROOT / "params.yaml", sweep).trials
+        trials = load_sweep(REPO_ROOT / "params.yaml", sweep).trials
         read = {unit.path for trial in trials for unit in code.config_code(trial.config)[0]}
         assert read == set(code.sweep_code(trial.config for trial in trials)["files"])
         sweep_deps = {str(d.def_path) for d in index[f"sweep@{sweep}"].deps} - {"params.yaml"}
@@ -121,10 +121,10 @@ def test_sweep_code_deps_have_one_source(index):
 def test_every_sweep_spec_validates(params_file):
     from benchmark.pipeline.spec import load_sweep
 
-    params = yaml.safe_load((ROOT / params_file).read_text())
+    params = yaml.safe_load((REPO_ROOT / params_file).read_text())
     assert set(params["sweeps"]) == set(_params()["sweeps"]), "both profiles must name the same sweeps"
     for name in params["sweeps"]:
-        assert load_sweep(ROOT / params_file, name).trials
+        assert load_sweep(REPO_ROOT / params_file, name).trials
 
 
 @pytest.fixture()
@@ -132,7 +132,7 @@ def pipeline_copy(tmp_path: Path, index, monkeypatch) -> Path:
     """A git + DVC copy of the repo whose every stage output is a fake file committed to dvc.lock."""
     copy = tmp_path / "repo"
     for rel in COPY:
-        src = ROOT / rel
+        src = REPO_ROOT / rel
         if src.is_dir():
             shutil.copytree(src, copy / rel, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():

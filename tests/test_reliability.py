@@ -19,13 +19,13 @@ from benchmark.experiments.config import ConfigError, RunConfig
 from benchmark.experiments.train import DivergedError, run_experiment
 from benchmark.experiments.training import Trainer
 from benchmark.pipeline import spec as sweep_spec
+from benchmark.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(codebook_size=16, dim=2, steps=4, batch_size=64, eval_size=256, log_every=2, device="cpu")
 
 
-def _cli(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def _cli(*args: str, cwd: Path = REPO_ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     return subprocess.run([sys.executable, "-m", "benchmark", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -246,8 +246,8 @@ print("ok")
 
 
 def _python(code: str, *args: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 

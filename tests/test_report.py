@@ -1,4 +1,4 @@
-"""The report builder on a small synthetic results table in the exported format (docs/contracts.md)."""
+"""The report builder on a small synthetic results table in the exported format (benchmark.pipeline.tracking.export_table)."""
 from __future__ import annotations
 
 import json

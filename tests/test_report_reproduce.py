@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from benchmark import paths
 from benchmark.report import reproduce
 
 
@@ -90,7 +91,7 @@ def test_the_claims_loader_passes_over_the_file():
 def test_cli_writes_the_report_without_a_table(tmp_path: Path):
     from benchmark.report import build
 
-    profile = Path(__file__).resolve().parents[1] / "params-reproduce.yaml"
+    profile = paths.REPO_ROOT / "params-reproduce.yaml"
     assert build.main(["--reproduce", "--params", str(profile), "--results", str(tmp_path / "none"),
                        "--out", str(tmp_path)]) == 0
     text = (tmp_path / "reproduce.md").read_text()

@@ -19,8 +19,8 @@ from benchmark.pipeline import cluster, code, sweep, tracking
 from benchmark.pipeline import recorder as sweep_recorder
 from benchmark.pipeline import spec as sweep_spec
 from benchmark.experiments.config import ConfigError, RunConfig
+from benchmark.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DIVERGING_SEED = 13
 
 # Ray workers need not be able to import this test module (tests/ is no package): ship its
@@ -344,18 +344,6 @@ def test_gpus_requested_only_on_nodes_that_have_them() -> None:
 
 
 # ------------------------------------------------------------------------------ Ray + MLflow
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    """One local 2-CPU Ray for the module, without GPUs."""
-    import ray
-
-    started = sweep.start_ray(sweep_spec.RaySettings(num_cpus=2))
-    assert ray.cluster_resources().get("GPU", 0) == 0
-    yield
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmark import paths
 from benchmark.pipeline import tracking
 from benchmark.experiments.config import RunConfig
 
@@ -32,7 +33,7 @@ def test_resolve_tracking_uri_makes_sqlite_paths_absolute(tmp_path: Path) -> Non
 
 
 def test_git_state_reads_this_repo() -> None:
-    state = tracking.git_state(Path(__file__).resolve().parents[1])
+    state = tracking.git_state(paths.REPO_ROOT)
     assert len(state.commit) == 40 and all(c in "0123456789abcdef" for c in state.commit)
     assert isinstance(state.dirty, bool)
 

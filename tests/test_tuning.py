@@ -210,19 +210,6 @@ def scored_runner(config: RunConfig, *, on_step: Any = None, evaluation_split: s
             "utilization": 1.0 if error < 0.5 else 0.0, "train_seconds": 0.01}
 
 
-@pytest.fixture(scope="module")
-def ray_cluster() -> Any:
-    """One local 2-CPU Ray for the stage's tests (run_sweep then neither starts nor stops one)."""
-    import ray
-
-    from benchmark.pipeline import sweep
-
-    started = sweep.start_ray(sweep_spec.RaySettings(num_cpus=2))
-    yield
-    if started:
-        ray.shutdown()
-
-
 def test_tuning_stage_end_to_end_and_resume(ray_cluster: None, tmp_path: Path) -> None:
     import pandas as pd
 

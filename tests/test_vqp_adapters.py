@@ -7,12 +7,12 @@ registers the same classes from the repository's plugin folder for the duration 
 from __future__ import annotations
 
 import importlib.util
-import pathlib
 import sys
 
 import pytest
 
 import methods
+from benchmark import paths
 from tests.test_methods_conformance import CHECKS
 
 ADAPTERS = {
@@ -22,7 +22,7 @@ ADAPTERS = {
     "vqp_lfq": "VQPLFQ",
     "vqp_simvq": "VQPSimVQ",
 }
-PLUGIN = pathlib.Path(__file__).resolve().parents[1] / "plugins" / "vqbench_vqp"
+PLUGIN = paths.REPO_ROOT / "plugins" / "vqbench_vqp"
 
 
 def adapters_module():

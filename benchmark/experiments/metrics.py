@@ -64,6 +64,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from methods._usage import perplexity  # the one definition (also per level of multi-codebook usage)
+
 KMEANS_POINTS_PER_CODE = 256
 # The k-means reference is a yardstick of the data distribution, not part of a method: in ``fit`` its
 # training sample and its initialisation use this seed for every run seed, so one reference per
@@ -131,16 +133,6 @@ def dead_codes(counts: torch.Tensor) -> int:
     """Number of codes never used."""
     counts = torch.as_tensor(counts)
     return int((counts == 0).sum())
-
-
-def perplexity(counts: torch.Tensor) -> float:
-    """exp(entropy) of the usage histogram, in [1, K]."""
-    counts = torch.as_tensor(counts).double()
-    total = counts.sum()
-    if total <= 0:
-        raise ValueError("counts: empty histogram")
-    p = counts[counts > 0] / total
-    return float(torch.exp(-(p * p.log()).sum()))
 
 
 # --------------------------------------------------------------------------- Gaussian W2

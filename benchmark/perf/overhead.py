@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from benchmark import paths
 from benchmark.pipeline import sweep
 from benchmark.pipeline.spec import parse_sweep
 from benchmark.experiments.config import RunConfig
@@ -207,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--presets", nargs="+", choices=sorted(PRESETS), default=["tiny", "small"])
     parser.add_argument("--method", default="vanilla")
     parser.add_argument("--num-cpus", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "reports" / "perf_sweep.md")
+    parser.add_argument("--out", type=Path, default=paths.REPORTS_DIR / "perf_sweep.md")
     args = parser.parse_args(argv)
     results = []
     for name in args.presets:
