@@ -139,6 +139,8 @@ class Quantizer(nn.Module):
     Class flags read by the registry and the tests (never branch on names):
       ``trainable_by_gradient``: the optimizer trains the codebook (False for EMA-style updates).
       ``distribution_matching``: the method has a codebook-vs-features distribution loss.
+      ``nonparametric_matching``: that loss compares the samples themselves (sliced W, exact OT, MMD),
+        not a parametric model of them (the Gaussian W loss); implies ``distribution_matching``.
       ``straight_through``: dq/dz is the straight-through estimator in codebook coordinates,
         i.e. the Jacobian of ``search_space`` (the identity by default). False: the gradient is
         that of q = sg(M_z) z with a detached per-feature matrix M_z mapping z onto its code
@@ -172,6 +174,7 @@ class Quantizer(nn.Module):
     tunables: ClassVar[Mapping[str, Tunable]] = MappingProxyType({})
     trainable_by_gradient: ClassVar[bool] = True
     distribution_matching: ClassVar[bool] = False
+    nonparametric_matching: ClassVar[bool] = False
     straight_through: ClassVar[bool] = True
     learnable_codebook: ClassVar[bool] = True
     relaxed_gradient: ClassVar[bool] = False

@@ -38,6 +38,7 @@ class MethodSpec(Spec):
     paper: str
     trainable_by_gradient: bool
     distribution_matching: bool
+    nonparametric_matching: bool = False
     straight_through: bool = True
     learnable_codebook: bool = True
     relaxed_gradient: bool = False
@@ -51,12 +52,14 @@ class MethodSpec(Spec):
 
 
 # Class attributes of a Quantizer that its spec carries (read by the tests, sweeps and report).
-CLASS_FLAGS = ("paper", "trainable_by_gradient", "distribution_matching", "straight_through", "learnable_codebook",
-               "relaxed_gradient", "code_structure", "error_space", "codebook_size_rule", "gradient_gain",
+CLASS_FLAGS = ("paper", "trainable_by_gradient", "distribution_matching", "nonparametric_matching", "straight_through",
+               "learnable_codebook", "relaxed_gradient", "code_structure", "error_space", "codebook_size_rule", "gradient_gain",
                "degenerate_sizes", "has_loss_terms")
 
 
 def _method_spec(name: str, cls: type[Quantizer], **provenance: Any) -> MethodSpec:
+    if cls.nonparametric_matching and not cls.distribution_matching:
+        raise ValueError(f"nonparametric_matching: {cls.__name__} sets it without distribution_matching")
     option_names = {f.name for f in dataclasses.fields(cls.Options)}
     for option, tunable in cls.tunables.items():
         if option not in option_names:

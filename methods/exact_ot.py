@@ -52,6 +52,7 @@ def exact_ot_squared(features: Tensor, codes: Tensor) -> Tensor:
 class ExactOTVQ(DistributionMatchingQuantizer):
     """Exact OT cost between (a sample of) the batch and a sample of codes."""
 
+    nonparametric_matching = True
     Options = ExactOTOptions
     distribution_term = "exact_ot"
 

@@ -107,6 +107,7 @@ def mmd_squared(features: Tensor, codes: Tensor, bandwidth: float = 0.0) -> Tens
 class MMDVQ(DistributionMatchingQuantizer):
     """Gaussian-kernel MMD^2 between (a sample of) the batch and (a sample of) the codebook."""
 
+    nonparametric_matching = True
     Options = MMDOptions
     distribution_term = "mmd"
 

@@ -52,6 +52,7 @@ def sliced_wasserstein_squared(features: Tensor, codebook: Tensor, directions: T
 class SlicedWassersteinVQ(DistributionMatchingQuantizer):
     """Sliced W2^2 between the feature batch and the whole codebook."""
 
+    nonparametric_matching = True
     Options = SlicedWassersteinOptions
     distribution_term = "sliced_wasserstein"
 

@@ -20,3 +20,22 @@ def test_every_field_is_documented_with_its_comment():
 
 def test_sweep_keys_come_from_the_dataclass():
     assert spec.SWEEP_KEYS == ("title", "base", "grid", "method_options", "cases", "max_trials", "tune")
+
+
+def test_questions_name_sweeps_of_the_params():
+    import pytest
+
+    from benchmark.experiments.config import ConfigError
+
+    params = {"sweeps": {"a": {"grid": {"seed": [0]}}}, "questions": {"non_gaussian": ["a"]}}
+    assert spec.parse_questions(params).non_gaussian == ("a",)
+    assert spec.parse_questions({"sweeps": {}}) == spec.QuestionSweeps()
+    with pytest.raises(ConfigError, match=r"questions\.dead_codes: 'b' is not a sweep"):
+        spec.parse_questions({**params, "questions": {"dead_codes": ["b"]}})
+    with pytest.raises(ConfigError, match=r"questions\.typo: unknown key"):
+        spec.parse_questions({**params, "questions": {"typo": ["a"]}})
+
+
+def test_the_profiles_declare_their_questions():
+    for name in ("params.yaml", "params-paper.yaml"):
+        spec.parse_questions(spec.load_params(paths.REPO_ROOT / name))

@@ -242,3 +242,60 @@ def test_a_best_picked_after_the_fact_is_resolved_only_after_holm():
     interval = report_stats.interval_verdict
     assert interval(91.0, 99.0, 90.0, "above") == "agrees" and interval(80.0, 89.0, 90.0, "above") == "differs"
     assert interval(85.0, 95.0, 90.0, "above") == "unresolved" and interval(0.0, 5.0, 10.0, "below") == "agrees"
+
+
+def test_every_paper_claim_names_a_method_and_a_metric():
+    from benchmark.report import papers
+
+    papers.check_claims(papers.load_papers())
+
+
+def test_a_claim_with_a_bad_metric_or_where_value_is_refused():
+    from benchmark.report import papers
+
+    claim = papers.Claim(sweep="atomic", method="vanilla", where={"mu": 4.0}, metric="utilisation")
+    paper = papers.Paper("P", "arXiv:0", {}, (papers.ClaimGroup("g", "", ("paper",), (claim,)),))
+    with pytest.raises(ValueError, match=r"P, 'g', claim 1: metric: unknown metric 'utilisation'"):
+        papers.check_claims([paper])
+    bad_where = papers.Claim(sweep="atomic", method="vanilla", where={"mu": [4.0]}, metric="utilization")
+    with pytest.raises(ValueError, match=r"where\.mu: must be a number or a string"):
+        papers.check_claims([papers.Paper("P", "arXiv:0", {}, (papers.ClaimGroup("g", "", ("paper",), (bad_where,)),))])
+
+
+def test_a_claim_whose_row_is_missing_says_not_measured():
+    from benchmark.report import papers
+
+    measured = papers.Claim(sweep="s", method="vanilla", where={}, metric="utilization")
+    missing = papers.Claim(sweep="s", method="ema", where={}, metric="utilization")
+    elsewhere = papers.Claim(sweep="other", method="ema", where={}, metric="utilization")
+    table = pd.DataFrame([{"sweep": "s", "trial": f"t{m}{s}", "status": "finished", "method": m, "seed": s,
+                           "utilization": 0.5 + 0.1 * s} for m in ("vanilla", "wasserstein") for s in (0, 1)])
+    summary = tables.summarize(table, "s")
+    group = papers.ClaimGroup("g", "", ("paper",), (measured, missing, elsewhere))
+    text = papers.render_group(papers.Paper("P", "arXiv:0", {}, (group,)), group, {"s": summary}, {"s": ""})
+    assert "not measured (no such row in `s`)" in text and "not measured (no results in `other`)" in text
+    assert "| vanilla |" in text
+
+
+def test_rebuilding_the_report_changes_no_number(built, monkeypatch):
+    """The same results give the same numbers, also after a display edit of the metric registry."""
+    import dataclasses
+
+    from benchmark import metric_registry
+
+    workspace, text, _ = built
+    metrics_json = (workspace / "reports" / "metrics.json").read_text()
+
+    def numbers(markdown: str) -> list[str]:
+        return re.findall(r"-?\d+\.\d+", markdown.split("## Metrics", 1)[0] + markdown.split("## Metrics", 1)[1]
+                          .split("\n## ", 1)[1])  # the metric definitions section is text
+
+    again, _ = _build(workspace, figures=False)
+    assert numbers(again) == numbers(text) and numbers(text)
+    assert (workspace / "reports" / "metrics.json").read_text() == metrics_json
+    relabelled = dataclasses.replace(metric_registry.BY_NAME["utilization"], label="utilisation in percent")
+    monkeypatch.setitem(metric_registry.BY_NAME, "utilization", relabelled)
+    edited, _ = _build(workspace, figures=False)
+    assert "utilisation in percent" in edited
+    assert numbers(edited) == numbers(text)
+    assert (workspace / "reports" / "metrics.json").read_text() == metrics_json

@@ -256,7 +256,7 @@ def test_density_map_table_lines_and_figure(tmp_path):
     assert "(figures/open_questions_density_map.png)" in text
     assert "| K | d | K^(1/d) | best c |" in text and text.count("\n| 1024 | ") == 2
     assert "as Wasserstein VQ states it (Gersho 1979" in text
-    assert rq.density_map_lines(None) == [rq._missing(rq.DENSITY_MAP)]
+    assert rq.density_map_lines(None) == [rq._missing(rq.DEFAULT_SWEEPS.density_map)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,3 +396,12 @@ def test_section_figures(tmp_path):
         assert (tmp_path / name).stat().st_size > 1000
         assert f"(figures/{name})" in text
     assert "![" not in rq.open_questions_section(tables)  # no folder: tables only
+
+
+def test_question_one_picks_its_candidates_by_capability_flag():
+    import methods
+
+    flagged = {m for m in methods.available() if methods.get(m).nonparametric_matching}
+    assert flagged == {"sliced_wasserstein", "exact_ot", "mmd"}
+    assert all(methods.get(m).distribution_matching for m in flagged)
+    assert rq.nonparametric("mmd") and not rq.nonparametric("wasserstein") and not rq.nonparametric("no_such")

@@ -88,6 +88,8 @@ def params_reference() -> str:
     lines += section("sweeps.NAME", spec.SweepSettings, "One sweep = one MLflow experiment named NAME.")
     lines += section("sweeps.NAME.tune", spec.TuneSettings,
                      "Optional tuning stage: an equal budget per (method, setting).")
+    lines += section("questions", spec.QuestionSweeps,
+                     "The sweeps each open question of the report reads (lists of sweep names of `sweeps:`).")
     return "\n".join(lines).rstrip() + "\n"
 
 

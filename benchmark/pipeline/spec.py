@@ -151,6 +151,35 @@ class SweepSettings:
 
 
 SWEEP_KEYS = tuple(f.name for f in dataclasses.fields(SweepSettings))
+TOP_LEVEL_KEYS = ("tracking", "ray", "base", "sweeps", "questions")
+
+
+@dataclass(frozen=True)
+class QuestionSweeps:
+    """The sweeps each open question of the report reads (the ``questions:`` section)."""
+
+    non_gaussian: tuple[str, ...] = ("non_gaussian",)  # question 1: Gaussian W vs non-parametric matching
+    density_map: tuple[str, ...] = ("density_map", "density_map_k")  # question 2: the best c over d and K
+    three_point: tuple[str, ...] = ("low_d", "low_d_paper")  # question 2: plain f, Gersho's and Theorem 2's density
+    generation: tuple[str, ...] = ("vqvae", "transplant")  # question 3: sweeps with a downstream token prior
+    dead_codes: tuple[str, ...] = ("dead_codes",)  # the related ablation: dead-code strategies vs matching
+
+
+def parse_questions(params: Mapping[str, Any]) -> QuestionSweeps:
+    """The ``questions:`` section: each key a list of sweep names of ``sweeps:`` (ConfigError naming
+    ``questions.KEY`` otherwise); a question left out reads its default sweeps."""
+    section = _mapping(params.get("questions"), "questions")
+    _check_keys(section, [f.name for f in dataclasses.fields(QuestionSweeps)], "questions")
+    sweeps = _mapping(params.get("sweeps"), "sweeps")
+    values = {}
+    for key, names in section.items():
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"questions.{key}: must be a non-empty list of sweep names, got {names!r}")
+        for name in names:
+            if name not in sweeps:
+                raise ConfigError(f"questions.{key}: {name!r} is not a sweep of sweeps:; valid: {sorted(sweeps)}")
+        values[key] = tuple(names)
+    return QuestionSweeps(**values)
 
 
 @dataclass(frozen=True)
@@ -558,7 +587,7 @@ def parse_sweep(
 
 def _sweep_entry(params: Mapping[str, Any], name: str) -> tuple[str, Mapping[str, Any]]:
     """The dotted place of sweep ``name`` and its mapping, the top level's and its keys checked."""
-    _check_keys(params, ("tracking", "ray", "base", "sweeps"), "params")
+    _check_keys(params, TOP_LEVEL_KEYS, "params")
     sweeps = _mapping(params.get("sweeps"), "sweeps")
     if name not in sweeps:
         raise ConfigError(f"sweeps.{name}: unknown sweep; valid: {sorted(sweeps)}")

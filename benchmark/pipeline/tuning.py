@@ -39,7 +39,7 @@ from typing import Any, Mapping, Sequence
 from benchmark import paths
 from benchmark.experiments.config import RunConfig
 from benchmark.pipeline import cluster, code, tracking
-from benchmark.pipeline.recorder import TAGS_KEY, tune_callback
+from benchmark.pipeline.recorder import STEP_KEY, TAGS_KEY, tune_callback
 from benchmark.pipeline.spec import SweepSpec, Trial, TuneSettings
 
 LR_KEY, OPTIMIZER_KEY = "codebook_lr", "optimizer"
@@ -156,7 +156,6 @@ KIND_FINAL, KIND_DIVERGED, KIND_FAILED = "final", "diverged", "failed"  # how a 
 SCORED_KINDS = (KIND_FINAL, KIND_DIVERGED)  # a trial that trained to its end: it counts in the budget
 DIVERGED_PREFIX = "DivergedError"  # the error of a diverged run (tracking: "<ExceptionType>: <message>")
 ATTEMPTS_PER_TRIAL = 2  # a group may spend up to 2 x budget attempts to score its budget
-STEP_KEY = "vqbench_step"
 GROUP_KEY = "vqbench_tuning_group"  # in a tuning trial's config: the (method, setting) it belongs to
 ROBUST_UTILIZATION = 0.9  # the robustness column: share of the budget reaching this utilization
 

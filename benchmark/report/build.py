@@ -36,7 +36,7 @@ import yaml
 from benchmark import paths
 from benchmark.experiments.config import ConfigError
 from benchmark.metric_registry import HEADLINE_METRICS, METRICS
-from benchmark.pipeline.spec import load_params, load_sweep
+from benchmark.pipeline.spec import load_params, load_sweep, parse_questions
 from benchmark.report import papers as paper_claims
 from benchmark.report.figures import codebook_figure, figure_caption, sweep_figure, usage_figure
 from benchmark.report.leaderboard import leaderboard_section
@@ -220,9 +220,12 @@ def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
     lines = [*intro[:LEADERBOARD_AFTER], board, *([ladder] if ladder else []), *intro[LEADERBOARD_AFTER:]]
     lines += ["", "## Paper vs ours", ""]
     setting = {name: _setting_text(table) for name, table in tables.items()}
-    lines.append(paper_claims.papers_section(paper_claims.load_papers(), summaries, setting, tables))
+    papers = paper_claims.load_papers()
+    paper_claims.check_claims(papers)
+    lines.append(paper_claims.papers_section(papers, summaries, setting, tables))
 
-    lines += ["", open_questions_section(tables, config.confidence, figures if config.figures else None)]
+    lines += ["", open_questions_section(tables, config.confidence, figures if config.figures else None,
+                                         parse_questions(params))]
     lines += ["", *sections]
     extra = _extra_figures(config, figures) if config.figures else []
     if extra:

@@ -5,8 +5,8 @@ the current sweep specs) and puts the returned markdown into ``reports/ablation.
 retrained. The questions are the open questions of Wasserstein VQ (arXiv 2506.15078):
 
 1. Non-Gaussian features (sweep ``non_gaussian``): does the closed-form Gaussian W loss
-   (``wasserstein``) fall behind the non-parametric matching losses (``sliced_wasserstein``,
-   ``exact_ot``, ``mmd``) when the features are not Gaussian (bimodal mixture, uniform cube),
+   (``wasserstein``) fall behind the non-parametric matching losses (the methods flagged
+   ``nonparametric_matching``: sliced W, exact OT, MMD) when the features are not Gaussian (bimodal mixture, uniform cube),
    and not when they are (the Gaussian control)?
 2. The error-optimal codebook density. Sweep ``density_map``: E / k-means of the W loss aimed at
    N(mu, c S) (``wasserstein_density`` with ``covariance_scale`` c) over a grid of c x d x K, z ~ N(0, I);
@@ -22,10 +22,11 @@ Plus the ablation on the atomic mean shift (sweep ``dead_codes``): dead-code str
 vs distribution matching.
 
 Every conclusion is computed from the tables: means and half-widths of the 95% t-interval over
-seeds (``benchmark.report.stats.t_interval``, as in every table of the report); a difference counts as
-*resolved* when the two intervals do not overlap, or when the paired difference over seeds has a
-95% t-interval that excludes 0 (trials with the same seed share their training stream, held-out
-features and k-means reference, so pairing removes that shared noise). With n = 1 nothing is.
+seeds (``benchmark.report.stats.t_interval``, as in every table of the report). All the tests of one
+question form one family (``benchmark.report.stats.compare_pairs``): paired t-tests over seeds (trials
+with the same seed share their training stream, held-out features and k-means reference),
+Holm-corrected together. Default and tuned rows are never pooled into one cell. With n = 1 nothing
+is resolved.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ import pandas as pd
 
 from benchmark import metric_registry
 from benchmark.metric_registry import SHORT
+from benchmark.pipeline.spec import QuestionSweeps
 from benchmark.report.figures import density_map_figure, grouped_figure
 from benchmark.report.stats import (
     Estimate, compare_pairs, done_rows, estimate, format_cell, holm, paired_difference, relative_gap,
@@ -48,14 +50,10 @@ from benchmark.report.stats import (
 from benchmark.report.tables import PROTOCOL, Summary, sort_key, summarize, summary_table
 
 # Sweep names (params.yaml) of each question.
-NON_GAUSSIAN = "non_gaussian"
-LOW_D = ("low_d", "low_d_paper")
-DENSITY_MAP = ("density_map", "density_map_k")  # over c x d (and K), and over c x K at one d
-DEAD_CODES = "dead_codes"
+DEFAULT_SWEEPS = QuestionSweeps()  # params.yaml's ``questions:`` section overrides them
 
 # The methods the questions compare (the question defines the comparison, not the result).
 GAUSSIAN_W = "wasserstein"
-NONPARAMETRIC = ("sliced_wasserstein", "exact_ot", "mmd")
 GAUSSIAN_CONTROL = "gaussian"  # the dataset on which the Gaussian assumption holds
 DENSITY_METHOD = "wasserstein_density"
 DEFAULT_EXPONENT = "gersho"  # WassersteinDensityOptions.exponent default
@@ -65,6 +63,13 @@ FULL_USE, COLLAPSED = 90.0, 10.0
 DATASET_LABELS = {"gaussian": "Gaussian (control)", "gaussian_mixture": "bimodal mixture", "uniform": "uniform cube"}
 
 KEY_METRIC = "error_vs_kmeans"
+
+
+def nonparametric(method: Any) -> bool:
+    """A registered method whose distribution loss compares samples (its ``nonparametric_matching`` flag)."""
+    import methods
+
+    return isinstance(method, str) and method in methods.available() and methods.get(method).nonparametric_matching
 
 
 def _gap_text(a: Estimate, b: Estimate, confidence: float = 0.95) -> str:
@@ -161,13 +166,13 @@ def non_gaussian_findings(table: pd.DataFrame, confidence: float = 0.95) -> list
     # The question's tests: every non-parametric loss against Gaussian W on every distribution, one
     # Holm family (the best loss per distribution is picked after the fact from it).
     pairs = {(dataset, m): (here[m], here[GAUSSIAN_W]) for dataset, here, _ in groups if GAUSSIAN_W in here
-             for m in NONPARAMETRIC if m in here}
+             for m in here if nonparametric(m)}
     family = compare_pairs(pairs, confidence=confidence)
     findings = []
     for dataset, here, best in groups:
         record: dict[str, Any] = {"dataset": dataset, "best": best, "best_est": here[best], "cells": here,
                                   "usage": {m: e for (d, m), e in usage.items() if d == dataset}}
-        nonparam = {m: here[m] for m in NONPARAMETRIC if (dataset, m) in pairs}
+        nonparam = {m: here[m] for m in sorted(here, key=sort_key) if (dataset, m) in pairs}
         if nonparam:
             best_np = min(nonparam, key=lambda m: nonparam[m].mean)
             record.update(w=here[GAUSSIAN_W], best_np=best_np, best_np_est=nonparam[best_np],
@@ -282,9 +287,10 @@ def merged_table(tables: Mapping[str, pd.DataFrame], names: Sequence[str]) -> pd
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def low_d_table(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame | None:
+def low_d_table(tables: Mapping[str, pd.DataFrame],
+                names: Sequence[str] = DEFAULT_SWEEPS.three_point) -> pd.DataFrame | None:
     """The low-d sweeps in one table, ``method`` relabelled by density target."""
-    frames = [tables[name] for name in LOW_D if name in tables and len(tables[name])]
+    frames = [tables[name] for name in names if name in tables and len(tables[name])]
     if not frames:
         return None
     table = pd.concat(frames, ignore_index=True)
@@ -720,13 +726,14 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, int]
     return rho, float(stats.spearmanr(a, b).pvalue), n
 
 
-def prior_findings(tables: Mapping[str, pd.DataFrame], confidence: float = 0.95) -> list[dict[str, Any]]:
+def prior_findings(tables: Mapping[str, pd.DataFrame], confidence: float = 0.95,
+                   names: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Per (sweep, dataset, protocol) with prior results: per-method estimates and the across-method
     Spearman correlations of ``PRIOR_PAIRS`` (method means over seeds). Default and tuned rows of a tuned
     sweep are two configs of each method, never pooled into one cell. ``adjusted``: each correlation's
     p-value Holm-corrected over every correlation of the question."""
     findings = []
-    for sweep in sorted(tables, key=sort_key):
+    for sweep in sorted(tables if names is None else [n for n in names if n in tables], key=sort_key):
         table = done_rows(tables[sweep])
         if PRIOR_COLUMN not in table.columns or "method" not in table.columns:
             continue
@@ -817,8 +824,9 @@ def prior_answer(findings: Sequence[Mapping[str, Any]]) -> str:
     return text
 
 
-def ar_generation_text(tables: Mapping[str, pd.DataFrame], confidence: float = 0.95) -> list[str]:
-    findings = prior_findings(tables, confidence)
+def ar_generation_text(tables: Mapping[str, pd.DataFrame], confidence: float = 0.95,
+                       names: Sequence[str] | None = None) -> list[str]:
+    findings = prior_findings(tables, confidence, names)
     if not findings:
         return [
             "**Answer:** not measured yet: no `vqvae` or `transplant` table has prior results. Set "
@@ -843,9 +851,9 @@ def ar_generation_text(tables: Mapping[str, pd.DataFrame], confidence: float = 0
     return lines
 
 
-def _t_note(tables: Mapping[str, pd.DataFrame], confidence: float) -> str:
+def _t_note(tables: Mapping[str, pd.DataFrame], confidence: float, sweeps: QuestionSweeps = DEFAULT_SWEEPS) -> str:
     """How wide the intervals are for the seed counts of the question sweeps (t quantile)."""
-    names = [NON_GAUSSIAN, *DENSITY_MAP, *LOW_D, DEAD_CODES]
+    names = [*sweeps.non_gaussian, *sweeps.density_map, *sweeps.three_point, *sweeps.dead_codes]
     counts = sorted({len(_values(done_rows(tables[n]), "seed")) for n in names if n in tables and len(tables[n])})
     counts = [n for n in counts if n >= 2]
     if not counts:
@@ -870,10 +878,11 @@ def _figure_lines(path: Path | None, what: str) -> list[str]:
 
 
 def density_map_lines(table: pd.DataFrame | None, confidence: float = 0.95,
-                      figures: Path | None = None, verdicts: Mapping[tuple, tuple[str, float]] | None = None) -> list[str]:
+                      figures: Path | None = None, verdicts: Mapping[tuple, tuple[str, float]] | None = None,
+                      names: Sequence[str] = DEFAULT_SWEEPS.density_map) -> list[str]:
     """The density-map part of question 2: setting, figure, best-c table, answer."""
     if table is None or not len(table):
-        return [_missing(DENSITY_MAP)]
+        return [_missing(names)]
     findings = best_scale_findings(table, confidence, verdicts)
     lines = [
         f"Sweeps {', '.join(f'`{n}`' for n in _values(table, 'sweep')) or '-'}: z ~ N(0, I_d), {_setting(table)}; the W loss aimed at N(mu, c S) "
@@ -904,50 +913,54 @@ def density_map_lines(table: pd.DataFrame | None, confidence: float = 0.95,
 # The section
 # --------------------------------------------------------------------------------------------
 def open_questions_section(tables: Mapping[str, pd.DataFrame], confidence: float = 0.95,
-                           figures: Path | None = None) -> str:
+                           figures: Path | None = None, sweeps: QuestionSweeps = DEFAULT_SWEEPS) -> str:
     """Markdown of the "Open questions" section from the sweep tables (missing sweeps are said so).
 
-    ``figures``: folder for the section's figures (``open_questions_*.png``), None = tables only."""
-    lines = _preamble_lines(tables, confidence)
+    ``figures``: folder for the section's figures (``open_questions_*.png``), None = tables only;
+    ``sweeps``: the sweeps each question reads (params.yaml ``questions:``)."""
+    lines = _preamble_lines(tables, confidence, sweeps)
     lines += ["", "### 1. Non-Gaussian features: Gaussian W vs non-parametric matching", ""]
-    lines += _non_gaussian_lines(tables.get(NON_GAUSSIAN), confidence, figures)
+    lines += _non_gaussian_lines(merged_table(tables, sweeps.non_gaussian), confidence, figures, sweeps.non_gaussian)
     lines += ["", "### 2. The error-optimal codebook density: a map over c, d and K", ""]
-    density = merged_table(tables, DENSITY_MAP)
-    family = question_two_family(density, low_d_table(tables), confidence)
+    density = merged_table(tables, sweeps.density_map)
+    family = question_two_family(density, low_d_table(tables, sweeps.three_point), confidence)
     lines += [f"The {len(family)} tests of this question (every c against the best c of its cell, every density "
               "target against plain matching) are one family: paired t-tests over seeds, Holm-corrected together.",
               ""]
-    lines += density_map_lines(density, confidence, figures, family)
+    lines += density_map_lines(density, confidence, figures, family, sweeps.density_map)
     lines += ["", "#### Three-point comparison: plain matching, Gersho, Theorem 2", ""]
-    lines += _low_d_lines(tables, confidence, figures, family)
+    lines += _low_d_lines(tables, confidence, figures, family, sweeps.three_point)
     lines += ["", "### 3. Downstream autoregressive generation", ""]
-    lines += ar_generation_text(tables, confidence)
+    lines += ar_generation_text(tables, confidence, sweeps.generation)
     lines += ["", "### Related ablation: dead-code strategies vs distribution matching", ""]
-    lines += _dead_code_lines(tables.get(DEAD_CODES), confidence)
+    lines += _dead_code_lines(merged_table(tables, sweeps.dead_codes), confidence, sweeps.dead_codes)
     return "\n".join(lines) + "\n"
 
 
-def _preamble_lines(tables: Mapping[str, pd.DataFrame], confidence: float) -> list[str]:
+def _preamble_lines(tables: Mapping[str, pd.DataFrame], confidence: float, sweeps: QuestionSweeps) -> list[str]:
     """The section's heading and how a difference counts as resolved."""
     return [
         "## Open questions of Wasserstein VQ (arXiv 2506.15078)",
         "",
         f"What our measurements say on each open question, computed from the tables below (mean ± "
-        f"half-width of the {confidence:.0%} t-interval over seeds). A difference counts as resolved when "
-        "the two intervals do not overlap, or when the paired difference over seeds (same seed = same "
-        "training stream, held-out features and k-means reference) has a 95% t-interval excluding 0. Scale: "
+        f"half-width of the {confidence:.0%} t-interval over seeds). The tests of one question (every candidate "
+        "against its reference, at every setting) are one family: paired t-tests over seeds (same seed = same "
+        "training stream, held-out features and k-means reference), Holm-corrected together (unpaired: "
+        "t-intervals widened to the Bonferroni level); a difference counts as resolved when its corrected p "
+        "is below 0.05. Default and tuned rows are never pooled. Scale: "
         "small CPU runs (see each setting); they answer for that setting, not for the paper's."
-        + _t_note(tables, confidence),
+        + _t_note(tables, confidence, sweeps),
     ]
 
 
-def _non_gaussian_lines(table: pd.DataFrame | None, confidence: float, figures: Path | None) -> list[str]:
+def _non_gaussian_lines(table: pd.DataFrame | None, confidence: float, figures: Path | None,
+                        names: Sequence[str] = DEFAULT_SWEEPS.non_gaussian) -> list[str]:
     """Question 1: the non-Gaussian sweep's table, figure, findings and answer."""
     if table is None or not len(table):
-        return [_missing([NON_GAUSSIAN])]
-    lines = [f"Sweep `{NON_GAUSSIAN}`: {_setting(table)}. Datasets: "
+        return [_missing(names)]
+    lines = [f"Sweep {', '.join(f'`{n}`' for n in names)}: {_setting(table)}. Datasets: "
              + ", ".join(f"`{d}` ({DATASET_LABELS.get(d, d)})" for d in _values(table, "dataset")) + ".", "",
-             _table_block(table, NON_GAUSSIAN, confidence, ["dataset", "method"]), ""]
+             _table_block(table, names[0], confidence, ["dataset", "method"]), ""]
     if figures is not None and "dataset" in table.columns:
         path = grouped_figure(table, "dataset", "method", Path(figures) / "open_questions_non_gaussian.png",
                               confidence, "E / k-means by feature distribution", "features")
@@ -959,12 +972,13 @@ def _non_gaussian_lines(table: pd.DataFrame | None, confidence: float, figures: 
 
 
 def _low_d_lines(tables: Mapping[str, pd.DataFrame], confidence: float, figures: Path | None,
-                 verdicts: Mapping[tuple, tuple[str, float]] | None = None) -> list[str]:
+                 verdicts: Mapping[tuple, tuple[str, float]] | None = None,
+                 names: Sequence[str] = DEFAULT_SWEEPS.three_point) -> list[str]:
     """Question 2's three-point comparison over the low-d sweeps: table, figure, findings and answer."""
-    merged = low_d_table(tables)
+    merged = low_d_table(tables, names)
     if merged is None:
-        return [_missing(LOW_D)]
-    present = [n for n in LOW_D if n in tables and len(tables[n])]
+        return [_missing(names)]
+    present = [n for n in names if n in tables and len(tables[n])]
     lines = [
         f"Sweeps {', '.join(f'`{n}`' for n in present)}: z ~ N(0, I_d), {_setting(merged)}. The W loss "
         "is aimed at N(mu, c S): plain matching c = 1 (`wasserstein`), Gersho's point density "
@@ -973,8 +987,8 @@ def _low_d_lines(tables: Mapping[str, pd.DataFrame], confidence: float, figures:
         "",
         _table_block(merged, "low_d", confidence, ["dim", "method"]), "",
     ]
-    if len(present) < len(LOW_D):
-        lines += [_missing([n for n in LOW_D if n not in present]), ""]
+    if len(present) < len(names):
+        lines += [_missing([n for n in names if n not in present]), ""]
     if figures is not None:
         path = grouped_figure(merged, "dim", "method", Path(figures) / "open_questions_low_d.png", confidence,
                               "E / k-means vs d by density target", "d", lines=True)
@@ -985,13 +999,14 @@ def _low_d_lines(tables: Mapping[str, pd.DataFrame], confidence: float, figures:
     return lines
 
 
-def _dead_code_lines(table: pd.DataFrame | None, confidence: float) -> list[str]:
+def _dead_code_lines(table: pd.DataFrame | None, confidence: float,
+                     names: Sequence[str] = DEFAULT_SWEEPS.dead_codes) -> list[str]:
     """The related dead-code ablation: table, findings and answer."""
     if table is None or not len(table):
-        return [_missing([DEAD_CODES])]
-    lines = [f"Sweep `{DEAD_CODES}`: the atomic mean shift z ~ N(mu 1, I), codes initialised N(0, I), "
+        return [_missing(names)]
+    lines = [f"Sweep {', '.join(f'`{n}`' for n in names)}: the atomic mean shift z ~ N(mu 1, I), codes initialised N(0, I), "
              f"{_setting(table)}.", "",
-             _table_block(table, DEAD_CODES, confidence, ["dataset_options.mean", "method"]), ""]
+             _table_block(table, names[0], confidence, ["dataset_options.mean", "method"]), ""]
     findings = dead_code_findings(table, confidence)
     lines += _dead_code_text(findings)
     lines += ["", dead_code_answer(findings)]

@@ -93,6 +93,29 @@ def load_papers(folder: Path = PAPERS_DIR) -> list[Paper]:
     return [load_paper(path) for path in sorted(folder.glob("*.yaml"))]
 
 
+def check_claims(papers: list[Paper]) -> None:
+    """Every claim names a registered method, a metric of the registry and ``where`` values that are
+    numbers or strings; a ValueError names the claim otherwise. (A sweep that params.yaml does not
+    define is not an error: its claims show as not measured.)"""
+    import methods
+
+    from benchmark import metric_registry
+
+    for paper in papers:
+        for group in paper.groups:
+            for i, claim in enumerate(group.claims):
+                where = f"{paper.name}, {group.title!r}, claim {i + 1}"
+                if claim.method not in methods.available():
+                    raise ValueError(f"{where}: method: unknown {claim.method!r}; valid: {methods.available()}")
+                try:
+                    metric_registry.get(claim.metric)
+                except ValueError as err:
+                    raise ValueError(f"{where}: metric: {err}") from None
+                for key, value in claim.where.items():
+                    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                        raise ValueError(f"{where}: where.{key}: must be a number or a string, got {value!r}")
+
+
 def select_row(summary: Summary, method: str, where: Mapping[str, Any],
                protocol: str = "default") -> pd.Series | None:
     """The summary row of ``method`` at the factor values ``where`` (None if absent or ambiguous);
@@ -107,7 +130,10 @@ def select_row(summary: Summary, method: str, where: Mapping[str, Any],
     for key, value in where.items():
         if key not in rows.columns:
             return None
-        rows = rows[np.isclose(pd.to_numeric(rows[key], errors="coerce"), float(value))]
+        if isinstance(value, str):
+            rows = rows[rows[key].astype(str) == value]
+        else:
+            rows = rows[np.isclose(pd.to_numeric(rows[key], errors="coerce"), float(value))]
     return rows.iloc[0] if len(rows) == 1 else None
 
 
@@ -146,24 +172,29 @@ def claim_verdict(paper: Paper, claim: Claim, mean: float, half: float) -> str:
 def render_group(paper: Paper, group: ClaimGroup, summaries: Mapping[str, Summary],
                  settings: Mapping[str, str], tables: Mapping[str, pd.DataFrame] | None = None) -> str | None:
     body = []
+    measured = 0
     for claim in group.claims:
         summary = summaries.get(claim.sweep)
         row = select_row(summary, claim.method, claim.where, claim.protocol) if summary is not None else None
-        if row is None:
-            continue
         m = metric(claim.metric)
-        mean, half = float(row[f"{m.column}_mean"]), float(row[f"{m.column}_half"])
         where = ", ".join(f"{FACTOR_LABELS.get(k, k)} {v}" for k, v in claim.where.items()) or "-"
         lead = [getattr(claim, c) for c in group.columns if c == "paper_setting"]
         values = [getattr(claim, c) for c in group.columns if c != "paper_setting"]
         protocol = claim.under + (", tuned" if claim.protocol == "tuned" else "")
+        if row is None or f"{m.column}_mean" not in row:  # a claim never vanishes: it says it was not measured
+            why = "no such row" if summary is not None else "no results"
+            body.append([*lead, claim.method, where, protocol, m.label, *values,
+                         f"not measured ({why} in `{claim.sweep}`)", "-"])
+            continue
+        measured += 1
+        mean, half = float(row[f"{m.column}_mean"]), float(row[f"{m.column}_half"])
         outside = outside_setting(claim, row, (tables or {}).get(claim.sweep))
         verdict = claim_verdict(paper, claim, mean, half)
         if outside and claim.expect:
             verdict = f"{DIFFERENT_SETTING}: {', '.join(outside)}"
         body.append([*lead, claim.method, where, protocol, m.label, *values, format_cell(mean, half, m.digits),
                      verdict])
-    if not body:
+    if not measured:
         return None
     header = ([COLUMN_TITLES[c] for c in group.columns if c == "paper_setting"] + ["method", "row", "protocol", "metric"]
               + [COLUMN_TITLES.get(c, c) for c in group.columns if c != "paper_setting"]
