@@ -7,7 +7,6 @@ import dataclasses
 import functools
 import os
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -266,11 +265,10 @@ def test_the_reproduction_variant_swaps_the_two_sets_of_wasserstein_weights() ->
 
 
 def test_the_documented_example_is_valid() -> None:
-    """The schema example in benchmark.pipeline.sweep's docstring parses against the real registries."""
-    doc = sweep_spec.__doc__.splitlines()
-    start = next(i for i, line in enumerate(doc) if line.startswith("    tracking:"))
-    end = next(i for i in range(start, len(doc)) if doc[i] and not doc[i].startswith(" "))
-    params = yaml.safe_load(textwrap.dedent("\n".join(doc[start:end])))
+    """The example of docs/params.md (benchmark.pipeline.reference) parses against the real registries."""
+    from benchmark.pipeline import reference
+
+    params = yaml.safe_load(reference.EXAMPLE)
     spec = sweep_spec.parse_sweep(params, "NAME", base_dir="/tmp", catalog=sweep_spec.Catalog.from_registries())
     assert len(spec.trials) == 8 and spec.ray == sweep_spec.RaySettings()
     wasserstein = [t.config for t in spec.trials if t.config.method == "wasserstein"]

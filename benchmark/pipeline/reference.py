@@ -18,6 +18,32 @@ from benchmark.experiments.config import RunConfig
 from benchmark.pipeline import spec
 
 
+EXAMPLE = """\
+base:
+  experiment: fit
+  dataset: gaussian
+  steps: 500
+sweeps:
+  NAME:
+    title: An example sweep
+    base:
+      codebook_size: 1024
+      dataset_options: {mean: 4.0}
+    grid:
+      method: [vanilla, wasserstein]
+      seed: [0, 1]
+      method_options.beta: [0.1, 0.25]
+    method_options:
+      wasserstein: {gamma: 10.0}
+    cases:
+      - when: {method: wasserstein}
+        set: {codebook_lr: 3.0}
+      - when: {dataset: uniform}
+        set: {method_options.init: uniform}
+    tune: {budget: 8, metric: error_vs_kmeans, lr: [1.0e-3, 3.0], optimizers: [sgd, adam]}
+"""  # a test parses it against the live registries
+
+
 def field_comments(cls: type) -> dict[str, str]:
     """The comment written on each field's line of ``cls`` (``name: type = default  # comment``)."""
     source = inspect.getsource(cls)
@@ -79,7 +105,7 @@ def params_reference() -> str:
     lines = ["# params.yaml reference", "",
              "Generated from the dataclasses that parse each section (`python -m benchmark.pipeline.reference`; "
              "a test keeps this file equal to it). Unknown keys anywhere are errors naming the dotted key; "
-             "relative paths are relative to the params file.", ""]
+             "relative paths are relative to the params file.", "", "```yaml", EXAMPLE.rstrip(), "```", ""]
     lines += section("tracking", spec.TrackingSettings, "Where runs and tables go.")
     lines += section("ray", spec.RaySettings, "How trials are fanned out.")
     lines += section("base", RunConfig,
