@@ -349,7 +349,7 @@ def _asha_scheduler(todo: Sequence[Trial]) -> Any:
     max_steps = max(trial.config.steps for trial in todo)
     # max_t one past the last step: ASHA stops any trial reaching max_t, which would cut off
     # the final evaluation of every trial that trains to the end.
-    return ASHAScheduler(time_attr=STEP_KEY, metric=ASHA_METRIC_KEY, mode="min", max_t=max_steps + 1,
+    return ASHAScheduler(time_attr=STEP_KEY, metric=OBJECTIVE_KEY, mode="min", max_t=max_steps + 1,
                          grace_period=max(1, max_steps // 4), reduction_factor=3)
 
 
