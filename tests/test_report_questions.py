@@ -1,4 +1,4 @@
-"""The "Open questions" section (benchmark/report_questions.py) on small synthetic trial tables.
+"""The "Open questions" section (benchmark/report/questions/) on small synthetic trial tables.
 
 Conclusions must follow the numbers: the same code must say "non-parametric better" on one table
 and "Gaussian W better" on another. Nothing is trained here.
