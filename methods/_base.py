@@ -166,6 +166,15 @@ class Quantizer(nn.Module):
       ``degenerate_sizes``: K = 1 and K < d build and train (False where a wrapped peer cannot:
         building then raises ValueError).
       ``has_loss_terms``: ``losses`` is non-empty (False for a peer with no loss, e.g. its FSQ).
+      ``rank_synchronised``: the method's training reads batch statistics beyond per-feature loss
+        means (EMA sums, usage, queues, batch covariances, OT plans, batch entropies, draws over the
+        batch) and synchronises them across torch.distributed ranks (``methods._dist``; option
+        ``sync_ranks``, on by default). False: it needs no synchronisation, its module docstring
+        says why (its state is parameters trained by gradient, which DDP's average keeps equal,
+        and its losses are per-feature means or functions of the codebook alone).
+      ``ddp_equivalent``: W ranks with a shard of each batch each train as one process on the whole
+        batch (with its synchronisation on). False only for a wrapped peer whose own
+        synchronisation does not achieve it; its docstring says why.
     """
 
     Options: ClassVar[type] = VQOptions
@@ -184,6 +193,8 @@ class Quantizer(nn.Module):
     gradient_gain: ClassVar[str] = "one"
     degenerate_sizes: ClassVar[bool] = True
     has_loss_terms: ClassVar[bool] = True
+    rank_synchronised: ClassVar[bool] = False
+    ddp_equivalent: ClassVar[bool] = True
 
     def __init__(self, dim: int, codebook_size: int, options: Any, generator: torch.Generator | None = None):
         super().__init__()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from methods import _dist
+
 
 def check_binary_size(dim: int, codebook_size: int) -> None:
     if codebook_size != 2**dim:
@@ -31,11 +33,25 @@ def sign_indices(features: Tensor) -> Tensor:
 
 
 def binary_entropy(p: Tensor) -> Tensor:
-    """Elementwise H(p) in nats, 0 log 0 = 0."""
-    return -(torch.xlogy(p, p) + torch.xlogy(1 - p, 1 - p))
+    """Elementwise H(p) in nats, 0 log 0 = 0, with a finite gradient where p saturates at 0 or 1."""
+    return -(_x_log_x(p) + _x_log_x(1 - p))
 
 
-def codebook_entropy_exact(log_p_one: Tensor, log_p_zero: Tensor) -> Tensor:
+def _x_log_x(x: Tensor) -> Tensor:
+    """x log x with the log clamped at the smallest normal number: the value of xlogy(x, x) (0 at
+    x = 0), but a finite gradient at 0, where xlogy's is -inf x 0 = NaN (a saturated sigmoid)."""
+    return x * x.clamp(min=torch.finfo(x.dtype).tiny).log()
+
+
+def batch_mean(rows: Tensor, sync: bool = False) -> Tensor:
+    """Mean over the rows (N, ...) of the batch: of every rank's rows with ``sync``, differentiably
+    (``methods._dist.global_mean``), so a loss of it gets the single-process gradient under DDP."""
+    if sync:
+        return _dist.global_mean(rows.sum(dim=0), rows.shape[0])
+    return rows.mean(dim=0)
+
+
+def codebook_entropy_exact(log_p_one: Tensor, log_p_zero: Tensor, sync: bool = False) -> Tensor:
     """Entropy of the batch-mean of factorised code distributions over all 2^d codes.
 
     Row n puts probability p_n(k) = prod_i p_ni^b_ki (1 - p_ni)^(1 - b_ki) on code k (bits b_k).
@@ -43,13 +59,15 @@ def codebook_entropy_exact(log_p_one: Tensor, log_p_zero: Tensor) -> Tensor:
     A_n(k_h) B_n(k_l) with A_n and B_n the same products over each half, so the batch mean is one
     matrix product, mean_n p_n(k_h, k_l) = (A^T B)[k_h, k_l] / N: N (2^h + 2^l) exponentials
     (2 N 2^(d/2)) instead of N 2^d, and no N x K block. Exact; A and B are (N, 2^(d/2)).
+    ``sync``: the rows are this rank's shard, the mean is over every rank's (see ``batch_mean``).
     """
     rows, dim = log_p_one.shape
     high = dim // 2
     high_part = _half_code_probabilities(log_p_one[:, :high], log_p_zero[:, :high])
     low_part = _half_code_probabilities(log_p_one[:, high:], log_p_zero[:, high:])
-    mean = (high_part.t() @ low_part).flatten() / max(rows, 1)
-    return -torch.xlogy(mean, mean).sum()
+    total = (high_part.t() @ low_part).flatten()
+    mean = _dist.global_mean(total, rows) if sync else total / max(rows, 1)
+    return -_x_log_x(mean).sum()
 
 
 def _half_code_probabilities(log_p_one: Tensor, log_p_zero: Tensor) -> Tensor:

@@ -5,6 +5,11 @@
 D is a distance between the distribution of the (detached) features and that of the whole
 codebook, so it moves every code, used or not, towards the features: the idea of
 "Enhancing Vector Quantization with Distributional Matching" (arXiv:2506.15078).
+
+Distributed training (``sync_ranks``): D is measured against the features of every rank (the
+gathered batch, ``batch_features``, or all-reduced sums where D needs only sums), so each rank
+computes the same D, hence the same codebook gradient, as one process on the whole batch.
+Sampling and projections come from (rng_seed, step), the same on every rank.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from methods import _dist
 from methods._base import (
     Quantizer,
     Tunable,
@@ -24,7 +30,7 @@ from methods._base import (
 
 
 @dataclass(frozen=True)
-class MatchingOptions:
+class MatchingOptions(_dist.RankSyncOptions):
     """beta: commitment weight (0.1 in arXiv:2506.15078); codebook_weight: ||sg(z) - e||^2 weight;
     gamma: weight of the distribution term; init / init_scale: codes start N(0, init_scale^2)
     ("normal") or U[-init_scale, init_scale] ("uniform"); reduction: "mean" or "sum" over dims of
@@ -38,6 +44,7 @@ class MatchingOptions:
     reduction: str = "mean"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_non_negative(self, "beta", "codebook_weight", "gamma")
         check_loss_and_init(self)
 
@@ -56,6 +63,7 @@ class DistributionMatchingQuantizer(Quantizer):
     Options = MatchingOptions
     paper = "arXiv:2506.15078"
     distribution_matching = True
+    rank_synchronised = True
     distribution_term = "distribution"
     tunables = {"gamma": Tunable(1e-3, 10.0, log=True), "beta": Tunable(0.05, 2.0, log=True)}
 
@@ -74,6 +82,13 @@ class DistributionMatchingQuantizer(Quantizer):
 
     def distribution_loss(self, features: Tensor, codebook: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def batch_features(self, features: Tensor) -> Tensor:
+        """The (detached) features of the whole batch: of every rank, in rank order, when a training
+        forward synchronises (``methods._dist``); ``features`` otherwise."""
+        if _dist.synchronised(self.options, self.training):
+            return _dist.gather_rows(features.detach())
+        return features
 
     def step_generator(self) -> torch.Generator:
         """A CPU generator seeded by (rng_seed, step): fresh randomness each step, reproducible."""

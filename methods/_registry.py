@@ -48,13 +48,15 @@ class MethodSpec(Spec):
     gradient_gain: str = "one"
     degenerate_sizes: bool = True
     has_loss_terms: bool = True
+    rank_synchronised: bool = False
+    ddp_equivalent: bool = True
     tunables: Mapping[str, Tunable] = field(default_factory=lambda: MappingProxyType({}))
 
 
 # Class attributes of a Quantizer that its spec carries (read by the tests, sweeps and report).
 CLASS_FLAGS = ("paper", "trainable_by_gradient", "distribution_matching", "nonparametric_matching", "straight_through",
                "learnable_codebook", "relaxed_gradient", "code_structure", "error_space", "codebook_size_rule", "gradient_gain",
-               "degenerate_sizes", "has_loss_terms")
+               "degenerate_sizes", "has_loss_terms", "rank_synchronised", "ddp_equivalent")
 
 
 def _method_spec(name: str, cls: type[Quantizer], **provenance: Any) -> MethodSpec:

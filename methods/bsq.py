@@ -17,6 +17,8 @@ quantizer of this kind is a fixed codebook (nothing to learn, nothing dies).
 Deviations: no linear in/out projections (the encoder/decoder of the model supply them);
 commitment averaged over elements (the official code sums over d); the codebook entropy is the
 per-bit approximation only (no sub-group option). Needs K = 2^dim (``codebook_size``).
+Distributed training (``sync_ranks``): mean_n p_ni is over the batch of every rank (an
+all-reduce whose backward makes DDP's encoder gradient that of one process on the whole batch).
 """
 from __future__ import annotations
 
@@ -27,13 +29,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from methods._base import QuantizerOutput, Quantizer, _check_non_negative
-from methods._binary import binary_entropy, check_binary_size, sign_codes, sign_indices
+from methods import _dist
+from methods._binary import batch_mean, binary_entropy, check_binary_size, sign_codes, sign_indices
 from methods._core import straight_through
 from methods._registry import register
 
 
 @dataclass(frozen=True)
-class BSQOptions:
+class BSQOptions(_dist.RankSyncOptions):
     """beta: commitment weight; entropy_weight (zeta), gamma0, gamma: the entropy penalty;
     inv_temperature: tau of the soft bit probabilities."""
 
@@ -44,6 +47,7 @@ class BSQOptions:
     inv_temperature: float = 1.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_non_negative(self, "beta", "entropy_weight", "gamma0", "gamma", "inv_temperature")
         if self.inv_temperature == 0:
             raise ValueError("inv_temperature: must be > 0, got 0")
@@ -58,6 +62,7 @@ class BSQ(Quantizer):
     trainable_by_gradient = False
     learnable_codebook = False
     codebook_size_rule = "binary"
+    rank_synchronised = True
     error_space = "sphere"
 
     def __init__(self, dim: int, codebook_size: int, options: BSQOptions, generator: torch.Generator | None = None):
@@ -89,6 +94,6 @@ class BSQ(Quantizer):
         losses = {
             "commitment": (unit - codes).pow(2).mean(),
             "per_sample_entropy": binary_entropy(p).sum(dim=1).mean(),
-            "codebook_entropy": binary_entropy(p.mean(dim=0)).sum(),
+            "codebook_entropy": binary_entropy(batch_mean(p, _dist.synchronised(self.options, self.training))).sum(),
         }
         return QuantizerOutput(straight_through(unit, codes), indices, self.weighted_sum(losses), losses)

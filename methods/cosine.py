@@ -16,6 +16,9 @@ it must never be ranked against the euclidean E of other methods. ``codebook`` i
 code in output coordinates (K, d), P_out(c_k); ``sphere_codebook`` the unit codes (K, code_dim).
 Deviations: codes initialised N(0, init_scale^2) then normalised; P_in / P_out get nn.Linear's
 default init drawn from ``generator``.
+
+Distributed training: needs no synchronisation (``rank_synchronised`` False): its only state is
+the codebook and projection parameters, which DDP's gradient average keeps equal on every rank, and its losses are per-feature means.
 """
 from __future__ import annotations
 

@@ -23,6 +23,11 @@ The Wasserstein-VQ authors' EMA baseline (their synthetic script): ``decay=0.9, 
 initial_cluster_size=0, keep_unused=False`` (sums start at the initial codes; the smoothing
 formula above, their ``num_tokens`` argument being K). There an unused code is divided by
 N~_k ~ eps from the first step and flies away from the features.
+
+Distributed training (``rank_synchronised``): n_k and s_k are sums over the batch, all-reduced
+over ranks before the update (``sync_ranks``), so W ranks with a shard each keep the codebook of
+one process on the whole batch; the initial codes come from the build generator (build every
+rank from the same seed, or let DDP broadcast rank 0's buffers when it wraps the model).
 """
 from __future__ import annotations
 
@@ -32,12 +37,13 @@ import torch
 from torch import Tensor
 
 from methods._base import QuantizerOutput, Quantizer, Tunable, _check_non_negative, check_loss_and_init, initial_codebook
+from methods import _dist
 from methods._core import nearest_code, straight_through
 from methods._registry import register
 
 
 @dataclass(frozen=True)
-class EMAOptions:
+class EMAOptions(_dist.RankSyncOptions):
     """beta: commitment weight; decay in (0, 1); eps > 0: Laplace smoothing; init / init_scale:
     N(0, s^2) ("normal") or U[-s, s] ("uniform") initial codes; initial_cluster_size: N_k at the
     start (1; the authors' baseline 0); keep_unused: a code with no feature in a step keeps its
@@ -52,6 +58,7 @@ class EMAOptions:
     keep_unused: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_non_negative(self, "beta", "eps", "initial_cluster_size")
         check_loss_and_init(self)
         if not isinstance(self.keep_unused, bool):
@@ -69,6 +76,7 @@ class EMAVQ(Quantizer):
     Options = EMAOptions
     paper = "arXiv:1906.00446"
     trainable_by_gradient = False
+    rank_synchronised = True
     tunables = {"decay": Tunable(0.8, 0.999)}
 
     def __init__(self, dim: int, codebook_size: int, options: EMAOptions, generator: torch.Generator | None = None):
@@ -91,6 +99,8 @@ class EMAVQ(Quantizer):
         decay, eps, k = self.options.decay, self.options.eps, self.codebook_size
         counts = torch.bincount(indices, minlength=k).to(self.cluster_size.dtype)
         sums = torch.zeros_like(self.embed_sum).index_add_(0, indices, features.to(self.embed_sum.dtype))
+        if _dist.synchronised(self.options):
+            _dist.all_reduce_(counts, sums)
         self.cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
         self.embed_sum.mul_(decay).add_(sums, alpha=1 - decay)
         total = self.cluster_size.sum()

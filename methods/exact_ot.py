@@ -57,6 +57,7 @@ class ExactOTVQ(DistributionMatchingQuantizer):
     distribution_term = "exact_ot"
 
     def distribution_loss(self, features: Tensor, codebook: Tensor) -> Tensor:
+        features = self.batch_features(features)
         generator = self.step_generator()
         n = min(features.shape[0], self.options.max_samples)
         if n < features.shape[0]:

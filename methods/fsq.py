@@ -36,6 +36,9 @@ Deviations: a level of 2 gets no shift (its boundary at z = 0; explicit levels m
 ``beta`` (default 0, as in the paper) optionally weights a commitment term
 ||search_space(z) - sg(q)||^2, reported in ``losses`` either way so the output has a component;
 levels of 1 are allowed (a constant dimension) so that any K factors into any d.
+
+Distributed training: needs no synchronisation (``rank_synchronised`` False): its only state is
+none (a fixed grid: nothing is learned), which DDP's gradient average keeps equal on every rank, and its losses are per-feature means.
 """
 from __future__ import annotations
 

@@ -13,6 +13,9 @@ The G searches are independent, so the implied codebook is the Cartesian product
 at the cost of G K-way searches: G log2 K bits per token. ``groups`` must divide d.
 Deviations: codebooks learned by gradient (wav2vec 2.0 uses Gumbel-softmax selection, the
 peer EMA by default); codes initialised N(0, init_scale^2).
+
+Distributed training: needs no synchronisation (``rank_synchronised`` False): its only state is
+the codebook parameters, which DDP's gradient average keeps equal on every rank, and its losses are per-feature means.
 """
 from __future__ import annotations
 

@@ -15,6 +15,9 @@ Deviations: the paper's logits are <z, e_k>; we subtract ||e_k||^2 / 2 (scaled b
 code is the L2-nearest code like every quantizer here (identical when the codes have equal
 norms); no entropy term (the official code adds an optional one). The (N, K) logits are the
 method itself (the softmax needs them all) and are materialised: memory O(N K).
+
+Distributed training: needs no synchronisation (``rank_synchronised`` False): its only state is
+the codebook parameter, which DDP's gradient average keeps equal on every rank, and its losses are per-feature means.
 """
 from __future__ import annotations
 

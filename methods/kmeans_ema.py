@@ -24,6 +24,12 @@ from the generator passed to build (the run seed).
 Deviations: the restart criterion counts steps without use (not an EMA cluster size under a
 threshold, as vector-quantize-pytorch does); Lloyd keeps the previous centroid of an empty cluster
 (faiss splits a large one instead).
+
+Distributed training (``sync_ranks``): the EMA sums are all-reduced as in ``methods/ema.py``; the
+k-means runs on the first batch gathered from every rank and rank 0's centroids are broadcast;
+``unused_steps`` counts steps without use on any rank (all-reduced counts), so every rank finds
+the same dead codes, and their new vectors are drawn by rank 0 from the gathered batch and
+broadcast. Same codes on every rank, and those of one process on the whole batch.
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ import torch
 from torch import Tensor
 
 from methods._base import QuantizerOutput, Tunable, _check_optional_seed, _check_positive_int
+from methods import _dist
 from methods._core import nearest_code, straight_through
 from methods._registry import register
 from methods.ema import EMAOptions, EMAVQ
@@ -103,24 +110,36 @@ class KMeansEMAVQ(EMAVQ):
     def kmeans_initialise(self, features: Tensor) -> None:
         """Codes = k-means centroids of ``features`` (N, d); EMA statistics = their cluster sizes and sums."""
         features = features.to(self.embedding.dtype)
+        synchronised = _dist.synchronised(self.options)
+        if synchronised:
+            features = _dist.gather_rows(features)
         centroids = kmeans(features, self.codebook_size, self.options.kmeans_iters, self.step_generator())
         counts = torch.bincount(nearest_code(features, centroids), minlength=self.codebook_size)
         sizes = counts.clamp(min=1).to(self.cluster_size.dtype)
         self.embedding.copy_(centroids)
         self.embed_sum.copy_(centroids * sizes[:, None])
         self.cluster_size.copy_(sizes)
+        if synchronised:
+            _dist.broadcast_(self.embedding, self.embed_sum, self.cluster_size)
         self.initialised.fill_(True)
 
     @torch.no_grad()
     def reset_dead_codes(self, features: Tensor, indices: Tensor) -> None:
         """Count steps without use; re-seed codes unused for ``dead_after`` steps onto batch features."""
-        used = torch.bincount(indices, minlength=self.codebook_size) > 0
-        self.unused_steps.add_(1).masked_fill_(used, 0)
+        counts = torch.bincount(indices, minlength=self.codebook_size)
+        synchronised = _dist.synchronised(self.options)
+        if synchronised:
+            _dist.all_reduce_(counts)
+        self.unused_steps.add_(1).masked_fill_(counts > 0, 0)
         dead = (self.unused_steps >= self.options.dead_after).nonzero().squeeze(1)
         if dead.numel() == 0:
             return
+        if synchronised:
+            features = _dist.gather_rows(features)
         picks = sample_rows(dead.numel(), features.shape[0], self.step_generator()).to(features.device)
         fresh = features[picks].to(self.embedding.dtype)
+        if synchronised:
+            _dist.broadcast_(fresh)
         self.embedding[dead] = fresh
         self.embed_sum[dead] = fresh
         self.cluster_size[dead] = 1.0

@@ -18,6 +18,8 @@ Weights: entropy_weight 0.1 and diversity_gamma 1 (the paper and the peer), inv_
 tau = 100 (the peer's default); beta 0.25 as in Open-MAGVIT2 (the peer's default is 0).
 Deviations: the entropy terms are reported in eval mode too (the peer returns 0 there); z = 0
 maps to -1 like the peer. Needs K = 2^dim (ValueError naming ``codebook_size``).
+Distributed training (``sync_ranks``): mean_n p_n is over the batch of every rank (an
+all-reduce whose backward makes DDP's encoder gradient that of one process on the whole batch).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from methods import _dist
 from methods._base import QuantizerOutput, Quantizer, _check_non_negative
 from methods._binary import binary_entropy, check_binary_size, codebook_entropy_exact, sign_codes, sign_indices
 from methods._core import straight_through
@@ -34,7 +37,7 @@ from methods._registry import register
 
 
 @dataclass(frozen=True)
-class LFQOptions:
+class LFQOptions(_dist.RankSyncOptions):
     """entropy_weight: weight of the entropy penalty; diversity_gamma: weight of the codebook
     entropy inside it; inv_temperature: tau of the soft code distribution; beta: commitment."""
 
@@ -44,6 +47,7 @@ class LFQOptions:
     beta: float = 0.25
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_non_negative(self, "entropy_weight", "diversity_gamma", "inv_temperature", "beta")
         if self.inv_temperature == 0:
             raise ValueError("inv_temperature: must be > 0, got 0")
@@ -58,6 +62,7 @@ class LFQ(Quantizer):
     trainable_by_gradient = False
     learnable_codebook = False
     codebook_size_rule = "binary"
+    rank_synchronised = True
 
     def __init__(self, dim: int, codebook_size: int, options: LFQOptions, generator: torch.Generator | None = None):
         super().__init__(dim, codebook_size, options, generator)
@@ -87,6 +92,7 @@ class LFQ(Quantizer):
         losses = {
             "commitment": (features - codes).pow(2).mean(),
             "per_sample_entropy": binary_entropy(torch.sigmoid(logits)).sum(dim=1).mean(),
-            "codebook_entropy": codebook_entropy_exact(F.logsigmoid(logits), F.logsigmoid(-logits)),
+            "codebook_entropy": codebook_entropy_exact(F.logsigmoid(logits), F.logsigmoid(-logits),
+                                                       _dist.synchronised(self.options, self.training)),
         }
         return QuantizerOutput(straight_through(features, codes), indices, self.weighted_sum(losses), losses)

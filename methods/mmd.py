@@ -112,6 +112,7 @@ class MMDVQ(DistributionMatchingQuantizer):
     distribution_term = "mmd"
 
     def distribution_loss(self, features: Tensor, codebook: Tensor) -> Tensor:
+        features = self.batch_features(features)
         generator = self.step_generator()
         limit = self.options.max_samples
         if features.shape[0] > limit:

@@ -27,6 +27,12 @@ default ``pull="forward"`` pulls inside the forward with that forward's indices,
 optimizer step of the same batch (the loss terms are those of the codes before the pull).
 Their codebook loss sums over dimensions: ``reduction="sum"`` with beta = 0 reproduces it (there
 is no encoder in their synthetic run).
+
+Distributed training (``sync_ranks``): the batch shares are all-reduced counts over the global
+batch size, and f_k is the nearest feature over all ranks (each rank's nearest candidate and its
+distance are gathered; the closest wins, the lowest rank on a tie), so every rank pulls as one
+process on the whole batch. With ``pull="after_step"`` the switch to eval applies the last pull,
+a collective: every rank switches together.
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ import torch
 from torch import Tensor
 
 from methods._base import QuantizerOutput, Tunable, VQOptions, _check_choice, _check_non_negative, commitment_and_codebook
+from methods import _dist
 from methods._core import nearest_code, straight_through
 from methods._registry import register
 from methods.vanilla import VanillaVQ
@@ -46,7 +53,7 @@ PULLS = ("forward", "after_step")
 
 
 @dataclass(frozen=True)
-class OnlineOptions(VQOptions):
+class OnlineOptions(VQOptions, _dist.RankSyncOptions):
     """usage_decay: m in (0, 1), the EMA of each code's batch share (0.9 in the authors' code);
     sharpness: how fast the pull vanishes with use (10 in the authors' code); pull: "forward" (in
     the training forward) or "after_step" (after the optimizer step, the authors' order)."""
@@ -57,6 +64,7 @@ class OnlineOptions(VQOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _dist.check_sync_ranks(self)
         _check_non_negative(self, "sharpness")
         _check_choice(self, "pull", PULLS)
         value = self.usage_decay
@@ -70,6 +78,7 @@ class OnlineClusteringVQ(VanillaVQ):
 
     Options = OnlineOptions
     paper = "arXiv:2506.15078"
+    rank_synchronised = True
     tunables = {"usage_decay": Tunable(0.5, 0.99), "sharpness": Tunable(1.0, 100.0, log=True)}
 
     def __init__(self, dim: int, codebook_size: int, options: OnlineOptions, generator: torch.Generator | None = None):
@@ -98,11 +107,25 @@ class OnlineClusteringVQ(VanillaVQ):
     def online_update(self, features: Tensor, indices: Tensor) -> None:
         """Update the usage EMA from this batch's ``indices`` and pull the codes onto features."""
         decay = self.options.usage_decay
-        share = torch.bincount(indices, minlength=self.codebook_size).to(self.usage.dtype) / indices.numel()
-        self.usage.mul_(decay).add_(share, alpha=1 - decay)
+        counts = torch.bincount(indices, minlength=self.codebook_size).to(self.usage.dtype)
+        total = torch.tensor(float(indices.numel()), dtype=self.usage.dtype, device=counts.device)
+        synchronised = _dist.synchronised(self.options)
+        if synchronised:
+            _dist.all_reduce_(counts, total)
+        self.usage.mul_(decay).add_(counts / total, alpha=1 - decay)
         nearest_features = features[nearest_code(self.embedding.detach(), features)].to(self.embedding.dtype)
+        if synchronised:
+            nearest_features = self.nearest_over_ranks(nearest_features)
         pull = self.pull_strength()[:, None]
         self.embedding.mul_(1 - pull).add_(pull * nearest_features)
+
+    def nearest_over_ranks(self, candidates: Tensor) -> Tensor:
+        """Each code's nearest feature over all ranks, from each rank's nearest ``candidates`` (K, d)."""
+        distances = (candidates - self.embedding.detach()).pow(2).sum(dim=1)
+        every_distance = _dist.gather_rows(distances[:, None]).reshape(-1, self.codebook_size)  # (W, K)
+        every_candidate = _dist.gather_rows(candidates).reshape(-1, *candidates.shape)  # (W, K, d)
+        winner = every_distance.argmin(dim=0)  # the first minimum: the lowest rank on a tie
+        return every_candidate[winner, torch.arange(self.codebook_size, device=winner.device)]
 
     def quantize_flat(self, features: Tensor) -> QuantizerOutput:
         after_step = self.options.pull == "after_step"

@@ -21,6 +21,12 @@ peer by default); the per-level squared errors are averaged over elements like `
 and summed over levels; dropout is drawn per feature vector rather than per example (a forward
 sees flat features); the peer's quantized output has gradient L x I (each level passes the
 identity to its residual), ours the straight-through identity of RQ-VAE (Z + sg(Z^ - Z)).
+
+Distributed training (``sync_ranks``): the codebooks are trained by gradient (DDP averages
+them); the only batch-level state is the dropout draws, drawn for the whole batch on every rank
+(same seed and step) and sliced at the rank's offset, so each feature drops the levels it would
+drop in one process on the whole batch; the per-level losses are normalised by the global count
+of features using the level (``level_count_shares``), not the rank's own.
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ from methods._base import (
     _check_positive_int,
     normal_codebook,
 )
+from methods import _dist
 from methods._core import nearest_code, straight_through
 from methods._registry import register
 
@@ -54,7 +61,7 @@ def residual_search(features: Tensor, codebooks: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class ResidualOptions:
+class ResidualOptions(_dist.RankSyncOptions):
     """levels: number of codebooks L (>= 1); shared_codebook: one codebook for every level;
     quantizer_dropout: probability that a training feature uses only its first n ~ U{1..L}
     levels; beta / codebook_weight: commitment / codebook weights; init_scale: codes start
@@ -69,6 +76,7 @@ class ResidualOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_positive_int(self, "levels")
         _check_int(self, "seed")
         if not isinstance(self.shared_codebook, bool):
@@ -85,6 +93,7 @@ class ResidualVQ(Quantizer):
     Options = ResidualOptions
     paper = "arXiv:2107.03312"
     code_structure = "residual"
+    rank_synchronised = True
 
     def __init__(self, dim: int, codebook_size: int, options: ResidualOptions, generator: torch.Generator | None = None):
         super().__init__(dim, codebook_size, options, generator)
@@ -126,9 +135,19 @@ class ResidualVQ(Quantizer):
         if not self.training or self.options.quantizer_dropout == 0 or levels == 1:
             return torch.full((rows,), levels, dtype=torch.long, device=device)
         generator = torch.Generator().manual_seed(int(self.options.seed) * 1_000_003 + int(self.step))
-        dropped = torch.rand(rows, generator=generator) < self.options.quantizer_dropout
-        drawn = torch.randint(1, levels + 1, (rows,), generator=generator)
+        offset, total = _dist.row_offset(rows) if _dist.synchronised(self.options) else (0, rows)
+        dropped = torch.rand(total, generator=generator)[offset : offset + rows] < self.options.quantizer_dropout
+        drawn = torch.randint(1, levels + 1, (total,), generator=generator)[offset : offset + rows]
         return torch.where(dropped, drawn, torch.full_like(drawn, levels)).to(device)
+
+    def level_count_shares(self, active: Tensor, dtype: torch.dtype) -> Tensor:
+        """Per level, the elements of the features using it over all ranks, divided by the world size:
+        a rank's loss normalised by it has, after DDP's average over ranks, the gradient of one
+        process normalising by its own count (a rank's own count differs under dropout)."""
+        levels = torch.arange(self.options.levels, device=active.device)
+        counts = (active[:, None] > levels).sum(dim=0).to(dtype) * self.dim
+        _dist.all_reduce_(counts)
+        return counts / _dist.world_size()
 
     def quantize_flat(self, features: Tensor) -> QuantizerOutput:
         codebook = self.codebook
@@ -139,11 +158,12 @@ class ResidualVQ(Quantizer):
         total = torch.zeros_like(features)
         commitment = codebook_term = features.new_zeros(())
         columns = []
+        shares = self.level_count_shares(active, features.dtype) if _dist.synchronised(self.options, self.training) else None
         for level in range(self.options.levels):
             index = nearest_code(residual.detach(), codebook[level].detach())
             codes = codebook[level][index].to(features.dtype)
             used = (active > level).to(features.dtype).unsqueeze(1)
-            count = (used.sum() * self.dim).clamp(min=1)
+            count = (used.sum() * self.dim if shares is None else shares[level]).clamp(min=1)
             commitment = commitment + ((residual - codes.detach()).pow(2) * used).sum() / count
             codebook_term = codebook_term + ((residual.detach() - codes).pow(2) * used).sum() / count
             total = total + codes.detach() * used

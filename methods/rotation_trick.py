@@ -19,6 +19,9 @@ Value: the output is codes + (q~ - sg(q~)), bit-equal to the code (q~ is e only 
 Degenerate rows: when z = 0 or e = 0 no rotation exists (lambda is 0 or undefined); those rows
 fall back to the straight-through gradient. When z^ = -e^ (antipodal, r undefined) r is set to 0,
 leaving R = I + 2 e^ z^^T = I - 2 e^ e^^T, the reflection that maps z^ onto e^.
+
+Distributed training: needs no synchronisation (``rank_synchronised`` False): its only state is
+the codebook parameter, which DDP's gradient average keeps equal on every rank, and its losses are per-feature means.
 """
 from __future__ import annotations
 

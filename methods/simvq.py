@@ -18,6 +18,9 @@ N(0, s^2) or U[-s, s]): the Wasserstein-VQ authors' "linear" baseline of their s
 in an nn.Embedding made after the codes and overwritten by them, so the embedding's own N(0, 1)
 draws (K d of them) come between the basis and the Linear: ``draws_before_projection`` discards
 that many normal draws there, to replay the script's random stream.
+
+Distributed training: needs no synchronisation (``rank_synchronised`` False): its only state is
+the projection parameters (the basis is a fixed buffer), which DDP's gradient average keeps equal on every rank, and its losses are per-feature means.
 """
 from __future__ import annotations
 

@@ -43,6 +43,10 @@ index from the plan's row (``use_prob``); the standardisation divides by the std
 no-ops); a zero std (all distances equal) leaves the costs unscaled; OptVQ's multi-head
 quantization (d split into 4 heads, one assignment each) is not implemented: ``indices`` here is
 one code per feature vector, so heads need the multi-codebook interface (one index per head).
+
+Distributed training (``sync_ranks``): the plan couples every feature of the batch, so its std,
+n and the column log-sum-exps of each iteration are taken over all ranks (one all-reduce of K
+values per iteration): each rank's assignment is its rows of the whole batch's plan.
 """
 from __future__ import annotations
 
@@ -55,13 +59,14 @@ from torch import Tensor
 from methods._base import (
     QuantizerOutput, Tunable, VQOptions, _check_non_negative, _check_positive_int, commitment_and_codebook, seeded_linear,
 )
+from methods import _dist
 from methods._core import SEARCH_BLOCK_ELEMENTS, nearest_code, straight_through
 from methods._registry import register
 from methods.vanilla import VanillaVQ
 
 
 @dataclass(frozen=True)
-class SinkhornOptions(VQOptions):
+class SinkhornOptions(VQOptions, _dist.RankSyncOptions):
     """epsilon: inverse temperature on the standardised costs (10 in OptVQ; larger = closer to
     exact OT); iterations: Sinkhorn iterations per training step (5 in OptVQ)."""
 
@@ -71,6 +76,7 @@ class SinkhornOptions(VQOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _dist.check_sync_ranks(self)
         _check_non_negative(self, "epsilon")
         if not self.epsilon > 0:
             raise ValueError(f"epsilon: must be > 0, got {self.epsilon!r}")
@@ -108,15 +114,20 @@ def _logsumexp_(logits: Tensor, dim: int) -> Tensor:
     return logits.sub_(shift).exp_().sum(dim=dim).log_().add_(shift.squeeze(dim))
 
 
-def _standardising_scale(features: Tensor, codebook: Tensor, block_rows: int, buffer: Tensor) -> Tensor:
+def _standardising_scale(features: Tensor, codebook: Tensor, block_rows: int, buffer: Tensor,
+                         sync: bool = False) -> Tensor:
     """Unbiased std of all n K distances (as torch.std in the official code), from float64 sums of
-    per-row sums; 1 when it is 0 (all distances equal)."""
+    per-row sums (all-reduced over ranks with ``sync``); 1 when it is 0 (all distances equal)."""
     total = torch.zeros((), dtype=torch.float64, device=features.device)
     total_sq = torch.zeros((), dtype=torch.float64, device=features.device)
     for _, squared in _cost_blocks(features, codebook, block_rows, buffer, squared=True):
         total_sq += squared.sum(dim=1).sum(dtype=torch.float64)
         total += squared.sqrt_().sum(dim=1).sum(dtype=torch.float64)
     count = features.shape[0] * codebook.shape[0]
+    if sync:
+        sums = torch.stack([total, total_sq, torch.tensor(float(count), dtype=torch.float64, device=total.device)])
+        _dist.all_reduce_(sums)
+        total, total_sq, count = sums[0], sums[1], int(sums[2])
     variance = (total_sq - total**2 / count) / (count - 1) if count > 1 else total.new_zeros(())
     std = variance.clamp(min=0).sqrt()
     return torch.where(std > 0, std, torch.ones_like(std)).to(features.dtype)
@@ -124,7 +135,8 @@ def _standardising_scale(features: Tensor, codebook: Tensor, block_rows: int, bu
 
 @torch.no_grad()
 def _sinkhorn(
-    features: Tensor, codebook: Tensor, epsilon: float, iterations: int, block_rows: int, final_rows: bool
+    features: Tensor, codebook: Tensor, epsilon: float, iterations: int, block_rows: int, final_rows: bool,
+    sync: bool = False,
 ) -> tuple[Tensor | None, Tensor, Tensor]:
     """The Sinkhorn iterations of the module docstring, in ``iterations + 2`` cost passes (one fewer
     without ``final_rows``): the std, the first g, then one per iteration.
@@ -133,15 +145,21 @@ def _sinkhorn(
     g and row i only, so each row block updates its f and, with it, adds its terms to the column
     log-sum-exp of the next g. The last f (``final_rows``) is skipped when only the argmax is wanted
     (it adds a constant per row). Returns (f or None, g, scale).
+    With ``sync`` the rows are this rank's shard of the batch: the std, n and each column
+    log-sum-exp are taken over every rank (``methods._dist``), so f, g and the plan are those of
+    the whole batch.
     """
     n, k = features.shape[0], codebook.shape[0]
+    log_rows = math.log(_dist.row_offset(n, features.device)[1] if sync else n)
     buffer, scratch = _block_buffer(features, codebook, block_rows), _block_buffer(features, codebook, block_rows)
-    scale = _standardising_scale(features, codebook, block_rows, buffer)
+    scale = _standardising_scale(features, codebook, block_rows, buffer, sync)
     factor = -epsilon / scale
     f = torch.zeros(n, dtype=features.dtype, device=features.device)
     column = torch.full((k,), -math.inf, dtype=features.dtype, device=features.device)
     for _, cost in _cost_blocks(features, codebook, block_rows, buffer):  # g from f = 0
         column = torch.logaddexp(column, _logsumexp_(cost.mul_(factor), dim=0))
+    if sync:
+        column = _dist.logsumexp_over_ranks(column)
     g = -math.log(k) - column
     for iteration in range(1, iterations + 1):
         last = iteration == iterations
@@ -150,11 +168,13 @@ def _sinkhorn(
         column = torch.full((k,), -math.inf, dtype=features.dtype, device=features.device)
         for start, cost in _cost_blocks(features, codebook, block_rows, buffer):
             logits = cost.mul_(factor)
-            f_block = -math.log(n) - _logsumexp_(torch.add(logits, g, out=scratch[: logits.shape[0]]), dim=1)
+            f_block = -log_rows - _logsumexp_(torch.add(logits, g, out=scratch[: logits.shape[0]]), dim=1)
             f[start : start + f_block.shape[0]] = f_block
             if not last:
                 column = torch.logaddexp(column, _logsumexp_(logits.add_(f_block[:, None]), dim=0))
         if not last:
+            if sync:
+                column = _dist.logsumexp_over_ranks(column)
             g = -math.log(k) - column
     return f, g, scale
 
@@ -285,20 +305,22 @@ def sinkhorn_potentials(
 
 @torch.no_grad()
 def sinkhorn_assignment(
-    features: Tensor, codebook: Tensor, epsilon: float, iterations: int, block_rows: int | None = None
+    features: Tensor, codebook: Tensor, epsilon: float, iterations: int, block_rows: int | None = None,
+    sync: bool = False,
 ) -> Tensor:
     """argmax_j of each row of the entropic OT plan, (n,) long: on the dense kernel when it fits and
     is safe (one exponential per entry), else, or with ``block_rows``, in row blocks (memory
-    O(block x K), ``iterations + 2`` passes over the n x K costs)."""
+    O(block x K), ``iterations + 2`` passes over the n x K costs). ``sync``: ``features`` is this
+    rank's shard and the plan is that of the batch of every rank (``methods._dist``; row blocks)."""
     features, codebook = features.detach(), codebook.detach().to(features.dtype)
-    if block_rows is None:
+    if block_rows is None and not sync:
         dense = _sinkhorn_dense(features, codebook, epsilon, iterations, final_rows=False)
         indices = dense[0].argmax(dense[2]) if dense is not None else None
         del dense
         if indices is not None:
             return indices
     block_rows = _block_rows(codebook, block_rows)
-    _, g, scale = _sinkhorn(features, codebook, epsilon, iterations, block_rows, final_rows=False)
+    _, g, scale = _sinkhorn(features, codebook, epsilon, iterations, block_rows, final_rows=False, sync=sync)
     indices = torch.empty(features.shape[0], dtype=torch.long, device=features.device)
     factor = -epsilon / scale
     for start, cost in _cost_blocks(features, codebook, block_rows):
@@ -319,6 +341,7 @@ class SinkhornVQ(VanillaVQ):
 
     Options = SinkhornOptions
     paper = "arXiv:2412.15195"
+    rank_synchronised = True
     tunables = {"epsilon": Tunable(1.0, 100.0, log=True), "beta": Tunable(0.05, 2.0, log=True)}
 
     def __init__(self, dim: int, codebook_size: int, options: SinkhornOptions, generator: torch.Generator | None = None):
@@ -334,7 +357,8 @@ class SinkhornVQ(VanillaVQ):
     def quantize_flat(self, features: Tensor) -> QuantizerOutput:
         codebook = self.codebook
         if self.training and features.shape[0] > 0:
-            indices = sinkhorn_assignment(features, codebook, self.options.epsilon, self.options.iterations)
+            indices = sinkhorn_assignment(features, codebook, self.options.epsilon, self.options.iterations,
+                                          sync=_dist.synchronised(self.options))
         else:
             indices = nearest_code(features.detach(), codebook.detach())
         codes = codebook[indices]

@@ -58,4 +58,4 @@ class SlicedWassersteinVQ(DistributionMatchingQuantizer):
 
     def distribution_loss(self, features: Tensor, codebook: Tensor) -> Tensor:
         directions = random_directions(self.dim, self.options.projections, self.step_generator())
-        return sliced_wasserstein_squared(features, codebook, directions)
+        return sliced_wasserstein_squared(self.batch_features(features), codebook, directions)

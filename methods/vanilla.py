@@ -11,6 +11,9 @@ Only the chosen codes receive gradient, which is why codes far from the features
 Deviation: codes are initialised N(0, init_scale^2) by default (``init="uniform"``: U[-s, s]);
 squared errors are averaged over elements like ``F.mse_loss`` (``reduction="sum"``: summed over
 dims, as the Wasserstein-VQ authors' synthetic script does).
+
+Distributed training: needs no synchronisation (``rank_synchronised`` False): its only state is
+the codebook parameter, which DDP's gradient average keeps equal on every rank, and its losses are per-feature means.
 """
 from __future__ import annotations
 

@@ -16,6 +16,9 @@ switches); W only moves the codebook. Deviations: the cross term is differentiat
 is finite for an isotropic codebook (repeated eigenvalues) and for singular covariances
 (K < d, constant feature dims) without zeroing NaN gradients; the queue keeps running float64
 sums so its statistics cost O(batch x d^2) per step.
+Distributed training (``sync_ranks``): the queue takes the features of every rank (gathered in
+rank order) and ``statistics="batch"`` all-reduces (n, sum z, sum z z^T), so mu_z and S_z are those
+of the whole batch (never an average of per-rank covariances).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from methods import _dist
 from methods._base import _check_positive_int
 from methods._core import gaussian_w2_squared, mean_and_covariance, symmetric_sqrt
 from methods._matching import DistributionMatchingQuantizer, FeatureQueue, MatchingOptions
@@ -51,6 +55,17 @@ class WassersteinOptions(MatchingOptions):
                 raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")
         if self.statistics not in STATISTICS:
             raise ValueError(f"statistics: must be one of {list(STATISTICS)}, got {self.statistics!r}")
+
+
+def global_mean_and_covariance(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and population covariance of the rows of ``x`` over every rank, from the all-reduced
+    sums n, sum x and sum x x^T (``methods._dist``)."""
+    count = torch.tensor(float(x.shape[0]), dtype=x.dtype, device=x.device)
+    total, outer = x.sum(dim=0), x.t() @ x
+    _dist.all_reduce_(count, total, outer)
+    mean = total / count
+    covariance = outer / count - torch.outer(mean, mean)
+    return mean, (covariance + covariance.t()) / 2
 
 
 def gaussian_wasserstein_loss(
@@ -89,9 +104,11 @@ class WassersteinVQ(DistributionMatchingQuantizer):
         """Mean and covariance (float64) of the queue, after pushing ``features`` in training mode;
         of ``features`` alone with ``statistics="batch"``."""
         if self.options.statistics == "batch":
+            if _dist.synchronised(self.options, self.training):
+                return global_mean_and_covariance(features.double())
             return mean_and_covariance(features.double())
         if self.training:
-            self.queue.push(features)
+            self.queue.push(self.batch_features(features))
         if int(self.queue.count) > 0:
             return self.queue.statistics()
         return mean_and_covariance(features.double())  # evaluation before any training step

@@ -18,6 +18,14 @@ flags say so (never the name), and the conformance suite reads them:
 - ``vqp_lfq``: K = 2^d (``codebook_size_rule = "binary"``); entropy terms are 0 in eval mode.
 - ``vqp_simvq``: one combined loss term (``vq``), as the peer returns it; rotation trick; the
   value is snapped to ``codebook[indices]`` (the peer's differs by rounding), gradient its own.
+
+Distributed training: ``vqp_vector_quantize`` and ``vqp_residual`` all-reduce their EMA cluster
+sizes and sums themselves when torch.distributed is initialised (the peer's ``sync_codebook``
+default), and ``vqp_fsq`` and ``vqp_simvq`` need no synchronisation (a fixed grid; a codebook
+trained by gradient alone, with per-feature mean losses). ``vqp_lfq`` is not equivalent to one
+process (``ddp_equivalent`` False): the peer's ``maybe_distributed_mean`` discards the result of
+``torch.distributed.nn.all_reduce`` (out of place) and divides its own batch mean by the world
+size, so its codebook entropy is that of mean_n p_n / W.
 """
 from __future__ import annotations
 
@@ -92,6 +100,7 @@ class VQPVectorQuantize(VQPAdapter):
     paper = "arXiv:1711.00937"
     trainable_by_gradient = False
     straight_through = False
+    rank_synchronised = True
 
     def make_module(self, dim, codebook_size, options):
         return _peer().VectorQuantize(dim=dim, codebook_size=codebook_size, decay=options.decay, commitment_weight=options.commitment_weight)
@@ -127,6 +136,7 @@ class VQPResidual(VQPAdapter):
     trainable_by_gradient = False
     code_structure = "residual"
     gradient_gain = "levels"
+    rank_synchronised = True
 
     def make_module(self, dim, codebook_size, options):
         return _peer().ResidualVQ(
@@ -248,6 +258,8 @@ class VQPLFQ(VQPAdapter):
     trainable_by_gradient = False
     learnable_codebook = False
     codebook_size_rule = "binary"
+    rank_synchronised = True
+    ddp_equivalent = False
 
     def check_sizes(self, dim, codebook_size):
         if codebook_size != 2**dim:
