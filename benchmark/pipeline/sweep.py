@@ -129,7 +129,17 @@ def start_ray(settings: RaySettings, *, address: str | None = None, quiet: bool 
         # "local": a new instance, never a cluster another process left running on this machine
         ray.init(address="local", num_cpus=settings.num_cpus or os.cpu_count() or 1, include_dashboard=False,
                  **common)
+        _local_instance.add(ray.get_runtime_context().get_node_id())
     return True
+
+
+_local_instance: set[str] = set()  # the node of the Ray instance start_ray started in this process
+
+
+def _needs_preflight() -> bool:
+    """Whether a node may differ from this process: not when the only node is the local instance
+    :func:`start_ray` started (its workers run this interpreter, in this environment)."""
+    return {node["NodeID"] for node in cluster.alive_nodes()} - _local_instance != set()
 
 
 @dataclass(frozen=True)
@@ -228,9 +238,9 @@ def _run_locked(spec: SweepSpec, runner: Runner | None, address: str | None, max
         def connect() -> None:
             if start_ray(spec.ray, address=address, quiet=quiet):
                 ray_session.callback(_shutdown_ray)
-            if not checked:  # every node can run the sweep's code, before any trial starts
+            if not checked and _needs_preflight():  # every node can run the sweep's code, before any trial
                 cluster.preflight()
-                checked.append(True)
+            checked.append(True)
 
         checked: list[bool] = []
 
@@ -299,6 +309,7 @@ def _shutdown_ray() -> None:
     import ray
 
     ray.shutdown()
+    _local_instance.clear()
 
 
 def _run_trials_in_tune(spec: SweepSpec, todo: Sequence[Trial], client: Any, experiment_id: str,
