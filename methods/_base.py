@@ -162,7 +162,8 @@ class Quantizer(nn.Module):
       ``codebook_size_rule``: "any", or "binary" (K must equal 2^dim: one bit per dimension).
       ``gradient_gain``: "one", or "levels" where a straight-through residual quantizer passes the
         identity once per level (dq/dz = num_levels x the Jacobian of ``search_space``; the
-        peer's ResidualVQ does).
+        peer's ResidualVQ does), or "inverse_sqrt_dim" where the estimator acts before the codes
+        are scaled onto the unit sphere (dq/dz = the Jacobian / sqrt(d); BSQ's official code).
       ``degenerate_sizes``: K = 1 and K < d build and train (False where a wrapped peer cannot:
         building then raises ValueError).
       ``has_loss_terms``: ``losses`` is non-empty (False for a peer with no loss, e.g. its FSQ).
@@ -275,6 +276,11 @@ class Quantizer(nn.Module):
         if not torch.isfinite(z).all():
             raise ValueError("z: features contain NaN or inf")
         return z.reshape(-1, self.dim)
+
+    @property
+    def gradient_gain_value(self) -> float:
+        """The factor ``gradient_gain`` names: dq/dz = this x the Jacobian of ``search_space``."""
+        return {"one": 1.0, "levels": float(self.num_levels), "inverse_sqrt_dim": self.dim**-0.5}[self.gradient_gain]
 
     def min_batch_size(self) -> int:
         """Fewest feature vectors per forward the method's statistics are defined for (1 by default)."""

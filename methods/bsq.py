@@ -5,18 +5,27 @@ Zhao, Xiong, Krähenbühl, "Image and Video Tokenization with Binary Spherical Q
 (transcoder/models/quantizer/bsq.py).
 
     u = z / ||z||,  q(z) = sign(u) / sqrt(d)   (C = {-1/sqrt(d), +1/sqrt(d)}^d on the unit sphere)
-    index = sum_i [u_i > 0] 2^(d-1-i),  gradient to u: straight-through (dq/dz = d u / d z)
+    index = sum_i [u_i > 0] 2^(d-1-i)
+    gradient to u: straight-through before the scaling onto the sphere, q = (u + sg(sign(u) - u)) / sqrt(d),
+      so dq/du = I / sqrt(d) (``gradient_gain = "inverse_sqrt_dim"``), as the official code
     soft entropy (the paper's factorised approximation, group size 1):
       p_ni = sigmoid(4 tau u_ni / sqrt(d)),  H_sample = mean_n sum_i H(p_ni),
       H_codebook ~ sum_i H(mean_n p_ni)
-    loss = beta ||u - sg(q)||^2 + entropy_weight (gamma0 H_sample - gamma H_codebook) / tau
+    loss = beta mean_n ||u_n - sg(q_n)||^2 + entropy_weight (gamma0 H_sample - gamma H_codebook) / tau
+
+as the official code computes it (``BinarySphericalQuantizer`` with group_size 1 and the analytical
+per-sample entropy, its 18- and 36-bit ImageNet configs). Defaults: beta = 0 as every official
+config; entropy_weight = 0.1 = the official zeta (1) times the weight 0.1 its training loss puts on
+the quantizer's whole loss (``codebook_weight``; the official ramp-up from 3x over the first 2,000
+steps is not modelled). ``entropy_weight=1, beta=b`` is the official quantizer loss at beta = b.
 
 Because every code has norm 1, ||u - q||^2 = 2 - 2 <u, q> is bounded and the quantization error
 lives on the sphere (``error_space = "sphere"``: never rank it against euclidean E). Every
 quantizer of this kind is a fixed codebook (nothing to learn, nothing dies).
-Deviations: no linear in/out projections (the encoder/decoder of the model supply them);
-commitment averaged over elements (the official code sums over d); the codebook entropy is the
-per-bit approximation only (no sub-group option). Needs K = 2^dim (``codebook_size``).
+Deviations, pinned by tests: no linear in/out projections (the encoder/decoder of the model supply
+them); the codebook entropy is the per-bit approximation only (no sub-group option); entropies
+use 0 log 0 = 0 where the official code takes p log(p + 1e-8) (a difference below 1e-7 per bit).
+Needs K = 2^dim (``codebook_size``).
 Distributed training (``sync_ranks``): mean_n p_ni is over the batch of every rank (an
 all-reduce whose backward makes DDP's encoder gradient that of one process on the whole batch).
 """
@@ -40,7 +49,7 @@ class BSQOptions(_dist.RankSyncOptions):
     """beta: commitment weight; entropy_weight (zeta), gamma0, gamma: the entropy penalty;
     inv_temperature: tau of the soft bit probabilities."""
 
-    beta: float = 0.25
+    beta: float = 0.0
     entropy_weight: float = 0.1
     gamma0: float = 1.0
     gamma: float = 1.0
@@ -64,6 +73,7 @@ class BSQ(Quantizer):
     codebook_size_rule = "binary"
     rank_synchronised = True
     error_space = "sphere"
+    gradient_gain = "inverse_sqrt_dim"
 
     def __init__(self, dim: int, codebook_size: int, options: BSQOptions, generator: torch.Generator | None = None):
         super().__init__(dim, codebook_size, options, generator)
@@ -92,8 +102,8 @@ class BSQ(Quantizer):
         codes = torch.where(unit.detach() > 0, 1.0, -1.0).to(features.dtype) / self.dim**0.5
         p = torch.sigmoid(4 * self.options.inv_temperature * unit / self.dim**0.5)
         losses = {
-            "commitment": (unit - codes).pow(2).mean(),
+            "commitment": (unit - codes).pow(2).sum(dim=1).mean(),
             "per_sample_entropy": binary_entropy(p).sum(dim=1).mean(),
             "codebook_entropy": binary_entropy(batch_mean(p, _dist.synchronised(self.options, self.training))).sum(),
         }
-        return QuantizerOutput(straight_through(unit, codes), indices, self.weighted_sum(losses), losses)
+        return QuantizerOutput(straight_through(unit / self.dim**0.5, codes), indices, self.weighted_sum(losses), losses)

@@ -135,8 +135,7 @@ def check_straight_through_gradient(name: str) -> None:
         weights = features(16, DIM, seed=5)
         (grad,) = torch.autograd.grad((out.quantized * weights).sum(), z)
         (expected,) = torch.autograd.grad((q.search_space(z) * weights).sum(), z)
-        gain = q.num_levels if methods.get(name).gradient_gain == "levels" else 1
-        assert torch.allclose(grad, gain * expected)
+        assert torch.allclose(grad, q.gradient_gain_value * expected)
         return
     if methods.get(name).relaxed_gradient:
         # the value is the hard code, the gradient that of the method's soft relaxation

@@ -169,5 +169,5 @@ def test_ibq_passes_gradient_to_every_code_through_the_softmax():
     assert torch.equal(out.indices, torch.cdist(z.detach(), q.codebook.detach()).argmin(dim=1))
     (out.quantized * randn(50, 4, seed=10)).sum().backward()
     assert (q.embedding.grad.abs().sum(dim=1) > 0).all()  # every code, chosen or not
-    soft = (2 * z.detach() @ q.codebook.detach().T - q.codebook.detach().pow(2).sum(1)).softmax(dim=1)
+    soft = (z.detach() @ q.codebook.detach().T - q.codebook.detach().pow(2).sum(1) / 2).softmax(dim=1)
     assert torch.allclose(q.relaxation(z).detach(), soft @ q.codebook.detach(), atol=1e-6)
