@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv repro test perf report reproduce clean-venv
+.PHONY: venv repro test perf report reproduce mutation clean-venv
 
 venv: $(STAMP)
 
@@ -23,6 +23,10 @@ test: venv
 
 perf: venv
 	$(PY) -m benchmark perf
+
+# Mutants of every method's loss/update against its tests (minutes): last result in reports/mutation.md.
+mutation: venv
+	$(PY) -m tools.mutation
 
 report: venv
 	$(PY) -m benchmark report

@@ -1,0 +1,147 @@
+"""Mutation check of the quantizers' losses and updates: do a method's tests notice a wrong loss?
+
+Each mutant is one targeted source edit of one method (a sign flip of a loss term, a removed or
+moved stop-gradient, swapped weights, an EMA update that skips a term), declared below as
+(method, file, the exact text, its replacement, what it breaks). For each, the repository is
+copied to a temporary folder, the edit applied there (the working tree is never touched), and the
+method's tests run against it: the tests whose id names the method in tests/test_methods_*.py.
+A mutant is killed when at least one test fails; one that survives is a defect of the suite
+unless it is listed in ``EQUIVALENT`` with the reason it cannot change any result.
+
+    python -m tools.mutation                 # every method with mutants -> reports/mutation.md
+    python -m tools.mutation ibq bsq         # a subset, printed only
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORT = ROOT / "reports" / "mutation.md"
+COPIED = ("methods", "tests", "registry.py", "pyproject.toml", "benchmark", "datasets", "plugins")
+TEST_FILES = ("tests/test_methods_conformance.py", "tests/test_methods_field.py", "tests/test_methods_official.py",
+              "tests/test_methods_reference.py", "tests/test_methods_extra.py", "tests/test_methods_protocol.py",
+              "tests/test_methods_mechanism.py")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    method: str
+    path: str
+    old: str
+    new: str
+    what: str
+
+
+MUTANTS = (
+    Mutant("vanilla", "methods/vanilla.py", 'return {"commitment": self.options.beta, "codebook": self.options.codebook_weight}',
+           'return {"commitment": -self.options.beta, "codebook": self.options.codebook_weight}', "commitment sign flip"),
+    Mutant("vanilla", "methods/vanilla.py", 'return {"commitment": self.options.beta, "codebook": self.options.codebook_weight}',
+           'return {"commitment": self.options.beta, "codebook": -self.options.codebook_weight}', "codebook sign flip"),
+    Mutant("vanilla", "methods/vanilla.py", 'return {"commitment": self.options.beta, "codebook": self.options.codebook_weight}',
+           'return {"commitment": self.options.codebook_weight, "codebook": self.options.beta}', "swapped weights"),
+    Mutant("vanilla", "methods/vanilla.py", "return commitment_and_codebook(features, codes, self.options.reduction)",
+           "return {k: v for k, v in commitment_and_codebook(features.detach(), codes, self.options.reduction).items()}",
+           "stop-gradient on z in both terms (commitment removed)"),
+    Mutant("ema", "methods/ema.py", "self.embed_sum.mul_(decay).add_(sums, alpha=1 - decay)",
+           "self.embed_sum.mul_(decay)", "EMA update skips the feature sums"),
+    Mutant("ema", "methods/ema.py", "self.cluster_size.mul_(decay).add_(counts, alpha=1 - decay)",
+           "self.cluster_size.mul_(decay)", "EMA update skips the counts"),
+    Mutant("ema", "methods/ema.py", 'losses = {"commitment": (features - codes).pow(2).mean()}',
+           'losses = {"commitment": -(features - codes).pow(2).mean()}', "commitment sign flip"),
+    Mutant("ema", "methods/ema.py", "self.embed_sum.mul_(decay).add_(sums, alpha=1 - decay)",
+           "self.embed_sum.mul_(1 - decay).add_(sums, alpha=decay)", "swapped decay weights"),
+    Mutant("ibq", "methods/ibq.py", '{"soft": 1.0, "commitment": 1.0, "codebook": self.options.beta}',
+           '{"soft": -1.0, "commitment": 1.0, "codebook": self.options.beta}', "soft-term sign flip"),
+    Mutant("ibq", "methods/ibq.py", '{"soft": 1.0, "commitment": 1.0, "codebook": self.options.beta}',
+           '{"soft": 1.0, "commitment": -1.0, "codebook": self.options.beta}', "commitment sign flip"),
+    Mutant("ibq", "methods/ibq.py", '{"soft": 1.0, "commitment": 1.0, "codebook": self.options.beta}',
+           '{"soft": 1.0, "commitment": 1.0, "codebook": -self.options.beta}', "codebook sign flip"),
+    Mutant("ibq", "methods/ibq.py", '{"soft": 1.0, "commitment": 1.0, "codebook": self.options.beta}',
+           '{"soft": 1.0, "commitment": self.options.beta, "codebook": 1.0}', "swapped weights"),
+    Mutant("ibq", "methods/ibq.py", '"soft": F.mse_loss(quantized, features),', '"soft": F.mse_loss(codes, features),',
+           "soft term moved onto the hard code (vanilla VQ)"),
+    Mutant("ibq", "methods/ibq.py", '"codebook": F.mse_loss(codes, features.detach()),',
+           '"codebook": F.mse_loss(codes.detach(), features),', "codebook stop-gradient moved"),
+    Mutant("ibq", "methods/ibq.py", "quantized = codes + _SoftPath.apply(logits.softmax(dim=1), codebook.detach())",
+           "quantized = codes + (features - features.detach())", "soft path removed (straight-through)"),
+    Mutant("bsq", "methods/bsq.py", '"per_sample_entropy": scale * self.options.gamma0,',
+           '"per_sample_entropy": -scale * self.options.gamma0,', "per-sample entropy sign flip"),
+    Mutant("bsq", "methods/bsq.py", '"codebook_entropy": -scale * self.options.gamma}',
+           '"codebook_entropy": scale * self.options.gamma}', "codebook entropy sign flip"),
+    Mutant("bsq", "methods/bsq.py", 'return {"commitment": self.options.beta,', 'return {"commitment": -self.options.beta,',
+           "commitment sign flip"),
+    Mutant("bsq", "methods/bsq.py", '"per_sample_entropy": scale * self.options.gamma0, "codebook_entropy": -scale * self.options.gamma}',
+           '"per_sample_entropy": scale * self.options.gamma, "codebook_entropy": -scale * self.options.gamma0}',
+           "swapped gamma0 / gamma"),
+    Mutant("bsq", "methods/bsq.py", "straight_through(unit / self.dim**0.5, codes)", "straight_through(unit, codes)",
+           "straight-through without the 1/sqrt(d) scale"),
+    Mutant("bsq", "methods/bsq.py", "p = torch.sigmoid(4 * self.options.inv_temperature * unit / self.dim**0.5)",
+           "p = torch.sigmoid(4 * self.options.inv_temperature * unit.detach() / self.dim**0.5)",
+           "stop-gradient added on the entropy's probabilities"),
+)
+
+# (method, what) -> why the mutant cannot change any result.
+EQUIVALENT: dict[tuple[str, str], str] = {}
+
+
+def run_mutant(mutant: Mutant) -> bool:
+    """True when the method's tests fail on the mutated copy (the mutant is killed)."""
+    source = (ROOT / mutant.path).read_text()
+    if source.count(mutant.old) != 1:
+        raise ValueError(f"mutant {mutant.method}/{mutant.what!r}: its text occurs {source.count(mutant.old)} times "
+                         f"in {mutant.path} (must be once: update the mutant with the code)")
+    with tempfile.TemporaryDirectory(prefix="vq-mutant-") as tmp:
+        for name in COPIED:
+            src = ROOT / name
+            if src.is_dir():
+                shutil.copytree(src, Path(tmp) / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            elif src.exists():
+                shutil.copy2(src, Path(tmp) / name)
+        (Path(tmp) / mutant.path).write_text(source.replace(mutant.old, mutant.new))
+        files = [f for f in TEST_FILES if (Path(tmp) / f).exists()]
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k", mutant.method, *files],
+            cwd=tmp, capture_output=True, text=True,
+        )
+    if result.returncode not in (0, 1):
+        raise RuntimeError(f"mutant {mutant.method}/{mutant.what!r}: pytest exited {result.returncode}\n{result.stdout[-2000:]}")
+    return result.returncode == 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("methods", nargs="*", help="methods to check (default: every method with mutants)")
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTANTS if not args.methods or m.method in args.methods]
+    rows, survivors = [], 0
+    for mutant in chosen:
+        killed = run_mutant(mutant)
+        equivalent = EQUIVALENT.get((mutant.method, mutant.what))
+        status = "killed" if killed else (f"equivalent: {equivalent}" if equivalent else "SURVIVED")
+        survivors += not killed and not equivalent
+        rows.append((mutant.method, mutant.what, status))
+        print(f"{mutant.method:10s} {mutant.what:55s} {status}", flush=True)
+    scores = {}
+    for method, _, status in rows:
+        made, killed = scores.get(method, (0, 0))
+        scores[method] = (made + 1, killed + (status == "killed"))
+    lines = ["# Mutation check of the quantizers' losses and updates", "",
+             "Generated by `make mutation` (`python -m tools.mutation`): each mutant is one edit of a method's "
+             "loss or update, run against the method's tests; killed = at least one test failed.", "",
+             "| method | killed / made |", "|---|---|"]
+    lines += [f"| {method} | {killed} / {made} |" for method, (made, killed) in scores.items()]
+    lines += ["", "| method | mutant | result |", "|---|---|---|"]
+    lines += [f"| {method} | {what} | {status} |" for method, what, status in rows]
+    if not args.methods:
+        REPORT.write_text("\n".join(lines) + "\n")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
