@@ -3,6 +3,7 @@ reports its own error, interrupted or concurrent sweeps never pass for complete 
 command answers a bad input with one line naming the file or key (no traceback)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -160,12 +161,69 @@ def _params(sweep: dict[str, Any]) -> dict[str, Any]:
          r"sweeps.s.method_options.fsq.levels: needs one entry per dimension"),
         ({"base": {"experiment": "vqvae", "dataset": "digits"}, "grid": {"batch_size": [8, 100_000]}},
          r"sweeps.s.grid.batch_size: 100000 exceeds the \d+ training images of 'digits'"),
+        ({"grid": {"seed": [0]}, "tune": {"metric": "error_vs_kmean"}},
+         r"sweeps.s.tune.metric: 'error_vs_kmean' is not a metric .*Did you mean 'error_vs_kmeans'"),
+        ({"grid": {"seed": [0]}, "tune": {"metric": "psnr", "mode": "max"}},
+         r"sweeps.s.tune.metric: 'psnr' is not a metric the fit experiment records"),
+        ({"grid": {"seed": [0]}, "tune": {"metric": "utilization", "mode": "min"}},
+         r"sweeps.s.tune.mode: utilization is better when larger; mode must be 'max'"),
+        ({"grid": {"seed": [0]}, "tune": {"budget": 10**6}}, r"sweeps.s.tune.budget: must be an integer in \[1, 1000\]"),
+        ({"grid": {"seed": [0, 1]}, "tune": {"budget": 8}, "max_trials": 5},
+         r"sweeps.s.max_trials: 2 trials \+ 1 x 8 tuning trials \+ 2 tuned reruns = 12, more than max_trials=5"),
+        ({"grid": {"seed": [0]}, "tune": {"grace_steps": 10}}, r"sweeps.s.tune.grace_steps: 10 is not below .*\(4\)"),
+        ({"grid": {"seed": [0]}, "cases": [{"when": {"codebook_size": 1000}, "set": {"codebook_lr": 2.0}}]},
+         r"sweeps.s.cases\[0\].when: matches no trial of the sweep .*codebook_size in \['16'\]"),
+        ({"grid": {"method": ["vanilla", "wasserstein"]},
+          "cases": [{"when": {"method": "wassertein"}, "set": {"codebook_lr": 2.0}}]},
+         r"sweeps.s.cases\[0\].when.method: unknown method 'wassertein'. Did you mean 'wasserstein'"),
     ],
 )
 def test_sweep_spec_rejects_at_parse_time(sweep: dict[str, Any], message: str) -> None:
     """Found by parse_sweep against the live registries, before Ray or MLflow start."""
     with pytest.raises(ConfigError, match=message):
         sweep_spec.parse_sweep(copy.deepcopy(_params(sweep)), "s", base_dir="/tmp")
+
+
+def test_a_case_for_a_method_the_sweep_does_not_run_may_match_nothing() -> None:
+    """Shared per-method settings (a YAML-merged profile) are not typos."""
+    sweep = {"grid": {"seed": [0]}, "cases": [{"when": {"method": "simvq"}, "set": {"codebook_lr": 2.0}}]}
+    assert len(sweep_spec.parse_sweep(_params(sweep), "s", base_dir="/tmp").trials) == 1
+
+
+@pytest.mark.parametrize("name", ["../../../../OUTSIDE", "", "a/b", ".hidden", "x" * 101, "a b"])
+def test_sweep_names_are_safe_folder_names(name: str, tmp_path: Path) -> None:
+    """A sweep name becomes data/prepared/NAME and results/NAME: nothing may escape or nest."""
+    from benchmark.pipeline import prepare
+
+    params = {"base": dict(TINY), "sweeps": {name: {"grid": {"seed": [0]}}}}
+    with pytest.raises(ConfigError, match=r"a sweep name names folders; use letters, digits"):
+        sweep_spec.parse_sweep(params, name, base_dir=tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match=r"a sweep name names folders"):
+        prepare.prepare(tmp_path / "params.yaml", name, out_root=tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"sweeps:\n  s: {grid: {seed: [0]}}\n  s: {grid: {seed: [1]}}\n", r"duplicate key 's' \(YAML would keep"),
+        (b"base: {steps: 4, steps: 8}\nsweeps: {s: {grid: {seed: [0]}}}\n", r"duplicate key 'steps'"),
+        ("sweeps: {s: {grid: {seed: [0]}}}  # caf\u00e9\n".encode("latin-1"), r"not UTF-8 text \(byte 39"),
+    ],
+)
+def test_params_files_with_duplicate_keys_or_not_utf8_are_one_line_errors(
+        data: bytes, message: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError, match=message):
+        sweep_spec.load_params(path)
+    _one_line_error(_sweep_cli(capsys, "--params", str(path), "--sweep", "s"), str(path))
+
+
+def test_yaml_merge_keys_may_still_be_overridden() -> None:
+    text = "a: &a {x: 1, y: 2}\nb:\n  <<: *a\n  x: 3\n"
+    assert yaml.load(text, Loader=sweep_spec._UniqueKeyLoader) == {"a": {"x": 1, "y": 2}, "b": {"x": 3, "y": 2}}
 
 
 # ------------------------------------------------------------------------------ sweep exit status
@@ -188,6 +246,7 @@ def _outcome(**counts: int):
         ({"finished": 6, "failed": 1, "not_run": 6}, 3, "incomplete: 6 trials not run, 0 interrupted"),
         ({"finished": 6, "failed": 1, "interrupted": 1}, 3, "incomplete: 0 trials not run, 1 interrupted"),
         ({"failed": 4}, 4, "every trial failed"),
+        ({"finished": 6, "failed": 1, "errors": 1}, 5, "1 trials failed with an error"),  # e.g. a missing plugin
     ],
 )
 def test_sweep_exit_status(counts: dict[str, int], status: int, problem: str) -> None:
@@ -426,3 +485,209 @@ def test_report_bad_params_file_is_one_line(text: str | None, message: str, tmp_
     status = report.main(["--params", str(path), "--out", str(tmp_path / "out"), "--no-figures"])
     result = subprocess.CompletedProcess([], status, "", capsys.readouterr().err)
     _one_line_error(result, str(path), message)
+
+
+# ------------------------------------------------------------------------------ faults, not results
+def test_a_trial_failing_with_an_error_fails_the_stage_a_diverged_one_does_not() -> None:
+    """A diverged trial is a result of its config; "unknown method 'pq'" on a worker is a fault."""
+    import pandas as pd
+
+    from benchmark.pipeline import sweep
+
+    spec = sweep_spec.parse_sweep(_params({"grid": {"seed": [0, 1, 2]}}), "s", base_dir="/tmp")
+    errors = ["", "DivergedError: step 4: training loss is nan", "ValueError: unknown method 'pq'"]
+    table = pd.DataFrame({"trial": [t.trial_id for t in spec.trials], "error": errors,
+                          "status": ["finished", "failed", "failed"]})
+    outcome = sweep._outcome(spec, spec.trials, table, Path("/tmp/t.csv"))
+    assert (outcome.finished, outcome.failed, outcome.errors) == (1, 2, 1)
+    assert outcome.exit_status() == sweep.EXIT_TRIAL_ERRORS
+    assert "unknown method 'pq'" in outcome.problem() and "(1 errors, 1 diverged)" in outcome.summary()
+    diverged_only = table.assign(error=errors[:2] + [errors[1]])
+    assert sweep._outcome(spec, spec.trials, diverged_only, Path("/tmp/t.csv")).exit_status() == 0
+
+
+def _tuning_run(status: str, error: str = "", mlflow_status: str = "FINISHED", run_id: str = "r") -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(data=SimpleNamespace(tags={"status": status, "error": error}, metrics={}),
+                           info=SimpleNamespace(status=mlflow_status, run_id=run_id))
+
+
+def test_interrupted_or_errored_tuning_trials_are_not_spent_and_the_stage_is_incomplete() -> None:
+    """5 and 3 of a budget of 8 after a Ctrl-C: the rerun runs the missing 3 and 5, never claims 8 of 8."""
+    from benchmark.pipeline import recorder, tuning
+
+    spec = sweep_spec.parse_sweep(
+        _params({"grid": {"method": ["vanilla"], "seed": [0]}, "tune": {"budget": 4}}), "s", base_dir="/tmp")
+    group = tuning.groups_of(spec)[0]
+    runs = [_tuning_run("finished", run_id="a"), _tuning_run("failed", "DivergedError: step 2", run_id="b"),
+            _tuning_run("failed", "Interrupted: the tuning stopped", "FAILED", run_id="c"),
+            _tuning_run("failed", "PluginError: unknown method 'pq'", "FAILED", run_id="d"),
+            _tuning_run("running", mlflow_status="RUNNING", run_id="e")]
+    with pytest.raises(recorder.IncompleteError, match=r"1 tuning trials failed with an error .*unknown method "
+                                                       r"'pq'.*vanilla 2/4"):
+        tuning._check_spent(spec, {group.group_id: group}, {group.group_id: runs})
+    deleted: list[str] = []
+    client = type("Client", (), {"delete_run": lambda self, run_id: deleted.append(run_id)})()
+    assert tuning._spent(client, runs) == 2 and deleted == ["c", "d", "e"]
+    tuning._check_spent(spec, {group.group_id: group}, {group.group_id: runs[:2] * 2})  # 4 of 4: complete
+
+
+def test_the_sweep_cli_exits_3_when_the_tuning_is_incomplete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    from benchmark.pipeline import recorder, sweep
+
+    def incomplete(spec: Any, **kwargs: Any) -> None:
+        raise recorder.IncompleteError("tuning incomplete (interrupted)")
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(_params({"grid": {"seed": [0]}})))
+    monkeypatch.setattr(sweep, "run_sweep", incomplete)
+    assert sweep.main(["--params", str(params), "--sweep", "s"]) == sweep.EXIT_INCOMPLETE
+    assert "error: sweep s: tuning incomplete (interrupted)" in capsys.readouterr().err
+
+
+def test_sigterm_is_an_interruption_the_lock_is_released(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """``kill PID`` of a sweep: exit 130 through the Ctrl-C path (runs closed, lock released), not death."""
+    import signal
+    import time
+
+    from benchmark.pipeline import sweep, tracking
+
+    def terminated(*args: Any, **kwargs: Any) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+        pytest.fail("SIGTERM did not interrupt the sweep")
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(_params({"grid": {"seed": [0]}})))
+    monkeypatch.setattr(sweep, "_run_locked", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    assert sweep.main(["--params", str(params), "--sweep", "s"]) == sweep.EXIT_INTERRUPTED
+    assert "sweep s interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert not (tmp_path / "mlflow.db.lock.json").exists()
+    with tracking.store_lock(f"sqlite:///{tmp_path / 'mlflow.db'}", timeout=0):
+        pass
+
+
+def flaky_runner(config: RunConfig, *, on_step: Any = None, evaluation_split: str = "test",
+                 artifacts_dir: str | None = None, call_dir: str = "", broken: str = "") -> dict[str, float]:
+    """Stands in for run_experiment; while the file ``broken`` exists, the 2nd tuning call raises as a
+    worker lacking a plugin would. Every call leaves a file in ``call_dir``."""
+    import uuid
+
+    calls = Path(call_dir)
+    (calls / f"{evaluation_split}-{uuid.uuid4().hex}").write_text("")
+    if evaluation_split == "validation" and Path(broken).exists() and len(list(calls.glob("validation-*"))) == 2:
+        raise ValueError("unknown method 'pq'")
+    for step in range(config.log_every, config.steps + 1, config.log_every):
+        if on_step is not None:
+            on_step(step, {"loss": 1.0 / step})
+    return {"error_vs_kmeans": abs(math.log10(config.codebook_lr)), "utilization": 1.0, "train_seconds": 0.01}
+
+
+def test_a_partly_failed_tuning_stops_the_sweep_and_the_rerun_runs_exactly_the_missing_trials(
+        tmp_path: Path) -> None:
+    import functools
+
+    import ray
+    import ray.cloudpickle as cloudpickle
+
+    from benchmark.pipeline import recorder, sweep, tracking, tuning
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    params = _params({"grid": {"method": ["vanilla"], "seed": [0]}, "tune": {"budget": 2}})
+    params["ray"] = {"num_cpus": 1, "max_concurrent": 1, "storage_path": str(tmp_path / "ray")}
+    spec = sweep_spec.parse_sweep(params, "s", base_dir=tmp_path)
+    calls, broken = tmp_path / "calls", tmp_path / "broken"
+    calls.mkdir()
+    broken.write_text("")
+    runner = functools.partial(flaky_runner, call_dir=str(calls), broken=str(broken))
+    started = sweep.start_ray(spec.ray)
+    try:
+        with pytest.raises(recorder.IncompleteError, match=r"1 tuning trials failed .*unknown method 'pq'.*1/2"):
+            sweep.run_sweep(spec, runner=runner)
+        assert not list(calls.glob("test-*"))  # no trial ran on a partly tuned point
+        broken.unlink()
+        outcome = sweep.run_sweep(spec, runner=runner)
+    finally:
+        if started:
+            ray.shutdown()
+    assert len(list(calls.glob("validation-*"))) == 3  # 2, then exactly the one that failed
+    assert (outcome.finished, outcome.exit_status()) == (2, 0)  # the default and the tuned trial
+    client = tracking.make_client(spec.tracking.uri)
+    runs = tracking.search_sweep_runs(client, client.get_experiment_by_name("s-tuning").experiment_id)
+    group = tuning.groups_of(spec)[0]
+    assert sorted(run.data.tags["trial"] for run in runs) == sorted(
+        tuning.tuning_trial_id(group.setting, spec.tune, index) for index in range(2))
+    assert {run.info.run_name for run in runs} == {f"vanilla seed=0 tuning {i}/2" for i in (1, 2)}
+
+    run = client.get_run(outcome.table.set_index("seed").iloc[0]["run_id"])  # what tells runs apart
+    tags = run.data.tags
+    assert run.info.run_name in ("vanilla seed=0", "vanilla seed=0 tuned=True")
+    assert tags["device"] == "cpu" and len(tags["code_fingerprint"]) == 16 and tags["plugins"] == "none"
+    assert (tags["method"], tags["dataset"]) == ("vanilla", "gaussian")
+
+
+# ------------------------------------------------------------------------------ a full disk
+def _disk_full() -> Exception:
+    import sqlite3
+
+    import sqlalchemy
+
+    return sqlalchemy.exc.OperationalError("INSERT INTO experiments ...", {}, sqlite3.OperationalError(
+        "database or disk is full"))
+
+
+def test_a_store_whose_creation_is_cut_off_leaves_nothing_and_the_rerun_creates_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk during MLflow's migrations used to leave `_alembic_tmp_experiments` for good."""
+    import mlflow.store.db.utils as db_utils
+
+    from benchmark.pipeline import tracking
+
+    def cut_off(engine: Any) -> None:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE _alembic_tmp_experiments (experiment_id INTEGER)")
+        raise _disk_full()
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setattr(db_utils, "_initialize_tables", cut_off)
+    with pytest.raises(tracking.StoreError, match=r"mlflow.db: cannot create the MLflow store \(database or disk "
+                                                  r"is full\); nothing was written there: fix the cause"):
+        tracking.make_client(uri)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert tracking.get_or_create_experiment(tracking.make_client(uri), "s")
+
+
+def test_a_half_migrated_store_says_what_to_do(tmp_path: Path) -> None:
+    import sqlite3
+
+    from benchmark.pipeline import tracking
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "mlflow.db")) as db:
+        db.execute("CREATE TABLE _alembic_tmp_experiments (experiment_id INTEGER)")
+        db.commit()
+    with pytest.raises(tracking.StoreError, match=r"left half-migrated \(table _alembic_tmp_experiments.*mv "):
+        tracking.make_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), _disk_full()])
+def test_a_full_disk_during_a_sweep_is_one_line(error: Exception, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    from benchmark.pipeline import sweep
+
+    def full(spec: Any, **kwargs: Any) -> None:
+        try:
+            raise error
+        except Exception as cause:
+            raise RuntimeError("MlflowException: (sqlite3.OperationalError) ...") from cause
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(_params({"grid": {"seed": [0]}})))
+    monkeypatch.setattr(sweep, "run_sweep", full)
+    _one_line_error(_sweep_cli(capsys, "--params", str(params), "--sweep", "s"), "sweep s: ", str(tmp_path / "mlflow.db"),
+                    "free space and rerun the sweep to resume")

@@ -1,9 +1,12 @@
 """The driver-side MLflow recorder: Tune callbacks in, one MLflow run per trial out."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 from benchmark.pipeline import cluster, tracking
 from benchmark.pipeline.spec import SweepSpec
@@ -16,16 +19,73 @@ TAGS_KEY = "vqbench_tags"  # with a trial's first report: tracking.worker_tags, 
 ARTIFACTS_KEY = "vqbench_artifacts"  # final report: {relative path: bytes} of the trial's files
 
 
+class IncompleteError(RuntimeError):
+    """A stage did not do all it had to (interrupted, or work failed with an error): what it wrote
+    is not its output, and the command exits non-zero so that DVC records nothing."""
+
+
+@contextlib.contextmanager
+def tune_output(quiet: bool) -> Iterator[None]:
+    """Around ``tuner.fit()``: with ``quiet``, no Ray Tune status box or results path (Tune's
+    console engine ignores ``verbose=0`` for its banner unless the legacy engine is selected, and
+    reads the variable during ``fit()`` only) and no Optuna "new study created" lines."""
+    previous = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    optuna_logger = logging.getLogger("optuna")
+    optuna_level = optuna_logger.level
+    if quiet:
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+        with contextlib.suppress(ImportError):
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna_logger.setLevel(optuna_level)
+        if previous is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = previous
+
+
+class Progress:
+    """One progress line per stage on stderr (tqdm): trials done / total, how many failed, ETA."""
+
+    def __init__(self, label: str, total: int, *, enabled: bool = True) -> None:
+        from tqdm import tqdm
+
+        self.failed = 0
+        self._bar = tqdm(total=total, desc=label, unit="trial", file=sys.stderr, dynamic_ncols=True,
+                         disable=not enabled or total <= 0, postfix="0 failed")
+
+    def done(self, *, failed: bool) -> None:
+        """One trial ended (``failed``: with an error, a divergence or an interruption)."""
+        self.failed += bool(failed)
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"{self.failed} failed", refresh=False)
+            self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Ray Tune pickles its callbacks with the experiment state: a copy draws no bar."""
+        return {**self.__dict__, "_bar": None}
+
+
 class MlflowRecorder:
     """Driver-side MLflow writer fed by Tune callbacks: the only writer of the SQLite store."""
 
     def __init__(self, client: Any, experiment_id: str, spec: SweepSpec, git: tracking.GitState,
-                 stale_runs: Mapping[str, Sequence[str]]) -> None:
+                 stale_runs: Mapping[str, Sequence[str]], progress: Progress | None = None) -> None:
         self._client = client
         self._experiment_id = experiment_id
         self._spec = spec
         self._git = git
+        self._progress = progress
         self._configs = {trial.trial_id: trial.config for trial in spec.trials}
+        self._points = {trial.trial_id: trial.point for trial in spec.trials}
         self._stale_runs = dict(stale_runs)
         self._run_ids: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self._closed: set[str] = set()
@@ -40,6 +100,7 @@ class MlflowRecorder:
             self._run_ids[key] = tracking.start_trial_run(
                 self._client, self._experiment_id, sweep=self._spec.name, trial_id=trial_id,
                 config=self._configs[trial_id], git=self._git,
+                run_name=tracking.make_run_name(self._configs[trial_id], self._points[trial_id]),
             )
         return self._run_ids[key]
 
@@ -64,7 +125,7 @@ class MlflowRecorder:
                 self._client.log_artifacts(run_id, str(artifacts))
             status = tracking.STATUS_FINISHED if kind == "final" else tracking.STATUS_FAILED
             self._close(tune_trial, status, metrics=result.get("metrics"), error=result.get("error"),
-                        final_step=config.steps)
+                        final_step=config.steps, tags=result.get(TAGS_KEY))
 
     def on_complete(self, tune_trial: Any) -> None:
         """Trial ended without a final report: ASHA stopped it, or the sweep was interrupted."""
@@ -93,12 +154,16 @@ class MlflowRecorder:
                 tracking.finish_trial_run(self._client, run_id, status=tracking.STATUS_FAILED,
                                           error="Interrupted: the sweep stopped before this trial finished")
                 self._closed.add(key)
+        if self._progress is not None:
+            self._progress.close()
 
     def _close(self, tune_trial: Any, status: str, *, metrics: Mapping[str, Any] | None = None,
-               error: str | None = None, final_step: int = 0) -> None:
+               error: str | None = None, final_step: int = 0, tags: Mapping[str, Any] | None = None) -> None:
         tracking.finish_trial_run(self._client, self.run_id(tune_trial), status=status, metrics=metrics,
-                                  error=error, final_step=final_step)
+                                  error=error, final_step=final_step, tags=tags)
         self._closed.add(tune_trial.trial_id)
+        if self._progress is not None:
+            self._progress.done(failed=status == tracking.STATUS_FAILED)
 
 
 class TrialEvents(Protocol):

@@ -6,11 +6,15 @@ Usage::
     python -m benchmark sweep --params params.yaml --sweep NAME --export-only   # rebuild the table
 
 or from Python: ``run_sweep(load_sweep("params.yaml", "NAME"))``. The CLI prints one line
-(``sweep NAME: N finished, M failed (K already done, not rerun) -> results/NAME/trials.csv``) and
-exits 0 when every trial ran, failed trials included (they are rows of the table); 3 when the sweep
-was interrupted or left trials not run (the table is still written, but a DVC stage fails and
-records nothing); 4 when every trial failed; 130 on a second Ctrl-C; 2 on a bad spec, a damaged or
-locked store, or a results folder that is not writable (one ``error:`` line naming the key or file).
+(``sweep NAME: N finished, M failed (K already done, not rerun) -> results/NAME/trials.csv``), a
+progress line per stage on stderr (tuning trials, then trials: done / total, failed, ETA), and
+exits 0 when every trial ran, diverged trials included (a NaN loss is a result: a row of the
+table); 3 when the sweep (or its tuning stage) was interrupted (Ctrl-C, SIGTERM) or left trials
+not run (the table is still written, but a DVC stage fails and records nothing); 4 when every
+trial failed; 5 when trials failed with an error other than their own divergence (an exception, a
+plugin missing on a worker); 130 on a second Ctrl-C; 2 on a bad spec, a damaged, half-created or
+locked store, a full disk, or a results folder that is not writable (one ``error:`` line naming
+the key or file). A rerun runs exactly what is missing: trials (and tuning trials) not finished.
 
 params.yaml: every key, its type, default and meaning is in ``docs/params.md``, generated from the
 dataclasses below and :class:`~benchmark.experiments.config.RunConfig`
@@ -80,6 +84,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -195,6 +200,9 @@ class TuneSettings:
     seed: int = 1000  # seed of the tuning trials and of the sampler; apart from the grids' reported seeds
 
 
+MAX_TUNING_BUDGET = 1000  # tuning trials per (method, setting): TPE's returns are long flat by then
+
+
 def parse_tune(section: Any, where: str, methods_tunables: Mapping[str, Mapping[str, Any]],
                experiments: Iterable[str] = (metric_registry.FIT,)) -> TuneSettings:
     """Validate a ``tune:`` mapping; ``methods_tunables``: method -> its tunables (the sweep's methods);
@@ -209,8 +217,9 @@ def parse_tune(section: Any, where: str, methods_tunables: Mapping[str, Mapping[
     def is_int(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
-    if not is_int(values["budget"]) or values["budget"] < 1:
-        bad("budget", f"must be >= 1, got {values['budget']!r}")
+    if not is_int(values["budget"]) or not 1 <= values["budget"] <= MAX_TUNING_BUDGET:
+        bad("budget", f"must be an integer in [1, {MAX_TUNING_BUDGET}] (tuning trials per method and "
+                      f"setting), got {values['budget']!r}")
     try:
         values["mode"] = metric_registry.check_objective(values["metric"], section.get("mode"), experiments, where)
     except ValueError as err:
@@ -345,15 +354,35 @@ def _options_type(spec: Any) -> type:
     return options
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` refusing a key written twice in one mapping (YAML keeps the last one
+    silently); keys merged in by ``<<: *anchor`` may be overridden, as YAML intends."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (YAML would keep only the last)", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_params(path: str | Path) -> dict[str, Any]:
-    """Read params.yaml; malformed YAML or a non-mapping top level raise ConfigError."""
+    """Read params.yaml (UTF-8); unreadable or non-UTF-8 files, malformed YAML, a key written twice
+    in one mapping or a non-mapping top level raise ConfigError."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read params file ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") from None
     try:
-        params = yaml.safe_load(text)
+        params = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: malformed YAML: {err}") from None
     if not isinstance(params, dict):
@@ -572,6 +601,7 @@ def parse_sweep(
                               f"{trial.describe()} give the same run")
         seen[trial.trial_id] = trial
         trials.append(trial)
+    _check_cases_match(cases, trials, where, catalog)
     tune = None
     if sweep.get("tune") is not None:
         sweep_methods = {trial.config.method for trial in trials}
@@ -579,10 +609,68 @@ def parse_sweep(
                           {m: catalog.method_tunables.get(m, {}) for m in sorted(sweep_methods)},
                           sorted({trial.config.experiment for trial in trials}))
         check_tuning_against_trials(tune, trials, f"{where}.tune", catalog)
+        _check_tuning_bounds(tune, trials, where, max_trials)
     return SweepSpec(
         name=name, trials=tuple(trials), tracking=parse_tracking(params, base_dir), ray=parse_ray(params, base_dir),
         tune=tune,
     )
+
+
+def _check_cases_match(cases: Sequence[tuple[dict[str, Any], dict[str, Any]]], trials: Sequence[Trial], where: str,
+                       catalog: Catalog) -> None:
+    """Every case names known methods / datasets and sets something on at least one trial.
+
+    A case whose ``when`` names a method or dataset this sweep does not run may match nothing: it
+    is a per-method (per-dataset) setting shared between sweeps, like ``method_options.<method>``."""
+    registries = {"method": catalog.method_options, "dataset": catalog.dataset_options}
+    for index, (when, settings) in enumerate(cases):
+        here = f"{where}.cases[{index}]"
+        for part, mapping in (("when", when), ("set", settings)):
+            for kind, known in registries.items():
+                if known is not None and kind in mapping and mapping[kind] not in known:
+                    name = mapping[kind]
+                    raise ConfigError(f"{here}.{part}.{kind}: unknown {kind} {name!r}."
+                                      f"{registry.close_match_hint(str(name), sorted(known))} "
+                                      f"Valid {kind}s: {sorted(known)}")
+        matched = any(all(_trial_value(trial, key) == value for key, value in when.items()) for trial in trials)
+        elsewhere = any(kind in when and when[kind] not in {_trial_value(t, kind) for t in trials}
+                        for kind in registries)
+        if not matched and not elsewhere:
+            values = {key: sorted({repr(_trial_value(t, key)) for t in trials}) for key in when}
+            raise ConfigError(f"{here}.when: matches no trial of the sweep (a typo?); the trials have "
+                              + "; ".join(f"{key} in {vals}" for key, vals in values.items()))
+
+
+def _trial_value(trial: Trial, key: str) -> Any:
+    """The value of a (dotted) key in a trial's config, None when an option is unset."""
+    return _lookup(trial.config.to_dict(), key)
+
+
+def _check_tuning_bounds(tune: TuneSettings, trials: Sequence[Trial], where: str, max_trials: int | None) -> None:
+    """``grace_steps`` below every trial's steps; ``max_trials`` caps tuning trials and tuned reruns too."""
+    steps = min(trial.config.steps for trial in trials)
+    if tune.grace_steps is not None and tune.grace_steps >= steps:
+        raise ConfigError(f"{where}.tune.grace_steps: {tune.grace_steps} is not below the trials' steps "
+                          f"({steps}); ASHA would never stop a tuning trial (null: no early stopping)")
+    if max_trials is None:
+        return
+    groups = len({code.trial_id_of(trial.config.replace(seed=tune.seed)) for trial in trials})
+    total = len(trials) + groups * tune.budget + len(trials)
+    if total > max_trials:
+        raise ConfigError(f"{where}.max_trials: {len(trials)} trials + {groups} x {tune.budget} tuning trials "
+                          f"+ {len(trials)} tuned reruns = {total}, more than max_trials={max_trials}")
+
+
+SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")  # names folders, MLflow experiments, DVC stages
+
+
+def check_sweep_name(name: Any) -> str:
+    """A sweep's name becomes a folder (``data/prepared/NAME``, ``results/NAME``): letters, digits,
+    ``_`` and ``-`` only, starting with a letter or digit, at most 100 characters."""
+    if not isinstance(name, str) or not SWEEP_NAME.fullmatch(name):
+        raise ConfigError(f"sweeps.{name}: a sweep name names folders; use letters, digits, '_' and '-' only "
+                          f"(starting with a letter or digit, at most 100 characters), got {name!r}")
+    return name
 
 
 def _sweep_entry(params: Mapping[str, Any], name: str) -> tuple[str, Mapping[str, Any]]:
@@ -591,6 +679,7 @@ def _sweep_entry(params: Mapping[str, Any], name: str) -> tuple[str, Mapping[str
     sweeps = _mapping(params.get("sweeps"), "sweeps")
     if name not in sweeps:
         raise ConfigError(f"sweeps.{name}: unknown sweep; valid: {sorted(sweeps)}")
+    check_sweep_name(name)
     where = f"sweeps.{name}"
     sweep = _mapping(sweeps[name], where, allow_none=False)
     _check_keys(sweep, SWEEP_KEYS, where)

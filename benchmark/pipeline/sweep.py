@@ -15,6 +15,7 @@ import contextlib
 import logging
 import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -25,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from benchmark import paths
 from benchmark.experiments.config import ConfigError, RunConfig
 from benchmark.pipeline import cluster, tracking
-from benchmark.pipeline.recorder import (ARTIFACTS_KEY, TAGS_KEY, KIND_KEY, OBJECTIVE_KEY, STEP_KEY,
-                                         MlflowRecorder, tune_callback)
+from benchmark.pipeline.recorder import (ARTIFACTS_KEY, TAGS_KEY, KIND_KEY, OBJECTIVE_KEY, STEP_KEY, IncompleteError,
+                                         MlflowRecorder, Progress, tune_callback, tune_output)
 from benchmark.pipeline.spec import RaySettings, SweepSpec, Trial, load_sweep
 
 if TYPE_CHECKING:
@@ -155,11 +156,15 @@ class SweepOutcome:
     table_path: Path
     table: "pandas.DataFrame" = field(repr=False, compare=False)
     interrupted: int = 0  # trials this call started that were cut off (failed "Interrupted: ...")
+    errors: int = 0  # failed trials of this call whose error is not their own divergence (nor an interruption)
+    first_error: str = ""  # the error of one of them
 
     def summary(self) -> str:
         stopped = f", {self.stopped} stopped early" if self.stopped else ""
         not_run = f", {self.not_run} not run (interrupted)" if self.not_run else ""
-        return (f"sweep {self.name}: {self.finished} finished, {self.failed} failed{stopped}{not_run} "
+        diverged = self.failed - self.errors - self.interrupted
+        why = f" ({self.errors} errors, {diverged} diverged)" if self.failed and self.errors else ""
+        return (f"sweep {self.name}: {self.finished} finished, {self.failed} failed{why}{stopped}{not_run} "
                 f"({self.skipped} already done, not rerun) -> {self.table_path}")
 
     @property
@@ -173,10 +178,13 @@ class SweepOutcome:
         return self.finished + self.stopped + self.skipped == 0
 
     def exit_status(self) -> int:
-        """The CLI's exit status: 0, :data:`EXIT_INCOMPLETE` or :data:`EXIT_ALL_FAILED`."""
+        """The CLI's exit status: 0, :data:`EXIT_INCOMPLETE`, :data:`EXIT_ALL_FAILED` or
+        :data:`EXIT_TRIAL_ERRORS` (a diverged trial is a result; any other failure is not)."""
         if not self.complete:
             return EXIT_INCOMPLETE
-        return EXIT_ALL_FAILED if self.all_failed else 0
+        if self.all_failed:
+            return EXIT_ALL_FAILED
+        return EXIT_TRIAL_ERRORS if self.errors else 0
 
     def problem(self) -> str:
         """One line saying why the exit status is not 0 ("" when it is)."""
@@ -186,11 +194,16 @@ class SweepOutcome:
                     f"Rerun the sweep to resume (finished trials are not rerun)")
         if self.all_failed:
             return f"sweep {self.name}: every trial failed; see the error column of {self.table_path}"
+        if self.errors:
+            return (f"sweep {self.name}: {self.errors} trials failed with an error (e.g. {self.first_error[:200]}); "
+                    f"the stage fails so DVC records nothing. Fix the cause and rerun the sweep: only the "
+                    f"failed trials run again")
         return ""
 
 
-EXIT_INCOMPLETE = 3  # interrupted (Ctrl-C) or trials never started: the table is not the stage's output
+EXIT_INCOMPLETE = 3  # interrupted (Ctrl-C, SIGTERM) or trials never started: the table is not the stage's output
 EXIT_ALL_FAILED = 4  # the sweep ran, but no trial finished
+EXIT_TRIAL_ERRORS = 5  # trials failed with an error other than their own divergence (a missing plugin, a bug)
 EXIT_INTERRUPTED = 130  # KeyboardInterrupt reached the CLI (128 + SIGINT)
 
 
@@ -211,6 +224,7 @@ def run_sweep(
     max_concurrent: int | None = None,
     quiet: bool = True,
     lock_timeout: float | None = None,
+    progress: bool = False,
 ) -> SweepOutcome:
     """Run every pending trial of ``spec`` through Ray Tune, record it in MLflow, export the table.
 
@@ -221,15 +235,20 @@ def run_sweep(
 
     One sweep writes a store at a time (:func:`benchmark.pipeline.tracking.store_lock`):
     ``lock_timeout`` None waits for another writer, 0 refuses at once (StoreError naming the
-    holder). The results folder is checked writable before anything trains.
+    holder). The results folder is checked writable before anything trains. ``progress``: one
+    tqdm line per stage on stderr (tuning trials, then trials: done / total, failed, ETA).
+
+    Raises :class:`benchmark.pipeline.recorder.IncompleteError` when the tuning stage did not spend
+    every budget (interrupted, or tuning trials failed with an error): the trials do not run on
+    partly tuned points.
     """
     tracking.check_writable(spec.table_path.parent)  # before training, not after it
     with tracking.store_lock(spec.tracking.uri, timeout=lock_timeout):
-        return _run_locked(spec, runner, address, max_concurrent, quiet)
+        return _run_locked(spec, runner, address, max_concurrent, quiet, progress)
 
 
 def _run_locked(spec: SweepSpec, runner: Runner | None, address: str | None, max_concurrent: int | None,
-                quiet: bool) -> SweepOutcome:
+                quiet: bool, progress: bool = False) -> SweepOutcome:
     """:func:`run_sweep` once this process holds the store's lock."""
     # MLflow is the record: Tune's own CSV / JSON / TensorBoard logs per trial would only cost time.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -249,7 +268,8 @@ def _run_locked(spec: SweepSpec, runner: Runner | None, address: str | None, max
             from benchmark.pipeline import tuning
 
             connect()
-            tuning_results = tuning.run_tuning(spec, runner=runner, quiet=quiet)
+            with tune_output(quiet):  # Optuna's searchers are made (and say so) before fit()
+                tuning_results = tuning.run_tuning(spec, runner=runner, quiet=quiet, progress=progress)
             spec = tuning.with_tuned_trials(spec, tuning_results)
 
         client = tracking.make_client(spec.tracking.uri)
@@ -257,7 +277,8 @@ def _run_locked(spec: SweepSpec, runner: Runner | None, address: str | None, max
         todo, stale = _todo_and_stale(spec, client, experiment_id)
         if todo:
             connect()
-            _run_trials_in_tune(spec, todo, client, experiment_id, stale, runner, max_concurrent, quiet)
+            _run_trials_in_tune(spec, todo, client, experiment_id, stale, runner, max_concurrent, quiet,
+                                progress)
 
     table = tracking.export_table(spec.tracking.uri, spec.name)
     path = tracking.write_table(table, spec.table_path)
@@ -287,11 +308,11 @@ def _outcome(spec: SweepSpec, todo: Sequence[Trial], table: Any, path: Path) -> 
     statuses = table.set_index("trial")["status"].to_dict() if len(table) else {}
     ran = [statuses.get(trial.trial_id) for trial in todo]
     errors = table.set_index("trial")["error"].to_dict() if len(table) else {}
-    interrupted = sum(
-        1 for trial in todo
-        if statuses.get(trial.trial_id) == tracking.STATUS_FAILED
-        and str(errors.get(trial.trial_id) or "").startswith("Interrupted")
-    )
+    interrupted = sum(1 for trial in todo if tracking.is_interrupted(statuses.get(trial.trial_id),
+                                                                      errors.get(trial.trial_id)))
+    faults = [str(errors.get(trial.trial_id)) for trial in todo
+              if tracking.is_fault(statuses.get(trial.trial_id), errors.get(trial.trial_id))
+              and not tracking.is_interrupted(statuses.get(trial.trial_id), errors.get(trial.trial_id))]
     return SweepOutcome(
         name=spec.name,
         finished=ran.count(tracking.STATUS_FINISHED),
@@ -302,6 +323,8 @@ def _outcome(spec: SweepSpec, todo: Sequence[Trial], table: Any, path: Path) -> 
         table_path=path,
         table=table,
         interrupted=interrupted,
+        errors=len(faults),
+        first_error=faults[0] if faults else "",
     )
 
 
@@ -314,7 +337,7 @@ def _shutdown_ray() -> None:
 
 def _run_trials_in_tune(spec: SweepSpec, todo: Sequence[Trial], client: Any, experiment_id: str,
          stale: Mapping[str, Sequence[str]], runner: Runner | None, max_concurrent: int | None,
-         quiet: bool) -> None:
+         quiet: bool, show_progress: bool = False) -> None:
     """Run ``todo`` as one Ray Tune grid (Ray already connected), every event recorded in MLflow."""
     from ray import tune
 
@@ -332,7 +355,8 @@ def _run_trials_in_tune(spec: SweepSpec, todo: Sequence[Trial], client: Any, exp
         lambda param: resources[param["trial_id"]],
     )
     scheduler = _asha_scheduler(todo) if objective is not None else None
-    recorder = MlflowRecorder(client, experiment_id, spec, tracking.git_state(paths.REPO_ROOT), stale)
+    progress = Progress(f"{spec.name} trials", len(todo), enabled=show_progress)
+    recorder = MlflowRecorder(client, experiment_id, spec, tracking.git_state(paths.REPO_ROOT), stale, progress)
     storage = Path(spec.ray.storage_path or Path.home() / "ray_results" / "vqbench").expanduser().resolve()
     tuner = tune.Tuner(
         trainable,
@@ -366,19 +390,11 @@ def _asha_scheduler(todo: Sequence[Trial]) -> Any:
 
 def _fit(tuner: Any, recorder: MlflowRecorder, quiet: bool) -> None:
     """``tuner.fit()``, Tune's banner silenced when ``quiet``; every run left open is failed after."""
-    # Tune's console output engine ignores verbose=0 for its banner unless the legacy engine is
-    # selected; the variable is read during fit() only, so it is set just around it.
-    previous = os.environ.get("RAY_AIR_NEW_OUTPUT")
-    if quiet:
-        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    try:
-        tuner.fit()
-    finally:
-        recorder.close_open_runs()
-        if previous is None:
-            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
-        else:
-            os.environ["RAY_AIR_NEW_OUTPUT"] = previous
+    with tune_output(quiet):
+        try:
+            tuner.fit()
+        finally:
+            recorder.close_open_runs()
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,22 +417,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    previous_sigterm = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         if args.export_only:
             return _export_only(spec, args.lock_timeout)
         outcome = run_sweep(spec, address=args.address, max_concurrent=args.max_concurrent,
-                            quiet=not args.verbose, lock_timeout=args.lock_timeout)
+                            quiet=not args.verbose, lock_timeout=args.lock_timeout, progress=True)
     except (tracking.StoreError, cluster.PreflightError, ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except IncompleteError as err:
+        print(f"error: sweep {spec.name}: {err}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    except Exception as err:  # a full disk surfaces from sqlite, SQLAlchemy, MLflow, pandas or Ray
+        problem = tracking.storage_problem(err)
+        if problem is None:
+            raise
+        where = tracking.sqlite_path(spec.tracking.uri) or spec.tracking.uri
+        print(f"error: sweep {spec.name}: {problem} while writing {where} or {spec.table_path.parent} "
+              f"({type(err).__name__}); finished trials are kept: free space and rerun the sweep to resume",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"error: sweep {spec.name} interrupted; the stage fails so DVC records nothing. "
               f"Rerun the sweep to resume (finished trials are not rerun)", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
     print(outcome.summary())
     if outcome.exit_status():
         print(f"error: {outcome.problem()}", file=sys.stderr)
     return outcome.exit_status()
+
+
+def _terminate_as_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM (``kill``, a job scheduler, a closing terminal) handled as Ctrl-C: Ray Tune stops
+    the trials, the recorder fails the runs left open, the store lock is released."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
 
 
 def _export_only(spec: SweepSpec, lock_timeout: float | None) -> int:

@@ -7,13 +7,15 @@ trials cannot race on it (see ``benchmark/pipeline/sweep.py``).
 
 Layout of one trial's run:
 
-- run name = tag ``trial`` = the trial id (a deterministic hash of the trial's ``RunConfig``);
+- run name: method, setting, seed (:func:`make_run_name`); tag ``trial`` = the trial id (a
+  deterministic hash of the trial's ``RunConfig`` and code);
 - params: every ``RunConfig.flat_params()`` key (options as dotted keys, values as strings);
 - tags: ``sweep``, ``trial``, ``status`` (``running`` -> ``finished`` | ``failed`` | ``stopped``),
-  ``error`` (failed only), ``git_commit``, ``git_dirty`` (``true``/``false``), ``env.<NAME>`` for
-  each process setting of :mod:`benchmark.runtime` (``env.OMP_WAIT_POLICY``), and where the trial
-  actually ran (``benchmark.pipeline.cluster.environment``: ``device``, ``node_id``, ``hostname``,
-  ``torch``, ``cuda``, ``cuda_driver``, ...);
+  ``error`` (failed only), ``git_commit``, ``git_dirty`` (``true``/``false``, ``dvc.lock`` aside),
+  ``env.<NAME>`` for each process setting of :mod:`benchmark.runtime` (``env.OMP_WAIT_POLICY``),
+  :func:`identity_tags` (``method``, ``experiment``, ``dataset``, ``code_fingerprint``, ``plugins``)
+  and where the trial actually ran (:func:`worker_tags`, ``benchmark.pipeline.cluster.environment``:
+  ``device``, ``node_id``, ``hostname``, ``torch``, ``cuda``, ``cuda_driver``, ...);
 - metrics: the final result record under its own keys (``quantization_error``, ...), and the
   per-step curves under ``train/<name>`` with ``step`` = the training step.
 
@@ -50,6 +52,8 @@ STATUS_FINISHED = "finished"
 STATUS_FAILED = "failed"
 STATUS_STOPPED = "stopped"  # stopped early by the ASHA scheduler (only with ray.early_stopping)
 DONE_STATUSES = (STATUS_FINISHED, STATUS_STOPPED)  # a resumed sweep does not rerun these
+DIVERGED_ERROR = "DivergedError"  # error prefix of a trial whose loss turned NaN/inf: a result, not a fault
+INTERRUPTED_ERROR = "Interrupted"  # error prefix of a trial cut off by Ctrl-C / SIGTERM: to be rerun
 
 STEP_METRIC_PREFIX = "train/"
 ID_COLUMNS = ("sweep", "trial", "run_id", "status", "error", "git_commit", "git_dirty")
@@ -87,6 +91,20 @@ def resolve_tracking_uri(uri: str, base_dir: str | Path) -> str:
     return f"sqlite:///{(base / Path(uri).expanduser()).resolve()}"
 
 
+GIT_STATE_IGNORED = ("dvc.lock",)  # rewritten by `dvc repro` itself while the sweeps run
+
+
+def is_fault(status: str | None, error: str | None) -> bool:
+    """A run that failed for a reason other than its own divergence: an exception, a missing plugin,
+    an interruption. A sweep with such a trial is not complete (its stage exits non-zero)."""
+    return status == STATUS_FAILED and not str(error or "").startswith(DIVERGED_ERROR)
+
+
+def is_interrupted(status: str | None, error: str | None) -> bool:
+    """A run cut off by an interruption of the sweep (Ctrl-C, SIGTERM): not a result, rerun on resume."""
+    return status == STATUS_FAILED and str(error or "").startswith(INTERRUPTED_ERROR)
+
+
 def git_state(repo_dir: str | Path) -> GitState:
     """``git rev-parse HEAD`` and ``git status --porcelain`` of ``repo_dir`` ("unknown" outside git)."""
     def git(*args: str) -> str:
@@ -96,7 +114,8 @@ def git_state(repo_dir: str | Path) -> GitState:
 
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain"))  # untracked (not ignored) files count: they may be code
+        # untracked (not ignored) files count: they may be code; what DVC itself writes does not
+        dirty = bool(git("status", "--porcelain", "--", ".", *(f":(exclude){p}" for p in GIT_STATE_IGNORED)))
     except (OSError, subprocess.SubprocessError):
         return GitState(commit="unknown", dirty=True)
     return GitState(commit=commit, dirty=dirty)
@@ -125,22 +144,76 @@ def check_store(tracking_uri: str) -> None:
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
             verdict = connection.execute("PRAGMA quick_check").fetchone()[0]
+            half_made = connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '\\_alembic\\_tmp\\_%' ESCAPE '\\'"
+            ).fetchall()
     except sqlite3.DatabaseError as err:
-        verdict = str(err)
+        verdict, half_made = str(err), []
     if verdict != "ok":
         raise StoreError(f"{path}: the MLflow store is not a usable SQLite database ({verdict}); "
                          f"restore it from a backup or move it away to start a new store")
+    if half_made:
+        raise StoreError(f"{path}: the MLflow store was left half-migrated (table {half_made[0][0]}: its creation or "
+                         f"an upgrade was cut off, e.g. by a full disk); restore it from a backup, or move it away "
+                         f"(mv {path} {path}.broken) to start a new store")
 
 
 def make_client(tracking_uri: str) -> "MlflowClient":
-    """An MLflow client bound to ``tracking_uri`` (creates the SQLite file and schema if needed).
+    """An MLflow client bound to ``tracking_uri`` (creates the SQLite file and schema if needed,
+    atomically: :func:`create_store`).
 
     A damaged SQLite file raises StoreError naming it (:func:`check_store`).
     """
     from mlflow.tracking import MlflowClient
 
     check_store(tracking_uri)
+    path = sqlite_path(tracking_uri)
+    if path is not None and not path.exists():
+        create_store(path)
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+def create_store(path: Path) -> None:
+    """Create an empty MLflow SQLite store at ``path`` all at once: the schema is built (MLflow's
+    migrations) in a temporary file beside it, which then replaces ``path`` (``os.replace``, atomic).
+    A full disk or a kill part-way leaves no half-migrated store behind, only the temporary file,
+    removed on failure. Raises StoreError saying what to do."""
+    from mlflow.tracking import MlflowClient
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.creating-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        MlflowClient(tracking_uri=f"sqlite:///{temporary}").search_experiments(max_results=1)
+        os.replace(temporary, path)
+    except Exception as err:  # noqa: BLE001 - any failure leaves no store, and one line saying why
+        raise StoreError(f"{path}: cannot create the MLflow store ({storage_problem(err) or err}); nothing was "
+                         f"written there: fix the cause (free disk space) and rerun") from None
+    finally:
+        for leftover in (temporary, temporary.with_name(temporary.name + "-journal")):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+
+STORAGE_FULL = ("database or disk is full", "no space left on device", "disk quota exceeded")
+
+
+def storage_problem(err: BaseException) -> str | None:
+    """"no space left on device" (and the like) when ``err`` or an exception it was raised from is a
+    full disk (OSError ENOSPC / EDQUOT, SQLite's "database or disk is full", wrapped by SQLAlchemy
+    or MLflow), else None."""
+    import errno
+
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "no space left on device"
+        text = str(err).lower()
+        for phrase in STORAGE_FULL:
+            if phrase in text:
+                return phrase
+        err = err.__cause__ or err.__context__
+    return None
 
 
 LOCK_SUFFIX = ".lock"  # <store>.lock beside the SQLite file; <store>.lock.json says who holds it
@@ -247,6 +320,29 @@ class TrialIdentity(TypedDict):
     git: GitState
 
 
+def make_run_name(config: RunConfig, point: Iterable[tuple[str, Any]] = ()) -> str:
+    """A run name to read in the MLflow UI: method, the grid values of the setting, seed
+    (``wasserstein codebook_size=1024 seed=0``); the trial id stays in the tag ``trial``."""
+    setting = [f"{key}={value}" for key, value in point if key not in ("method", "seed")]
+    return " ".join([config.method, *setting, f"seed={config.seed}"])
+
+
+def identity_tags(config: RunConfig) -> dict[str, str]:
+    """Tags of what a trial runs, known to the driver: method, experiment, dataset, the code's
+    fingerprint (:func:`benchmark.pipeline.code.fingerprint`) and the plugin distributions
+    (``name==version``) whose code it runs."""
+    from benchmark.pipeline import code
+
+    _, distributions = code.config_code(config)
+    return {
+        "method": config.method,
+        "experiment": config.experiment,
+        "dataset": config.dataset,
+        "code_fingerprint": code.fingerprint(config)[:16],
+        "plugins": " ".join(distributions) or "none",
+    }
+
+
 def worker_tags(config: RunConfig) -> dict[str, str]:
     """Tags of where a trial ran, computed IN the process that runs it (a Ray worker) and recorded
     with its first result: the device it actually used (``device: auto`` resolved), its node and the
@@ -270,19 +366,21 @@ def start_trial_run(
     trial_id: str,
     config: RunConfig,
     git: GitState,
+    run_name: str | None = None,
 ) -> str:
-    """Create the run of one trial (status ``running``) with all its params; returns the run id."""
+    """Create the run of one trial (status ``running``) with all its params; returns the run id.
+
+    ``run_name``: what the MLflow UI lists (default: :func:`run_name` of the config alone)."""
     tags = {
         "sweep": sweep,
         "trial": trial_id,
         "status": STATUS_RUNNING,
         "git_commit": git.commit,
         "git_dirty": str(git.dirty).lower(),
-        "method": config.method,
-        "experiment": config.experiment,
+        **identity_tags(config),
         **runtime.environment_tags(),
     }
-    run = client.create_run(experiment_id, run_name=trial_id, tags=tags)
+    run = client.create_run(experiment_id, run_name=run_name or make_run_name(config), tags=tags)
     run_id = run.info.run_id
     from mlflow.entities import Param
 
@@ -339,10 +437,14 @@ def finish_trial_run(
     metrics: Mapping[str, Any] | None = None,
     error: str | None = None,
     final_step: int = 0,
+    tags: Mapping[str, Any] | None = None,
 ) -> None:
-    """Record the end of a trial: final metrics, ``status`` tag (and ``error``), run terminated."""
+    """Record the end of a trial: final metrics, ``status`` tag (and ``error``, and the worker's
+    :func:`environment_tags` when given), run terminated."""
     if status not in (STATUS_FINISHED, STATUS_FAILED, STATUS_STOPPED):
         raise ValueError(f"status: must be finished, failed or stopped, got {status!r}")
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, str(key), str(value)[:MAX_TAG_CHARS])
     if metrics:
         log_metrics(client, run_id, metrics, step=final_step)
     if error:

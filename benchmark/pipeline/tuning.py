@@ -39,7 +39,7 @@ from typing import Any, Mapping, Sequence
 from benchmark import paths
 from benchmark.experiments.config import RunConfig
 from benchmark.pipeline import cluster, code, tracking
-from benchmark.pipeline.recorder import STEP_KEY, TAGS_KEY, tune_callback
+from benchmark.pipeline.recorder import STEP_KEY, TAGS_KEY, IncompleteError, Progress, tune_callback
 from benchmark.pipeline.spec import SweepSpec, Trial, TuneSettings
 
 LR_KEY, OPTIMIZER_KEY = "codebook_lr", "optimizer"
@@ -256,12 +256,14 @@ def _tuning_trial(point: Mapping[str, Any], *, settings: Mapping[str, Mapping[st
 
 class _TuningRecorder:
     """Driver-side: one MLflow run per tuning trial, id ``tuning_trial_id(setting, settings, index)``
-    with index the trial's place in its group's budget."""
+    with index the trial's place in its group's budget: the lowest not held by a spent run
+    (``free``: group -> those indices, in order), so a rerun fills exactly the holes."""
 
     def __init__(self, client: Any, experiment_id: str, spec: SweepSpec, groups: Mapping[str, Group],
-                 first_index: Mapping[str, int], git: tracking.GitState) -> None:
+                 free: Mapping[str, Sequence[int]], git: tracking.GitState, progress: Progress | None = None) -> None:
         self._client, self._experiment_id, self._spec, self._groups = client, experiment_id, spec, groups
-        self._next = dict(first_index)
+        self._progress = progress
+        self._free = {name: list(indices) for name, indices in free.items()}
         self._git = git
         self._runs: dict[str, str] = {}
         self._group_of: dict[str, Group] = {}
@@ -272,10 +274,13 @@ class _TuningRecorder:
             assert self._spec.tune is not None
             point = dict(tune_trial.config)
             group = self._groups[point.pop(GROUP_KEY)]
-            trial_id = tuning_trial_id(group.setting, self._spec.tune, self._next[group.group_id])
-            self._next[group.group_id] += 1
+            index = self._free[group.group_id].pop(0)
+            trial_id = tuning_trial_id(group.setting, self._spec.tune, index)
+            setting = [item for item in group.trials[0].point if item[0] != "seed"]
+            name = f"{tracking.make_run_name(group.setting, setting)} tuning {index + 1}"
             run_id = tracking.start_trial_run(self._client, self._experiment_id, sweep=self._spec.name,
-                                              trial_id=trial_id, config=apply(group.setting, point), git=self._git)
+                                              trial_id=trial_id, config=apply(group.setting, point), git=self._git,
+                                              run_name=name)
             self._client.set_tag(run_id, GROUP_TAG, group.group_id)
             self._runs[tune_trial.trial_id] = run_id
             self._group_of[tune_trial.trial_id] = group
@@ -292,7 +297,8 @@ class _TuningRecorder:
             tracking.log_step_metrics(self._client, run_id, result[STEP_KEY], {"loss": result[LOSS_KEY]})
         elif result.get("kind") in (*SCORED_KINDS, KIND_FAILED):
             status = tracking.STATUS_FINISHED if result["kind"] == KIND_FINAL else tracking.STATUS_FAILED
-            self._close(tune_trial, status, metrics=result.get("metrics"), error=result.get("error"))
+            self._close(tune_trial, status, metrics=result.get("metrics"), error=result.get("error"),
+                        tags=result.get(TAGS_KEY))
 
     def on_complete(self, tune_trial: Any) -> None:
         if tune_trial.trial_id not in self._closed:
@@ -308,12 +314,16 @@ class _TuningRecorder:
                 tracking.finish_trial_run(self._client, run_id, status=tracking.STATUS_FAILED,
                                           error="Interrupted: the tuning stopped before this trial finished")
                 self._closed.add(key)
+        if self._progress is not None:
+            self._progress.close()
 
     def _close(self, tune_trial: Any, status: str, **kwargs: Any) -> None:
         run_id = self.run_id(tune_trial)
         tracking.finish_trial_run(self._client, run_id, status=status,
                                   final_step=self._group_of[tune_trial.trial_id].setting.steps, **kwargs)
         self._closed.add(tune_trial.trial_id)
+        if self._progress is not None:
+            self._progress.done(failed=status == tracking.STATUS_FAILED)
 
 
 def _point_of(run: Any, space: Mapping[str, Any]) -> dict[str, Any]:
@@ -342,13 +352,34 @@ def _counted(runs: Sequence[Any]) -> list[Any]:
 
 
 def _spent(client: Any, runs: Sequence[Any]) -> tuple[int, int]:
-    """(attempts, scored) of a group's recorded tuning runs; stale open runs are deleted (not attempts)."""
+    """(attempts, scored) of a group's recorded tuning runs. Stale open runs, runs cut off by an
+    interruption (Ctrl-C, SIGTERM) and runs failed by an error (a missing plugin, a bug) are deleted:
+    an earlier call's faults use none of this call's attempts, and a rerun runs them again."""
     done = [run for run in runs if run.data.tags.get("status") in (*tracking.DONE_STATUSES, tracking.STATUS_FAILED)
-            and run.info.status != "RUNNING"]
+            and run.info.status != "RUNNING"
+            and not tracking.is_fault(run.data.tags.get("status"), run.data.tags.get("error"))]
     for run in runs:
         if run not in done:
             client.delete_run(run.info.run_id)
     return len(done), len(_counted(done))
+
+
+def _check_spent(spec: SweepSpec, groups: Mapping[str, Group], runs: Mapping[str, Sequence[Any]]) -> None:
+    """Raise IncompleteError unless every group scored its whole budget (interrupted, or its attempts
+    ran out on errors: the tuned points would come from a part of it, and a rerun tunes them again)."""
+    assert spec.tune is not None
+    short = {name: len(_counted(runs.get(name, []))) for name in groups}
+    short = {name: spent for name, spent in short.items() if spent < spec.tune.budget}
+    if not short:
+        return
+    faults = [run.data.tags.get("error", "") for name in short for run in runs.get(name, [])
+              if tracking.is_fault(run.data.tags.get("status"), run.data.tags.get("error"))]
+    errors = [error for error in faults if not error.startswith(tracking.INTERRUPTED_ERROR)]
+    spent = ", ".join(f"{groups[name].setting.method} {n}/{spec.tune.budget}" for name, n in short.items())
+    why = f"{len(errors)} tuning trials failed with an error (e.g. {errors[0][:200]})" if errors else "interrupted"
+    raise IncompleteError(f"tuning incomplete ({why}): tuning trials scored per method and setting: {spent}; "
+                          f"no trial runs on a partly tuned point. Rerun the sweep to run exactly the missing "
+                          f"tuning trials")
 
 
 SEED_IGNORED = ("device",)  # where a trial runs draws no other point
@@ -452,9 +483,12 @@ def _grouped_search(searchers: Mapping[str, Any], budgets: Mapping[str, int],
     return GroupedSearch()
 
 
-def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True) -> list[GroupResult]:
+def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True, progress: bool = False) -> list[GroupResult]:
     """Spend what is left of every group's budget in ONE Ray Tune run (Ray connected), then read the
-    groups' results from MLflow. Each group has its own Optuna searcher; no trial is stopped early."""
+    groups' results from MLflow. Each group has its own Optuna searcher; no trial is stopped early.
+
+    Raises IncompleteError when a group has not scored its budget at the end (the run was
+    interrupted, or its attempts ran out on errors); ``progress``: a tqdm line of the tuning trials."""
     import methods
     from ray import tune
 
@@ -466,14 +500,20 @@ def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True) -> li
     spaces = {name: search_space(methods.get(group.setting.method).tunables, settings) for name, group in groups.items()}
     before = _runs_by_group(client, experiment_id)
     spent = {name: _spent(client, before.get(name, [])) for name in groups}
+    before = _runs_by_group(client, experiment_id)  # without the runs _spent deleted
     budgets = {name: max(0, settings.budget - spent[name][1]) for name in groups}
     attempts = {name: max(0, ATTEMPTS_PER_TRIAL * settings.budget - spent[name][0]) for name in groups}
     todo = {name: group for name, group in groups.items() if budgets[name] > 0 and attempts[name] > 0}
     if todo:
         searchers = {name: _group_searcher(spec, group, spaces[name], before.get(name, []))
                      for name, group in todo.items()}
-        recorder = _TuningRecorder(client, experiment_id, spec, groups, {name: spent[name][0] for name in groups},
-                                   tracking.git_state(paths.REPO_ROOT))
+        kept = {name: {run.data.tags.get("trial") for run in before.get(name, [])} for name in todo}
+        free = {name: [index for index in range(ATTEMPTS_PER_TRIAL * settings.budget)
+                       if tuning_trial_id(group.setting, settings, index) not in kept[name]]
+                for name, group in todo.items()}
+        bar = Progress(f"{spec.name} tuning", sum(budgets[name] for name in todo), enabled=progress)
+        recorder = _TuningRecorder(client, experiment_id, spec, groups, free, tracking.git_state(paths.REPO_ROOT),
+                                   bar)
         storage = Path(spec.ray.storage_path or Path.home() / "ray_results" / "vqbench").expanduser().resolve()
         plan = cluster.plan_resources(spec.ray.cpus_per_trial, spec.ray.gpus_per_trial, cluster.alive_nodes())
         resources = plan.by_key(list(todo))  # a group's trials all run in one pool
@@ -497,6 +537,7 @@ def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True) -> li
         finally:
             recorder.close_open_runs()
     after = _runs_by_group(client, experiment_id)
+    _check_spent(spec, groups, after)
     return [group_result(spec, group, spaces[name], after.get(name, [])) for name, group in groups.items()]
 
 
