@@ -17,18 +17,25 @@ vectors uniformly with replacement from the split's vectors: i.i.d. draws from t
 empirical distribution, on ``generator.device``, float32 whatever the file's float dtype (float16,
 bfloat16, float32, float64).
 
-Checks at load (errors name the file): the file exists, the array name (``key`` for ``.npz``,
+Checks at load (errors name the file): the file exists (a folder, a dangling link or a symlink
+loop is named as such), the array name (``key`` for ``.npz``,
 ``tensor`` for ``.safetensors``; optional when the file holds one array) exists, else the valid
-names are listed; a float dtype; 2-D, or 4-D with a ``layout``; ``dim`` (if given) equals d; enough
-rows for the split; every value finite as float32, scanned in chunks of ``CHUNK_BYTES`` (the error
-names the first bad row). ``mean`` and ``covariance`` are the float64 empirical moments of the
+names are listed; a float dtype; 2-D, or 4-D with a ``layout``; d at most ``MAX_DIM`` (the moments
+need d x d floats: a (d, N) array saved untransposed is refused before anything is read); ``dim``
+(if given) equals d; enough rows for the split; every value finite as float32, scanned in chunks of
+``CHUNK_BYTES`` whose pages are released as the scan goes (memory stays at a few chunks, whatever
+the file's size; the error names the first bad row). ``mean`` and ``covariance`` are the float64 empirical moments of the
 training split (streamed in chunks on first use). ``file_sha256()`` pins the file for a manifest.
 Memory: the split permutation, 4 bytes per row (8 beyond 2^31 rows).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import mmap
 import os
+import stat
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -47,6 +54,8 @@ from ._common import (
 from ._registry import register
 
 FORMATS = (".npy", ".npz", ".safetensors")
+MAX_DIM = 16384  # features per vector: the float64 covariance is then 2 GiB
+RELEASE_EVERY = 16  # chunks scanned between two releases of the mapped pages (madvise DONTNEED)
 LAYOUTS = ("nhwc", "nchw")
 
 # safetensors dtype name -> numpy dtype of the stored bytes (bfloat16 is read as its uint16 bits)
@@ -168,6 +177,34 @@ def _choose(path: Path, option: str, name: str | None, valid: list[str]) -> str:
     return name
 
 
+def check_file(path: Path) -> None:
+    """``path`` is a readable regular file; else DatasetNotFoundError saying what it is instead."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise DatasetNotFoundError(f"path: {path}: a symbolic link loop, not a file") from None
+        if path.is_symlink():
+            raise DatasetNotFoundError(f"path: {path}: a dangling symbolic link (to {os.readlink(path)})") from None
+        raise DatasetNotFoundError(f"path: {path}: no such file ({err.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise DatasetNotFoundError(f"path: {path}: a folder, not a file; name the .npy / .npz / .safetensors "
+                                   f"file in it (a folder of images: dataset image_folder)")
+    if not stat.S_ISREG(mode):
+        raise DatasetNotFoundError(f"path: {path}: not a regular file")
+
+
+def _release_pages(array: np.ndarray) -> None:
+    """Drop the pages of a memory-mapped array from this process (they stay in the page cache): a
+    scan of a 20 GB file otherwise keeps every page it touched resident."""
+    mapping = getattr(array, "_mmap", None)
+    if mapping is None and isinstance(getattr(array, "base", None), np.ndarray):
+        mapping = getattr(array.base, "_mmap", None)
+    if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        with contextlib.suppress(OSError, ValueError):
+            mapping.madvise(mmap.MADV_DONTNEED)
+
+
 def _bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
     # bfloat16 is the upper half of a float32: shift its 16 bits into place
     return (bits.astype(np.uint32) << 16).view(np.float32)
@@ -181,8 +218,7 @@ class FeaturesFile(FeatureDistribution):
     def __init__(self, options: FeaturesFileOptions) -> None:
         self.options = options
         path = self.path = Path(options.path)
-        if not path.is_file():
-            raise DatasetNotFoundError(f"path: {path}: no such file")
+        check_file(path)
         suffix = path.suffix.lower()
         self._bfloat16 = False
         if suffix == ".npy":
@@ -214,6 +250,10 @@ class FeaturesFile(FeatureDistribution):
             )
         if file_dim < 1:
             raise ValueError(f"path: {path}: the feature dimension d is 0 in {array.shape}")
+        if file_dim > MAX_DIM:
+            raise ValueError(f"path: {path}: d = {file_dim} features per vector in {array.shape} exceeds {MAX_DIM} "
+                             f"(the covariance alone would need {file_dim ** 2 * 8 / 2**40:.2f} TiB); if the array "
+                             f"is (d, N), save its transpose")
         if options.dim is not None and options.dim != file_dim:
             raise ValueError(f"dim: {options.dim} does not match {path}, whose features have d = {file_dim}")
         self.dim = int(file_dim)
@@ -250,8 +290,9 @@ class FeaturesFile(FeatureDistribution):
             yield start, stop, self._vectors(np.asarray(block))
 
     def _check_finite(self) -> None:
+        """Every value finite as float32: one streamed pass, the mapped pages released as it goes."""
         per_row = self._grid[0] * self._grid[1]
-        for start, stop, vectors in self._row_chunks():
+        for index, (start, stop, vectors) in enumerate(self._row_chunks()):
             finite = np.isfinite(vectors).all(axis=1).reshape(stop - start, per_row).all(axis=1)
             if not finite.all():
                 row = start + int(np.argmin(finite))
@@ -259,6 +300,9 @@ class FeaturesFile(FeatureDistribution):
                     f"path: {self.path}: row {row} holds NaN or inf (as float32); the first bad row of "
                     f"{self.n_rows}: features must be finite"
                 )
+            if index % RELEASE_EVERY == RELEASE_EVERY - 1:
+                _release_pages(self._array)
+        _release_pages(self._array)
 
     def rows(self, split: str) -> np.ndarray:
         """Indices (along the file's leading axis) of the rows in ``split``, in permutation order."""

@@ -2,8 +2,10 @@
 
 Every file under ``root`` (recursively, sorted by relative path) whose suffix is .png, .jpg, .jpeg
 or .webp (any case) is an image; other files are not read. Each is decoded, turned upright by its
-EXIF orientation (``ImageOps.exif_transpose``), converted to RGB (``Image.convert("RGB")``: alpha
-is dropped, grey and palette images expanded), resized so its shorter side is ``size`` and
+EXIF orientation (``ImageOps.exif_transpose``), converted to 8-bit RGB (:func:`to_rgb`: alpha is
+dropped, grey and palette images expanded, CMYK / YCbCr converted by Pillow; 16-bit grey
+(``I;16*``, and ``I`` within 0..65535) scaled by 255 / 65535, never clipped; float ``F`` images and
+``I`` values outside 0..65535, whose range a file does not state, are refused), resized so its shorter side is ``size`` and
 center-cropped to ``size`` x ``size`` (``ImageOps.fit``, bicubic), as torchvision's
 ``Resize(size) + CenterCrop(size)`` does. Pixels are uint8 / 255 in [0, 1], (N, 3, size, size).
 
@@ -59,11 +61,36 @@ def image_files(root: Path) -> list[Path]:
     )
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")  # Pillow's 16-bit grey (16-bit PNGs decode to these)
+REFUSED_MODES = ("F",)  # float pixels: no stated range to map to 0..255
+
+
+def to_rgb(image: Image.Image, path: Path) -> Image.Image:
+    """8-bit RGB of any mode Pillow decodes, converted faithfully or refused (ValueError naming the file).
+
+    ``Image.convert("RGB")`` clips 16-bit grey at 255 (a PNG with values 0..62930 comes out 99%
+    white): 16-bit values v become round(v * 255 / 65535) instead."""
+    mode = image.mode
+    if mode in REFUSED_MODES:
+        raise ValueError(f"{path}: mode {mode} (float pixels) has no stated range; save it as 8- or 16-bit")
+    if mode in SIXTEEN_BIT_MODES or mode == "I":
+        values = np.asarray(image).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(f"{path}: mode {mode} with values in [{values.min()}, {values.max()}], outside the "
+                             f"16-bit range 0..65535; save it as 8- or 16-bit")
+        grey = ((values * 255 + 32767) // 65535).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError as err:
+        raise ValueError(f"{path}: mode {mode} cannot be converted to RGB ({err})") from None
+
+
 def decode(path: Path, size: int) -> np.ndarray:
-    """uint8 (3, size, size): upright, RGB, shorter side resized to ``size``, center-cropped."""
+    """uint8 (3, size, size): upright, RGB (:func:`to_rgb`), shorter side resized to ``size``, center-cropped."""
     with Image.open(path) as image:
         image.load()
-        image = ImageOps.exif_transpose(image).convert("RGB")
+        image = to_rgb(ImageOps.exif_transpose(image), path)
     image = ImageOps.fit(image, (size, size), method=Image.Resampling.BICUBIC, centering=(0.5, 0.5))
     return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
 

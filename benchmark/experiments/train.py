@@ -7,6 +7,8 @@ runs (its fingerprint, :mod:`benchmark.pipeline.code`) is that module and what i
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import traceback
 from pathlib import Path
 
 from benchmark.experiments.checks import check_against_registries
@@ -46,7 +48,37 @@ def run_experiment(
         raise ValueError(f"evaluation_split: must be 'test' or 'validation', got {evaluation_split!r}")
     check_against_registries(config)
     device = resolve_device(config.device)
-    with seeded_global_rng(config.seed, device):
-        artifacts = Path(artifacts_dir) if artifacts_dir is not None else None
-        run = importlib.import_module(experiment_module(config.experiment)).run
-        return run(config, device, on_step, progress, artifacts, evaluation_split)
+    try:
+        with seeded_global_rng(config.seed, device):
+            artifacts = Path(artifacts_dir) if artifacts_dir is not None else None
+            run = importlib.import_module(experiment_module(config.experiment)).run
+            return run(config, device, on_step, progress, artifacts, evaluation_split)
+    except (DivergedError, ValueError):
+        raise
+    except Exception as err:  # noqa: BLE001 - re-raised, named when a plugin's code raised it
+        named = plugin_failure(err, config)
+        if named is None:
+            raise
+        raise named from err
+
+
+def plugin_failure(err: BaseException, config: RunConfig) -> Exception | None:
+    """``methods.PluginError`` naming the plugin (distribution, file, line) when the innermost
+    frame of ``err`` inside a plugin's package raised it; None when no plugin is involved."""
+    import datasets
+    import methods
+
+    for kind, registry_module, name in (("method", methods, config.method), ("dataset", datasets, config.dataset)):
+        spec = registry_module.get(name)
+        if not spec.distribution:
+            continue
+        top = importlib.util.find_spec(spec.module.split(".")[0])
+        folders = list(top.submodule_search_locations or []) if top is not None else []
+        places = [str(Path(folder).resolve()) for folder in folders] or [str(Path(spec.module_file or "").resolve())]
+        frames = [frame for frame in traceback.extract_tb(err.__traceback__)
+                  if any(str(Path(frame.filename).resolve()).startswith(place) for place in places)]
+        if frames:
+            where = f"{frames[-1].filename}:{frames[-1].lineno}"
+            return methods.PluginError(f"{kind}: {name!r} from the plugin {spec.distribution} raised "
+                                       f"{type(err).__name__}: {err} ({where})")
+    return None

@@ -118,7 +118,36 @@ def build_quantizer(config: RunConfig, device: torch.device, init_generator: tor
         generator=init_generator or generator(config.seed, STREAM_INIT, torch.device("cpu")),
         **dict(config.method_options),
     )
+    quantizer.register_forward_hook(_output_check(methods.get(config.method).describe()))
     return quantizer.to(device)
+
+
+class QuantizerOutputError(ValueError):
+    """A quantizer returned outputs of the wrong shape (caught at the call, not by the metrics)."""
+
+
+def _output_check(owner: str) -> Callable[..., None]:
+    """A forward hook checking every call's output shapes: ``quantized`` the input's, ``indices``
+    ``quantizer.indices_shape(leading)`` (a shape comparison: nothing is computed). A plugin
+    returning, say, a flattened ``quantized`` would otherwise train and report normal metrics."""
+
+    def check(quantizer: nn.Module, inputs: tuple[Any, ...], out: Any) -> None:
+        features = inputs[0] if inputs else None
+        if not isinstance(features, Tensor):
+            return
+        leading = tuple(features.shape[:-1])
+        expected = {"quantized": tuple(features.shape)}
+        if hasattr(quantizer, "indices_shape"):
+            expected["indices"] = tuple(quantizer.indices_shape(leading))
+        for name, shape in expected.items():
+            value = getattr(out, name, None)
+            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            if got != shape:
+                raise QuantizerOutputError(f"method: {owner} returned {name} of shape {got} for features of shape "
+                                           f"{tuple(features.shape)}; expected {shape} (methods.testing."
+                                           f"run_conformance checks a quantizer's outputs)")
+
+    return check
 
 
 def make_optimizer(
