@@ -691,3 +691,63 @@ def test_a_full_disk_during_a_sweep_is_one_line(error: Exception, tmp_path: Path
     monkeypatch.setattr(sweep, "run_sweep", full)
     _one_line_error(_sweep_cli(capsys, "--params", str(params), "--sweep", "s"), "sweep s: ", str(tmp_path / "mlflow.db"),
                     "free space and rerun the sweep to resume")
+
+
+# ------------------------------------------------------------------------------ your own sweep, reported alone
+def test_report_of_one_sweep_leaves_the_full_report_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """`report --sweep NAME` used to be impossible; a bare `report` marks the others "Not run" and
+    deletes the committed figures."""
+    from benchmark.pipeline import sweep
+    from benchmark.report import build as report
+
+    workspace, trials = _report_workspace(tmp_path)
+    out = workspace / "reports"
+    (out / "figures").mkdir(parents=True)
+    committed = {out / "ablation.md": "the full report", out / "figures" / "k_sweep.png": "a figure",
+                 out / "metrics.json": "{}"}
+    for path, text in committed.items():
+        path.write_text(text)
+    ran: list[list[str]] = []
+    monkeypatch.setattr(sweep, "main", lambda argv: ran.append(argv) or 0)
+    params = str(workspace / "params.yaml")
+    assert report.main(["--params", params, "--out", str(out), "--sweep", "s", "--run", "--no-figures"]) == 0
+    assert ran == [["--params", params, "--sweep", "s"]]
+    text = (out / "sweeps" / "s.md").read_text()
+    assert text.startswith("# vqbench report: sweep `s`") and "(`s`)" in text
+    assert "Trials: 4 (0 failed, 2 interrupted, 1 not run)." in text and "## Paper vs ours" not in text
+    assert all(path.read_text() == body for path, body in committed.items())
+    assert capsys.readouterr().out.strip() == f"wrote {os.path.relpath(out / 'sweeps' / 's.md')}"
+    for name, message in (("nope", "--sweep nope: not a sweep of"), ("../x", "a sweep name names folders")):
+        status = report.main(["--params", params, "--out", str(out), "--sweep", name, "--no-figures"])
+        _one_line_error(subprocess.CompletedProcess([], status, "", capsys.readouterr().err), message)
+
+
+# ------------------------------------------------------------------------------ a split smaller than K
+def test_a_test_split_smaller_than_k_is_a_warning_in_the_record_and_the_report(tmp_path: Path) -> None:
+    """180 test rows at K 256 cap U at 70%: every method reads as collapsing, and nothing said why."""
+    import numpy as np
+
+    from benchmark.experiments.training import RunWarning
+    from benchmark.pipeline import recorder, tracking
+    from benchmark.report import build as report
+
+    np.save(tmp_path / "latents.npy", np.random.default_rng(0).normal(size=(40, 2)).astype(np.float32))
+    config = RunConfig.from_dict({**TINY, "dataset": "features_file", "eval_size": 64,
+                                  "dataset_options": {"path": str(tmp_path / "latents.npy"), "test_fraction": 0.25}})
+    with recorder.recorded_warnings() as noted:
+        run_experiment(config)
+    assert noted == ["the test split holds 10 vectors, fewer than K = 16: utilization is at most 62% whatever "
+                     "the method (give the split more rows, or use a smaller K)"]
+    with pytest.warns(RunWarning, match="the test split holds 10 vectors"):  # `python -m benchmark run` shows it
+        run_experiment(config)
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = tracking.make_client(uri)
+    run_id = tracking.start_trial_run(client, tracking.get_or_create_experiment(client, "s"), sweep="s", trial_id="t",
+                                      config=config, git=tracking.GitState("0" * 40, False))
+    tracking.finish_trial_run(client, run_id, status="finished", metrics={"utilization": 0.6},
+                              tags={tracking.WARNING_TAG: noted[0], "device": "cpu"})
+    table = tracking.export_table(uri, "s")
+    assert table["warning"].tolist() == noted
+    assert report._warning_lines(table) == ["", f"**Warning** (1 trials): {noted[0]}."]

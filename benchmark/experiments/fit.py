@@ -26,7 +26,8 @@ import torch
 from benchmark.experiments import metrics
 from benchmark.experiments.config import ConfigError, RunConfig
 from benchmark.experiments.training import (
-    STREAM_EVAL, STREAM_KMEANS, STREAM_TRAIN, STREAM_VALIDATION, OnStep, Trainer, build_quantizer, check_codebook, result_record,
+    STREAM_EVAL, STREAM_KMEANS, STREAM_TRAIN, STREAM_VALIDATION, OnStep, Trainer, build_quantizer, check_codebook,
+    check_split_size, result_record,
     evaluate, generator, make_optimizer, timed_training,
 )
 
@@ -63,6 +64,7 @@ def run(
     if config.model_options:
         raise ConfigError("model_options: only used by the image experiments; leave it empty for fit")
     dataset = _load_features(config)
+    check_split_size(dataset, evaluation_split, config.codebook_size)
     cpu = torch.device("cpu")
     stream = STREAM_EVAL if evaluation_split == "test" else STREAM_VALIDATION
     single = torch.Generator().manual_seed(config.seed) if config.random_stream == "single" else None

@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -120,6 +121,23 @@ def build_quantizer(config: RunConfig, device: torch.device, init_generator: tor
     )
     quantizer.register_forward_hook(_output_check(methods.get(config.method).describe()))
     return quantizer.to(device)
+
+
+class RunWarning(UserWarning):
+    """Something that limits what a run's numbers can show (recorded with the trial, shown in the report)."""
+
+
+def check_split_size(dataset: Any, split: str, codebook_size: int) -> None:
+    """Warn (RunWarning) when the evaluated split of a finite dataset holds fewer distinct vectors
+    than there are codes: utilization cannot then exceed n / K, and every method reads as collapsing."""
+    count = getattr(dataset, "n_vectors", None)
+    if count is None:
+        return
+    n = int(count(split))
+    if n < codebook_size:
+        warnings.warn(f"the {split} split holds {n} vectors, fewer than K = {codebook_size}: utilization is at "
+                      f"most {n / codebook_size:.0%} whatever the method (give the split more rows, or use a "
+                      f"smaller K)", RunWarning, stacklevel=2)
 
 
 class QuantizerOutputError(ValueError):

@@ -5,6 +5,7 @@ import contextlib
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol, Sequence
 
@@ -17,6 +18,26 @@ STEP_KEY = "vqbench_step"
 OBJECTIVE_KEY = "vqbench_objective"  # what ASHA minimises (present only with early stopping)
 TAGS_KEY = "vqbench_tags"  # with a trial's first report: tracking.worker_tags, where it runs
 ARTIFACTS_KEY = "vqbench_artifacts"  # final report: {relative path: bytes} of the trial's files
+
+
+@contextlib.contextmanager
+def recorded_warnings() -> Iterator[list[str]]:
+    """In a trial's process: collect the messages of the RunWarnings raised inside (each once, in
+    order) into the yielded list, for the trial's ``warning`` tag; other warnings are shown as usual."""
+    from benchmark.experiments.training import RunWarning
+
+    messages: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RunWarning)
+        try:
+            yield messages
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, RunWarning):
+                    if str(warning.message) not in messages:
+                        messages.append(str(warning.message))
+                else:
+                    warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 class IncompleteError(RuntimeError):

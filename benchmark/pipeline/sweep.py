@@ -27,7 +27,7 @@ from benchmark import paths
 from benchmark.experiments.config import ConfigError, RunConfig
 from benchmark.pipeline import cluster, tracking
 from benchmark.pipeline.recorder import (ARTIFACTS_KEY, TAGS_KEY, KIND_KEY, OBJECTIVE_KEY, STEP_KEY, IncompleteError,
-                                         MlflowRecorder, Progress, tune_callback, tune_output)
+                                         MlflowRecorder, Progress, recorded_warnings, tune_callback, tune_output)
 from benchmark.pipeline.spec import RaySettings, SweepSpec, Trial, load_sweep
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def _run_trial(
         tune.report({**first, **result})
         first.clear()
 
-    with tempfile.TemporaryDirectory(prefix="vqbench-artifacts-") as artifacts:
+    with tempfile.TemporaryDirectory(prefix="vqbench-artifacts-") as artifacts, recorded_warnings() as noted:
         try:
             final = run(config, on_step=on_step, artifacts_dir=artifacts)
         except Exception as err:  # noqa: BLE001 - any failure is recorded, the sweep goes on
@@ -90,6 +90,8 @@ def _run_trial(
         else:
             result = {KIND_KEY: "final", "metrics": _as_floats(final),
                       ARTIFACTS_KEY: cluster.read_artifacts(artifacts)}
+    if noted:  # what limits the trial's numbers (benchmark.experiments.training.RunWarning)
+        result[TAGS_KEY] = {**first.get(TAGS_KEY, {}), tracking.WARNING_TAG: " | ".join(noted)}
     if objective is not None:
         result[OBJECTIVE_KEY] = last_objective if result[KIND_KEY] == "final" else math.inf
     tune.report({**first, **result})

@@ -15,7 +15,8 @@ Layout of one trial's run:
   ``env.<NAME>`` for each process setting of :mod:`benchmark.runtime` (``env.OMP_WAIT_POLICY``),
   :func:`identity_tags` (``method``, ``experiment``, ``dataset``, ``code_fingerprint``, ``plugins``)
   and where the trial actually ran (:func:`worker_tags`, ``benchmark.pipeline.cluster.environment``:
-  ``device``, ``node_id``, ``hostname``, ``torch``, ``cuda``, ``cuda_driver``, ...);
+  ``device``, ``node_id``, ``hostname``, ``torch``, ``cuda``, ``cuda_driver``, ...), and ``warning``
+  (what limits its numbers, e.g. a test split smaller than K; exported as the ``warning`` column);
 - metrics: the final result record under its own keys (``quantization_error``, ...), and the
   per-step curves under ``train/<name>`` with ``step`` = the training step.
 
@@ -56,7 +57,8 @@ DIVERGED_ERROR = "DivergedError"  # error prefix of a trial whose loss turned Na
 INTERRUPTED_ERROR = "Interrupted"  # error prefix of a trial cut off by Ctrl-C / SIGTERM: to be rerun
 
 STEP_METRIC_PREFIX = "train/"
-ID_COLUMNS = ("sweep", "trial", "run_id", "status", "error", "git_commit", "git_dirty")
+ID_COLUMNS = ("sweep", "trial", "run_id", "status", "error", "git_commit", "git_dirty", "warning")
+WARNING_TAG = "warning"  # what limits a trial's numbers (benchmark.experiments.training.RunWarning), " | "-joined
 MAX_TAG_CHARS = 5000  # MLflow caps tag values at 8000 characters; keep errors readable
 _MLFLOW_MAX_PARAMS_PER_BATCH = 100
 _MLFLOW_MAX_METRICS_PER_BATCH = 1000
@@ -588,6 +590,7 @@ def export_table(tracking_uri: str, sweep: str) -> "pandas.DataFrame":
             "error": tags.get("error", ""),
             "git_commit": tags.get("git_commit", ""),
             "git_dirty": tags.get("git_dirty", "") == "true",
+            "warning": tags.get(WARNING_TAG, ""),
             **params,
             **metrics,
         })

@@ -36,7 +36,7 @@ import yaml
 from benchmark import paths
 from benchmark.experiments.config import ConfigError
 from benchmark.metric_registry import HEADLINE_METRICS, METRICS
-from benchmark.pipeline.spec import load_params, load_sweep, parse_questions
+from benchmark.pipeline.spec import check_sweep_name, load_params, load_sweep, parse_questions
 from benchmark.report import papers as paper_claims
 from benchmark.report.figures import codebook_figure, figure_caption, sweep_figure, usage_figure
 from benchmark.report.leaderboard import leaderboard_section
@@ -238,6 +238,39 @@ def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
     return report_path
 
 
+SWEEP_REPORTS_DIR = "sweeps"  # <out>/sweeps/<sweep>.md: a report of one sweep alone
+
+
+def build_sweep_reports(config: ReportConfig, params: Mapping[str, Any], names: Sequence[str]) -> list[Path]:
+    """One report per named sweep, ``<out>/sweeps/<sweep>.md``, its figures in ``<out>/sweeps/figures/``:
+    the sweep's section (table, failed trials, tuning, figure, spec) and its code version. Nothing
+    else is read or written: ``ablation.md``, ``figures/`` and ``metrics.json`` stay as they are.
+    ValueError naming the sweep when it is not in params.yaml or has no results table yet."""
+    sweeps = params.get("sweeps") or {}
+    for name in names:
+        check_sweep_name(name)
+        if name not in sweeps:
+            raise ValueError(f"--sweep {name}: not a sweep of {config.params_path}; valid: {sorted(sweeps)}")
+        if not (config.results_dir / name / paths.TABLE_FILE).exists():
+            raise ValueError(f"--sweep {name}: no results table {config.results_dir / name / paths.TABLE_FILE}; "
+                             f"run the sweep first (python -m benchmark report --sweep {name} --run)")
+    out_dir = config.out_dir / SWEEP_REPORTS_DIR
+    figures = out_dir / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names:
+        for stale in [*figures.glob(f"{name}.png"), *figures.glob(f"{name}_*.png")]:
+            stale.unlink()
+        tables, summaries, sections, _ = _sweep_sections(config, {name: sweeps[name]}, figures)
+        lines = [f"# vqbench report: sweep `{name}`", *_intro_lines(config)[1:], "", *sections]
+        lines += _not_run_lines(tables, [])
+        lines += _code_version_lines(summaries, params)
+        path = out_dir / f"{name}.md"
+        path.write_text("\n".join(lines))
+        written.append(path)
+    return written
+
+
 def _fresh_figures_dir(out_dir: Path) -> Path:
     """``out_dir/figures``, created, without the figures of an earlier build."""
     figures = out_dir / "figures"
@@ -320,7 +353,7 @@ def _code_version_lines(summaries: Mapping[str, Summary], params: Mapping[str, A
     commits = sorted({c for s in summaries.values() for c in s.commits})
     lines.append("Git commits of the trials: " + (", ".join(f"`{c}`" for c in commits) or "unknown")
                  + " (`+dirty`: the work tree had uncommitted or untracked files when the trial ran; "
-                 "during `dvc repro` that includes the dvc.lock DVC is rewriting).")
+                 "the dvc.lock that `dvc repro` rewrites does not count).")
     lines += ["", "Shared `base:` of every sweep (params.yaml):", "", "```yaml",
               yaml.safe_dump({"base": params.get("base") or {}}, sort_keys=False).rstrip(), "```", ""]
     return lines
@@ -344,6 +377,7 @@ def _sweep_section(config: ReportConfig, name: str, spec: Any, table: pd.DataFra
     lines.append(f"Setting: {_setting_text(table)}. Trials: {len(table)} "
                  f"({counts['failed']} failed{cut_off})."
                  + (f" {stale} trials of earlier specs of this sweep in the table are not shown." if stale else ""))
+    lines += _warning_lines(table)
     notes = worse_rows(summary, table, tuning, config.confidence) if tuning is not None else None
     lines += ["", summary_table(summary, config.confidence, notes), "", failed_list(summary), ""]
     if tuning is not None:
@@ -357,6 +391,17 @@ def _sweep_section(config: ReportConfig, name: str, spec: Any, table: pd.DataFra
     lines += ["<details><summary>Sweep spec (params.yaml)</summary>", "", "```yaml",
               yaml.safe_dump({"sweeps": {name: spec}}, sort_keys=False).rstrip(), "```", "", "</details>", ""]
     return "\n".join(lines)
+
+
+def _warning_lines(table: pd.DataFrame) -> list[str]:
+    """The trials' recorded warnings (what limits their numbers), each once with its trial count."""
+    if "warning" not in table.columns:
+        return []
+    counts: dict[str, int] = {}
+    for text in table["warning"].dropna().astype(str):
+        for message in filter(None, (part.strip() for part in text.split(" | "))):
+            counts[message] = counts.get(message, 0) + 1
+    return ["", *(f"**Warning** ({n} trials): {message}." for message, n in counts.items())] if counts else []
 
 
 def _status_counts(table: pd.DataFrame) -> dict[str, int]:
@@ -404,7 +449,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-figures", action="store_true", help="tables only (no seaborn figures)")
     parser.add_argument("--export", action="store_true",
                         help="first rebuild results/<sweep>/trials.csv from the MLflow store")
+    parser.add_argument("--sweep", action="append", default=None, metavar="NAME",
+                        help="report only this sweep (repeatable): reports/sweeps/NAME.md and its figures; "
+                             "the full report (ablation.md, figures/, metrics.json) is left untouched")
+    parser.add_argument("--run", action="store_true",
+                        help="with --sweep: first run the sweep (python -m benchmark sweep; finished trials "
+                             "are not rerun)")
     args = parser.parse_args(argv)
+    if args.run and not args.sweep:
+        parser.error("--run needs --sweep NAME")
     params_path = Path(args.params)
     try:
         params = load_params(params_path)
@@ -414,12 +467,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(err) if str(err).startswith(str(params_path)) else f"{params_path}: {err}"
         print(f"error: {message}", file=sys.stderr)
         return 2
+    status = 0
+    if args.run:
+        from benchmark.pipeline import sweep
+
+        for name in args.sweep:
+            status = sweep.main(["--params", str(params_path), "--sweep", name]) or status
+            if status not in (0, sweep.EXIT_TRIAL_ERRORS, sweep.EXIT_ALL_FAILED):
+                return status  # nothing (complete) to report: the sweep said why
     if args.export:
         from benchmark.pipeline import tracking
 
         uri = tracking.resolve_tracking_uri((params.get("tracking") or {}).get("uri", paths.TRACKING_DB),
                                             params_path.resolve().parent)
-        for name in params.get("sweeps") or {}:
+        for name in args.sweep or params.get("sweeps") or {}:
             try:
                 table = tracking.export_table(uri, name)
             except ValueError as err:
@@ -427,6 +488,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             tracking.write_table(table, config.results_dir / name / paths.TABLE_FILE)
     config.figures = not args.no_figures
+    if args.sweep:
+        try:
+            written = build_sweep_reports(config, params, args.sweep)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print("wrote " + ", ".join(_rel(path) for path in written))
+        return status
     path = build_report(config, params)
     print(f"wrote {_rel(path)}")
     return 0
