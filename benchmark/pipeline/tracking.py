@@ -442,7 +442,7 @@ def finish_trial_run(
     tags: Mapping[str, Any] | None = None,
 ) -> None:
     """Record the end of a trial: final metrics, ``status`` tag (and ``error``, and the worker's
-    :func:`environment_tags` when given), run terminated."""
+    :func:`worker_tags` when given), run terminated."""
     if status not in (STATUS_FINISHED, STATUS_FAILED, STATUS_STOPPED):
         raise ValueError(f"status: must be finished, failed or stopped, got {status!r}")
     for key, value in (tags or {}).items():
