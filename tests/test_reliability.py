@@ -167,7 +167,7 @@ def _params(sweep: dict[str, Any]) -> dict[str, Any]:
          r"sweeps.s.tune.metric: 'psnr' is not a metric to tune on"),
         ({"grid": {"seed": [0]}, "tune": {"metric": "utilization", "mode": "min"}},
          r"sweeps.s.tune.mode: utilization is better when maximised, got mode 'min'"),
-        ({"grid": {"seed": [0]}, "tune": {"budget": 10**6}}, r"sweeps.s.tune.budget: must be an integer in \[1, 1000\]"),
+        ({"grid": {"seed": [0]}, "tune": {"budget": 10**6}}, r"sweeps.s.tune.budget: must be >= 1 and <= 1000"),
         ({"grid": {"seed": [0, 1]}, "tune": {"budget": 8}, "max_trials": 5},
          r"sweeps.s.max_trials: 2 trials \+ 1 x 8 tuning trials \+ 2 tuned reruns = 12, more than max_trials=5"),
         ({"grid": {"seed": [0]}, "tune": {"grace_steps": 10}}, r"sweeps.s.tune.grace_steps: 10 is not below .*\(4\)"),
@@ -626,7 +626,7 @@ def test_a_partly_failed_tuning_stops_the_sweep_and_the_rerun_runs_exactly_the_m
 
     run = client.get_run(outcome.table.set_index("seed").iloc[0]["run_id"])  # what tells runs apart
     tags = run.data.tags
-    assert run.info.run_name in ("vanilla seed=0", "vanilla seed=0 tuned=True")
+    assert run.info.run_name in ("vanilla seed=0", "vanilla tuned=True seed=0")
     assert tags["device"] == "cpu" and len(tags["code_fingerprint"]) == 16 and tags["plugins"] == "none"
     assert (tags["method"], tags["dataset"]) == ("vanilla", "gaussian")
 
@@ -751,3 +751,37 @@ def test_a_test_split_smaller_than_k_is_a_warning_in_the_record_and_the_report(t
     table = tracking.export_table(uri, "s")
     assert table["warning"].tolist() == noted
     assert report._warning_lines(table) == ["", f"**Warning** (1 trials): {noted[0]}."]
+
+
+# ------------------------------------------------------------------------------ progress, quiet by default
+def test_progress_line_counts_done_failed_and_survives_tunes_pickling(capsys: pytest.CaptureFixture) -> None:
+    import pickle
+
+    from benchmark.pipeline.recorder import Progress
+
+    progress = Progress("s trials", 3)
+    progress.done(failed=False)
+    progress.done(failed=True)
+    assert pickle.loads(pickle.dumps(progress))._bar is None  # Tune pickles its callbacks
+    progress.close()
+    err = capsys.readouterr().err
+    assert "s trials" in err and "2/3" in err and "1 failed" in err
+    Progress("quiet", 3, enabled=False).done(failed=True)
+    assert capsys.readouterr().err == ""
+
+
+def test_tune_output_quiets_optuna_and_the_tune_banner_only_while_it_runs() -> None:
+    import logging
+
+    import optuna
+
+    from benchmark.pipeline.recorder import tune_output
+
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    before = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    with tune_output(quiet=True):
+        assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
+        assert logging.getLogger("optuna").getEffectiveLevel() == logging.WARNING
+    assert logging.getLogger("optuna").level == logging.INFO and os.environ.get("RAY_AIR_NEW_OUTPUT") == before
+    with tune_output(quiet=False):  # --verbose: everything as the libraries print it
+        assert logging.getLogger("optuna").level == logging.INFO

@@ -152,3 +152,33 @@ def test_a_raising_plugin_is_one_line_naming_it(site: Site, capsys: pytest.Captu
     assert run.main(args) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 1 and "vq-raise==2.0 raised RuntimeError" in err
+
+
+def test_a_plugins_files_outside_the_repository_are_a_dvc_dependency(site: Site, tmp_path: Path) -> None:
+    """A plugin edited outside the repository left `dvc status` up to date: the prepare stages
+    depended only on the in-repo plugins/ folder."""
+    import yaml
+
+    from benchmark.pipeline import code, prepare
+
+    site.install("vq-out", "0.1", {"vqbench.methods": ["out_vq = vq_out_mod:OutVQ"]},
+                 {"vq_out_mod": "from methods.vanilla import VanillaVQ\n\nclass OutVQ(VanillaVQ):\n    pass\n"})
+    out = tmp_path / "plugins.json"
+    assert prepare.main(["--plugins", str(out)]) == 0
+    entry = code.plugin_code()["vqbench.methods"]["out_vq"]
+    module = str((site.root / "vq_out_mod.py").resolve())
+    assert entry["distribution"] == "vq-out==0.1" and list(entry["files"]) == [module]
+    before = out.read_text()
+    (site.root / "vq_out_mod.py").write_text("# a comment only\n" + (site.root / "vq_out_mod.py").read_text())
+    code.file_digest.cache_clear()
+    assert prepare.main(["--plugins", str(out)]) == 0 and out.read_text() == before  # comments retrain nothing
+    (site.root / "vq_out_mod.py").write_text((site.root / "vq_out_mod.py").read_text().replace(
+        "pass", "tunables = {}"))
+    code.file_digest.cache_clear()
+    assert prepare.main(["--plugins", str(out)]) == 0 and out.read_text() != before
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert stages["plugins"]["always_changed"] is True
+    produced = [next(iter(o)) if isinstance(o, dict) else o for o in stages["plugins"]["outs"]]
+    assert produced == ["data/plugins.json"] and "data/plugins.json" in stages["prepare"]["do"]["deps"]
+    assert "--plugins data/plugins.json" in stages["plugins"]["cmd"]

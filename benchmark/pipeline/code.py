@@ -212,3 +212,44 @@ def sweep_code(configs: Iterable[RunConfig]) -> dict[str, object]:
         files.update((u.path, u.digest) for u in units)
         plugins.update(distributions)
     return {"files": dict(sorted(files.items())), "plugins": sorted(plugins)}
+
+
+def plugin_code() -> dict[str, object]:
+    """Every installed plugin's code, for DVC: per entry point of the ``vqbench.methods`` and
+    ``vqbench.datasets`` groups, its value, distribution (``name==version``) and the syntax-tree
+    hash of each ``.py`` file of its top-level package (or module), wherever it is installed
+    (outside the repository too, editable installs included). Nothing is imported from the plugins:
+    their files are located by ``importlib.util.find_spec`` of the top-level name."""
+    import importlib.metadata
+
+    from datasets._registry import ENTRY_POINT_GROUP as DATASETS_GROUP
+    from methods._registry import ENTRY_POINT_GROUP as METHODS_GROUP
+
+    out: dict[str, object] = {}
+    for group in (METHODS_GROUP, DATASETS_GROUP):
+        entries: dict[str, object] = {}
+        for entry_point in sorted(importlib.metadata.entry_points(group=group), key=lambda ep: (ep.name, ep.value)):
+            dist = entry_point.dist
+            top = entry_point.value.split(":")[0].split(".")[0]
+            try:
+                found = importlib.util.find_spec(top)
+            except (ImportError, ValueError):
+                found = None
+            files: list[Path] = []
+            if found is not None and found.submodule_search_locations:
+                files = sorted(f for folder in found.submodule_search_locations for f in Path(folder).rglob("*.py"))
+            elif found is not None and found.origin and found.origin.endswith(".py"):
+                files = [Path(found.origin)]
+            digests = {}
+            for file in files:
+                try:
+                    digests[str(file.resolve())] = file_digest(file.resolve())
+                except (OSError, SyntaxError, ValueError) as err:  # the registry reports a broken plugin
+                    digests[str(file.resolve())] = f"unreadable: {type(err).__name__}"
+            entries[entry_point.name] = {
+                "value": entry_point.value,
+                "distribution": f"{dist.metadata['Name']}=={dist.version}" if dist is not None else None,
+                "files": digests,
+            }
+        out[group] = entries
+    return out

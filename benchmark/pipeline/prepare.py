@@ -149,7 +149,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "under ROOT: print datasets.check_data(ROOT), exit 1 when not ready")
     parser.add_argument("--out", default=None, help="output root (default data/prepared beside params)")
     parser.add_argument("--samples", type=int, default=4096, help="points per pinned feature sample")
+    parser.add_argument("--plugins", metavar="FILE", default=None,
+                        help="only write FILE: the code of every installed plugin, wherever it lives "
+                             "(the dvc stage `plugins`, a dependency of every prepare stage)")
     args = parser.parse_args(argv)
+    if args.plugins is not None:
+        from benchmark.pipeline.code import plugin_code
+
+        target = Path(args.plugins)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(plugin_code(), indent=1, sort_keys=True) + "\n"
+        if not target.exists() or target.read_text() != text:  # unchanged: the file is left as it is
+            target.write_text(text)
+        return 0
     if args.check_data is not None:
         import datasets
 

@@ -218,8 +218,8 @@ def parse_tune(section: Any, where: str, methods_tunables: Mapping[str, Mapping[
         return isinstance(value, int) and not isinstance(value, bool)
 
     if not is_int(values["budget"]) or not 1 <= values["budget"] <= MAX_TUNING_BUDGET:
-        bad("budget", f"must be an integer in [1, {MAX_TUNING_BUDGET}] (tuning trials per method and "
-                      f"setting), got {values['budget']!r}")
+        bad("budget", f"must be >= 1 and <= {MAX_TUNING_BUDGET} (tuning trials per method and setting), "
+                      f"got {values['budget']!r}")
     try:
         values["mode"] = metric_registry.check_objective(values["metric"], section.get("mode"), experiments, where)
     except ValueError as err:
