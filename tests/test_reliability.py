@@ -170,7 +170,6 @@ def _params(sweep: dict[str, Any]) -> dict[str, Any]:
         ({"grid": {"seed": [0]}, "tune": {"budget": 10**6}}, r"sweeps.s.tune.budget: must be >= 1 and <= 1000"),
         ({"grid": {"seed": [0, 1]}, "tune": {"budget": 8}, "max_trials": 5},
          r"sweeps.s.max_trials: 2 trials \+ 1 x 8 tuning trials \+ 2 tuned reruns = 12, more than max_trials=5"),
-        ({"grid": {"seed": [0]}, "tune": {"grace_steps": 10}}, r"sweeps.s.tune.grace_steps: 10 is not below .*\(4\)"),
         ({"grid": {"seed": [0]}, "cases": [{"when": {"codebook_size": 1000}, "set": {"codebook_lr": 2.0}}]},
          r"sweeps.s.cases\[0\].when: matches no trial of the sweep .*codebook_size in \['16'\]"),
         ({"grid": {"method": ["vanilla", "wasserstein"]},
@@ -529,7 +528,7 @@ def test_interrupted_or_errored_tuning_trials_are_not_spent_and_the_stage_is_inc
         tuning._check_spent(spec, {group.group_id: group}, {group.group_id: runs})
     deleted: list[str] = []
     client = type("Client", (), {"delete_run": lambda self, run_id: deleted.append(run_id)})()
-    assert tuning._spent(client, runs) == 2 and deleted == ["c", "d", "e"]
+    assert tuning._spent(client, runs) == (2, 2) and deleted == ["c", "d", "e"]  # faults are not attempts
     tuning._check_spent(spec, {group.group_id: group}, {group.group_id: runs[:2] * 2})  # 4 of 4: complete
 
 
@@ -574,13 +573,13 @@ def test_sigterm_is_an_interruption_the_lock_is_released(tmp_path: Path, monkeyp
 
 def flaky_runner(config: RunConfig, *, on_step: Any = None, evaluation_split: str = "test",
                  artifacts_dir: str | None = None, call_dir: str = "", broken: str = "") -> dict[str, float]:
-    """Stands in for run_experiment; while the file ``broken`` exists, the 2nd tuning call raises as a
-    worker lacking a plugin would. Every call leaves a file in ``call_dir``."""
+    """Stands in for run_experiment; while the file ``broken`` exists, every tuning call after the first
+    raises as a worker lacking a plugin would. Every call leaves a file in ``call_dir``."""
     import uuid
 
     calls = Path(call_dir)
     (calls / f"{evaluation_split}-{uuid.uuid4().hex}").write_text("")
-    if evaluation_split == "validation" and Path(broken).exists() and len(list(calls.glob("validation-*"))) == 2:
+    if evaluation_split == "validation" and Path(broken).exists() and len(list(calls.glob("validation-*"))) >= 2:
         raise ValueError("unknown method 'pq'")
     for step in range(config.log_every, config.steps + 1, config.log_every):
         if on_step is not None:
@@ -607,7 +606,7 @@ def test_a_partly_failed_tuning_stops_the_sweep_and_the_rerun_runs_exactly_the_m
     runner = functools.partial(flaky_runner, call_dir=str(calls), broken=str(broken))
     started = sweep.start_ray(spec.ray)
     try:
-        with pytest.raises(recorder.IncompleteError, match=r"1 tuning trials failed .*unknown method 'pq'.*1/2"):
+        with pytest.raises(recorder.IncompleteError, match=r"3 tuning trials failed .*unknown method 'pq'.*1/2"):
             sweep.run_sweep(spec, runner=runner)
         assert not list(calls.glob("test-*"))  # no trial ran on a partly tuned point
         broken.unlink()
@@ -615,14 +614,14 @@ def test_a_partly_failed_tuning_stops_the_sweep_and_the_rerun_runs_exactly_the_m
     finally:
         if started:
             ray.shutdown()
-    assert len(list(calls.glob("validation-*"))) == 3  # 2, then exactly the one that failed
-    assert (outcome.finished, outcome.exit_status()) == (2, 0)  # the default and the tuned trial
+    assert len(list(calls.glob("validation-*"))) == 5  # 1 + 3 failed attempts, then exactly the missing one
+    assert outcome.exit_status() == 0 and outcome.finished in (1, 2)  # the default (and the tuned point unless it is the default)
     client = tracking.make_client(spec.tracking.uri)
     runs = tracking.search_sweep_runs(client, client.get_experiment_by_name("s-tuning").experiment_id)
     group = tuning.groups_of(spec)[0]
     assert sorted(run.data.tags["trial"] for run in runs) == sorted(
         tuning.tuning_trial_id(group.setting, spec.tune, index) for index in range(2))
-    assert {run.info.run_name for run in runs} == {f"vanilla seed=0 tuning {i}/2" for i in (1, 2)}
+    assert sorted(run.info.run_name.rsplit(" ", 2)[1:] for run in runs) == [["tuning", "1"], ["tuning", "2"]]
 
     run = client.get_run(outcome.table.set_index("seed").iloc[0]["run_id"])  # what tells runs apart
     tags = run.data.tags

@@ -647,11 +647,7 @@ def _trial_value(trial: Trial, key: str) -> Any:
 
 
 def _check_tuning_bounds(tune: TuneSettings, trials: Sequence[Trial], where: str, max_trials: int | None) -> None:
-    """``grace_steps`` below every trial's steps; ``max_trials`` caps tuning trials and tuned reruns too."""
-    steps = min(trial.config.steps for trial in trials)
-    if tune.grace_steps is not None and tune.grace_steps >= steps:
-        raise ConfigError(f"{where}.tune.grace_steps: {tune.grace_steps} is not below the trials' steps "
-                          f"({steps}); ASHA would never stop a tuning trial (null: no early stopping)")
+    """``max_trials`` caps the tuning trials and the tuned reruns too, not only the grid."""
     if max_trials is None:
         return
     groups = len({code.trial_id_of(trial.config.replace(seed=tune.seed)) for trial in trials})
