@@ -46,3 +46,18 @@ def test_ema_codebook_moves_to_the_features_without_an_optimizer(name):
         vanilla(z)
     assert torch.equal(vanilla.codebook.detach(), before)  # a gradient-trained codebook needs an optimizer
     assert (codes - z).pow(2).sum(1).mean() < (before[vanilla(z).indices] - z).pow(2).sum(1).mean()
+
+
+def test_vanilla_weights_the_commitment_on_z_and_the_codebook_term_on_the_codes():
+    """loss = codebook_weight ||sg(z) - e||^2 + beta ||z - sg(e)||^2 (element means): both terms have
+    the same value, so only the gradients tell the weights apart: d/dz = 2 beta (z - e) / (N d),
+    d/de_k = 2 codebook_weight sum_{n -> k} (e_k - z_n) / (N d)."""
+    q = make("vanilla", dim=4, codebook_size=8)
+    z = features(32, 4, seed=6).requires_grad_(True)
+    out = q(z)
+    (grad_z, grad_c) = torch.autograd.grad(out.loss, (z, q.embedding))
+    codes = q.embedding.detach()[out.indices]
+    scale = 2 / z.numel()
+    assert torch.allclose(grad_z, scale * q.options.beta * (z.detach() - codes), atol=1e-7)
+    expected = torch.zeros_like(grad_c).index_add_(0, out.indices, scale * q.options.codebook_weight * (codes - z.detach()))
+    assert torch.allclose(grad_c, expected, atol=1e-7)

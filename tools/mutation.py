@@ -9,7 +9,7 @@ A mutant is killed when at least one test fails; one that survives is a defect o
 unless it is listed in ``EQUIVALENT`` with the reason it cannot change any result.
 
     python -m tools.mutation                 # every method with mutants -> reports/mutation.md
-    python -m tools.mutation ibq bsq         # a subset, printed only
+    python -m tools.mutation ibq bsq         # a subset: its rows of reports/mutation.md replaced
 """
 from __future__ import annotations
 
@@ -114,12 +114,20 @@ def run_mutant(mutant: Mutant) -> bool:
     return result.returncode == 1
 
 
+def previous_rows() -> list[tuple[str, str, str]]:
+    """(method, mutant, result) rows of the last report (kept for the methods a subset run skips)."""
+    if not REPORT.exists():
+        return []
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in REPORT.read_text().splitlines()]
+    return [tuple(c) for c in cells if len(c) == 3 and c[0] not in ("method", "---")]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("methods", nargs="*", help="methods to check (default: every method with mutants)")
     args = parser.parse_args(argv)
     chosen = [m for m in MUTANTS if not args.methods or m.method in args.methods]
-    rows, survivors = [], 0
+    rows, survivors = [row for row in previous_rows() if args.methods and row[0] not in args.methods], 0
     for mutant in chosen:
         killed = run_mutant(mutant)
         equivalent = EQUIVALENT.get((mutant.method, mutant.what))
@@ -138,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {method} | {killed} / {made} |" for method, (made, killed) in scores.items()]
     lines += ["", "| method | mutant | result |", "|---|---|---|"]
     lines += [f"| {method} | {what} | {status} |" for method, what, status in rows]
-    if not args.methods:
-        REPORT.write_text("\n".join(lines) + "\n")
+    REPORT.write_text("\n".join(lines) + "\n")
     return 1 if survivors else 0
 
 
