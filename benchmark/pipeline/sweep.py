@@ -257,8 +257,11 @@ def _run_locked(spec: SweepSpec, runner: Runner | None, address: str | None, max
     with contextlib.ExitStack() as ray_session:  # Ray starts at most once, only when something runs
 
         def connect() -> None:
+            previous = signal.getsignal(signal.SIGTERM)
             if start_ray(spec.ray, address=address, quiet=quiet):
                 ray_session.callback(_shutdown_ray)
+            if previous is _terminate_as_interrupt:  # ray.init replaces it with a handler that aborts the driver
+                signal.signal(signal.SIGTERM, previous)
             if not checked and _needs_preflight():  # every node can run the sweep's code, before any trial
                 cluster.preflight()
             checked.append(True)
