@@ -220,7 +220,12 @@ def test_perf_quick_smoke(tmp_path) -> None:
     assert data["environment"]["device"] == "cpu"
     assert data["environment"]["torch_threads"] >= 1
     sections = {row["section"] for row in data["measurements"]}
-    assert sections == {"search", "search_memory", "search_batch", "training_step", "exact_ot", "sliced_wasserstein"}
+    assert sections == {"search", "search_memory", "search_batch", "training_step", "exact_ot", "sliced_wasserstein",
+                        "sinkhorn"}
+    assert {row["name"] for row in data["measurements"] if row["section"] == "sinkhorn"} == {
+        "ours", "pot_sinkhorn", "pot_sinkhorn_log"}
+    assert "| 64 | 32 |" in markdown and "ours / POT log" in markdown
+    assert "`python -m benchmark perf --quick --out" in markdown and "OMP_WAIT_POLICY=" in markdown
     assert {row["name"] for row in data["measurements"] if row["section"] == "search_batch"} == {
         "ours", "faiss_flat_l2", "torch_chunked"}
     assert "## Search at training-batch sizes" in markdown
@@ -247,6 +252,8 @@ def test_perf_quick_smoke(tmp_path) -> None:
     rerendered = perf.main(["--quick", "--out", str(tmp_path), "--merge", "--sections", ""])
     assert rerendered["measurements"] == data["measurements"]
     assert (tmp_path / "perf.md").read_text() == markdown
+    with pytest.raises(SystemExit, match="--quick"):  # quick sizes never merge into a full report
+        perf.main(["--out", str(tmp_path), "--merge", "--sections", "ot"])
 
 
 def test_perf_merge_replaces_a_rerun_section_whole() -> None:

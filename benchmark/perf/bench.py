@@ -16,7 +16,9 @@ Writes ``<out>/perf.md`` (tables) and ``<out>/perf.json`` (every measurement and
    vector-quantize-pytorch adapters ``vqp_*`` included) at each K and at K = 2^d (where LFQ and BSQ
    apply), with the ratio to vanilla and, for each method with a peer adapter (``PEER_PAIRS``),
    ours / peer;
-4. exact-OT and sliced-Wasserstein loss (forward + backward) against the sample size.
+4. exact-OT and sliced-Wasserstein loss (forward + backward) against the sample size, and the
+   Sinkhorn assignment (``methods.sinkhorn.sinkhorn_assignment``) against POT's ``ot.sinkhorn``
+   (standard and log-domain solvers) at the same iterations, costs and argmax included on POT's side.
 
 ``--merge`` keeps an existing perf.json and replaces the re-run sections whole (rows and sizes).
 
@@ -39,6 +41,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -50,6 +53,7 @@ import psutil
 import torch
 
 import methods
+from benchmark import runtime
 from methods._core import random_directions
 from methods.exact_ot import exact_ot_squared
 from methods.sliced_wasserstein import sliced_wasserstein_squared
@@ -82,6 +86,7 @@ class Sizes:
     sliced_projections: tuple[int, ...]
     repeats: int
     warmup: int
+    sinkhorn_cases: tuple[tuple[int, int], ...] = ()  # (batch n, K) of the Sinkhorn assignment against POT
 
 
 FULL = Sizes(
@@ -89,13 +94,14 @@ FULL = Sizes(
     memory_ns=(65_536, 1_048_576), memory_dim=8, memory_k=16_384, batch_ns=(256, 2_048, 8_192),
     step_ks=(1_024, 16_384, 65_536), step_dim=8, step_batch=8_192,
     exact_ot_ns=(256, 512, 1_024, 2_048, 4_096), sliced_ns=(1_024, 4_096, 16_384, 65_536),
-    sliced_projections=(32, 128, 512), repeats=7, warmup=2,
+    sliced_projections=(32, 128, 512), repeats=7, warmup=2, sinkhorn_cases=((2_048, 1_024), (8_192, 16_384)),
 )
 QUICK = Sizes(
     search_n=1_024, search_dims=(8,), search_ks=(64,),
     memory_ns=(1_024, 4_096), memory_dim=8, memory_k=64, batch_ns=(16, 256),
     step_ks=(64,), step_dim=8, step_batch=256,
     exact_ot_ns=(32, 64), sliced_ns=(128,), sliced_projections=(8,), repeats=1, warmup=1,
+    sinkhorn_cases=((64, 32),),
 )
 
 
@@ -486,6 +492,41 @@ def bench_ot(sizes: Sizes, device: torch.device, args: argparse.Namespace) -> li
         rows.append(measure_one("sliced_wasserstein", "sliced_w2", params,
                                 _ot_call(sliced_wasserstein_squared, n, m, dim, device, directions),
                                 device, min(sizes.repeats, 5), 1))
+    return rows + bench_sinkhorn(sizes, device)
+
+
+SINKHORN_EPSILON, SINKHORN_ITERATIONS = 10.0, 5  # the sinkhorn method's defaults (OptVQ)
+
+
+def bench_sinkhorn(sizes: Sizes, device: torch.device) -> list[Measurement]:
+    """Our Sinkhorn assignment against POT's solvers on the same standardised costs, round-robin."""
+    import numpy
+    import ot
+
+    from methods.sinkhorn import sinkhorn_assignment
+
+    rows: list[Measurement] = []
+    generator = torch.Generator().manual_seed(4)
+    for n, k in sizes.sinkhorn_cases:
+        features = torch.randn(n, sizes.step_dim, generator=generator).to(device)
+        codebook = torch.randn(k, sizes.step_dim, generator=generator).to(device)
+        marginals = numpy.full(n, 1 / n, dtype=numpy.float32), numpy.full(k, 1 / k, dtype=numpy.float32)
+
+        def pot(method: str) -> Callable[[], Any]:
+            def run() -> Any:
+                costs = torch.cdist(features, codebook)
+                costs = (costs / costs.std()).cpu().numpy()
+                return ot.sinkhorn(*marginals, costs, 1 / SINKHORN_EPSILON, method=method,
+                                   numItermax=SINKHORN_ITERATIONS, stopThr=0.0, warn=False).argmax(axis=1)
+            return run
+
+        calls = {"ours": lambda: sinkhorn_assignment(features, codebook, SINKHORN_EPSILON, SINKHORN_ITERATIONS),
+                 "pot_sinkhorn": pot("sinkhorn"), "pot_sinkhorn_log": pot("sinkhorn_log")}
+        print(f"sinkhorn n={n} K={k}: {' vs '.join(calls)}", flush=True)
+        params = {"n": n, "codebook_size": k, "dim": sizes.step_dim, "iterations": SINKHORN_ITERATIONS}
+        for result in time_round_robin(calls, device, min(sizes.repeats, 5), 1).values():
+            result.section, result.params = "sinkhorn", params
+            rows.append(result)
     return rows
 
 
@@ -523,6 +564,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "memory_total_gb": round(psutil.virtual_memory().total / GB, 1),
+        "openmp": runtime.settings_in_effect(),
         "torch_threads": torch.get_num_threads(),
         "faiss_threads": faiss.omp_get_max_threads() if faiss is not None else None,
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
@@ -637,8 +679,8 @@ def render_markdown(env: dict[str, Any], sizes: Sizes, rows: list[Measurement], 
 def _environment_lines(env: dict[str, Any], sizes: Sizes, quick: bool) -> list[str]:
     """The title, how the times were taken, the machine, and every merged re-measurement."""
     lines = ["# Performance of the hot paths", ""]
-    lines.append(f"Generated by `python -m benchmark perf{' --quick' if quick else ''}` at {env['utc']} "
-                 f"(commit {env['git_commit'] or '?'}). Median of {sizes.repeats} calls after warm-up; "
+    lines.append(f"Generated by `{_command(env, quick)}` at {env['utc']} "
+                 f"(commit {env['git_commit'] or '?'}{_openmp(env)}). Median of {sizes.repeats} calls after warm-up; "
                  "compared implementations timed round-robin; peak extra memory of one call, output included "
                  "(CPU: sampled RSS; CUDA: max_memory_allocated).")
     lines.append("")
@@ -649,13 +691,25 @@ def _environment_lines(env: dict[str, Any], sizes: Sizes, quick: bool) -> list[s
                  f"at end {env.get('load_average_end')} (other jobs share this machine: absolute times are "
                  f"noisy, round-robin ratios less so). Versions: {versions}.")
     for merged in env.get("merged_runs", []):
-        lines.append(f"Re-measured at {merged['utc']} (load average {merged['load_average_start']}): "
+        lines.append(f"Re-measured at {merged['utc']} by `{_command(merged, merged.get('quick', False))}` (commit "
+                     f"{merged.get('git_commit') or '?'}{_openmp(merged)}; load average {merged['load_average_start']}): "
                      f"sections {', '.join(merged['sections'])}, search implementations {merged['search_impls']}, "
                      f"--max-call-seconds {merged['max_call_seconds']:g}; {merged['replaced_rows']} rows replaced"
                      + (f"; sizes {', '.join(f'{k} {v}' for k, v in merged['sizes'].items())}" if "sizes" in merged else "")
                      + ".")
     lines.append("")
     return lines
+
+
+def _command(env: dict[str, Any], quick: bool) -> str:
+    """The command line of a run (runs recorded before the flags were kept: the --quick flag only)."""
+    if "argv" in env:
+        return " ".join(["python -m benchmark perf", *env["argv"]])
+    return f"python -m benchmark perf{' --quick' if quick else ''}"
+
+
+def _openmp(env: dict[str, Any]) -> str:
+    return "".join(f", {name}={value or 'unset'}" for name, value in env.get("openmp", {}).items())
 
 
 def _targets_lines(targets: dict[str, Any]) -> list[str]:
@@ -807,15 +861,33 @@ def _ot_lines(sizes: Sizes, rows: list[Measurement], summary: dict[str, Any]) ->
             lines.append(f"| {p['n']:,} | {p['m']:,} | {p['projections']} | {_seconds(row).split(' (')[0]} | "
                          f"{(row.peak_extra_bytes or 0) / MB:,.0f} MB |")
     lines.append("")
+    return lines + _sinkhorn_lines(sizes, rows)
+
+
+def _sinkhorn_lines(sizes: Sizes, rows: list[Measurement]) -> list[str]:
+    """Our Sinkhorn assignment over POT's standard and log-domain solvers."""
+    if not sizes.sinkhorn_cases:
+        return []
+    lines = [f"Sinkhorn assignment, epsilon {SINKHORN_EPSILON:g}, {SINKHORN_ITERATIONS} iterations, d = "
+             f"{sizes.step_dim}: ours (`methods.sinkhorn.sinkhorn_assignment`) against POT's `ot.sinkhorn` "
+             "(float32; the standardised cost matrix and the argmax of the plan included), round-robin.", "",
+             "| n | K | ours | POT sinkhorn | ours / POT | POT sinkhorn_log | ours / POT log |",
+             "|---|---|---|---|---|---|---|"]
+    for n, k in sizes.sinkhorn_cases:
+        ours, standard, log = (_find(rows, "sinkhorn", name, n=n, codebook_size=k)
+                               for name in ("ours", "pot_sinkhorn", "pot_sinkhorn_log"))
+        lines.append(f"| {n:,} | {k:,} | {_seconds(ours)} | {_seconds(standard)} | {_fmt_ratio(_ratio(ours, standard))} "
+                     f"| {_seconds(log)} | {_fmt_ratio(_ratio(ours, log))} |")
+    lines.append("")
     return lines
 
 
 # What each --sections name measures: its rows' sections and the Sizes fields it reads.
 SECTION_ROWS = {"search": ("search",), "memory": ("search_memory",), "batch": ("search_batch",),
-                "step": ("training_step",), "ot": ("exact_ot", "sliced_wasserstein")}
+                "step": ("training_step",), "ot": ("exact_ot", "sliced_wasserstein", "sinkhorn")}
 SECTION_SIZES = {"search": ("search_n", "search_dims", "search_ks"), "memory": ("memory_ns", "memory_dim", "memory_k"),
                  "batch": ("batch_ns", "memory_dim", "memory_k"), "step": ("step_ks", "step_dim", "step_batch"),
-                 "ot": ("exact_ot_ns", "sliced_ns", "sliced_projections", "step_dim")}
+                 "ot": ("exact_ot_ns", "sliced_ns", "sliced_projections", "step_dim", "sinkhorn_cases")}
 
 
 def merge_runs(old: dict[str, Any], rows: list[Measurement], sizes: Sizes,
@@ -837,11 +909,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sections = set(args.sections.split(",")) - {""}
     new_sizes = sizes
     env = environment(device)
+    env["argv"] = list(sys.argv[1:] if argv is None else argv)
+    env["quick"] = args.quick
     env["vqp_repeats"] = args.vqp_repeats
-    rows = _measure(sections, sizes, device, args)
-    env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     previous = args.out / "perf.json"
     old = json.loads(previous.read_text()) if args.merge and previous.exists() else None
+    if old is not None and sections and old["environment"].get("quick", args.quick) != args.quick:
+        raise SystemExit(f"error: --merge: {previous} was made {'with' if old['environment'].get('quick') else 'without'} "
+                         f"--quick; a run at the other sizes cannot be merged into it (rerun without --merge)")
+    rows = _measure(sections, sizes, device, args)
+    env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     if old is not None:
         rows, env, sizes = _merge_previous(old, rows, env, sizes, new_sizes, sections, args)
     summary = summarize(rows, sizes)
