@@ -423,6 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     previous_sigterm = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    # Ctrl-C starts from Python's own handler: one a finished Tune run left behind would only set its flag.
+    previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if args.export_only:
             return _export_only(spec, args.lock_timeout)
@@ -449,6 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
+        signal.signal(signal.SIGINT, previous_sigint)
     print(outcome.summary())
     if outcome.exit_status():
         print(f"error: {outcome.problem()}", file=sys.stderr)
