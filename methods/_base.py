@@ -16,6 +16,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from methods import _dist
 from methods._core import nearest_code, straight_through
 from methods._usage import CodeUsage, code_usage
 
@@ -253,9 +254,20 @@ class Quantizer(nn.Module):
         """Indices of any leading shape as (N, num_levels), one column per level."""
         return indices.reshape(-1, self.num_levels)
 
-    def code_usage(self, indices: Tensor) -> CodeUsage:
-        """Per-level and overall usage (counts, utilization, perplexity) of ``indices``."""
-        return code_usage(self.level_indices(indices), self.level_codebook_sizes)
+    def code_usage(self, indices: Tensor, over_ranks: bool | None = None) -> CodeUsage:
+        """Per-level and overall usage (counts, utilization, perplexity) of ``indices``.
+
+        Under torch.distributed with several ranks, U and perplexity are those of the indices of
+        every rank together (gathered, rank 0's first), as one process on the whole batch would
+        count them: a collective, so every rank calls it. ``over_ranks`` defaults to the option
+        ``sync_ranks`` (True where the method has none); False counts this rank's indices alone.
+        """
+        rows = self.level_indices(indices)
+        if over_ranks is None:
+            over_ranks = getattr(self.options, "sync_ranks", True)
+        if over_ranks and _dist.world_size() > 1:
+            rows = _dist.gather_rows(rows)
+        return code_usage(rows, self.level_codebook_sizes)
 
     # --- shared machinery ----------------------------------------------------------------------
     def extra_repr(self) -> str:

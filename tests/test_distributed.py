@@ -108,8 +108,12 @@ def train(model: Model, wrapped: nn.Module, shard: slice) -> dict[str, torch.Ten
         wrapped(x[shard]).backward()
         optimizer.step()
     model.eval()  # applies a deferred pull
+    with torch.no_grad():  # U and perplexity of the last batch: over every rank's shard, as one process counts them
+        usage = model.quantizer.code_usage(model.quantizer(model.encoder(x[shard])).indices)
     return {"codebook": model.quantizer.codebook.detach().clone(), "encoder": model.encoder.weight.detach().clone(),
-            "bias": model.encoder.bias.detach().clone()}
+            "bias": model.encoder.bias.detach().clone(),
+            "usage": torch.tensor([usage.overall_utilization, usage.joint_perplexity, *usage.perplexity],
+                                  dtype=torch.float64)}
 
 
 @functools.lru_cache(maxsize=None)
