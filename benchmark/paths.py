@@ -14,6 +14,7 @@ TRACKING_DB = "mlflow.db"  # default tracking.uri: an SQLite store beside params
 RESULTS_DIR = "results"  # default tracking.results_dir: <results>/<sweep>/trials.csv
 PREPARED_DIR = Path("data") / "prepared"  # <prepared>/<sweep>/manifest.json pins a sweep's data
 SCALE_PARAMS_FILE = "params-scale.yaml"  # the scale ladder's profile (rungs = its sweeps), beside params.yaml
+REPRODUCE_PARAMS_FILE = "params-reproduce.yaml"  # the reproduction's profile (paper-scale cells), beside params.yaml
 TABLE_FILE = "trials.csv"
 ARTIFACTS_DIR = "artifacts"  # <results>/<sweep>/artifacts/<trial>/: final codebook and usage
 REPORTS_DIR = REPO_ROOT / "reports"

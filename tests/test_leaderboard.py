@@ -199,6 +199,64 @@ def test_scale_section_reads_the_profile_tables(tmp_path: Path):
     assert "| c | not run (no table) |" in text and "Small runs rank like larger ones here" in text
 
 
+def test_batched_kendall_tau_b_is_scipys_with_ties():
+    from benchmark.report import scale
+
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(0, 3, size=(50, 6)).astype(float), rng.integers(0, 4, size=(50, 6)).astype(float)
+    ours = scale.kendall_tau_b(x, y)
+    for row in range(50):
+        expected = stats.kendalltau(x[row], y[row]).statistic
+        assert (math.isnan(ours[row]) and math.isnan(expected)) or ours[row] == pytest.approx(expected)
+
+
+def _published(order: Sequence[str], mu: float = 4.0, u: float = 0.99):
+    """A paper file's cells at one mean: E in the given order (best first), every U the same."""
+    from benchmark.report.reproduce import Paper
+
+    results = {("gaussian", mu, m): {"quantization_error": 1.0 + i, "utilization": u} for i, m in enumerate(order)}
+    return Paper(paper="p", reference="ref", title="t", source="s", sweep="reproduce",
+                 tolerance={"quantization_error": 0.02, "utilization": 0.01}, results=results)
+
+
+def test_paper_scale_tau_per_published_cell_only_over_shared_methods():
+    from benchmark.report import scale
+
+    methods = ["vanilla", "ema", "simvq", "wasserstein"]
+    ours = _rung("rung", methods, 256)  # mu 4 only; sliced_wasserstein below is not published
+    ours = _table([*ours.to_dict("records"), *[_row("rung", "sliced_wasserstein", seed, e=0.5, codebook_size=256,
+                                                  **{"dataset_options.mean": 4.0}) for seed in SEEDS]])
+    same = scale.paper_steps({"rung": ours}, _published(methods), bootstrap=200)
+    assert [(s.small, s.setting, s.methods) for s in same] == [("rung", "gaussian, mu 4", tuple(methods))]
+    assert same[0].tau == pytest.approx(1.0) and same[0].verdict == "alike"
+    flipped = scale.paper_steps({"rung": ours}, _published(methods[::-1]), bootstrap=200)
+    assert flipped[0].tau == pytest.approx(-1.0) and flipped[0].verdict == "not alike"
+    # the U floor ranks first on both sides: the paper's collapsed best-E method goes last
+    collapsed = scale.paper_steps({"rung": ours}, _published(["wasserstein", *methods[:3]], u=0.5), bootstrap=200)
+    assert collapsed[0].tau == pytest.approx(stats.kendalltau([1, 2, 3, 4], [2, 3, 4, 1]).statistic)
+    assert scale.paper_steps({"rung": ours}, _published(methods, mu=2.0), bootstrap=200) == []
+
+
+def test_scale_section_compares_the_report_sweeps_with_the_paper_cells(tmp_path: Path):
+    from benchmark.report import scale
+    from benchmark.report.reproduce import load_paper
+
+    paper = load_paper()
+    published = sorted((m for d, mu, m in paper.results if (d, mu) == ("gaussian", 4.0)),
+                       key=lambda m: (paper.results[("gaussian", 4.0, m)]["utilization"] < lb.UTILIZATION_FLOOR,
+                                      paper.results[("gaussian", 4.0, m)]["quantization_error"]))
+    params = {"tracking": {"uri": "mlflow-scale.db", "results_dir": "scale"}, "sweeps": {"a": {"grid": {"seed": [0]}}}}
+    (tmp_path / "params-scale.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "scale" / "a").mkdir(parents=True)
+    _rung("a", published, 256).to_csv(tmp_path / "scale" / "a" / "trials.csv", index=False)
+    text = scale.scale_section(tmp_path / "params-scale.yaml", {"atomic": _rung("atomic", published[::-1], 64)},
+                               bootstrap=200)
+    assert "### Against the paper-scale cells" in text
+    assert "| a | paper scale | gaussian, mu 4 | 5 | 1.00 [1.00, 1.00] | alike |" in text
+    assert "| atomic | paper scale | gaussian, mu 4 | 5 | -1.00 [-1.00, -1.00] | not alike |" in text
+    assert "Our runs do not rank like the paper-scale cells everywhere here: atomic -> paper scale" in text
+
+
 def test_one_colour_and_marker_per_method_families_share_a_hue():
     import methods
     from benchmark.report import figures

@@ -21,8 +21,8 @@ from benchmark.paths import REPO_ROOT
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:dvc.*")
 
-COPY = ("dvc.yaml", "params.yaml", "params-paper.yaml", "params-scale.yaml", "reports/scale", ".dvcignore", ".gitignore",
-        ".dvc/config", "benchmark", "methods", "datasets", "registry.py", "plugins")
+COPY = ("dvc.yaml", "params.yaml", "params-paper.yaml", "params-scale.yaml", "params-reproduce.yaml", "reports/scale",
+        ".dvcignore", ".gitignore", ".dvc/config", "benchmark", "methods", "datasets", "registry.py", "plugins")
 
 
 def _params() -> dict:

@@ -216,7 +216,7 @@ def build_report(config: ReportConfig, params: Mapping[str, Any]) -> Path:
     tables, summaries, sections, missing = _sweep_sections(config, params.get("sweeps") or {}, figures)
     intro = _intro_lines(config)
     board = leaderboard_section(tables, figures if config.figures else None)
-    ladder = scale_section(config.params_path.resolve().parent / paths.SCALE_PARAMS_FILE)
+    ladder = scale_section(config.params_path.resolve().parent / paths.SCALE_PARAMS_FILE, tables)
     lines = [*intro[:LEADERBOARD_AFTER], board, *([ladder] if ladder else []), *intro[LEADERBOARD_AFTER:]]
     lines += ["", "## Paper vs ours", ""]
     setting = {name: _setting_text(table) for name, table in tables.items()}

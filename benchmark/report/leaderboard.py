@@ -102,10 +102,16 @@ def scenarios(tables: Mapping[str, pd.DataFrame]) -> list[Scenario]:
     return out
 
 
-def sweep_scenarios(sweep: str, table: pd.DataFrame) -> list[Scenario]:
+def ranked_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows the leaderboard ranks: finished trials, the tuned ones where the sweep has a tuning stage."""
     data = done_rows(table)
     if PROTOCOL in data.columns and (data[PROTOCOL] == "tuned").any():
         data = data[data[PROTOCOL] == "tuned"]
+    return data
+
+
+def sweep_scenarios(sweep: str, table: pd.DataFrame) -> list[Scenario]:
+    data = ranked_rows(table)
     if "method" not in data.columns or data["method"].nunique() < 2 or "experiment" not in data.columns:
         return []
     experiment = str(data["experiment"].iloc[0])

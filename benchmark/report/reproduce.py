@@ -194,7 +194,7 @@ def render(paper: Paper, table: pd.DataFrame | None, table_name: str = "the swee
         "# Reproduction: the Wasserstein-VQ atomic experiment",
         "",
         f"Paper: {paper.title} ({paper.reference}); the authors' numbers: {paper.source} (final step of each run).",
-        f"Ours: sweep `{paper.sweep}` of `params-reproduce.yaml` ({table_name}). E: quantization error "
+        f"Ours: sweep `{paper.sweep}` of `{paths.REPRODUCE_PARAMS_FILE}` ({table_name}). E: quantization error "
         "(squared distance summed over d, mean over the evaluation features); U: utilization (share of codes used).",
         f"Target: |dE| <= {tol_e:g} and |dU| <= {100 * tol_u:g} point(s); ok marks a cell within both.",
         "",
@@ -254,7 +254,7 @@ def sweep_rows(pool: pd.DataFrame | None, trial_ids: set[str]) -> pd.DataFrame |
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark report --reproduce",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--params", default="params-reproduce.yaml", help="the reproduction profile")
+    parser.add_argument("--params", default=paths.REPRODUCE_PARAMS_FILE, help="the reproduction profile")
     parser.add_argument("--results", default=None, help="results dir (default: the profile's tracking.results_dir)")
     parser.add_argument("--out", default=None, help="output dir (default reports)")
     parser.add_argument("--paper", default=str(PAPER_FILE), help="the paper file (YAML)")
