@@ -236,7 +236,7 @@ def test_a_best_picked_after_the_fact_is_resolved_only_after_holm():
     clear = report_stats.Estimate(0.8, 0.1, 4, {s: 0.8 + 0.011 * s for s in seeds})  # far below, every seed
     marginal = {s: 1.0 + 0.01 * s + d for s, d in zip(seeds, (-0.02, -0.001, -0.03, 0.004))}
     close = report_stats.Estimate(0.99, 0.1, 4, marginal)
-    family = report_stats.compare_family({"clear": clear, "close": close}, reference)
+    family = report_stats.compare_pairs({"clear": (clear, reference), "close": (close, reference)})
     assert family["clear"][0] == "lower" and family["close"][0] == "unresolved"
     assert family["clear"][1] <= 0.05 < family["close"][1]
     interval = report_stats.interval_verdict

@@ -79,14 +79,14 @@ def test_a_method_with_nothing_to_train_is_marked_a_fixed_grid_where_the_feature
     assert f"| fsq ({tables.FIXED_GRID}) |" in text and "| vanilla |" in text
 
 
-def test_compare_family_widens_unpaired_intervals_as_its_docstring_says() -> None:
+def test_compare_pairs_widens_unpaired_intervals_as_its_docstring_says() -> None:
     # no common seeds: 95% intervals are disjoint, the Bonferroni-widened ones (m = 3) are not
     reference = report_stats.Estimate(1.0, 0.10, 3)
     candidate = report_stats.Estimate(0.78, 0.10, 3)
     others = {"a": candidate, "b": report_stats.Estimate(1.0, 0.1, 3), "c": report_stats.Estimate(1.0, 0.1, 3)}
     assert report_stats.separated(candidate, reference)
-    assert report_stats.compare_family(others, reference)["a"][0] == "unresolved"
-    assert report_stats.compare_family({"a": candidate}, reference)["a"][0] == "lower"  # m = 1: 95%
+    assert report_stats.compare_pairs({m: (e, reference) for m, e in others.items()})["a"][0] == "unresolved"
+    assert report_stats.compare_pairs({"a": (candidate, reference)})["a"][0] == "lower"  # m = 1: 95%
     wide = report_stats.rescaled(candidate, 0.95, 1 - 0.05 / 3)
     from scipy import stats
 
@@ -150,3 +150,16 @@ def test_a_claim_outside_the_papers_setting_gets_no_verdict_and_tuned_rows_are_s
     assert lines[2].endswith(f"| {papers.DIFFERENT_SETTING}: d 8 (paper 16) |")  # d read from the table
     with pytest.raises(ValueError, match="setting.steps: unknown"):
         papers.Claim("k", "simvq", {}, "utilization", setting={"steps": 5})
+
+
+def test_paired_p_value_takes_the_t_tests_limits_without_spread() -> None:
+    def diff(values):
+        return report_stats.Estimate(float(np.mean(values)), 0.0, len(values), dict(enumerate(values)))
+
+    assert report_stats.paired_p_value(diff([0.1, 0.1, 0.1])) == 0.0  # the same gain on every seed
+    assert report_stats.paired_p_value(diff([0.0, 0.0, 0.0])) == 1.0
+    assert math.isnan(report_stats.paired_p_value(diff([0.1])))
+    spread = [0.1, 0.3, 0.2]
+    from scipy import stats
+
+    assert report_stats.paired_p_value(diff(spread)) == pytest.approx(stats.ttest_1samp(spread, 0.0).pvalue)

@@ -35,7 +35,7 @@ imports ``arch``, whose releases rliable allows do not import under pandas 3.
 
 Which quantizer when: per scenario, the best method and the methods not resolved apart from it
 (same side of the U constraint, and a paired t-test over seeds, Holm-adjusted over the candidates,
-:func:`benchmark.report.stats.compare_family`, does not reject equality at 5%), each with its
+:func:`benchmark.report.stats.compare_pairs`, does not reject equality at 5%), each with its
 training cost as a ratio of the best's mean train seconds.
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ from scipy import stats as sps
 
 from benchmark import metric_registry
 from benchmark.metric_registry import FIT, TRANSPLANT, VQVAE
-from benchmark.report.stats import Estimate, compare_family, done_rows, t_interval
+from benchmark.report.stats import Estimate, compare_pairs, done_rows, t_interval
 from benchmark.report.tables import (
     FACTOR_LABELS, PROTOCOL, comparable_groups, error_space, factor_columns, fmt_value, markdown_table, method_order,
     sort_key,
@@ -362,7 +362,7 @@ def not_resolved_from_best(scenario: Scenario) -> tuple[str, list[str]]:
 
     reference = estimate(best)
     candidates = {m: estimate(m) for m in scenario.methods if m != best and meets[m] == meets[best]}
-    verdicts = compare_family(candidates, reference, ALPHA) if candidates else {}
+    verdicts = compare_pairs({m: (e, reference) for m, e in candidates.items()}, ALPHA) if candidates else {}
     tied = [m for m, (verdict, _) in verdicts.items() if verdict == "unresolved"]
     return best, method_order(tied)
 

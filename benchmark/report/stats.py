@@ -159,41 +159,15 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 
 def paired_p_value(diff: "Estimate") -> float:
-    """Two-sided one-sample t-test p-value of the paired differences against 0."""
+    """Two-sided one-sample t-test p-value of the paired differences against 0, with the test's limits
+    where the differences have no spread: p = 0 for the same non-zero difference on every seed, p = 1
+    for an identically zero one. NaN with fewer than two paired values."""
     values = list(diff.per_seed.values())
-    if len(values) < 2 or np.std(values, ddof=1) == 0:
+    if len(values) < 2:
         return math.nan
+    if max(values) == min(values):  # exactly (a float std of equal values need not be 0)
+        return 0.0 if values[0] != 0 else 1.0
     return float(stats.ttest_1samp(values, 0.0).pvalue)
-
-
-def compare_family(candidates: Mapping[Any, "Estimate"], reference: "Estimate", alpha: float = 0.05,
-                   confidence: float = 0.95) -> dict[Any, tuple[str, float]]:
-    """Each candidate against ``reference`` (min is better), corrected for picking among them.
-
-    A family of paired t-tests over the common seeds (:func:`paired_p_value`), Holm-adjusted
-    (:func:`holm`): ``lower`` / ``higher`` when the adjusted p-value is below ``alpha``, else
-    ``unresolved``. Without a paired p-value (fewer than two common seeds, or differences with no
-    spread), disjoint t-intervals at the Bonferroni-widened level 1 - alpha / m (m candidates;
-    :func:`rescaled` from ``confidence``) decide instead. Returns name -> (verdict, adjusted p).
-    """
-    names = list(candidates)
-    diffs = {name: paired_difference(candidates[name], reference, confidence) for name in names}
-    p_values = [paired_p_value(diffs[name]) for name in names]
-    finite = [i for i, p in enumerate(p_values) if math.isfinite(p)]
-    adjusted = [math.nan] * len(names)
-    for i, p in zip(finite, holm([p_values[i] for i in finite])):
-        adjusted[i] = p
-    widened = 1.0 - alpha / max(len(names), 1)
-    out = {}
-    for i, name in enumerate(names):
-        if math.isfinite(adjusted[i]):
-            verdict = ("lower" if diffs[name].mean < 0 else "higher") if adjusted[i] < alpha else "unresolved"
-        else:
-            a, b = (rescaled(e, confidence, widened) for e in (candidates[name], reference))
-            verdict = "lower" if separated(a, b) and a.mean < b.mean else \
-                "higher" if separated(a, b) else "unresolved"
-        out[name] = (verdict, adjusted[i])
-    return out
 
 
 def rescaled(e: "Estimate", confidence: float, to: float) -> "Estimate":
@@ -209,16 +183,17 @@ def compare_pairs(pairs: Mapping[Any, tuple["Estimate", "Estimate"]], alpha: flo
                   confidence: float = 0.95) -> dict[Any, tuple[str, float]]:
     """Every test of one question at once: ``key -> (a, b)``, is a lower than b (min is better)?
 
-    The m tests form one family: paired t-tests over the common seeds (:func:`paired_p_value`; a
-    difference that is the same non-zero value on every seed has p = 0, an identically zero one p = 1),
-    Holm-adjusted together (:func:`holm`); ``lower`` / ``higher`` when the adjusted p-value is below
-    ``alpha``. A pair without paired values is decided by disjoint t-intervals at the
-    Bonferroni level 1 - alpha / m (its half-widths rescaled by the ratio of t quantiles).
+    The m tests form one family, corrected for picking among them (a best picked after the fact
+    against every other method is such a family: ``{m: (e_m, e_best)}``): paired t-tests over the
+    common seeds (:func:`paired_p_value`), Holm-adjusted together (:func:`holm`); ``lower`` /
+    ``higher`` when the adjusted p-value is below ``alpha``, else ``unresolved``. A pair without
+    paired values (fewer than two common seeds) is decided by disjoint t-intervals at the Bonferroni
+    level 1 - alpha / m (its half-widths :func:`rescaled` from ``confidence``).
     Returns key -> (verdict, adjusted p; NaN for an interval verdict).
     """
     keys = list(pairs)
     diffs = {key: paired_difference(*pairs[key], confidence) for key in keys}
-    p_values = [_paired_p(diffs[key]) for key in keys]
+    p_values = [paired_p_value(diffs[key]) for key in keys]
     finite = [i for i, p in enumerate(p_values) if math.isfinite(p)]
     adjusted = [math.nan] * len(keys)
     for i, p in zip(finite, holm([p_values[i] for i in finite])):
@@ -234,11 +209,3 @@ def compare_pairs(pairs: Mapping[Any, tuple["Estimate", "Estimate"]], alpha: flo
             verdict = "lower" if a.high < b.low else "higher" if a.low > b.high else "unresolved"
         out[key] = (verdict, adjusted[i])
     return out
-
-
-def _paired_p(diff: "Estimate") -> float:
-    """:func:`paired_p_value`, with the limits of a constant difference (zero variance) made explicit."""
-    values = list(diff.per_seed.values())
-    if len(values) >= 2 and np.std(values, ddof=1) == 0:
-        return 0.0 if values[0] != 0 else 1.0
-    return paired_p_value(diff)
