@@ -145,6 +145,53 @@ def test_cached_training_trains_once_per_key(tmp_path):
     assert cached_training(nn.Linear(2, 3), "toy", ("a", 1), train, tmp_path) is False  # other architecture
 
 
+def test_compute_once_computes_a_value_missed_by_two_workers_at_once_once(tmp_path):
+    # Two Ray actors starting trials of one setting both miss the memo: the second waits for the
+    # first one's lock and loads its file instead of computing the same reference again.
+    import sys
+    import threading
+    import time
+
+    import numpy as np
+
+    from benchmark.experiments.cache import compute_once
+
+    path = tmp_path / "value.npy"
+    calls, results, threads = [], {}, {}
+
+    def waiting_for_the_lock(thread):
+        frame = sys._current_frames().get(thread.ident)
+        while frame is not None:
+            if frame.f_code.co_name == "acquire" and "filelock" in frame.f_code.co_filename:
+                return True
+            frame = frame.f_back
+        return False
+
+    def compute():
+        calls.append(threading.current_thread().name)
+        second = threading.Thread(target=worker, args=("second",), name="second")
+        threads["second"] = second
+        second.start()  # misses the file (not written yet) and blocks on the lock this worker holds
+        deadline = time.monotonic() + 60
+        while not waiting_for_the_lock(second) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        results["second_blocked"] = waiting_for_the_lock(second)
+        return np.arange(4.0)
+
+    def worker(name):
+        results[name] = compute_once(path, np.load, compute, lambda value, target: np.save(target, value))
+
+    first = threading.Thread(target=worker, args=("first",), name="first")
+    first.start()
+    first.join(timeout=60)
+    threads["second"].join(timeout=60)
+    assert results["second_blocked"]
+    assert calls == ["first"]
+    assert results["first"][1] is False and results["second"][1] is True
+    assert np.array_equal(results["second"][0], np.arange(4.0))
+    assert not list(tmp_path.glob("*partial*"))
+
+
 # --------------------------------------------------------------------------- transplant
 def test_transplant_tiny_run_reuses_the_autoencoder(model_cache):
     record = run_experiment(TINY_TRANSPLANT)

@@ -1,7 +1,13 @@
-"""Content-addressed memo of trained networks (the transplant autoencoder, the sample-quality classifier).
+"""Content-addressed memos: trained networks (the transplant autoencoder, the sample-quality
+classifier) and, through :func:`compute_once`, the k-means reference of
+:func:`benchmark.experiments.metrics.kmeans_codebook`.
 
-A network is trained once per key and reused by every trial that asks for the same key, like the
-k-means reference of :func:`benchmark.experiments.metrics.kmeans_codebook`. The key is everything
+:func:`compute_once` is the one memo protocol: a value is loaded when its file exists; otherwise it
+is computed under an exclusive lock on ``<file>.lock`` (``filelock``) and written by atomic rename.
+Concurrent processes that miss the same key (two Ray actors starting trials of one setting at once)
+compute it once: the second waits on the lock and then loads the first one's file.
+
+A network is trained once per key and reused by every trial that asks for the same key. The key is everything
 that determines the trained weights: a hash of the training data's bytes, the data and model
 options, the training settings, the seed, and the module's architecture (its ``repr``, which
 lists every layer and its shape). Weights are written with ``torch.save`` of the CPU state dict
@@ -13,10 +19,38 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import torch
 from torch import Tensor, nn
+
+T = TypeVar("T")
+
+
+def compute_once(
+    path: str | Path, load: Callable[[Path], T], compute: Callable[[], T], store: Callable[[T, Path], None]
+) -> tuple[T, bool]:
+    """The value memoised at ``path`` and whether it was there (True = loaded, no work done).
+
+    On a miss, ``compute()`` runs under an exclusive lock on ``<path>.lock`` and ``store(value,
+    partial)`` writes a partial file in the same folder that is renamed onto ``path`` (atomic):
+    readers never see a half-written file, and a process that missed the same ``path`` meanwhile
+    waits for the lock, then loads the stored value instead of computing it again.
+    """
+    from filelock import FileLock
+
+    path = Path(path)
+    if path.exists():
+        return load(path), True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.with_name(f"{path.name}.lock"))):
+        if path.exists():  # computed by another process while this one waited
+            return load(path), True
+        value = compute()
+        partial = path.with_name(f"{path.stem}.{os.getpid()}.partial{path.suffix}")
+        store(value, partial)
+        os.replace(partial, path)
+    return value, False
 
 
 def tensor_digest(*tensors: Tensor) -> str:
@@ -47,15 +81,18 @@ def cached_training(
         with torch.enable_grad():
             train(module)
         return False
-    path = cache_path(cache_dir, kind, key, module)
-    if path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
+
+    def trained() -> dict[str, Tensor]:
+        with torch.enable_grad():  # callers may evaluate under no_grad
+            train(module)
+        return {name: value.detach().cpu() for name, value in module.state_dict().items()}
+
+    state, hit = compute_once(
+        cache_path(cache_dir, kind, key, module),
+        lambda path: torch.load(path, map_location="cpu", weights_only=True),
+        trained,
+        lambda value, path: torch.save(value, path),
+    )
+    if hit:
         module.load_state_dict(state)
-        return True
-    with torch.enable_grad():  # callers may evaluate under no_grad
-        train(module)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial")
-    torch.save({name: value.detach().cpu() for name, value in module.state_dict().items()}, partial)
-    os.replace(partial, path)
-    return False
+    return hit

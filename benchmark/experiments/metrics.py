@@ -57,13 +57,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from benchmark.experiments.cache import compute_once
 from methods._usage import perplexity  # the one definition (also per level of multi-codebook usage)
 
 KMEANS_POINTS_PER_CODE = 256
@@ -187,7 +187,8 @@ def kmeans_codebook(
 
     With ``cache_dir``, the centroids are memoised there under a hash of the training points'
     bytes, K, the seed and the Lloyd settings: the trials of a sweep that share their data and seed
-    (every method of one setting) fit the reference once. Writes are atomic (rename).
+    (every method of one setting) fit the reference once, also when two of them miss it at the same
+    time (:func:`benchmark.experiments.cache.compute_once`: a file lock, an atomic rename).
     """
     x = np.ascontiguousarray(_as_2d(train_features, "train_features").cpu().numpy(), np.float32)
     n, d = x.shape
@@ -197,14 +198,12 @@ def kmeans_codebook(
         return torch.from_numpy(_lloyd(x, codebook_size, seed, niter))
     key = hashlib.sha256(x.tobytes())
     key.update(repr((x.shape, codebook_size, int(seed), niter, KMEANS_NITER, KMEANS_TOLERANCE)).encode())
-    path = Path(cache_dir) / f"kmeans-{key.hexdigest()[:32]}.npy"
-    if path.exists():
-        return torch.from_numpy(np.load(path))
-    centroids = _lloyd(x, codebook_size, seed, niter)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npy")
-    np.save(partial, centroids)
-    os.replace(partial, path)
+    centroids, _ = compute_once(
+        Path(cache_dir) / f"kmeans-{key.hexdigest()[:32]}.npy",
+        np.load,
+        lambda: _lloyd(x, codebook_size, seed, niter),
+        lambda value, path: np.save(path, value),
+    )
     return torch.from_numpy(centroids)
 
 
