@@ -90,6 +90,16 @@ def plt():
     return plt
 
 
+DPI = 110  # every report figure's resolution
+
+
+def save(fig: Any, path: Path) -> Path:
+    """Write ``fig`` to ``path`` (PNG at :data:`DPI`, trimmed to its contents) and free it."""
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt().close(fig)
+    return path
+
+
 def main_axis(summary: Summary, table: pd.DataFrame) -> str | None:
     """The numeric factor a sweep is about (the x axis of its figure)."""
     for column in summary.factors:
@@ -170,9 +180,7 @@ def sweep_figure(table: pd.DataFrame, summary: Summary, path: Path, confidence: 
     fig.suptitle(title or summary.name)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    pyplot.close(fig)
-    return path
+    return save(fig, path)
 
 
 def method_label(name: str, bits: float | None = None, common_bits: float | None = None) -> str:
@@ -234,9 +242,7 @@ def _dot_figure(data: pd.DataFrame, summary: Summary, metrics: Sequence[Any], pa
     fig.suptitle(title or summary.name)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    pyplot.close(fig)
-    return path
+    return save(fig, path)
 
 
 def _metric_panels(pyplot: Any, count: int) -> tuple[Any, list[Any]]:
@@ -297,9 +303,7 @@ def codebook_figure(codebooks: Mapping[str, np.ndarray], data: np.ndarray | None
     axes[0][0].legend(loc="lower left", fontsize=7, markerscale=3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    pyplot.close(fig)
-    return path
+    return save(fig, path)
 
 
 def usage_figure(usage: Mapping[str, np.ndarray], path: Path, title: str) -> Path:
@@ -325,9 +329,7 @@ def usage_figure(usage: Mapping[str, np.ndarray], path: Path, title: str) -> Pat
     ax.set_title(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    pyplot.close(fig)
-    return path
+    return save(fig, path)
 
 
 def grouped_figure(table: pd.DataFrame, x: str, hue: str, path: Path, confidence: float, title: str,
@@ -361,9 +363,7 @@ def grouped_figure(table: pd.DataFrame, x: str, hue: str, path: Path, confidence
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    pyplot.close(fig)
-    return path
+    return save(fig, path)
 
 
 def density_map_figure(findings: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
@@ -393,9 +393,7 @@ def density_map_figure(findings: Sequence[Mapping[str, Any]], path: Path) -> Pat
     axes[0][0].set_ylabel("target covariance scale c")
     fig.colorbar(image, ax=axes[0].tolist(), label="E / k-means")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    pyplot.close(fig)
-    return path
+    return save(fig, path)
 
 
 def _density_panel(ax: Any, here: Mapping[int, Mapping[str, Any]], dims: list[int], scales: list[float],
@@ -444,9 +442,7 @@ def cd_figure(mean_ranks: pd.Series, p_values: pd.DataFrame, path: Path, alpha: 
     ax.set_title("mean rank (1 = best)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    pyplot.close(fig)
-    return path
+    return save(fig, path)
 
 
 def profile_figure(taus: np.ndarray, profiles: Mapping[str, np.ndarray], path: Path) -> Path:
@@ -466,6 +462,4 @@ def profile_figure(taus: np.ndarray, profiles: Mapping[str, np.ndarray], path: P
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    pyplot.close(fig)
-    return path
+    return save(fig, path)

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.pipeline.tuning import TUNING_TRIALS_FILE
-from benchmark.report.figures import plt
+from benchmark.report.figures import plt, save
 from benchmark.report.stats import compare_lower, done_rows, estimate, format_cell, t_interval
 from benchmark.report.tables import PROTOCOL, FACTOR_LABELS, Summary, fmt_value, markdown_table, method_order, metric
 
@@ -159,9 +159,7 @@ def sensitivity_figure(name: str, tuning: pd.DataFrame, figures: Path) -> Path |
     fig.suptitle(f"tuning trials: {name}")
     fig.tight_layout()
     out = figures / f"{name}_tuning.png"
-    fig.savefig(out, dpi=110, bbox_inches="tight")
-    pyplot.close(fig)
-    return out
+    return save(fig, out)
 
 
 def load_tuning(folder: Path) -> pd.DataFrame | None:
