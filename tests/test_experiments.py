@@ -195,6 +195,30 @@ def test_vqvae_digits_tiny_budget():
     assert _without_timing(again) == _without_timing(record)
 
 
+@pytest.mark.parametrize("shape", [(40, 1, 8, 8), (12, 3, 16, 16), (6, 1, 6, 5)])
+def test_image_scores_equal_scikit_image_image_by_image(shape):
+    # The batch computation against scikit-image's own functions, one call per image: digits (8x8,
+    # gray), colour patches, and an image smaller than the default 7x7 window
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    from benchmark.experiments.images import image_scores, ssim_window
+
+    gen = torch.Generator().manual_seed(sum(shape))
+    images = torch.rand(shape, generator=gen)
+    recons = (images + 0.1 * torch.randn(shape, generator=gen)).clamp(0.0, 1.0)
+    recons[0] = images[0]  # a perfect reconstruction: PSNR inf, SSIM 1
+    psnr, ssim = image_scores(images, recons)
+    a, b = (x.permute(0, 2, 3, 1).double().numpy() for x in (images, recons))
+    win = ssim_window(shape[2], shape[3])
+    with np.errstate(divide="ignore"):
+        expected_psnr = [peak_signal_noise_ratio(x, y, data_range=1.0) for x, y in zip(a, b)]
+    expected_ssim = [structural_similarity(x, y, data_range=1.0, channel_axis=-1, win_size=win) for x, y in zip(a, b)]
+    assert psnr[0] == math.inf and ssim[0] == pytest.approx(1.0)
+    assert psnr == pytest.approx(expected_psnr, rel=1e-12)
+    assert ssim == pytest.approx(expected_ssim, rel=1e-12, abs=1e-14)
+    assert len(set(ssim[1:])) == len(ssim) - 1  # per image, not one batch value
+
+
 def test_vqvae_rejects_indivisible_downsampling_and_oversized_batches():
     with pytest.raises(ConfigError, match="downsamples"):
         run_experiment(TINY_VQVAE.replace(model_options={"downsamples": 4}))  # 8x8 digits
