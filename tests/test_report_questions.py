@@ -86,11 +86,11 @@ def test_separated_and_paired_difference():
 # --------------------------------------------------------------------------------------------
 def test_non_gaussian_answer_follows_the_numbers():
     table = _non_gaussian(_errors(w_mixture=1.15, sw_mixture=1.03))
-    findings = {f["dataset"]: f for f in rq.non_gaussian_findings(table)}
-    assert findings["gaussian_mixture"]["best"] == "sliced_wasserstein"
-    assert findings["gaussian_mixture"]["np_vs_w"] == "lower"
-    assert findings["gaussian_mixture"]["mmd_vs_w"] == "lower"
-    assert findings["gaussian"]["np_vs_w"] == "higher"  # control: W (1.02) beats SW (1.05)
+    findings = {f.dataset: f for f in rq.non_gaussian_findings(table)}
+    assert findings["gaussian_mixture"].best == "sliced_wasserstein"
+    assert findings["gaussian_mixture"].np_vs_w == "lower"
+    assert findings["gaussian_mixture"].mmd_vs_w == "lower"
+    assert findings["gaussian"].np_vs_w == "higher"  # control: W (1.02) beats SW (1.05)
     answer = rq.non_gaussian_answer(list(findings.values()))
     assert "on every non-Gaussian feature distribution measured (`gaussian_mixture`)" in answer
     assert "So yes" in answer
@@ -275,8 +275,8 @@ def _dead_codes():
 
 def test_dead_codes_findings():
     findings = rq.dead_code_findings(_dead_codes())
-    assert [f["mu"] for f in findings] == [0.0, 8.0]
-    assert findings[1]["collapsed"] == ["vanilla"] and findings[1]["best"] == "kmeans_ema"
+    assert [f.mu for f in findings] == [0.0, 8.0]
+    assert findings[1].collapsed == ["vanilla"] and findings[1].best == "kmeans_ema"
     summary = rq.dead_code_answer(findings)
     assert "full codebook use at every mu measured: `kmeans_ema` and `wasserstein`" in summary
     assert ("collapsed at some mu: `vanilla`; partly used (between 10% and 90%) at some mu, never collapsed: "
@@ -345,16 +345,16 @@ def test_section_tables_and_prior():
 def test_question_one_is_one_holm_family_over_every_distribution():
     """3 non-parametric losses x 2 distributions = 6 tests, corrected together, not 3 per distribution."""
     findings = rq.non_gaussian_findings(_non_gaussian(_errors(1.15, 1.03)))
-    assert {f["family_size"] for f in findings} == {4}  # sliced_wasserstein and mmd on two distributions
+    assert {f.family_size for f in findings} == {4}  # sliced_wasserstein and mmd on two distributions
     pairs = {(d, m): (stats.estimate(t, "error_vs_kmeans"), stats.estimate(w, "error_vs_kmeans"))
              for d in ("gaussian", "gaussian_mixture") for m in ("sliced_wasserstein", "mmd")
              for t in [_non_gaussian(_errors(1.15, 1.03)).query("dataset == @d and method == @m")]
              for w in [_non_gaussian(_errors(1.15, 1.03)).query("dataset == @d and method == 'wasserstein'")]}
     family = stats.compare_pairs(pairs)
-    mixture = next(f for f in findings if f["dataset"] == "gaussian_mixture")
-    assert mixture["np_vs_w_p"] == pytest.approx(family["gaussian_mixture", mixture["best_np"]][1])
-    raw = stats.paired_p_value(stats.paired_difference(*pairs["gaussian_mixture", mixture["best_np"]]))
-    assert mixture["np_vs_w_p"] >= raw  # corrected, never smaller
+    mixture = next(f for f in findings if f.dataset == "gaussian_mixture")
+    assert mixture.np_vs_w_p == pytest.approx(family["gaussian_mixture", mixture.best_np][1])
+    raw = stats.paired_p_value(stats.paired_difference(*pairs["gaussian_mixture", mixture.best_np]))
+    assert mixture.np_vs_w_p >= raw  # corrected, never smaller
 
 
 def test_tuned_and_default_rows_are_never_pooled():

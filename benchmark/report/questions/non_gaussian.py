@@ -4,13 +4,14 @@ not Gaussian, and not on the Gaussian control?"""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import pandas as pd
 
 from benchmark.report.figures import grouped_figure
-from benchmark.report.stats import compare_pairs, done_rows, relative_gap
+from benchmark.report.stats import Estimate, compare_pairs, done_rows, relative_gap
 from benchmark.report.tables import sort_key
 from benchmark.report.questions._common import (
     DATASET_LABELS, DEFAULT_SWEEPS, FULL_USE, GAUSSIAN_CONTROL, GAUSSIAN_W, KEY_METRIC, _cells, _figure_lines,
@@ -18,9 +19,28 @@ from benchmark.report.questions._common import (
 )
 
 
-def non_gaussian_findings(table: pd.DataFrame, confidence: float = 0.95) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class DistributionFinding:
+    """One feature distribution: the lowest E / k-means, and the Gaussian W loss against the best
+    non-parametric loss (None where the table lacks either side)."""
+
+    dataset: str
+    best: str
+    best_est: Estimate
+    cells: dict[str, Estimate]  # method -> E / k-means
+    usage: dict[str, Estimate]  # method -> U (percent)
+    w: Estimate | None = None  # the Gaussian W loss
+    best_np: str | None = None  # the non-parametric loss with the lowest E / k-means
+    best_np_est: Estimate | None = None
+    np_vs_w: str | None = None  # its paired test against W: lower / higher / unresolved
+    np_vs_w_p: float = math.nan  # Holm-adjusted over the question's family (NaN: intervals compared)
+    family_size: int = 1
+    mmd_vs_w: str | None = None  # MMD's test against W (same family), where MMD ran
+
+
+def non_gaussian_findings(table: pd.DataFrame, confidence: float = 0.95) -> list[DistributionFinding]:
     """Per dataset: the best method by E / k-means, Gaussian W vs the best non-parametric loss,
-    MMD vs Gaussian W. One dict per dataset (dataset order as in the table, sorted)."""
+    MMD vs Gaussian W. One finding per dataset (dataset order as in the table, sorted)."""
     done = done_rows(table)
     cells = _cells(done, ["dataset", "method"], KEY_METRIC, confidence)
     usage = _cells(done, ["dataset", "method"], "utilization", confidence, 100.0)
@@ -32,41 +52,41 @@ def non_gaussian_findings(table: pd.DataFrame, confidence: float = 0.95) -> list
     family = compare_pairs(pairs, confidence=confidence)
     findings = []
     for dataset, here, best in groups:
-        record: dict[str, Any] = {"dataset": dataset, "best": best, "best_est": here[best], "cells": here,
-                                  "usage": {m: e for (d, m), e in usage.items() if d == dataset}}
         nonparam = {m: here[m] for m in sorted(here, key=sort_key) if (dataset, m) in pairs}
+        compared = {}
         if nonparam:
             best_np = min(nonparam, key=lambda m: nonparam[m].mean)
-            record.update(w=here[GAUSSIAN_W], best_np=best_np, best_np_est=nonparam[best_np],
-                          np_vs_w=family[dataset, best_np][0], np_vs_w_p=family[dataset, best_np][1],
-                          family_size=len(pairs))
-        if (dataset, "mmd") in pairs:
-            record["mmd_vs_w"] = family[dataset, "mmd"][0]
-        findings.append(record)
+            compared = dict(w=here[GAUSSIAN_W], best_np=best_np, best_np_est=nonparam[best_np],
+                            np_vs_w=family[dataset, best_np][0], np_vs_w_p=family[dataset, best_np][1],
+                            family_size=len(pairs))
+        findings.append(DistributionFinding(
+            dataset=dataset, best=best, best_est=here[best], cells=here,
+            usage={m: e for (d, m), e in usage.items() if d == dataset},
+            mmd_vs_w=family[dataset, "mmd"][0] if (dataset, "mmd") in pairs else None, **compared))
     return findings
 
 
-def _non_gaussian_text(findings: Sequence[Mapping[str, Any]]) -> list[str]:
+def _non_gaussian_text(findings: Sequence[DistributionFinding]) -> list[str]:
     lines = []
     for f in findings:
-        label = DATASET_LABELS.get(f["dataset"], f["dataset"])
-        text = (f"- **{label}** (`{f['dataset']}`): lowest E / k-means: `{f['best']}` "
-                f"{f['best_est'].text()}")
-        if "w" in f:
-            text += (f"; Gaussian W (`{GAUSSIAN_W}`) {f['w'].text()}; best non-parametric "
-                     f"`{f['best_np']}` {f['best_np_est'].text()} ({_gap_text(f['best_np_est'], f['w'])} vs "
+        label = DATASET_LABELS.get(f.dataset, f.dataset)
+        text = (f"- **{label}** (`{f.dataset}`): lowest E / k-means: `{f.best}` "
+                f"{f.best_est.text()}")
+        if f.np_vs_w is not None:
+            text += (f"; Gaussian W (`{GAUSSIAN_W}`) {f.w.text()}; best non-parametric "
+                     f"`{f.best_np}` {f.best_np_est.text()} ({_gap_text(f.best_np_est, f.w)} vs "
                      f"Gaussian W): ")
             text += {"lower": "the non-parametric loss quantizes better",
                      "higher": "the Gaussian W loss quantizes better",
-                     "unresolved": "no resolved difference"}[f["np_vs_w"]]
-            p = f.get("np_vs_w_p", math.nan)
-            text += (f" (paired t-test, Holm-corrected over the question's {f.get('family_size', 1)} tests, every "
+                     "unresolved": "no resolved difference"}[f.np_vs_w]
+            p = f.np_vs_w_p
+            text += (f" (paired t-test, Holm-corrected over the question's {f.family_size} tests, every "
                      f"non-parametric loss against Gaussian W on every distribution: p = {p:.3g})"
                      if math.isfinite(p) else " (no paired test: intervals compared)")
-        if "mmd_vs_w" in f:
-            text += (f". MMD vs Gaussian W (same family): {f['cells']['mmd'].text()} vs {f['w'].text()}, "
-                     + {"lower": "MMD lower", "higher": "MMD higher", "unresolved": "not resolved"}[f["mmd_vs_w"]])
-        usage = f.get("usage", {})
+        if f.mmd_vs_w is not None:
+            text += (f". MMD vs Gaussian W (same family): {f.cells['mmd'].text()} vs {f.w.text()}, "
+                     + {"lower": "MMD lower", "higher": "MMD higher", "unresolved": "not resolved"}[f.mmd_vs_w])
+        usage = f.usage
         low_use = [f"`{m}` {e.mean:.1f}%" for m, e in sorted(usage.items(), key=lambda kv: sort_key(kv[0]))
                    if math.isfinite(e.mean) and e.mean < FULL_USE]
         text += ". U below 90%: " + _join(low_use) + "."
@@ -74,17 +94,17 @@ def _non_gaussian_text(findings: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def non_gaussian_answer(findings: Sequence[Mapping[str, Any]]) -> str:
+def non_gaussian_answer(findings: Sequence[DistributionFinding]) -> str:
     """One-paragraph answer computed from :func:`non_gaussian_findings`."""
-    compared = [f for f in findings if "np_vs_w" in f]
+    compared = [f for f in findings if f.np_vs_w is not None]
     if not compared:
         return ("**Answer:** cannot tell: the table lacks the Gaussian W loss or every non-parametric loss "
                 "on some dataset.")
-    shaped = [f for f in compared if f["dataset"] != GAUSSIAN_CONTROL]
-    control = [f for f in compared if f["dataset"] == GAUSSIAN_CONTROL]
-    wins = [f["dataset"] for f in shaped if f["np_vs_w"] == "lower"]
-    losses = [f["dataset"] for f in shaped if f["np_vs_w"] == "higher"]
-    ties = [f["dataset"] for f in shaped if f["np_vs_w"] == "unresolved"]
+    shaped = [f for f in compared if f.dataset != GAUSSIAN_CONTROL]
+    control = [f for f in compared if f.dataset == GAUSSIAN_CONTROL]
+    wins = [f.dataset for f in shaped if f.np_vs_w == "lower"]
+    losses = [f.dataset for f in shaped if f.np_vs_w == "higher"]
+    ties = [f.dataset for f in shaped if f.np_vs_w == "unresolved"]
     parts = []
     if shaped:
         if wins and not losses and not ties:
@@ -105,12 +125,12 @@ def non_gaussian_answer(findings: Sequence[Mapping[str, Any]]) -> str:
                                "only the Gaussian assumption (sampling/optimisation differences count too)",
                       "higher": "on the Gaussian control the Gaussian W loss is the better one, as its "
                                 "assumption predicts",
-                      "unresolved": "on the Gaussian control the two are not resolved apart"}[c["np_vs_w"]])
-    gaps = [f"`{f['dataset']}` {relative_gap(f['w'], f['best_np_est']):+.1f}%" for f in compared]
+                      "unresolved": "on the Gaussian control the two are not resolved apart"}[c.np_vs_w])
+    gaps = [f"`{f.dataset}` {relative_gap(f.w, f.best_np_est):+.1f}%" for f in compared]
     text = "**Answer from these measurements:** " + "; ".join(parts) + "."
     text += (" Excess E / k-means of the Gaussian W loss over the best non-parametric loss: "
              + ", ".join(gaps) + ".")
-    if wins and not losses and not ties and (not control or control[0]["np_vs_w"] != "lower"):
+    if wins and not losses and not ties and (not control or control[0].np_vs_w != "lower"):
         text += (" So yes: a distribution-free matching loss generalises the method to non-Gaussian features "
                  "here, and the Gaussian assumption is what it costs.")
     return text
