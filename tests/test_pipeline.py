@@ -56,10 +56,11 @@ SWEEP_STAGE_CODE = {"benchmark/pipeline/sweep.py", "benchmark/pipeline/spec.py",
                     "benchmark/pipeline/recorder.py", "benchmark/pipeline/tracking.py"}
 
 
-def test_stages_match_params(index):
-    sweeps = list(_params()["sweeps"])
-    expected = {f"prepare@{name}" for name in sweeps} | {f"sweep@{name}" for name in sweeps} | {"plugins", "report"}
-    assert set(index) == expected
+def test_one_prepare_and_one_sweeps_stage_for_every_sweep(index):
+    """Every sweep of params.yaml is prepared by one process and run by one (one Ray session)."""
+    assert set(index) == {"plugins", "prepare", "sweeps", "report"}
+    assert index["prepare"].cmd == "python -m benchmark prepare --params params.yaml --all"
+    assert index["sweeps"].cmd == "python -m benchmark sweep --params params.yaml --all"
 
 
 def _module_of(cmd: str) -> str:
@@ -87,14 +88,12 @@ def test_stage_declarations_are_consistent(index):
         for param_dep in stage.params:
             for key in param_dep.params:
                 _lookup(params, key)
-    for sweep in params["sweeps"]:
-        stage = index[f"sweep@{sweep}"]
-        assert stage.cmd == f"python -m benchmark sweep --params params.yaml --sweep {sweep}"
-        keys = {key for dep in stage.params for key in dep.params}
-        assert {"base", f"sweeps.{sweep}"} <= keys and not any(
-            k.startswith("sweeps.") and k != f"sweeps.{sweep}" for k in keys), keys
-        assert [str(o.def_path) for o in stage.outs] == [f"results/{sweep}"]
-        assert stage.outs[0].use_cache, "tables and artifacts are cached: dvc pull restores them"
+    stage = index["sweeps"]
+    assert {key for dep in stage.params for key in dep.params} == {"base", "tracking", "sweeps"}  # not ray
+    assert [str(o.def_path) for o in stage.outs] == ["results"]
+    assert stage.outs[0].use_cache, "tables and artifacts are cached: dvc pull restores them"
+    assert stage.outs[0].persist, "kept in place on a rerun: the sweeps whose inputs did not change are skipped"
+    assert [str(o.def_path) for o in index["prepare"].outs] == ["data/prepared"]
     report_outs = {str(o.def_path): o for o in index["report"].outs}
     assert {"reports/ablation.md", "reports/figures", "reports/metrics.json"} <= set(report_outs)
     assert report_outs["reports/metrics.json"].metric and not report_outs["reports/ablation.md"].use_cache
@@ -102,20 +101,20 @@ def test_stage_declarations_are_consistent(index):
 
 
 def test_sweep_code_deps_have_one_source(index):
-    """A sweep stage depends on exactly the code its trials' fingerprints read (via its prepared
-    code.json) plus the pipeline modules that run it; prepare@ covers every such file."""
+    """The sweeps stage depends on exactly the code its trials' fingerprints read (via each sweep's
+    prepared code.json) plus the pipeline modules that run it; prepare covers every such file."""
     from benchmark.pipeline import code
     from benchmark.pipeline.spec import load_sweep
 
+    sweep_deps = {str(d.def_path) for d in index["sweeps"].deps} - {"params.yaml"}
+    assert sweep_deps == {"data/prepared"} | SWEEP_STAGE_CODE
+    prepare_deps = {str(d.def_path) for d in index["prepare"].deps} - {"params.yaml"}
+    # a plugin's files outside the repository are followed through data/plugins.json (stage plugins)
+    assert "data/plugins.json" in prepare_deps
     for sweep in _params()["sweeps"]:
         trials = load_sweep(REPO_ROOT / "params.yaml", sweep).trials
         read = {unit.path for trial in trials for unit in code.config_code(trial.config)[0]}
         assert read == set(code.sweep_code(trial.config for trial in trials)["files"])
-        sweep_deps = {str(d.def_path) for d in index[f"sweep@{sweep}"].deps} - {"params.yaml"}
-        assert sweep_deps == {f"data/prepared/{sweep}"} | SWEEP_STAGE_CODE, sweep
-        prepare_deps = {str(d.def_path) for d in index[f"prepare@{sweep}"].deps} - {"params.yaml"}
-        # a plugin's files outside the repository are followed through data/plugins.json (stage plugins)
-        assert "data/plugins.json" in prepare_deps
         assert {path for path in read if not _covered(path, prepare_deps) and not Path(path).is_absolute()} == set()
 
 
@@ -184,19 +183,19 @@ def test_param_change_reruns_only_dependents(pipeline_copy: Path):
     with Repo(str(pipeline_copy)) as repo:
         assert [stage.addressing for stage in repo.reproduce(dry=True)] == ["plugins"]
 
+    # inside the sweeps stage only gamma_sweep runs: the others' inputs stamps are unchanged (test_sweep)
     _edit_params(pipeline_copy, lambda p: p["sweeps"]["gamma_sweep"]["grid"]["seed"].append(7))
-    assert _changed(pipeline_copy) == {"prepare@gamma_sweep", "sweep@gamma_sweep", "report"}
+    assert _changed(pipeline_copy) == {"prepare", "sweeps", "report"}
     with Repo(str(pipeline_copy)) as repo:  # what `dvc repro --dry` would run, in order
         ran = [stage.addressing for stage in repo.reproduce(dry=True)]
-    assert ran == ["plugins", "prepare@gamma_sweep", "sweep@gamma_sweep", "report"]
+    assert ran == ["plugins", "prepare", "sweeps", "report"]
 
     _edit_params(pipeline_copy, lambda p: p["sweeps"]["gamma_sweep"]["grid"]["seed"].pop())
     assert _changed(pipeline_copy) == set()
     _edit_params(pipeline_copy, lambda p: p["ray"].update(num_cpus=1))  # parallelism: results unchanged
     assert _changed(pipeline_copy) == set()
     _edit_params(pipeline_copy, lambda p: p["base"].update(steps=p["base"]["steps"] + 1))
-    assert _changed(pipeline_copy) == {f"sweep@{name}" for name in _params()["sweeps"]} | {
-        f"prepare@{name}" for name in _params()["sweeps"]} | {"report"}
+    assert _changed(pipeline_copy) == {"prepare", "sweeps", "report"}
 
 
 def test_code_change_reruns_only_its_users(pipeline_copy: Path):
@@ -207,39 +206,41 @@ def test_code_change_reruns_only_its_users(pipeline_copy: Path):
     assert _changed(pipeline_copy) == {"report"}
     sweep_code = pipeline_copy / "benchmark" / "pipeline" / "recorder.py"
     sweep_code.write_text(sweep_code.read_text() + "\n# edited\n")
-    assert _changed(pipeline_copy) == {"report"} | {f"sweep@{name}" for name in _params()["sweeps"]}
-    # A method edit reruns every prepare (cheap); code.json then tells which sweeps run that method.
+    assert _changed(pipeline_copy) == {"report", "sweeps"}
+    # A method edit reruns prepare (cheap); code.json then tells which sweeps run that method.
     method = pipeline_copy / "methods" / "vanilla.py"
     method.write_text(method.read_text() + "\n# edited\n")
-    assert {f"prepare@{name}" for name in _params()["sweeps"]} <= _changed(pipeline_copy)
+    assert "prepare" in _changed(pipeline_copy)
 
 
 def test_comment_edit_retrains_nothing_and_real_edit_only_its_sweeps(pipeline_copy: Path, monkeypatch):
-    """With the real prepare stage: a comment or docstring edit of a method leaves every sweep stage
-    up to date; a real edit puts exactly the sweeps that run the method out of date."""
+    """With the real prepare stage: a comment or docstring edit of a method leaves the sweeps stage up
+    to date; a real edit puts it out of date and changes the prepared files of exactly the sweeps that
+    run the method (the others keep their inputs stamp, so the sweeps stage skips them)."""
     from dvc.repo import Repo
 
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # stages run `python`
     users, others = "vqvae", "gamma_sweep"  # vqvae runs ema; gamma_sweep runs wasserstein only
-    stages = {f"sweep@{users}", f"sweep@{others}"}
+    _edit_params(pipeline_copy, lambda p: p.update(  # two sweeps keep the test short
+        sweeps={name: p["sweeps"][name] for name in (users, others)}, questions={}))
+    prepared = pipeline_copy / "data" / "prepared"
 
-    def prepare_both(force: bool = False) -> None:
+    def prepare(force: bool = False) -> dict[str, dict[str, bytes]]:
         with Repo(str(pipeline_copy)) as repo:
-            for name in (users, others):
-                repo.reproduce(f"prepare@{name}", single_item=True, force=force)
+            repo.reproduce("prepare", single_item=True, force=force)
+        return {name: {f.name: f.read_bytes() for f in (prepared / name).iterdir()} for name in (users, others)}
 
-    prepare_both(force=True)
+    before = prepare(force=True)
     with Repo(str(pipeline_copy)) as repo:
-        for stage in stages:
-            repo.commit(stage, force=True)
-    assert not stages & _changed(pipeline_copy)
+        repo.commit("sweeps", force=True)
+    assert "sweeps" not in _changed(pipeline_copy)
     method = pipeline_copy / "methods" / "ema.py"
     method.write_text(method.read_text().replace('"""', '"""Edited docstring. ', 1) + "\n# a comment\n")
-    prepare_both()
-    assert not stages & _changed(pipeline_copy)
+    assert prepare() == before and "sweeps" not in _changed(pipeline_copy)
     method.write_text(method.read_text() + "\n_EDITED = 1\n")
-    prepare_both()
-    assert stages & _changed(pipeline_copy) == {f"sweep@{users}"}
+    after = prepare()
+    assert "sweeps" in _changed(pipeline_copy)
+    assert after[others] == before[others] and after[users]["code.json"] != before[users]["code.json"]
 
 
 def test_prepare_pins_are_deterministic(tmp_path: Path):

@@ -426,7 +426,7 @@ def test_prepare_without_sweep_or_check_data_is_a_usage_error(capsys: pytest.Cap
 
     with pytest.raises(SystemExit) as exit_info:
         prepare.main([])
-    assert exit_info.value.code == 2 and "--sweep is required" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--sweep NAME or --all is required" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ the report

@@ -180,5 +180,5 @@ def test_a_plugins_files_outside_the_repository_are_a_dvc_dependency(site: Site,
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert stages["plugins"]["always_changed"] is True
     produced = [next(iter(o)) if isinstance(o, dict) else o for o in stages["plugins"]["outs"]]
-    assert produced == ["data/plugins.json"] and "data/plugins.json" in stages["prepare"]["do"]["deps"]
+    assert produced == ["data/plugins.json"] and "data/plugins.json" in stages["prepare"]["deps"]
     assert "--plugins data/plugins.json" in stages["plugins"]["cmd"]

@@ -496,6 +496,82 @@ def test_cli_real_runner_end_to_end(ray_cluster: None, store_uri: str, tmp_path:
     assert "sweeps.nope: unknown sweep" in capsys.readouterr().err
 
 
+ERROR_SEED = 7
+
+
+def _erroring_runner(config: RunConfig, **kwargs: Any) -> dict[str, float]:
+    """fake_runner, except that seed 7 raises as a bug would (an error, not a divergence)."""
+    if config.seed == ERROR_SEED:
+        raise RuntimeError("a bug in seed 7")
+    return fake_runner(config, **kwargs)
+
+
+def test_every_sweep_runs_in_one_grid_errors_named_unchanged_sweeps_kept(ray_cluster: None, tmp_path: Path) -> None:
+    """`sweep --all`: the trials of all sweeps in ONE Tune run, each recorded in its own experiment; a
+    sweep with errors fails alone; a rerun skips the sweeps whose inputs did not change, even without
+    the MLflow store (results/ restored by `dvc pull`), and reruns those whose prepared data changed."""
+    params = make_params(name="a", ray={"storage_path": str(tmp_path / "ray")})
+    params["sweeps"]["b"] = {"grid": {"method": ["vanilla"], "seed": [0, ERROR_SEED]}}
+    specs = [parse(params, name, base_dir=tmp_path) for name in ("a", "b")]
+    prepared = tmp_path / "prepared"
+    for name in ("a", "b"):
+        (prepared / name).mkdir(parents=True)
+        (prepared / name / "manifest.json").write_text(f"{name} pinned\n")
+    calls = tmp_path / "calls"
+    run = functools.partial(sweep.run_sweeps, runner=functools.partial(_erroring_runner, call_dir=str(calls)),
+                            prepared_root=prepared, skip_up_to_date=True)
+
+    first = run(specs)
+    assert [r.name for r in first] == ["a", "b"] and len(list(calls.iterdir())) == 5  # seed 7 raises first
+    assert len(list((tmp_path / "ray").iterdir())) == 1, "one Tune run for both sweeps"
+    a, b = (r.outcome for r in first)
+    assert (a.finished, a.failed, a.exit_status()) == (4, 0, 0)
+    assert (b.finished, b.errors, b.exit_status()) == (1, 1, sweep.EXIT_TRIAL_ERRORS)
+    assert set(a.table["sweep"]) == {"a"} and set(b.table["sweep"]) == {"b"}  # each in its own experiment
+    assert (tmp_path / "results" / "a" / sweep.STAMP_FILE).exists()
+    assert not (tmp_path / "results" / "b" / sweep.STAMP_FILE).exists(), "a failed sweep is not up to date"
+
+    params["tracking"]["uri"] = "fresh.db"  # results/ without their store, as after `dvc pull`
+    specs = [parse(params, name, base_dir=tmp_path) for name in ("a", "b")]
+    second = run(specs)  # a: up to date, not run; b: not up to date, and its store is gone: both trials again
+    assert second[0].up_to_date and second[0].exit_status() == 0 and "up to date" in second[0].line()
+    assert (second[1].outcome.skipped, second[1].outcome.errors) == (0, 1) and len(list(calls.iterdir())) == 6
+    (prepared / "a" / "manifest.json").write_text("a pinned anew\n")  # new data: a runs again
+    assert not sweep._is_up_to_date(specs[0], sweep.inputs_stamp(specs[0], prepared / "a"))
+    edited = dataclasses.replace(specs[0], trials=specs[0].trials[:1])  # a trial less (or another id)
+    assert not sweep._is_up_to_date(edited, sweep.inputs_stamp(edited, prepared / "a"))
+
+
+def test_sweep_all_cli_runs_every_sweep_and_names_each_failing_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    import pandas as pd
+
+    params = make_params(name="a")
+    params["sweeps"].update(b={"grid": {"seed": [0]}}, c={"grid": {"seed": [1]}})
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    seen: list[list[str]] = []
+
+    def fake_run_sweeps(specs: Any, **kwargs: Any) -> list[sweep.SweepsResult]:
+        seen.append([spec.name for spec in specs])
+        assert kwargs["skip_up_to_date"] and kwargs["prepared_root"] == tmp_path / "data" / "prepared"
+        outcome = functools.partial(sweep.SweepOutcome, stopped=0, skipped=0, not_run=0, table=pd.DataFrame(),
+                                    table_path=tmp_path / "t.csv")
+        return [sweep.SweepsResult("a", outcome=outcome(name="a", finished=2, failed=1, errors=1)),
+                sweep.SweepsResult("b", up_to_date=True),
+                sweep.SweepsResult("c", error=sweep_recorder.IncompleteError("tuning incomplete (interrupted)"))]
+
+    monkeypatch.setattr(sweep, "run_sweeps", fake_run_sweeps)
+    assert sweep.main(["--params", str(path), "--all"]) == sweep.EXIT_TRIAL_ERRORS
+    assert seen == [["a", "b", "c"]]
+    out, err = capsys.readouterr()
+    assert "sweep b: up to date" in out
+    assert "error: sweep a: 1 trials failed with an error" in err and "error: sweep c: tuning incomplete" in err
+    assert "2 of 3 sweeps failed: a, c" in err.splitlines()[-1]
+    with pytest.raises(SystemExit):
+        sweep.main(["--params", str(path), "--all", "--sweep", "a"])
+
+
 @dataclasses.dataclass
 class _FakeTuneTrial:
     """What the MLflow recorder reads from a ray.tune Trial."""
@@ -511,7 +587,7 @@ def test_recorder_fails_trials_cut_off_by_an_interruption(store_uri: str) -> Non
     client = tracking.make_client(store_uri)
     experiment_id = tracking.get_or_create_experiment(client, "cut")
     recorder = sweep_recorder.MlflowRecorder(client, experiment_id, spec, tracking.GitState("0" * 40, False), {})
-    done, completed_early, open_ = (_FakeTuneTrial(f"t{i}", {"trial_id": t.trial_id})
+    done, completed_early, open_ = (_FakeTuneTrial(f"t{i}", {sweep_recorder.TRIAL_KEY: sweep_recorder.grid_key("cut", t.trial_id)})
                                     for i, t in enumerate(spec.trials))
     for trial in (done, completed_early, open_):
         recorder.on_start(trial)

@@ -1,7 +1,8 @@
 """Data preparation stage: pin the data every sweep trains on, so DVC reruns a sweep when it changes.
 
-``python -m benchmark prepare --params params.yaml --sweep NAME`` (the ``prepare@NAME`` stages of
-dvc.yaml) writes ``data/prepared/NAME/``:
+``python -m benchmark prepare --params params.yaml --all`` (the ``prepare`` stage of dvc.yaml: every
+sweep of params.yaml in one process, so the imports are paid once) or ``--sweep NAME`` (one sweep)
+writes, per sweep, ``data/prepared/NAME/``:
 
 - ``manifest.json``: one entry per distinct dataset configuration of the sweep's trials
   (dataset name + options exactly as the trials build them). Feature distributions are sampled
@@ -15,9 +16,10 @@ dvc.yaml) writes ``data/prepared/NAME/``:
 - ``code.json``: every source file the sweep's trials run, with the hash of its syntax tree
   (:func:`benchmark.pipeline.code.sweep_code`), and the plugin distributions they use.
 
-A sweep stage depends on its ``data/prepared/NAME`` folder instead of the ``datasets/`` and
-``methods/`` code: a refactor that leaves the data and the trials' code unchanged reruns nothing,
-a change of either reruns it.
+The sweeps stage depends on ``data/prepared`` instead of the ``datasets/`` and ``methods/`` code: a
+refactor that leaves the data and the trials' code unchanged reruns nothing, a change of either
+reruns it, and there each sweep whose own folder is unchanged is skipped
+(:func:`benchmark.pipeline.sweep.inputs_stamp`).
 The trials' own sampling is not replaced: the sweep never reads these files.
 
 ``python -m benchmark prepare --check-data ROOT`` only checks that the official files of the
@@ -140,10 +142,20 @@ def prepare(params_path: str | Path, sweep: str, *, out_root: str | Path | None 
     return folder
 
 
+def prepare_all(params_path: str | Path, *, out_root: str | Path | None = None, samples: int = 4096) -> list[Path]:
+    """:func:`prepare` for every sweep of the params file, in its order; returns the folders."""
+    from benchmark.pipeline.spec import load_params, sweep_names
+
+    return [prepare(params_path, name, out_root=out_root, samples=samples)
+            for name in sweep_names(load_params(params_path))]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark prepare", description=__doc__.split("\n")[0])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--sweep", default=None, help="sweep name under `sweeps:`")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--sweep", default=None, help="sweep name under `sweeps:`")
+    which.add_argument("--all", action="store_true", help="every sweep of the params file, in one process")
     parser.add_argument("--check-data", metavar="ROOT", default=None,
                         help="only check the local files of the datasets that read them (CIFAR-10, SVHN) "
                              "under ROOT: print datasets.check_data(ROOT), exit 1 when not ready")
@@ -168,18 +180,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = datasets.check_data(args.check_data)
         print(report)
         return 0 if report.ok else 1
-    if args.sweep is None:
-        parser.error("--sweep is required (unless --check-data ROOT)")
+    if args.sweep is None and not args.all:
+        parser.error("--sweep NAME or --all is required (unless --check-data ROOT)")
     from benchmark.experiments.config import ConfigError
 
     try:
-        folder = prepare(args.params, args.sweep, out_root=args.out, samples=args.samples)
+        if args.all:
+            folders = prepare_all(args.params, out_root=args.out, samples=args.samples)
+        else:
+            folders = [prepare(args.params, args.sweep, out_root=args.out, samples=args.samples)]
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    manifest = json.loads((folder / "manifest.json").read_text())
-    for entry in manifest["datasets"]:
-        print(f"{args.sweep}: {entry['dataset']} {entry['options']} sha256 {entry['sha256'][:12]}")
+    for folder in folders:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        for entry in manifest["datasets"]:
+            print(f"{manifest['sweep']}: {entry['dataset']} {entry['options']} sha256 {entry['sha256'][:12]}")
     return 0
 
 

@@ -42,7 +42,41 @@ def recorded_warnings() -> Iterator[list[str]]:
 
 class IncompleteError(RuntimeError):
     """A stage did not do all it had to (interrupted, or work failed with an error): what it wrote
-    is not its output, and the command exits non-zero so that DVC records nothing."""
+    is not its output, and the command exits non-zero so that DVC records nothing.
+    ``interrupted``: a stop signal (Ctrl-C, SIGTERM) cut it short, so nothing after it should start."""
+
+    def __init__(self, message: str, *, interrupted: bool = False) -> None:
+        super().__init__(message)
+        self.interrupted = interrupted
+
+
+TRIAL_KEY = "trial_id"  # the one key of a grid trial's Tune config: grid_key(sweep, trial id)
+
+
+def grid_key(sweep: str, trial_id: str) -> str:
+    """A trial's key in a grid that may hold the trials of several sweeps (a sweep name has no "/")."""
+    return f"{sweep}/{trial_id}"
+
+
+def split_grid_key(key: str) -> tuple[str, str]:
+    """(sweep, trial id) of :func:`grid_key`."""
+    sweep, _, trial_id = key.partition("/")
+    return sweep, trial_id
+
+
+@contextlib.contextmanager
+def kept_interrupt_handler() -> Iterator[None]:
+    """Around ``tuner.fit()``: the SIGINT handler of before afterwards. Tune installs its own for the
+    run and leaves it behind when no stop signal came; a later Ctrl-C (or SIGTERM, which starts from
+    the SIGINT handler) would then only set the flag of a finished run and interrupt nothing."""
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGINT, before)
 
 
 @contextlib.contextmanager
@@ -115,7 +149,7 @@ class MlflowRecorder:
         """MLflow run of a Tune trial, created on first use (replacing stale runs of the trial)."""
         key = tune_trial.trial_id
         if key not in self._run_ids:
-            trial_id = tune_trial.config["trial_id"]
+            trial_id = split_grid_key(tune_trial.config[TRIAL_KEY])[1]
             for stale in self._stale_runs.pop(trial_id, ()):
                 self._client.delete_run(stale)
             self._run_ids[key] = tracking.start_trial_run(
@@ -139,7 +173,7 @@ class MlflowRecorder:
         if kind == "step":
             tracking.log_step_metrics(self._client, run_id, result[STEP_KEY], result.get("metrics", {}))
         elif kind in ("final", "failed"):
-            trial_id = tune_trial.config["trial_id"]
+            trial_id = split_grid_key(tune_trial.config[TRIAL_KEY])[1]
             config = self._configs[trial_id]
             if kind == "final" and files:  # into the driver's results folder, then its MLflow store
                 artifacts = cluster.write_artifacts(files, self._spec.artifacts_root / trial_id)
@@ -185,6 +219,33 @@ class MlflowRecorder:
         self._closed.add(tune_trial.trial_id)
         if self._progress is not None:
             self._progress.done(failed=status == tracking.STATUS_FAILED)
+
+
+class SweepsRecorder:
+    """Driver-side: the trials of one grid over several sweeps, each event passed to its own sweep's
+    :class:`MlflowRecorder` (``recorders``: sweep name -> recorder; the trial's key names the sweep)."""
+
+    def __init__(self, recorders: Mapping[str, MlflowRecorder]) -> None:
+        self._recorders = dict(recorders)
+
+    def _of(self, tune_trial: Any) -> MlflowRecorder:
+        return self._recorders[split_grid_key(tune_trial.config[TRIAL_KEY])[0]]
+
+    def on_start(self, tune_trial: Any) -> None:
+        self._of(tune_trial).on_start(tune_trial)
+
+    def on_result(self, tune_trial: Any, result: dict[str, Any]) -> None:
+        self._of(tune_trial).on_result(tune_trial, result)
+
+    def on_complete(self, tune_trial: Any) -> None:
+        self._of(tune_trial).on_complete(tune_trial)
+
+    def on_error(self, tune_trial: Any) -> None:
+        self._of(tune_trial).on_error(tune_trial)
+
+    def close_open_runs(self) -> None:
+        for recorder in self._recorders.values():
+            recorder.close_open_runs()
 
 
 class TrialEvents(Protocol):

@@ -3,6 +3,7 @@
 Usage::
 
     python -m benchmark sweep --params params.yaml --sweep NAME [--address ADDR] [--max-concurrent N]
+    python -m benchmark sweep --params params.yaml --all   # every sweep: one process, one Ray session
     python -m benchmark sweep --params params.yaml --sweep NAME --export-only   # rebuild the table
 
 or from Python: ``run_sweep(load_sweep("params.yaml", "NAME"))``. The CLI prints one line
@@ -667,6 +668,12 @@ def check_sweep_name(name: Any) -> str:
         raise ConfigError(f"sweeps.{name}: a sweep name names folders; use letters, digits, '_' and '-' only "
                           f"(starting with a letter or digit, at most 100 characters), got {name!r}")
     return name
+
+
+def sweep_names(params: Mapping[str, Any]) -> list[str]:
+    """The names under ``sweeps:``, in the file's order (each checked by :func:`check_sweep_name`)."""
+    _check_keys(params, TOP_LEVEL_KEYS, "params")
+    return [check_sweep_name(name) for name in _mapping(params.get("sweeps"), "sweeps")]
 
 
 def _sweep_entry(params: Mapping[str, Any], name: str) -> tuple[str, Mapping[str, Any]]:

@@ -3,6 +3,7 @@
 Usage::
 
     python -m benchmark sweep --params params.yaml --sweep NAME [--address ADDR] [--max-concurrent N]
+    python -m benchmark sweep --params params.yaml --all   # every sweep: one process, one Ray session
     python -m benchmark sweep --params params.yaml --sweep NAME --export-only   # rebuild the table
 
 or from Python: ``run_sweep(load_sweep("params.yaml", "NAME"))``. The params.yaml schema is in
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import json
 import logging
 import math
 import os
@@ -26,8 +29,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from benchmark import paths
 from benchmark.experiments.config import ConfigError, RunConfig
 from benchmark.pipeline import cluster, tracking
-from benchmark.pipeline.recorder import (ARTIFACTS_KEY, TAGS_KEY, KIND_KEY, OBJECTIVE_KEY, STEP_KEY, IncompleteError,
-                                         MlflowRecorder, Progress, recorded_warnings, tune_callback, tune_output)
+from benchmark.pipeline.recorder import (ARTIFACTS_KEY, TAGS_KEY, KIND_KEY, OBJECTIVE_KEY, STEP_KEY, TRIAL_KEY,
+                                         IncompleteError, MlflowRecorder, Progress, SweepsRecorder, grid_key,
+                                         kept_interrupt_handler, recorded_warnings, tune_callback, tune_output)
 from benchmark.pipeline.spec import RaySettings, SweepSpec, Trial, load_sweep
 
 if TYPE_CHECKING:
@@ -65,7 +69,7 @@ def _run_trial(
     """
     from ray import tune
 
-    config = cluster.placed_config(RunConfig.from_dict(configs[param["trial_id"]]), gpus_scheduled)
+    config = cluster.placed_config(RunConfig.from_dict(configs[param[TRIAL_KEY]]), gpus_scheduled)
     run = runner if runner is not None else _default_runner()
     last_objective = math.inf
     first: dict[str, Any] = {TAGS_KEY: tracking.worker_tags(config)}
@@ -252,13 +256,139 @@ def run_sweep(
 def _run_locked(spec: SweepSpec, runner: Runner | None, address: str | None, max_concurrent: int | None,
                 quiet: bool, progress: bool = False) -> SweepOutcome:
     """:func:`run_sweep` once this process holds the store's lock."""
+    (result,) = _run_many([spec], runner, address, max_concurrent, quiet, progress)
+    if result.error is not None:
+        raise result.error
+    assert result.outcome is not None
+    return result.outcome
+
+
+@dataclass(frozen=True)
+class SweepsResult:
+    """What :func:`run_sweeps` did with one sweep: its outcome, or the error that stopped it
+    (an :class:`IncompleteError` of its tuning stage), or ``up_to_date`` (its table was kept)."""
+
+    name: str
+    outcome: SweepOutcome | None = None
+    error: Exception | None = None
+    up_to_date: bool = False
+
+    def exit_status(self) -> int:
+        if self.error is not None:
+            return EXIT_INCOMPLETE
+        return self.outcome.exit_status() if self.outcome is not None else 0
+
+    def line(self) -> str:
+        """The one line the CLI prints for this sweep (``error:`` first when it failed)."""
+        if self.error is not None:
+            return f"error: sweep {self.name}: {self.error}"
+        if self.outcome is None:
+            return f"sweep {self.name}: up to date (inputs unchanged since its table was written), not rerun"
+        problem = self.outcome.problem()
+        return f"error: {problem}" if problem else self.outcome.summary()
+
+
+STAMP_FILE = "inputs.json"  # results/<sweep>/inputs.json: the inputs its table was made from
+
+
+def inputs_stamp(spec: SweepSpec, prepared: Path | None) -> dict[str, Any]:
+    """What a sweep's table is a function of, given a complete run: its trials (ids hash the config and
+    the code each trial runs), its tuning settings, the files of its ``data/prepared/<sweep>`` folder
+    and the code of the sweep stage itself (this module and what it imports, hashed without comments).
+
+    :func:`run_sweeps` with ``skip_up_to_date`` writes it beside the table after the sweep exited 0 and
+    skips a sweep whose stamp is unchanged: the table restored by ``dvc pull`` is kept even when the
+    MLflow store is not there, and only the sweeps whose inputs changed run (and retrain)."""
+    import hashlib
+
+    from benchmark.pipeline import code
+
+    files = sorted(path for path in prepared.rglob("*") if path.is_file()) if prepared and prepared.is_dir() else []
+    stage_code = code.closure([Path(__file__).resolve()])
+    return {
+        "trials": [trial.trial_id for trial in spec.trials],
+        "tune": dataclasses.asdict(spec.tune) if spec.tune is not None else None,
+        "prepared": {path.relative_to(prepared).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+                     for path in files} if prepared else {},
+        "code": {path.relative_to(paths.REPO_ROOT).as_posix(): code.file_digest(path) for path in stage_code},
+    }
+
+
+def _stamp_path(spec: SweepSpec) -> Path:
+    return spec.table_path.parent / STAMP_FILE
+
+
+def _is_up_to_date(spec: SweepSpec, stamp: Mapping[str, Any]) -> bool:
+    """The sweep's table and its stamp exist and the stamp equals ``stamp``."""
+    path = _stamp_path(spec)
+    if not path.is_file() or not spec.table_path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()) == json.loads(json.dumps(stamp, sort_keys=True, default=repr))
+    except (OSError, ValueError):
+        return False
+
+
+def run_sweeps(
+    specs: Sequence[SweepSpec],
+    *,
+    runner: Runner | None = None,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    quiet: bool = True,
+    lock_timeout: float | None = None,
+    progress: bool = False,
+    prepared_root: Path | None = None,
+    skip_up_to_date: bool = False,
+) -> list[SweepsResult]:
+    """Run several sweeps (every sweep of a params file: the ``sweeps`` stage) in ONE Ray session:
+    every tuning stage first (one Tune run per tuned sweep), then the pending trials of all sweeps as
+    ONE Ray Tune grid (one per sweep with ``ray.early_stopping``, whose ASHA ranks a sweep's trials
+    among themselves), each trial recorded in its own sweep's MLflow experiment. The Ray workers
+    (``reuse_actors``) thus start once per grid, not once per sweep.
+
+    A sweep whose tuning stage is incomplete (:class:`IncompleteError`) is reported and left out;
+    the others go on. After an interruption nothing new starts. Every sweep's table is written.
+    ``skip_up_to_date``: a sweep whose :func:`inputs_stamp` (``prepared_root / <sweep>``) equals
+    the one beside its table is not run at all; the stamp is written after a sweep exited 0.
+    Store lock, writable checks and errors as :func:`run_sweep`."""
+    if len({spec.name for spec in specs}) != len(specs):
+        raise ValueError("specs: two sweeps of the same name")
+    if len({spec.tracking.uri for spec in specs}) > 1:
+        raise ValueError("specs: every sweep must use the same tracking.uri (one store, one lock)")
+    if not specs:
+        return []
+    for spec in specs:
+        tracking.check_writable(spec.table_path.parent)
+    with tracking.store_lock(specs[0].tracking.uri, timeout=lock_timeout):
+        return _run_many(specs, runner, address, max_concurrent, quiet, progress, prepared_root, skip_up_to_date)
+
+
+@dataclass
+class _Pending:
+    """One sweep between its tuning stage and its export."""
+
+    spec: SweepSpec
+    tuning_results: Any = None
+    todo: list[Trial] = field(default_factory=list)
+    experiment_id: str = ""
+    stale: dict[str, list[str]] = field(default_factory=dict)
+    stamp: dict[str, Any] | None = None
+
+
+def _run_many(specs: Sequence[SweepSpec], runner: Runner | None, address: str | None, max_concurrent: int | None,
+              quiet: bool, progress: bool = False, prepared_root: Path | None = None,
+              skip_up_to_date: bool = False) -> list[SweepsResult]:
+    """:func:`run_sweeps` (and :func:`run_sweep`) once this process holds the store's lock."""
     # MLflow is the record: Tune's own CSV / JSON / TensorBoard logs per trial would only cost time.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    results: dict[str, SweepsResult] = {}
+    pending: list[_Pending] = []
     with contextlib.ExitStack() as ray_session:  # Ray starts at most once, only when something runs
 
         def connect() -> None:
             previous = signal.getsignal(signal.SIGTERM)
-            if start_ray(spec.ray, address=address, quiet=quiet):
+            if start_ray(specs[0].ray, address=address, quiet=quiet):
                 ray_session.callback(_shutdown_ray)
             if previous is _terminate_as_interrupt:  # ray.init replaces it with a handler that aborts the driver
                 signal.signal(signal.SIGTERM, previous)
@@ -267,30 +397,70 @@ def _run_locked(spec: SweepSpec, runner: Runner | None, address: str | None, max
             checked.append(True)
 
         checked: list[bool] = []
+        client = tracking.make_client(specs[0].tracking.uri)
+        interrupted = False
+        for spec in specs:
+            stamp = None
+            if skip_up_to_date:
+                stamp = inputs_stamp(spec, prepared_root / spec.name if prepared_root is not None else None)
+                if _is_up_to_date(spec, stamp):
+                    results[spec.name] = SweepsResult(spec.name, up_to_date=True)
+                    continue
+                _stamp_path(spec).unlink(missing_ok=True)  # written again only when this run completes
+            if interrupted:  # a stop signal came: nothing new starts
+                results[spec.name] = SweepsResult(spec.name, error=IncompleteError(
+                    "not started: the run was interrupted before this sweep", interrupted=True))
+                continue
+            item = _Pending(spec=spec, stamp=stamp)
+            if spec.tune is not None:  # the tuning stage first: its best points define the tuned trials
+                from benchmark.pipeline import tuning
 
-        tuning_results = None
-        if spec.tune is not None:  # the tuning stage first: its best points define the tuned trials
+                connect()
+                try:
+                    with tune_output(quiet):  # Optuna's searchers are made (and say so) before fit()
+                        item.tuning_results = tuning.run_tuning(spec, runner=runner, quiet=quiet, progress=progress)
+                except IncompleteError as err:
+                    results[spec.name] = SweepsResult(spec.name, error=err)
+                    interrupted = interrupted or err.interrupted
+                    continue
+                item.spec = tuning.with_tuned_trials(spec, item.tuning_results)
+            item.experiment_id = tracking.get_or_create_experiment(client, spec.name)
+            item.todo, item.stale = _todo_and_stale(item.spec, client, item.experiment_id)
+            pending.append(item)
+        grids = [pending] if not specs[0].ray.early_stopping else [[item] for item in pending]
+        for grid in grids:
+            if interrupted or not any(item.todo for item in grid):
+                continue
+            connect()
+            _run_trials_in_tune(grid, client, runner, max_concurrent, quiet, progress)
+            interrupted = interrupted or any(_cut_off(client, item) for item in grid)
+
+    for item in pending:
+        spec = item.spec
+        table = tracking.export_table(spec.tracking.uri, spec.name)
+        path = tracking.write_table(table, spec.table_path)
+        tracking.restore_artifacts(spec.tracking.uri, table, spec.artifacts_root)
+        if item.tuning_results is not None:
             from benchmark.pipeline import tuning
 
-            connect()
-            with tune_output(quiet):  # Optuna's searchers are made (and say so) before fit()
-                tuning_results = tuning.run_tuning(spec, runner=runner, quiet=quiet, progress=progress)
-            spec = tuning.with_tuned_trials(spec, tuning_results)
+            tuning.write_tuning_table(spec, item.tuning_results, table)
+        outcome = _outcome(spec, item.todo, table, path)
+        if item.stamp is not None and outcome.exit_status() == 0:
+            _stamp_path(spec).write_text(json.dumps(item.stamp, indent=1, sort_keys=True, default=repr) + "\n")
+        results[spec.name] = SweepsResult(spec.name, outcome=outcome)
+    return [results[spec.name] for spec in specs]
 
-        client = tracking.make_client(spec.tracking.uri)
-        experiment_id = tracking.get_or_create_experiment(client, spec.name)
-        todo, stale = _todo_and_stale(spec, client, experiment_id)
-        if todo:
-            connect()
-            _run_trials_in_tune(spec, todo, client, experiment_id, stale, runner, max_concurrent, quiet,
-                                progress)
 
-    table = tracking.export_table(spec.tracking.uri, spec.name)
-    path = tracking.write_table(table, spec.table_path)
-    tracking.restore_artifacts(spec.tracking.uri, table, spec.artifacts_root)
-    if tuning_results is not None:
-        tuning.write_tuning_table(spec, tuning_results, table)
-    return _outcome(spec, todo, table, path)
+def _cut_off(client: Any, item: _Pending) -> bool:
+    """Whether the grid stopped before ``item``'s trials all ended (a stop signal): some are still pending
+    without having failed or finished in this run."""
+    if not item.todo:
+        return False
+    waiting, _ = _todo_and_stale(item.spec, client, item.experiment_id)
+    runs = tracking.latest_runs_by_trial(tracking.search_sweep_runs(client, item.experiment_id))
+    return any(trial.trial_id not in runs or tracking.is_interrupted(runs[trial.trial_id].data.tags.get("status"),
+                                                                     runs[trial.trial_id].data.tags.get("error"))
+               for trial in waiting)
 
 
 def _todo_and_stale(spec: SweepSpec, client: Any,
@@ -340,39 +510,40 @@ def _shutdown_ray() -> None:
     _local_instance.clear()
 
 
-def _run_trials_in_tune(spec: SweepSpec, todo: Sequence[Trial], client: Any, experiment_id: str,
-         stale: Mapping[str, Sequence[str]], runner: Runner | None, max_concurrent: int | None,
-         quiet: bool, show_progress: bool = False) -> None:
-    """Run ``todo`` as one Ray Tune grid (Ray already connected), every event recorded in MLflow."""
+def _run_trials_in_tune(grid: Sequence[_Pending], client: Any, runner: Runner | None, max_concurrent: int | None,
+                        quiet: bool, show_progress: bool = False) -> None:
+    """Run the pending trials of ``grid`` (one or more sweeps, same ``ray:`` settings) as ONE Ray Tune
+    grid (Ray already connected), every event recorded in its own sweep's MLflow experiment."""
     from ray import tune
 
-    plan = cluster.plan_resources(spec.ray.cpus_per_trial, spec.ray.gpus_per_trial, cluster.alive_nodes())
-    resources = plan.by_key([trial.trial_id for trial in todo])
-    objective = spec.ray.early_stopping_metric if spec.ray.early_stopping else None
+    ray_settings = grid[0].spec.ray
+    keys = [grid_key(item.spec.name, trial.trial_id) for item in grid for trial in item.todo]
+    configs = {grid_key(item.spec.name, trial.trial_id): trial.config.to_dict() for item in grid for trial in item.todo}
+    plan = cluster.plan_resources(ray_settings.cpus_per_trial, ray_settings.gpus_per_trial, cluster.alive_nodes())
+    resources = plan.by_key(keys)
+    objective = ray_settings.early_stopping_metric if ray_settings.early_stopping else None
     trainable = tune.with_resources(
-        tune.with_parameters(
-            _run_trial,
-            configs={trial.trial_id: trial.config.to_dict() for trial in todo},
-            runner=runner,
-            objective=objective,
-            gpus_scheduled=plan.gpus > 0,
-        ),
-        lambda param: resources[param["trial_id"]],
+        tune.with_parameters(_run_trial, configs=configs, runner=runner, objective=objective,
+                             gpus_scheduled=plan.gpus > 0),
+        lambda param: resources[param[TRIAL_KEY]],
     )
-    scheduler = _asha_scheduler(todo) if objective is not None else None
-    progress = Progress(f"{spec.name} trials", len(todo), enabled=show_progress)
-    recorder = MlflowRecorder(client, experiment_id, spec, tracking.git_state(paths.REPO_ROOT), stale, progress)
-    storage = Path(spec.ray.storage_path or Path.home() / "ray_results" / "vqbench").expanduser().resolve()
+    scheduler = _asha_scheduler([trial for item in grid for trial in item.todo]) if objective is not None else None
+    label = grid[0].spec.name if len(grid) == 1 else f"{len(grid)} sweeps"
+    progress = Progress(f"{label} trials", len(keys), enabled=show_progress)
+    git = tracking.git_state(paths.REPO_ROOT)
+    recorder = SweepsRecorder({item.spec.name: MlflowRecorder(client, item.experiment_id, item.spec, git, item.stale,
+                                                              progress) for item in grid})
+    storage = Path(ray_settings.storage_path or Path.home() / "ray_results" / "vqbench").expanduser().resolve()
     tuner = tune.Tuner(
         trainable,
-        param_space={"trial_id": tune.grid_search([trial.trial_id for trial in todo])},
+        param_space={TRIAL_KEY: tune.grid_search(keys)},
         tune_config=tune.TuneConfig(
             scheduler=scheduler,
-            max_concurrent_trials=max_concurrent or spec.ray.max_concurrent,
+            max_concurrent_trials=max_concurrent or ray_settings.max_concurrent,
             reuse_actors=True,  # a trial is a pure function of its config: skip a process start each
         ),
         run_config=tune.RunConfig(
-            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            name=f"{label.replace(' ', '-')}-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str(storage),
             callbacks=[tune_callback(recorder)],
             verbose=0 if quiet else 1,
@@ -393,11 +564,12 @@ def _asha_scheduler(todo: Sequence[Trial]) -> Any:
                          grace_period=max(1, max_steps // 4), reduction_factor=3)
 
 
-def _fit(tuner: Any, recorder: MlflowRecorder, quiet: bool) -> None:
+def _fit(tuner: Any, recorder: MlflowRecorder | SweepsRecorder, quiet: bool) -> None:
     """``tuner.fit()``, Tune's banner silenced when ``quiet``; every run left open is failed after."""
     with tune_output(quiet):
         try:
-            tuner.fit()
+            with kept_interrupt_handler():
+                tuner.fit()
         finally:
             recorder.close_open_runs()
 
@@ -407,7 +579,9 @@ def _fit(tuner: Any, recorder: MlflowRecorder, quiet: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m benchmark sweep``: run (or only export) one sweep; 0 when every trial finished."""
+    """``python -m benchmark sweep``: run (or only export) one sweep, or every sweep (``--all``);
+    0 when every trial finished. With ``--all`` every sweep runs even when another fails, one line
+    each; the exit status is the first failing sweep's, and every failing sweep is named."""
     parser = _parser()
     args = parser.parse_args(argv)
     if not args.verbose:
@@ -418,44 +592,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_concurrent is not None and args.max_concurrent < 1:
         parser.error("--max-concurrent must be >= 1")
     try:
-        spec = load_sweep(args.params, args.sweep)
+        if args.all:
+            from benchmark.pipeline.spec import load_params, sweep_names
+
+            specs = [load_sweep(args.params, name) for name in sweep_names(load_params(args.params))]
+        else:
+            specs = [load_sweep(args.params, args.sweep)]
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    label = f"sweep {specs[0].name}" if not args.all else f"sweeps of {args.params}"
     previous_sigterm = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     # Ctrl-C starts from Python's own handler: one a finished Tune run left behind would only set its flag.
     previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if args.export_only:
-            return _export_only(spec, args.lock_timeout)
-        outcome = run_sweep(spec, address=args.address, max_concurrent=args.max_concurrent,
-                            quiet=not args.verbose, lock_timeout=args.lock_timeout, progress=True)
+            return max(_export_only(spec, args.lock_timeout) for spec in specs)
+        if args.all:
+            results = run_sweeps(specs, address=args.address, max_concurrent=args.max_concurrent,
+                                 quiet=not args.verbose, lock_timeout=args.lock_timeout, progress=True,
+                                 prepared_root=Path(args.params).resolve().parent / paths.PREPARED_DIR,
+                                 skip_up_to_date=True)
+        else:
+            outcome = run_sweep(specs[0], address=args.address, max_concurrent=args.max_concurrent,
+                                quiet=not args.verbose, lock_timeout=args.lock_timeout, progress=True)
     except (tracking.StoreError, cluster.PreflightError, ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except IncompleteError as err:
-        print(f"error: sweep {spec.name}: {err}", file=sys.stderr)
+        print(f"error: {label}: {err}", file=sys.stderr)
         return EXIT_INCOMPLETE
     except Exception as err:  # a full disk surfaces from sqlite, SQLAlchemy, MLflow, pandas or Ray
         problem = tracking.storage_problem(err)
         if problem is None:
             raise
-        where = tracking.sqlite_path(spec.tracking.uri) or spec.tracking.uri
-        print(f"error: sweep {spec.name}: {problem} while writing {where} or {spec.table_path.parent} "
+        where = tracking.sqlite_path(specs[0].tracking.uri) or specs[0].tracking.uri
+        folders = " or ".join(str(spec.table_path.parent) for spec in specs[:3]) + (" ..." if len(specs) > 3 else "")
+        print(f"error: {label}: {problem} while writing {where} or {folders} "
               f"({type(err).__name__}); finished trials are kept: free space and rerun the sweep to resume",
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"error: sweep {spec.name} interrupted; the stage fails so DVC records nothing. "
+        print(f"error: {label} interrupted; the stage fails so DVC records nothing. "
               f"Rerun the sweep to resume (finished trials are not rerun)", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
         signal.signal(signal.SIGINT, previous_sigint)
-    print(outcome.summary())
-    if outcome.exit_status():
-        print(f"error: {outcome.problem()}", file=sys.stderr)
-    return outcome.exit_status()
+    if not args.all:
+        results = [SweepsResult(outcome.name, outcome=outcome)]
+    for result in results:
+        line = result.line()
+        if result.outcome is not None and result.exit_status():
+            print(result.outcome.summary())
+        print(line, file=sys.stderr if line.startswith("error:") else sys.stdout)
+    failing = [result for result in results if result.exit_status()]
+    if failing and args.all:
+        print(f"error: {len(failing)} of {len(results)} sweeps failed: {', '.join(r.name for r in failing)}; "
+              f"the stage fails so DVC records nothing. Rerun to resume (finished trials are not rerun)",
+              file=sys.stderr)
+    return failing[0].exit_status() if failing else 0
 
 
 def _terminate_as_interrupt(signum: int, frame: Any) -> None:
@@ -488,7 +684,12 @@ def _parser() -> argparse.ArgumentParser:
     """The command line of ``python -m benchmark sweep``."""
     parser = argparse.ArgumentParser(prog="python -m benchmark sweep", description=__doc__.split("\n")[0])
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--sweep", required=True, help="name of the sweep under `sweeps:`")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--sweep", help="name of the sweep under `sweeps:`")
+    which.add_argument("--all", action="store_true",
+                       help="every sweep of the params file in one process and one Ray session (the "
+                            "`sweeps` stage); a sweep whose inputs did not change since its table was "
+                            "written is skipped")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: params, "
                         "then $RAY_ADDRESS, then a local Ray)")
     parser.add_argument("--max-concurrent", type=int, default=None, help="at most N trials at once")

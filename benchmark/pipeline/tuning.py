@@ -39,7 +39,8 @@ from typing import Any, Mapping, Sequence
 from benchmark import paths
 from benchmark.experiments.config import RunConfig
 from benchmark.pipeline import cluster, code, tracking
-from benchmark.pipeline.recorder import STEP_KEY, TAGS_KEY, IncompleteError, Progress, tune_callback
+from benchmark.pipeline.recorder import (STEP_KEY, TAGS_KEY, IncompleteError, Progress, kept_interrupt_handler,
+                                         tune_callback)
 from benchmark.pipeline.spec import SweepSpec, Trial, TuneSettings
 
 LR_KEY, OPTIMIZER_KEY = "codebook_lr", "optimizer"
@@ -379,7 +380,7 @@ def _check_spent(spec: SweepSpec, groups: Mapping[str, Group], runs: Mapping[str
     why = f"{len(errors)} tuning trials failed with an error (e.g. {errors[0][:200]})" if errors else "interrupted"
     raise IncompleteError(f"tuning incomplete ({why}): tuning trials scored per method and setting: {spent}; "
                           f"no trial runs on a partly tuned point. Rerun the sweep to run exactly the missing "
-                          f"tuning trials")
+                          f"tuning trials", interrupted=not errors)
 
 
 SEED_IGNORED = ("device",)  # where a trial runs draws no other point
@@ -533,7 +534,8 @@ def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True, progr
             param_space={},
         )
         try:
-            tuner.fit()
+            with kept_interrupt_handler():
+                tuner.fit()
         finally:
             recorder.close_open_runs()
     after = _runs_by_group(client, experiment_id)
