@@ -70,6 +70,33 @@ def test_ibq_matches_the_official_loss_and_both_gradients(logits):
     assert (grad_c.abs().sum(dim=1) > 0).all()  # every code trains through the softmax
 
 
+@pytest.mark.parametrize("logits", ["dot", "distance"])
+def test_ibq_backward_in_row_blocks_matches_the_official_gradients(monkeypatch, logits):
+    """The softmax lives only in the backward, recomputed in row blocks: blocks of 7 rows (the last
+    one short) give the official gradients, at a temperature, with codes of unequal norms."""
+    import methods.ibq
+
+    dim, size, rows = 5, 30, 61
+    monkeypatch.setattr(methods.ibq, "SOFT_BLOCK_ELEMENTS", 7 * size)
+    q = build("ibq", dim, size, logits=logits, temperature=0.5)
+    with torch.no_grad():
+        q.embedding.mul_(torch.linspace(0.5, 2.0, size, dtype=torch.float64)[:, None])
+    z = randn(rows, dim, seed=11).requires_grad_(True)
+    weights = randn(rows, dim, seed=12)
+    out = q(z)
+    grad_z, grad_c = gradients(z, q.embedding, out.quantized, out.loss, weights)
+    embedding = q.embedding.detach().clone().requires_grad_(True)
+    z_q, loss, index = official_ibq(z / 0.5 ** 0.5, embedding / 0.5 ** 0.5, bias=logits == "distance")
+    # the official code has no temperature: l / T = <z / sqrt(T), e / sqrt(T)> (- ||e / sqrt(T)||^2 / 2)
+    # gives its logits; its z_q and loss are then rescaled back to the unscaled z and codes
+    z_q, loss = z_q * 0.5 ** 0.5, loss * 0.5
+    ref_z, ref_c = gradients(z, embedding, z_q, loss, weights)
+    assert torch.equal(out.indices, index)
+    assert float(out.loss.detach()) == pytest.approx(float(loss.detach()), rel=1e-12)
+    assert torch.allclose(grad_z, ref_z, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(grad_c, ref_c, rtol=1e-9, atol=1e-12)
+
+
 def test_ibq_distance_logits_choose_the_nearest_code_where_the_official_dot_may_not():
     """The pinned deviation: the official argmax <z, e> is not the nearest code when norms differ
     (it equals it when every code has the same norm)."""
