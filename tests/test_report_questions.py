@@ -405,3 +405,12 @@ def test_question_one_picks_its_candidates_by_capability_flag():
     assert flagged == {"sliced_wasserstein", "exact_ot", "mmd"}
     assert all(methods.get(m).distribution_matching for m in flagged)
     assert rq.nonparametric("mmd") and not rq.nonparametric("wasserstein") and not rq.nonparametric("no_such")
+
+
+def test_a_question_sweep_with_no_finished_trial_has_no_figure(tmp_path):
+    """A sweep of the current spec not run yet (every row 'not run'): its question says so in words,
+    and draws no empty figure."""
+    table = _non_gaussian(_errors(1.15, 1.03)).assign(status="not run", error_vs_kmeans=float("nan"))
+    lines = rq._non_gaussian_lines(table, 0.95, tmp_path)
+    assert not any(line.startswith("![") for line in lines) and not list(tmp_path.iterdir())
+    assert "cannot tell" in lines[-1]

@@ -333,14 +333,20 @@ def usage_figure(usage: Mapping[str, np.ndarray], path: Path, title: str) -> Pat
 
 
 def grouped_figure(table: pd.DataFrame, x: str, hue: str, path: Path, confidence: float, title: str,
-                   xlabel: str, lines: bool = False) -> Path:
+                   xlabel: str, lines: bool = False) -> Path | None:
     """E / k-means of the finished trials against ``x``, one bar (or line) per ``hue`` value;
-    error bars = the tables' t-interval; dashed line at the k-means reference 1.0."""
+    error bars = the tables' t-interval; dashed line at the k-means reference 1.0. None (no figure)
+    when no finished trial has a value (e.g. every trial of the current spec is not run yet)."""
     import seaborn as sns
 
-    pyplot = plt()
     data = done_rows(table).copy()
+    if ERROR_METRIC not in data.columns:
+        return None
     data[ERROR_METRIC] = pd.to_numeric(data[ERROR_METRIC], errors="coerce")
+    data = data[data[ERROR_METRIC].notna()]
+    if data.empty:
+        return None
+    pyplot = plt()
     data[hue] = data[hue].astype(str).astype(object)
     order = sorted(data[hue].unique(), key=sort_key)
     colours = {"palette": method_palette(order)} if hue == "method" else {}
