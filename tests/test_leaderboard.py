@@ -229,6 +229,12 @@ def test_paper_scale_tau_per_published_cell_only_over_shared_methods():
     same = scale.paper_steps({"rung": ours}, _published(methods), bootstrap=200)
     assert [(s.small, s.setting, s.methods) for s in same] == [("rung", "gaussian, mu 4", tuple(methods))]
     assert same[0].tau == pytest.approx(1.0) and same[0].verdict == "alike"
+    assert same[0].close_pairs == 0  # published E 1, 2, 3, 4: no pair within 0.02
+    near = _published(methods)
+    near.results["gaussian", 4.0, "ema"]["quantization_error"] = 1.01  # within 0.02 of vanilla's 1.0 ...
+    assert scale.paper_steps({"rung": ours}, near, bootstrap=50)[0].close_pairs == 1
+    near.results["gaussian", 4.0, "ema"]["utilization"] = 0.5  # ... unless the U floor orders them
+    assert scale.paper_steps({"rung": ours}, near, bootstrap=50)[0].close_pairs == 0
     flipped = scale.paper_steps({"rung": ours}, _published(methods[::-1]), bootstrap=200)
     assert flipped[0].tau == pytest.approx(-1.0) and flipped[0].verdict == "not alike"
     # the U floor ranks first on both sides: the paper's collapsed best-E method goes last
@@ -252,8 +258,12 @@ def test_scale_section_compares_the_report_sweeps_with_the_paper_cells(tmp_path:
     text = scale.scale_section(tmp_path / "params-scale.yaml", {"atomic": _rung("atomic", published[::-1], 64)},
                                bootstrap=200)
     assert "### Against the paper-scale cells" in text
-    assert "| a | paper scale | gaussian, mu 4 | 5 | 1.00 [1.00, 1.00] | alike |" in text
-    assert "| atomic | paper scale | gaussian, mu 4 | 5 | -1.00 [-1.00, -1.00] | not alike |" in text
+    cells = [paper.results[("gaussian", 4.0, m)] for m in published]
+    close = sum(abs(a["quantization_error"] - b["quantization_error"]) <= paper.tolerance["quantization_error"]
+                and (a["utilization"] >= lb.UTILIZATION_FLOOR) == (b["utilization"] >= lb.UTILIZATION_FLOOR)
+                for i, a in enumerate(cells) for b in cells[i + 1:])
+    assert f"| a | paper scale | gaussian, mu 4 | 5 | {close} of 10 | 1.00 [1.00, 1.00] | alike |" in text
+    assert f"| atomic | paper scale | gaussian, mu 4 | 5 | {close} of 10 | -1.00 [-1.00, -1.00] | not alike |" in text
     assert "Our runs do not rank like the paper-scale cells everywhere here: atomic -> paper scale" in text
 
 
