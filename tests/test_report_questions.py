@@ -315,11 +315,11 @@ def test_spearman_is_exact_for_few_methods():
 def test_prior_findings_correlate_across_methods():
     tables = {"vqvae": _prior_rows("vqvae", "vqvae", PRIOR_VALUES), "dead_codes": _dead_codes()}
     [finding] = rq.prior_findings(tables)
-    assert finding["sweep"] == "vqvae" and finding["methods"] == sorted(PRIOR_VALUES, key=rq.sort_key)
-    rho, p, n = finding["correlations"][("prior_bits_per_token", "utilization")]
+    assert finding.sweep == "vqvae" and finding.methods == sorted(PRIOR_VALUES, key=rq.sort_key)
+    rho, p, n = finding.correlations[("prior_bits_per_token", "utilization")]
     assert (rho, n) == (1.0, 4) and p == pytest.approx(2 / 24)
-    assert finding["correlations"][("frechet_classifier", "utilization")][0] == -1.0
-    assert finding["correlations"][("prior_bits_per_token", "psnr")][0] == pytest.approx(0.4)
+    assert finding.correlations[("frechet_classifier", "utilization")][0] == -1.0
+    assert finding.correlations[("prior_bits_per_token", "psnr")][0] == pytest.approx(0.4)
     answer = rq.prior_answer([finding])
     assert "no across-method correlation reaches p < 0.05" in answer and "2/4! = 0.083" in answer
 
@@ -361,9 +361,9 @@ def test_tuned_and_default_rows_are_never_pooled():
     default = _prior_rows("vqvae", "vqvae", PRIOR_VALUES).assign(protocol="default")
     tuned = _prior_rows("vqvae", "vqvae", {m: (0.99, 200.0, 25.0, 7.0, 20.0) for m in PRIOR_VALUES})
     findings = rq.prior_findings({"vqvae": pd.concat([default, tuned.assign(protocol="tuned")], ignore_index=True)})
-    assert [f["protocol"] for f in findings] == ["default", "tuned"]
-    assert all(f["cells"]["utilization"][("ema",)].n == len(SEEDS) for f in findings)  # 3 seeds, not 6
-    assert findings[0]["cells"]["utilization"][("ema",)].mean == pytest.approx(50.0)
+    assert [f.protocol for f in findings] == ["default", "tuned"]
+    assert all(f.cells["utilization"][("ema",)].n == len(SEEDS) for f in findings)  # 3 seeds, not 6
+    assert findings[0].cells["utilization"][("ema",)].mean == pytest.approx(50.0)
 
 
 def test_compare_pairs_without_pairs_widens_intervals_to_bonferroni():

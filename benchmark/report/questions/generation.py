@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
@@ -45,8 +46,25 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, int]
     return rho, float(stats.spearmanr(a, b).pvalue), n
 
 
+@dataclass
+class PriorFinding:
+    """One (sweep, dataset, protocol) with prior results: per-method cells and the across-method
+    correlations of :data:`PRIOR_PAIRS`, each (rho, p, n); ``adjusted``: the Holm-corrected p of each
+    correlation over every correlation of the question (set once all findings are known)."""
+
+    sweep: str
+    dataset: Any  # None: the sweep has one dataset
+    protocol: Any  # None: no tuning stage (no default / tuned rows)
+    experiment: str
+    methods: list[str]
+    cells: dict[str, dict[tuple, Estimate]]  # column -> (method,) -> estimate
+    correlations: dict[tuple[str, str], tuple[float, float, int]]
+    setting: str
+    adjusted: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
 def prior_findings(tables: Mapping[str, pd.DataFrame], confidence: float = 0.95,
-                   names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+                   names: Sequence[str] | None = None) -> list[PriorFinding]:
     """Per (sweep, dataset, protocol) with prior results: per-method estimates and the across-method
     Spearman correlations of ``PRIOR_PAIRS`` (method means over seeds). Default and tuned rows of a tuned
     sweep are two configs of each method, never pooled into one cell. ``adjusted``: each correlation's
@@ -72,24 +90,21 @@ def prior_findings(tables: Mapping[str, pd.DataFrame], confidence: float = 0.95,
                      for column in (m.name for m in PRIOR_COLUMNS)}
             correlations = {pair: spearman(means[pair[0]], means[pair[1]]) for pair in PRIOR_PAIRS}
             experiment = _values(rows, "experiment")
-            findings.append({"sweep": sweep, "dataset": dataset, "protocol": protocol,
-                             "experiment": "/".join(map(str, experiment)), "methods": methods, "cells": cells,
-                             "correlations": correlations, "setting": _setting(rows)})
-    tests = [(i, pair) for i, f in enumerate(findings) for pair, (_, p, _) in f["correlations"].items()
+            findings.append(PriorFinding(sweep, dataset, protocol, "/".join(map(str, experiment)), methods, cells,
+                                         correlations, _setting(rows)))
+    tests = [(i, pair) for i, f in enumerate(findings) for pair, (_, p, _) in f.correlations.items()
              if math.isfinite(p)]
-    adjusted = holm([findings[i]["correlations"][pair][1] for i, pair in tests]) if tests else []
-    for f in findings:
-        f["adjusted"] = {}
+    adjusted = holm([findings[i].correlations[pair][1] for i, pair in tests]) if tests else []
     for (i, pair), p in zip(tests, adjusted):
-        findings[i]["adjusted"][pair] = p
+        findings[i].adjusted[pair] = p
     return findings
 
 
-def _prior_table(f: Mapping[str, Any]) -> list[str]:
+def _prior_table(f: PriorFinding) -> list[str]:
     header = "| method | " + " | ".join(m.label for m in PRIOR_COLUMNS) + " |"
     lines = [header, "|---|" + "---|" * len(PRIOR_COLUMNS)]
-    for m in f["methods"]:
-        row = [f["cells"][c.name].get((m,), Estimate(math.nan, math.nan, 0)).text(c.digits) for c in PRIOR_COLUMNS]
+    for m in f.methods:
+        row = [f.cells[c.name].get((m,), Estimate(math.nan, math.nan, 0)).text(c.digits) for c in PRIOR_COLUMNS]
         lines.append(f"| {m} | " + " | ".join(row) + " |")
     return lines
 
@@ -104,25 +119,25 @@ def _correlation_text(pair: tuple[str, str], result: tuple[float, float, int], a
             f"(n = {n} methods)")
 
 
-def _where(f: Mapping[str, Any]) -> str:
+def _where(f: PriorFinding) -> str:
     """`sweep` (dataset, protocol rows) of one prior finding."""
-    details = [str(f["dataset"])] if f["dataset"] else []
-    if f.get("protocol"):
-        details.append(f"{f['protocol']} rows")
-    return f"`{f['sweep']}`" + (f" ({', '.join(details)})" if details else "")
+    details = [str(f.dataset)] if f.dataset else []
+    if f.protocol:
+        details.append(f"{f.protocol} rows")
+    return f"`{f.sweep}`" + (f" ({', '.join(details)})" if details else "")
 
 
-def prior_answer(findings: Sequence[Mapping[str, Any]]) -> str:
+def prior_answer(findings: Sequence[PriorFinding]) -> str:
     if not findings:
         return ""
-    resolved = [(f, pair) for f in findings for pair, p in f.get("adjusted", {}).items() if p < 0.05]
-    tests = sum(len(f.get("adjusted", {})) for f in findings)
-    smallest = min((f["correlations"][PRIOR_PAIRS[0]][2] for f in findings), default=0)
+    resolved = [(f, pair) for f in findings for pair, p in f.adjusted.items() if p < 0.05]
+    tests = sum(len(f.adjusted) for f in findings)
+    smallest = min((f.correlations[PRIOR_PAIRS[0]][2] for f in findings), default=0)
     floor = 2.0 / math.factorial(smallest) if smallest >= 3 else math.nan
     text = "**Answer from these measurements:** "
     if resolved:
         text += (f"correlations with p < 0.05 after Holm's correction over the question's {tests} tests: "
-                 + "; ".join(_where(f) + ": " + _correlation_text(pair, f["correlations"][pair], f["adjusted"][pair])
+                 + "; ".join(_where(f) + ": " + _correlation_text(pair, f.correlations[pair], f.adjusted[pair])
                              for f, pair in resolved) + ". ")
     else:
         text += (f"no across-method correlation reaches p < 0.05 after Holm's correction over the question's "
@@ -160,11 +175,11 @@ def ar_generation_text(tables: Mapping[str, pd.DataFrame], confidence: float = 0
              "the suite on the dataset's labels (`frechet_classifier`, a domain-feature proxy, not FID; k-NN "
              "precision / recall, k = 3). Correlations: Spearman across methods of their seed means.", ""]
     for f in findings:
-        where = (f"`{f['sweep']}` ({f['experiment']}" + (f", `{f['dataset']}`" if f["dataset"] else "")
-                 + (f", {f['protocol']} rows only" if f.get("protocol") else "") + ")")
-        lines += [f"Sweep {where}: {f['setting']}.", "", *_prior_table(f), ""]
-        lines += [f"- {_correlation_text(pair, result, f['adjusted'].get(pair, math.nan))}"
-                  for pair, result in f["correlations"].items()]
+        where = (f"`{f.sweep}` ({f.experiment}" + (f", `{f.dataset}`" if f.dataset else "")
+                 + (f", {f.protocol} rows only" if f.protocol else "") + ")")
+        lines += [f"Sweep {where}: {f.setting}.", "", *_prior_table(f), ""]
+        lines += [f"- {_correlation_text(pair, result, f.adjusted.get(pair, math.nan))}"
+                  for pair, result in f.correlations.items()]
         lines.append("")
     lines.append(prior_answer(findings))
     return lines
