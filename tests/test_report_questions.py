@@ -146,10 +146,10 @@ def test_low_d_merges_both_sweeps_and_answers():
     merged = rq.low_d_table(tables)
     assert set(merged["method"]) == {"wasserstein", "wasserstein_density (gersho)", "wasserstein_density (paper)"}
     assert "method_options.exponent" not in merged.columns
-    findings = {f["dim"]: f for f in rq.low_d_findings(merged)}
-    assert findings[2]["best"] == "gersho" and findings[4]["best"] == "plain"
-    assert findings[2]["vs_plain"] == {"gersho": "lower", "paper": "higher"}
-    assert findings[4]["vs_plain"] == {"gersho": "higher", "paper": "higher"}
+    findings = {f.dim: f for f in rq.low_d_findings(merged)}
+    assert findings[2].best == "gersho" and findings[4].best == "plain"
+    assert findings[2].vs_plain == {"gersho": "lower", "paper": "higher"}
+    assert findings[4].vs_plain == {"gersho": "higher", "paper": "higher"}
     answer = rq.low_d_answer(list(findings.values()))
     assert "Gersho f^(d/(d+2)) lowers E / k-means vs plain matching at d = 2, raises it at d = 4" in answer
     assert "Theorem 2's exponent, as stated, makes the codebook worse than plain matching at every d" in answer
@@ -204,29 +204,29 @@ def test_trial_scale_reads_override_exponent_and_plain_matching():
 def test_best_scale_bracket_and_references():
     kmeans = {(8, 256): (2.4, 2.6, 2.5), (2, 256): (0.02, 0.02, 0.02)}
     table = _density_map({(8, 256): 0.65, (2, 256): 1.9}, kmeans)
-    findings = {f["dim"]: f for f in rq.best_scale_findings(table)}
+    findings = {f.dim: f for f in rq.best_scale_findings(table)}
     low = findings[8]
-    assert low["best"] == 0.6 and low["edge"]  # the grid point nearest the true optimum 0.65
-    assert low["bracket"][1] <= 1.0 and low["bracket"][0] < 0.65 < low["bracket"][1]
-    assert low["shrinkage"].mean == pytest.approx(1 - 2.5 / 8) and low["shrinkage"].n == 3  # one value per seed
-    assert low["references"]["paper"] == pytest.approx(0.8) and low["references"]["gersho"] == pytest.approx(1.25)
-    assert "shrinkage" in low["inside"] and "gersho" not in low["inside"]
-    assert low["closest"] == "shrinkage" and low["plain"] == "higher" and low["codes_per_dim"] == pytest.approx(2.0)
+    assert low.best == 0.6 and low.edge  # the grid point nearest the true optimum 0.65
+    assert low.bracket[1] <= 1.0 and low.bracket[0] < 0.65 < low.bracket[1]
+    assert low.shrinkage.mean == pytest.approx(1 - 2.5 / 8) and low.shrinkage.n == 3  # one value per seed
+    assert low.references["paper"] == pytest.approx(0.8) and low.references["gersho"] == pytest.approx(1.25)
+    assert "shrinkage" in low.inside and "gersho" not in low.inside
+    assert low.closest == "shrinkage" and low.plain == "higher" and low.codes_per_dim == pytest.approx(2.0)
     high = findings[2]
-    assert high["best"] == 2.0 and high["edge"] and high["bracket"] == (1.5, math.inf)
-    assert high["closest"] == "gersho" and high["inside"] == ["gersho"]
+    assert high.best == 2.0 and high.edge and high.bracket == (1.5, math.inf)
+    assert high.closest == "gersho" and high.inside == ["gersho"]
 
 
 def test_best_scale_keeps_unresolved_values_and_flat_curves_span_the_grid():
     # a flat curve: nothing is resolved from the best, the bracket is the whole line
     table = _density_map({(4, 256): 1.0}, {(4, 256): (0.4, 0.4, 0.4)}, curvature=0.0, noise=0.01)
     (f,) = rq.best_scale_findings(table)
-    assert (f["low"], f["high"]) == (0.6, 2.0) and f["bracket"] == (-math.inf, math.inf)
-    assert set(f["inside"]) == {"paper", "gersho", "shrinkage"}
+    assert (f.low, f.high) == (0.6, 2.0) and f.bracket == (-math.inf, math.inf)
+    assert set(f.inside) == {"paper", "gersho", "shrinkage"}
     # one seed: no interval, nothing resolved either
     one = _density_map({(4, 256): 1.0}, {(4, 256): (0.4, 0.4, 0.4)}, seeds=(0,))
     (f,) = rq.best_scale_findings(one)
-    assert f["best"] == 1.0 and f["bracket"] == (-math.inf, math.inf)
+    assert f.best == 1.0 and f.bracket == (-math.inf, math.inf)
 
 
 def test_density_map_answer_follows_the_numbers():

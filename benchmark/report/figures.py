@@ -372,7 +372,7 @@ def grouped_figure(table: pd.DataFrame, x: str, hue: str, path: Path, confidence
     return save(fig, path)
 
 
-def density_map_figure(findings: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
+def density_map_figure(findings: Sequence[Any], path: Path) -> Path | None:
     """Heat map of mean E / k-means over (c, d), one panel per K (log colour scale, values printed);
     the best c of each column boxed; markers at d/(d+2) (v), (d+2)/d (^) and the centroid shrinkage
     prediction (o), placed on the c axis by log-linear interpolation between grid rows."""
@@ -380,10 +380,10 @@ def density_map_figure(findings: Sequence[Mapping[str, Any]], path: Path) -> Pat
 
     if not findings:
         return None
-    sizes = sorted({f["codebook_size"] for f in findings})
-    dims = sorted({f["dim"] for f in findings})
-    scales = sorted({c for f in findings for c in f["cells"]})
-    values = [e.mean for f in findings for e in f["cells"].values() if math.isfinite(e.mean) and e.mean > 0]
+    sizes = sorted({f.codebook_size for f in findings})
+    dims = sorted({f.dim for f in findings})
+    scales = sorted({c for f in findings for c in f.cells})
+    values = [e.mean for f in findings for e in f.cells.values() if math.isfinite(e.mean) and e.mean > 0]
     if not values:
         return None
     norm = LogNorm(vmin=min(values), vmax=max(values))
@@ -392,7 +392,7 @@ def density_map_figure(findings: Sequence[Mapping[str, Any]], path: Path) -> Pat
                                 squeeze=False, sharey=True)
     image = None
     for ax, size in zip(axes[0], sizes):
-        here = {f["dim"]: f for f in findings if f["codebook_size"] == size}
+        here = {f.dim: f for f in findings if f.codebook_size == size}
         image = _density_panel(ax, here, dims, scales, norm)
         ax.set_title(f"K = {size}")
     axes[0][0].set_yticks(range(len(scales)), [f"{c:g}" for c in scales])
@@ -402,7 +402,7 @@ def density_map_figure(findings: Sequence[Mapping[str, Any]], path: Path) -> Pat
     return save(fig, path)
 
 
-def _density_panel(ax: Any, here: Mapping[int, Mapping[str, Any]], dims: list[int], scales: list[float],
+def _density_panel(ax: Any, here: Mapping[int, Any], dims: list[int], scales: list[float],
                    norm: Any) -> Any:
     """One K's map: mean E / k-means over (c, d) with values printed, the best c of each d boxed and
     the reference scales marked; returns the image (for the colour bar)."""
@@ -415,7 +415,7 @@ def _density_panel(ax: Any, here: Mapping[int, Mapping[str, Any]], dims: list[in
 
     grid = np.full((len(scales), len(dims)), np.nan)
     for j, dim in enumerate(dims):
-        for c, e in here.get(dim, {"cells": {}})["cells"].items():
+        for c, e in (here[dim].cells if dim in here else {}).items():
             grid[scales.index(c), j] = e.mean
     image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis_r", norm=norm)
     for (i, j), v in np.ndenumerate(grid):
@@ -426,9 +426,9 @@ def _density_panel(ax: Any, here: Mapping[int, Mapping[str, Any]], dims: list[in
         f = here.get(dim)
         if f is None:
             continue
-        ax.add_patch(Rectangle((j - 0.5, scales.index(f["best"]) - 0.5), 1, 1, fill=False, color="red", lw=1.5))
+        ax.add_patch(Rectangle((j - 0.5, scales.index(f.best) - 0.5), 1, 1, fill=False, color="red", lw=1.5))
         for key, marker in (("paper", "v"), ("gersho", "^"), ("shrinkage", "o")):
-            c = f["references"][key]
+            c = f.references[key]
             if math.isfinite(c) and scales[0] <= c <= scales[-1]:
                 ax.plot(j + 0.38, row_of(c), marker=marker, color="red", ms=4, ls="none")
     ax.set_xticks(range(len(dims)), [str(d) for d in dims])

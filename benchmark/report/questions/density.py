@@ -4,6 +4,7 @@ their tests are one Holm family (:func:`question_two_family`)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -65,8 +66,20 @@ def low_d_pairs(table: pd.DataFrame, confidence: float = 0.95) -> dict[tuple, tu
             if "plain" in here for t, e in here.items() if t != "plain"}
 
 
+@dataclass(frozen=True)
+class LowDFinding:
+    """One d of the three-point comparison: every target's E / k-means, the lowest, each target's
+    verdict against plain matching (None without plain matching)."""
+
+    dim: int
+    cells: dict[str, Estimate]  # target -> E / k-means
+    best: str
+    codes_per_dim: float  # K^(1/d); NaN where the rows mix K
+    vs_plain: dict[str, str] | None = None  # target -> lower / higher / unresolved
+
+
 def low_d_findings(table: pd.DataFrame, confidence: float = 0.95,
-                   verdicts: Mapping[tuple, tuple[str, float]] | None = None) -> list[dict[str, Any]]:
+                   verdicts: Mapping[tuple, tuple[str, float]] | None = None) -> list[LowDFinding]:
     """Per d: every target's E / k-means, the best target, and each target vs plain matching.
 
     ``verdicts``: the question's Holm family (:func:`question_two_family`); default: these tests alone."""
@@ -78,45 +91,43 @@ def low_d_findings(table: pd.DataFrame, confidence: float = 0.95,
     for dim, here, best in _finite_groups(done, cells, "dim"):
         sizes = _values(done[done["dim"] == dim], "codebook_size")
         per_dim = float(sizes[0]) ** (1.0 / float(dim)) if len(sizes) == 1 else math.nan  # K^(1/d)
-        record: dict[str, Any] = {"dim": int(dim), "cells": here, "best": best, "codes_per_dim": per_dim}
-        if "plain" in here:
-            record["vs_plain"] = {t: verdicts[("low_d", int(dim), t)][0] for t in here if t != "plain"}
-        findings.append(record)
+        vs_plain = {t: verdicts[("low_d", int(dim), t)][0] for t in here if t != "plain"} if "plain" in here else None
+        findings.append(LowDFinding(int(dim), here, best, per_dim, vs_plain))
     return findings
 
 
-def _low_d_text(findings: Sequence[Mapping[str, Any]]) -> list[str]:
+def _low_d_text(findings: Sequence[LowDFinding]) -> list[str]:
     lines = []
     for f in findings:
-        d = f["dim"]
-        cells = f["cells"]
+        d = f.dim
+        cells = f.cells
         parts = [f"{TARGET_LABELS.get(t, t)} (c = {target_scale(t, d):.3g}): {e.text()}" for t, e in
                  sorted(cells.items(), key=lambda kv: target_scale(kv[0], d))]
-        per_dim = f['codes_per_dim']
+        per_dim = f.codes_per_dim
         per_dim = f" (K^(1/d) = {per_dim:.1f} codes per dimension)" if math.isfinite(per_dim) else ""
         text = (f"- **d = {d}**{per_dim}: E / k-means " + "; ".join(parts)
-                + f". Lowest: {TARGET_LABELS.get(f['best'], f['best'])}")
-        if "vs_plain" in f:
+                + f". Lowest: {TARGET_LABELS.get(f.best, f.best)}")
+        if f.vs_plain is not None:
             rel = [f"{TARGET_LABELS.get(t, t)} {_gap_text(cells[t], cells['plain'])} vs plain"
-                   for t in f["vs_plain"]]
+                   for t in f.vs_plain]
             text += " (" + "; ".join(rel) + ")"
         lines.append(text + ".")
     return lines
 
 
-def low_d_answer(findings: Sequence[Mapping[str, Any]]) -> str:
-    compared = [f for f in findings if "vs_plain" in f]
+def low_d_answer(findings: Sequence[LowDFinding]) -> str:
+    compared = [f for f in findings if f.vs_plain is not None]
     if not compared:
         return "**Answer:** cannot tell: plain matching (`wasserstein`) is missing from the low-d tables."
     parts = []
     for target in ("gersho", "paper"):
-        have = [f for f in compared if target in f["vs_plain"]]
+        have = [f for f in compared if target in f.vs_plain]
         if not have:
             continue
         label = TARGET_LABELS[target]
-        lower = [str(f["dim"]) for f in have if f["vs_plain"][target] == "lower"]
-        higher = [str(f["dim"]) for f in have if f["vs_plain"][target] == "higher"]
-        tie = [str(f["dim"]) for f in have if f["vs_plain"][target] == "unresolved"]
+        lower = [str(f.dim) for f in have if f.vs_plain[target] == "lower"]
+        higher = [str(f.dim) for f in have if f.vs_plain[target] == "higher"]
+        tie = [str(f.dim) for f in have if f.vs_plain[target] == "unresolved"]
         bits = []
         if lower:
             bits.append("lowers E / k-means vs plain matching at d = " + _join(lower))
@@ -125,19 +136,19 @@ def low_d_answer(findings: Sequence[Mapping[str, Any]]) -> str:
         if tie:
             bits.append("is not resolved from it at d = " + _join(tie))
         parts.append(f"aiming the W loss at {label} " + ", ".join(bits))
-    best = [f"d = {f['dim']}: {TARGET_LABELS.get(f['best'], f['best'])}" for f in findings]
+    best = [f"d = {f.dim}: {TARGET_LABELS.get(f.best, f.best)}" for f in findings]
     text = "**Answer from these measurements:** " + "; ".join(parts) + ". Lowest E / k-means per d: " \
         + ", ".join(best) + "."
-    paper = [f for f in compared if "paper" in f["vs_plain"]]
-    if paper and all(f["vs_plain"]["paper"] == "higher" for f in paper):
+    paper = [f for f in compared if "paper" in f.vs_plain]
+    if paper and all(f.vs_plain["paper"] == "higher" for f in paper):
         text += (" Theorem 2's exponent, as stated, makes the codebook worse than plain matching at every d "
-                 f"of these sweeps (d = {_join([str(f['dim']) for f in paper])}); see the density map for "
+                 f"of these sweeps (d = {_join([str(f.dim) for f in paper])}); see the density map for "
                  "larger d, where the finite-K centroid shrinkage can make a narrower codebook better.")
-    gersho = [f for f in compared if "gersho" in f["vs_plain"]]
-    better = [f for f in gersho if f["vs_plain"]["gersho"] == "lower"]
+    gersho = [f for f in compared if "gersho" in f.vs_plain]
+    better = [f for f in gersho if f.vs_plain["gersho"] == "lower"]
     if better:
-        where = _join([f"d = {f['dim']}" + (f" ({f['codes_per_dim']:.1f} codes per dimension)"
-                                            if math.isfinite(f["codes_per_dim"]) else "")
+        where = _join([f"d = {f.dim}" + (f" ({f.codes_per_dim:.1f} codes per dimension)"
+                                            if math.isfinite(f.codes_per_dim) else "")
                        for f in better])
         text += f" So yes: matching f exactly is not error-optimal at {where}."
     return text
@@ -210,8 +221,30 @@ def question_two_family(map_table: pd.DataFrame | None, low_d: pd.DataFrame | No
     return compare_pairs(pairs, confidence=confidence)
 
 
+@dataclass(frozen=True)
+class ScaleFinding:
+    """One (d, K) of the density map (see :func:`best_scale_findings` for each field's meaning)."""
+
+    dim: int
+    codebook_size: int
+    codes_per_dim: float  # K^(1/d)
+    cells: dict[float, Estimate]  # c -> E / k-means
+    best: float  # the argmin c
+    best_est: Estimate
+    low: float  # the run of c not resolved from the best
+    high: float
+    bracket: tuple[float, float]  # the first resolved-worse c on each side (-inf / inf at the edge)
+    edge: bool  # the best c is the grid's first or last
+    neighbours: dict[float, Estimate]  # the adjacent c -> paired difference (neighbour - best)
+    shrinkage: Estimate  # 1 - E_kmeans / (d var), one value per seed
+    references: dict[str, float]  # paper / gersho / shrinkage -> c
+    inside: list[str]  # the references inside the bracket
+    closest: str | None  # the reference nearest the best c (log scale)
+    plain: str | None  # c = 1 against the best: lower / higher / unresolved (None: c = 1 is the best or absent)
+
+
 def best_scale_findings(table: pd.DataFrame, confidence: float = 0.95,
-                        verdicts: Mapping[tuple, tuple[str, float]] | None = None) -> list[dict[str, Any]]:
+                        verdicts: Mapping[tuple, tuple[str, float]] | None = None) -> list[ScaleFinding]:
     """Per (d, K): E / k-means at every c, the best c (argmin of the mean over seeds) and its interval.
 
     ``low``-``high`` is the run of grid values on both sides of the argmin whose E / k-means is not resolved
@@ -253,15 +286,15 @@ def best_scale_findings(table: pd.DataFrame, confidence: float = 0.95,
         below = grid[lo - 1] if lo > 0 else -math.inf  # first resolved-worse value on each side
         above = grid[hi + 1] if hi < len(grid) - 1 else math.inf
         distance = {k: abs(math.log(best / v)) for k, v in references.items() if math.isfinite(v) and v > 0}
-        findings.append({
-            "dim": dim, "codebook_size": size, "codes_per_dim": size ** (1.0 / dim), "cells": cells,
-            "best": best, "best_est": cells[best], "low": low, "high": high, "bracket": (below, above),
-            "edge": len(grid) > 1 and best in (grid[0], grid[-1]), "neighbours": neighbours,
-            "shrinkage": shrink, "references": references,
-            "inside": [k for k, v in references.items() if math.isfinite(v) and below < v < above],
-            "closest": min(distance, key=distance.get) if distance else None,
-            "plain": verdicts[("map", dim, size, 1.0)][0] if 1.0 in cells and best != 1.0 else None,
-        })
+        findings.append(ScaleFinding(
+            dim=dim, codebook_size=size, codes_per_dim=size ** (1.0 / dim), cells=cells,
+            best=best, best_est=cells[best], low=low, high=high, bracket=(below, above),
+            edge=len(grid) > 1 and best in (grid[0], grid[-1]), neighbours=neighbours,
+            shrinkage=shrink, references=references,
+            inside=[k for k, v in references.items() if math.isfinite(v) and below < v < above],
+            closest=min(distance, key=distance.get) if distance else None,
+            plain=verdicts[("map", dim, size, 1.0)][0] if 1.0 in cells and best != 1.0 else None,
+        ))
     return findings
 
 
@@ -279,51 +312,51 @@ def _bound(value: float) -> str:
     return "-inf" if value == -math.inf else "inf" if value == math.inf else f"{value:g}"
 
 
-def best_scale_table(findings: Sequence[Mapping[str, Any]]) -> list[str]:
+def best_scale_table(findings: Sequence[ScaleFinding]) -> list[str]:
     """Markdown table: one row per (K, d)."""
     lines = ["| K | d | K^(1/d) | best c | E / k-means at best c | c not resolved from best, in (bracket) | "
              "paired diff. (neighbour - best) lower / upper | d/(d+2) | (d+2)/d | shrinkage 1 - E_km/(d var) | "
              "closest |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for f in sorted(findings, key=lambda f: (f["codebook_size"], f["dim"])):
-        below = [c for c in f["neighbours"] if c < f["best"]]
-        above = [c for c in f["neighbours"] if c > f["best"]]
-        neighbour = " / ".join(f"c {c:g}: {_diff_text(f['neighbours'][c])}" if c in f["neighbours"] else "-"
+    for f in sorted(findings, key=lambda f: (f.codebook_size, f.dim)):
+        below = [c for c in f.neighbours if c < f.best]
+        above = [c for c in f.neighbours if c > f.best]
+        neighbour = " / ".join(f"c {c:g}: {_diff_text(f.neighbours[c])}" if c in f.neighbours else "-"
                                for c in (below[0] if below else None, above[0] if above else None))
-        refs = f["references"]
-        best = f"{f['best']:g}" + (" (grid edge)" if f["edge"] else "")
+        refs = f.references
+        best = f"{f.best:g}" + (" (grid edge)" if f.edge else "")
         lines.append(
-            f"| {f['codebook_size']} | {f['dim']} | {f['codes_per_dim']:.2f} | {best} | {f['best_est'].text()} | "
-            f"{f['low']:g} - {f['high']:g} in ({_bound(f['bracket'][0])}, {_bound(f['bracket'][1])}) | {neighbour} | {refs['paper']:.3g} | {refs['gersho']:.3g} | "
-            f"{f['shrinkage'].text()} | {f['closest'] or '-'} |")
+            f"| {f.codebook_size} | {f.dim} | {f.codes_per_dim:.2f} | {best} | {f.best_est.text()} | "
+            f"{f.low:g} - {f.high:g} in ({_bound(f.bracket[0])}, {_bound(f.bracket[1])}) | {neighbour} | {refs['paper']:.3g} | {refs['gersho']:.3g} | "
+            f"{f.shrinkage.text()} | {f.closest or '-'} |")
     return lines
 
 
-def _plain_words(findings: Sequence[Mapping[str, Any]]) -> str:
+def _plain_words(findings: Sequence[ScaleFinding]) -> str:
     """The plain-language reading of the map; every clause is conditional on the findings."""
     from scipy import stats
 
     words = []
-    bests = {round(f["best"], 9) for f in findings}
+    bests = {round(f.best, 9) for f in findings}
     if len(bests) == 1:
-        words.append(f"one target scale, c = {findings[0]['best']:g}, is best in every cell measured")
+        words.append(f"one target scale, c = {findings[0].best:g}, is best in every cell measured")
     else:
         words.append("no single target scale (so no single exponent) is best in every cell measured")
     if len(findings) >= 3 and len(bests) > 1:
-        rho = stats.spearmanr([f["codes_per_dim"] for f in findings], [f["best"] for f in findings]).statistic
+        rho = stats.spearmanr([f.codes_per_dim for f in findings], [f.best for f in findings]).statistic
         if math.isfinite(rho) and rho > 0:
             words.append(f"the best c grows with the number of codes per dimension K^(1/d) (Spearman {rho:.2f}), "
                          "towards Gersho's (d+2)/d: wider than the features when codes are dense")
         elif math.isfinite(rho) and rho < 0:
             words.append(f"the best c falls as K^(1/d) grows (Spearman {rho:.2f}), against high-resolution theory")
-    narrow = [f for f in findings if f["bracket"][1] <= 1.0]
-    explained = [f for f in narrow if "shrinkage" in f["inside"] or f["closest"] == "shrinkage"]
+    narrow = [f for f in findings if f.bracket[1] <= 1.0]
+    explained = [f for f in narrow if "shrinkage" in f.inside or f.closest == "shrinkage"]
     if narrow and len(explained) == len(narrow):
         words.append("where the optimum is narrower than the features, the centroid shrinkage "
                      "1 - E_km/(d var) accounts for it (a codebook of cell means sits inside the features by "
                      "about its own error per coordinate)")
-    paper = [f for f in findings if "paper" in f["inside"]]
+    paper = [f for f in findings if "paper" in f.inside]
     if paper:
-        also = [f for f in paper if "shrinkage" in f["inside"]]
+        also = [f for f in paper if "shrinkage" in f.inside]
         text = (f"d/(d+2) is inside the bracket of the optimum in {len(paper)} of {len(findings)} cells")
         if also and len(also) == len(paper):
             text += (", each time together with the shrinkage prediction: it is near the optimum where the "
@@ -334,17 +367,17 @@ def _plain_words(findings: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(words) + "."
 
 
-def density_map_answer(findings: Sequence[Mapping[str, Any]]) -> str:
+def density_map_answer(findings: Sequence[ScaleFinding]) -> str:
     """Plain-language answer computed from :func:`best_scale_findings`."""
     if not findings:
         return "**Answer:** cannot tell: no finished trial of the density map."
 
     def where(items):
-        return _join([f"d = {f['dim']}, K = {f['codebook_size']} ({f['codes_per_dim']:.1f} codes per dimension)"
-                      for f in sorted(items, key=lambda f: f["codes_per_dim"])])
+        return _join([f"d = {f.dim}, K = {f.codebook_size} ({f.codes_per_dim:.1f} codes per dimension)"
+                      for f in sorted(items, key=lambda f: f.codes_per_dim)])
 
-    narrow = [f for f in findings if f["bracket"][1] <= 1.0]
-    wide = [f for f in findings if f["bracket"][0] >= 1.0]
+    narrow = [f for f in findings if f.bracket[1] <= 1.0]
+    wide = [f for f in findings if f.bracket[0] >= 1.0]
     near = [f for f in findings if f not in narrow and f not in wide]
     parts = []
     if narrow:
@@ -355,21 +388,21 @@ def density_map_answer(findings: Sequence[Mapping[str, Any]]) -> str:
     if near:
         parts.append("the bracket contains c = 1 (plain matching) at " + where(near))
     text = "**Answer from these measurements:** " + "; ".join(parts) + "."
-    ranked = sorted(findings, key=lambda f: f["codes_per_dim"])
+    ranked = sorted(findings, key=lambda f: f.codes_per_dim)
     text += (" Best c by resolution (codes per dimension K^(1/d)): "
-             + ", ".join(f"{f['codes_per_dim']:.1f} -> {f['best']:g}" for f in ranked) + ".")
+             + ", ".join(f"{f.codes_per_dim:.1f} -> {f.best:g}" for f in ranked) + ".")
     counts = []
     for key in ("paper", "gersho", "shrinkage"):
-        hits = [f for f in findings if key in f["inside"]]
-        closest = [f for f in findings if f["closest"] == key]
+        hits = [f for f in findings if key in f.inside]
+        closest = [f for f in findings if f.closest == key]
         counts.append(f"{REFERENCE_LABELS[key]} lies inside the bracket of the optimum in {len(hits)} of "
                       f"{len(findings)} cells and is the closest of the three in {len(closest)}")
     text += " " + "; ".join(counts) + "."
-    edge = [f for f in findings if f["edge"]]
+    edge = [f for f in findings if f.edge]
     if edge:
         text += (" The best c is at the edge of the grid at " + where(edge)
                  + ": the optimum there may lie beyond the values measured.")
-    plain = [f for f in findings if f["plain"] == "higher"]
+    plain = [f for f in findings if f.plain == "higher"]
     if plain:
         text += " Plain matching (c = 1) is resolved worse than the best c at " + where(plain) + "."
     text += " In plain words: " + _plain_words(findings)
@@ -386,7 +419,7 @@ def density_map_lines(table: pd.DataFrame | None, confidence: float = 0.95,
     lines = [
         f"Sweeps {', '.join(f'`{n}`' for n in _values(table, 'sweep')) or '-'}: z ~ N(0, I_d), {_setting(table)}; the W loss aimed at N(mu, c S) "
         "(`wasserstein_density` with `covariance_scale` c; c = 1 is plain matching), c = "
-        + "/".join(f"{c:g}" for c in sorted({c for f in findings for c in f["cells"]})) + ". "
+        + "/".join(f"{c:g}" for c in sorted({c for f in findings for c in f.cells})) + ". "
         "References: c = d/(d+2) is Theorem 2's exponent f^((d+2)/d) as Wasserstein VQ states it (Gersho 1979 "
         "gives the point density f^(d/(d+2)) for squared error, i.e. c = (d+2)/d); the finite-K prediction: "
         "a centroidal codebook has Cov(codes) = Cov(z) - Cov(z - q(z)) ~ (var - E/d) I, so c = 1 - E_km/(d var) "
