@@ -6,11 +6,13 @@ preference for spread usage: tests/test_methods_official.py for BSQ, test_method
 """
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 import methods
-from methods.testing import features, make
+from methods.testing import features, make, train_step
 
 SINGLE = [n for n in methods.available() if methods.get(n).code_structure == "single"]
 RELAXED = [n for n in SINGLE if methods.get(n).relaxed_gradient]
@@ -61,3 +63,161 @@ def test_vanilla_weights_the_commitment_on_z_and_the_codebook_term_on_the_codes(
     assert torch.allclose(grad_z, scale * q.options.beta * (z.detach() - codes), atol=1e-7)
     expected = torch.zeros_like(grad_c).index_add_(0, out.indices, scale * q.options.codebook_weight * (codes - z.detach()))
     assert torch.allclose(grad_c, expected, atol=1e-7)
+
+
+# --- the loss each method declares, pinned by its gradients ----------------------------------------
+
+def _declares(name: str, *terms: str) -> bool:
+    spec = methods.get(name)
+    options = spec.options()
+    return (spec.straight_through and spec.error_space == "euclidean" and spec.gradient_gain == "one"
+            and all(hasattr(options, field) for field in ("beta",) + (("codebook_weight",) if "codebook" in terms else ()))
+            and getattr(options, "reduction", "mean") == "mean" and set(terms) <= set(make(name).loss_weights()))
+
+
+VQ_PAIR = [n for n in SINGLE if _declares(n, "commitment", "codebook")]
+COMMITMENT_ONLY = [n for n in SINGLE if n not in VQ_PAIR and _declares(n, "commitment")
+               and set(make(n).loss_weights()) == {"commitment"}]
+
+
+@pytest.mark.parametrize("name", VQ_PAIR + COMMITMENT_ONLY)
+def test_loss_is_the_declared_vq_terms_with_their_weights(name):
+    """loss = beta ||z - sg(e)||^2 + codebook_weight ||sg(z) - e||^2 (+ gamma D for distribution
+    matching, D as the method computes it), element means, e = codebook[indices]: the value and the
+    gradient to z and to every parameter equal this surrogate's, built from the options alone. A
+    flipped sign, swapped weights or a moved stop-gradient changes a gradient even where values agree."""
+    assert {"vanilla", "simvq", "online", "wasserstein"} <= set(VQ_PAIR) and {"ema", "kmeans_ema"} <= set(COMMITMENT_ONLY)
+    q = make(name).train()
+    q(features(40, 4, seed=13))  # a first training forward (k-means initialisation, queues)
+    options = q.options
+    before = copy.deepcopy(q).eval()  # the codebook the forward searched (a training forward may update it)
+    z = features(40, 4, seed=12).requires_grad_(True)
+    out = q(z)
+    params = [p for p in q.parameters() if p.requires_grad]
+    codes = before.codebook[out.indices]
+    surrogate = options.beta * torch.nn.functional.mse_loss(z, codes.detach())
+    if name in VQ_PAIR:
+        surrogate = surrogate + options.codebook_weight * torch.nn.functional.mse_loss(z.detach(), codes)
+    before_params = [p for p in before.parameters() if p.requires_grad]
+    value = float(surrogate.detach())
+    want = [torch.zeros_like(t) if g is None else g
+            for t, g in zip([z] + params, torch.autograd.grad(surrogate, [z] + before_params, allow_unused=True))]
+    if methods.get(name).distribution_matching:  # D as the method computes it, weighted by gamma
+        (term,) = set(out.losses) - {"commitment", "codebook"}
+        value += options.gamma * float(out.losses[term].detach())
+        extra = torch.autograd.grad(out.losses[term], [z] + params, retain_graph=True, allow_unused=True)
+        want = [w if e is None else w + options.gamma * e for w, e in zip(want, extra)]
+    assert float(out.loss.detach()) == pytest.approx(value, rel=1e-5)
+    got = torch.autograd.grad(out.loss, [z] + params, allow_unused=True)
+    for g, w in zip(got, want):
+        assert torch.allclose(torch.zeros_like(w) if g is None else g, w, rtol=1e-5, atol=1e-7)
+    assert got[0].abs().sum() > 0
+
+
+# --- each mechanism against vanilla VQ, on a tiny setting where it matters -------------------------
+
+FAR = 3.0  # features shifted away from the N(0, 1) codes: vanilla then uses and moves only a few codes
+MATCHING = [n for n in SINGLE if methods.get(n).distribution_matching]
+
+
+def codebook_mean_gap(name: str, steps: int = 30, **options) -> tuple[float, float, list[float]]:
+    """||mean(codebook) - mean(z)|| before and after ``steps`` SGD steps on the loss, and each
+    step's distribution term (empty for vanilla)."""
+    q = make(name, dim=4, codebook_size=32, **options)
+    z = features(256, 4, seed=14, shift=FAR)
+    gap = lambda: float((q.codebook.detach().mean(0) - z.mean(0)).norm())  # noqa: E731
+    start, terms = gap(), []
+    for _ in range(steps):
+        out = train_step(q, z, lr=0.5)
+        terms += [float(out.losses[q.distribution_term].detach())] if methods.get(name).distribution_matching else []
+    return start, gap(), terms
+
+
+@pytest.mark.parametrize("name", MATCHING)
+def test_distribution_matching_pulls_the_whole_codebook_to_the_features(name):
+    """D(P_z, P_codebook) reaches every code: gradient descent on the loss (gamma 10, the top of its
+    tuning range, so the slowest D, MMD's, shows in 30 steps) brings the codebook's mean to the
+    features' at least twice as far as vanilla moves it with only its few chosen codes, and lowers D."""
+    assert {"wasserstein", "sliced_wasserstein", "exact_ot"} <= set(MATCHING)
+    start, vanilla, _ = codebook_mean_gap("vanilla")
+    _, matched, terms = codebook_mean_gap(name, gamma=10.0)
+    assert start - matched > 2 * (start - vanilla) > 0
+    assert terms[-1] < terms[0]
+
+
+def fraction_of_codes_moved_towards(name: str, z: torch.Tensor) -> float:
+    q = make(name, dim=4, codebook_size=32)
+    before = q.codebook.detach().clone()
+    train_step(q, z, lr=0.1)
+    target = z.mean(0)
+    return float(((q.codebook.detach() - target).norm(dim=1) < (before - target).norm(dim=1)).float().mean())
+
+
+def test_simvq_one_step_moves_every_code_towards_the_features():
+    """SimVQ's codes are C W^T + b: the gradient of the chosen codes moves W and b, hence every code;
+    vanilla's unchosen codes stay where they are."""
+    z = features(64, 4, seed=15, shift=FAR)
+    assert fraction_of_codes_moved_towards("simvq", z) > 0.8
+    assert fraction_of_codes_moved_towards("vanilla", z) < 0.5
+
+
+def test_online_clustering_pulls_unused_codes_onto_features_and_spares_used_ones():
+    """a_k = exp(-sharpness K p_k / (1 - m) - 1e-3) with p_k the EMA (decay m) of code k's batch share:
+    a code no feature chose jumps (a_k ~ 1) onto its nearest feature in the training forward, without
+    an optimizer; a code holding a large share barely moves. Vanilla moves nothing without a step."""
+    q = make("online", dim=4, codebook_size=32).train()
+    z = features(64, 4, seed=16, shift=FAR)
+    before = q.embedding.detach().clone()
+    out = q(z)
+    share = torch.bincount(out.indices, minlength=32).float() / 64
+    assert torch.allclose(q.usage, (1 - q.options.usage_decay) * share)  # usage: the EMA of the shares
+    nearest = z[torch.cdist(before, z).argmin(dim=1)]
+    pull = torch.exp(-q.options.sharpness * 32 * q.usage / (1 - q.options.usage_decay) - 1e-3)[:, None]
+    assert torch.allclose(q.embedding.detach(), (1 - pull) * before + pull * nearest, atol=1e-6)
+    unused = share == 0
+    assert unused.any() and torch.allclose(q.embedding.detach()[unused], nearest[unused], atol=1e-2)
+    busiest = share.argmax()
+    moved = (q.embedding.detach()[busiest] - before[busiest]).norm()
+    assert moved < 0.01 * (nearest[busiest] - before[busiest]).norm()
+    vanilla = make("vanilla", dim=4, codebook_size=32).train()
+    untouched = vanilla.embedding.detach().clone()
+    vanilla(z)
+    assert torch.equal(vanilla.embedding.detach(), untouched)
+
+
+def codes_used_after_one_training_forward(name: str) -> int:
+    q = make(name, dim=4, codebook_size=32).train()
+    z = features(256, 4, seed=17, shift=FAR)
+    q(z)
+    return int(torch.unique(q.eval()(z).indices).numel())
+
+
+def test_kmeans_ema_starts_with_every_code_on_the_features():
+    """The first training batch's k-means centroids become the codes: all 32 are used at once, where
+    vanilla's N(0, 1) codes leave most of them unused by features far from the origin."""
+    assert codes_used_after_one_training_forward("kmeans_ema") == 32
+    assert codes_used_after_one_training_forward("vanilla") < 16
+
+
+def test_cosine_codes_ignore_the_feature_norm():
+    """On the sphere a feature and any positive multiple of it get the same code; vanilla's
+    euclidean search does not."""
+    z = features(200, 4, seed=18)
+    q, vanilla = make("cosine", dim=4), make("vanilla", dim=4)
+    assert torch.equal(q(z).indices, q(5 * z).indices)
+    assert not torch.equal(vanilla(z).indices, vanilla(5 * z).indices)
+
+
+def test_kmeans_ema_codes_follow_the_features_by_ema_and_used_codes_are_never_reset():
+    """After the k-means start, the EMA carries the codes to a shifted batch (error falls without an
+    optimizer; no code is re-seeded in these 8 steps); a code chosen in a step has its
+    steps-without-use counter at 0, so a code in use is never re-seeded."""
+    q = make("kmeans_ema", dim=4, codebook_size=16, decay=0.8, dead_after=100).train()
+    q(features(256, 4, seed=19))
+    shifted = features(256, 4, seed=19, shift=1.5)
+    error = lambda: float((q.codebook.detach()[q.search(shifted)] - shifted).pow(2).sum(1).mean())  # noqa: E731
+    start = error()
+    for _ in range(8):
+        out = q(shifted)
+        assert (q.unused_steps[torch.unique(out.indices)] == 0).all()
+    assert error() < 0.7 * start
