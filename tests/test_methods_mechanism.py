@@ -221,3 +221,28 @@ def test_kmeans_ema_codes_follow_the_features_by_ema_and_used_codes_are_never_re
         out = q(shifted)
         assert (q.unused_steps[torch.unique(out.indices)] == 0).all()
     assert error() < 0.7 * start
+
+
+def test_cosine_loss_is_the_vq_pair_on_the_sphere():
+    """loss = beta ||u - sg(c)||^2 + codebook_weight ||sg(u) - c||^2 with u = z / ||z|| and c the unit
+    code (element means): value and gradients to z and the raw codes equal this surrogate's."""
+    q = make("cosine", dim=4)
+    z = features(40, 4, seed=20).requires_grad_(True)
+    out = q(z)
+    u = torch.nn.functional.normalize(z, dim=1)
+    codes = torch.nn.functional.normalize(q.embedding, dim=1)[out.indices]
+    mse = torch.nn.functional.mse_loss
+    surrogate = q.options.beta * mse(u, codes.detach()) + q.options.codebook_weight * mse(u.detach(), codes)
+    assert float(out.loss.detach()) == pytest.approx(float(surrogate.detach()), rel=1e-5)
+    for got, want in zip(torch.autograd.grad(out.loss, (z, q.embedding)), torch.autograd.grad(surrogate, (z, q.embedding))):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_sinkhorn_training_assignment_spreads_features_over_the_codes():
+    """OptVQ assigns by the argmax of a balanced entropic OT plan in training: features far from every
+    code still spread over many codes, where vanilla's nearest-code search piles them on a few."""
+    z = features(256, 4, seed=21, shift=FAR)
+    sinkhorn, vanilla = make("sinkhorn", dim=4, codebook_size=32).train(), make("vanilla", dim=4, codebook_size=32)
+    spread, piled = torch.unique(sinkhorn(z).indices).numel(), torch.unique(vanilla(z).indices).numel()
+    assert spread >= 2 * piled
+    assert torch.equal(sinkhorn.eval()(z).indices, torch.cdist(z, sinkhorn.codebook.detach()).argmin(dim=1))
