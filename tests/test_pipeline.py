@@ -128,10 +128,11 @@ def test_every_sweep_spec_validates(params_file):
         assert load_sweep(REPO_ROOT / params_file, name).trials
 
 
-@pytest.fixture()
-def pipeline_copy(tmp_path: Path, index, monkeypatch) -> Path:
-    """A git + DVC copy of the repo whose every stage output is a fake file committed to dvc.lock."""
-    copy = tmp_path / "repo"
+@pytest.fixture(scope="module")
+def pristine_copy(tmp_path_factory: pytest.TempPathFactory, index) -> Path:
+    """A git + DVC copy of the repo whose every stage output is a fake file committed to dvc.lock,
+    made once for the module (committing every stage costs seconds to tens of seconds)."""
+    copy = tmp_path_factory.mktemp("pipeline") / "repo"
     for rel in COPY:
         src = REPO_ROOT / rel
         if src.is_dir():
@@ -151,11 +152,23 @@ def pipeline_copy(tmp_path: Path, index, monkeypatch) -> Path:
     _git(copy, "init", "-q")
     _git(copy, "add", "-A")
     _git(copy, "commit", "-qm", "copy")
-    monkeypatch.chdir(copy)  # DVC resolves stage targets against the working directory
     from dvc.repo import Repo
 
-    with Repo(str(copy)) as repo:
-        repo.commit(None, force=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(copy)  # DVC resolves stage targets against the working directory
+        with Repo(str(copy)) as repo:
+            repo.commit(None, force=True)
+    return copy
+
+
+@pytest.fixture()
+def pipeline_copy(pristine_copy: Path, tmp_path: Path, monkeypatch) -> Path:
+    """A test's own copy of :func:`pristine_copy` (git history, DVC cache and dvc.lock included),
+    the working directory while the test runs."""
+    copy = tmp_path / "repo"
+    shutil.copytree(pristine_copy, copy, symlinks=True,  # not DVC's own state (.dvc/tmp): it is rebuilt
+                    ignore=lambda folder, names: ["tmp"] if Path(folder).name == ".dvc" else [])
+    monkeypatch.chdir(copy)
     return copy
 
 
