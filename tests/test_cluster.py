@@ -48,9 +48,11 @@ def two_nodes() -> Iterator[Any]:
     folder without the repository on its path, in a Ray temp dir of their own (other Ray users of
     this machine never find this cluster). ``head_site``: a folder only the head's Python path has
     (packages "installed" on the head alone)."""
+    import ray
     from ray._private import ray_constants
     from ray.cluster_utils import Cluster
 
+    ray.shutdown()  # the local Ray other modules share, if up: the sweeps here must connect to this cluster
     base = Path(tempfile.mkdtemp(prefix="vqc"))  # short: Ray's socket paths live under it
     with pytest.MonkeyPatch.context() as patch:
         # loopback only: Ray otherwise rewrites 127.0.0.1 to this machine's network address

@@ -588,10 +588,9 @@ def flaky_runner(config: RunConfig, *, on_step: Any = None, evaluation_split: st
 
 
 def test_a_partly_failed_tuning_stops_the_sweep_and_the_rerun_runs_exactly_the_missing_trials(
-        tmp_path: Path) -> None:
+        ray_cluster: None, tmp_path: Path) -> None:
     import functools
 
-    import ray
     import ray.cloudpickle as cloudpickle
 
     from benchmark.pipeline import recorder, sweep, tracking, tuning
@@ -604,16 +603,11 @@ def test_a_partly_failed_tuning_stops_the_sweep_and_the_rerun_runs_exactly_the_m
     calls.mkdir()
     broken.write_text("")
     runner = functools.partial(flaky_runner, call_dir=str(calls), broken=str(broken))
-    started = sweep.start_ray(spec.ray)
-    try:
-        with pytest.raises(recorder.IncompleteError, match=r"3 tuning trials failed .*unknown method 'pq'.*1/2"):
-            sweep.run_sweep(spec, runner=runner)
-        assert not list(calls.glob("test-*"))  # no trial ran on a partly tuned point
-        broken.unlink()
-        outcome = sweep.run_sweep(spec, runner=runner)
-    finally:
-        if started:
-            ray.shutdown()
+    with pytest.raises(recorder.IncompleteError, match=r"3 tuning trials failed .*unknown method 'pq'.*1/2"):
+        sweep.run_sweep(spec, runner=runner)
+    assert not list(calls.glob("test-*"))  # no trial ran on a partly tuned point
+    broken.unlink()
+    outcome = sweep.run_sweep(spec, runner=runner)
     assert len(list(calls.glob("validation-*"))) == 5  # 1 + 3 failed attempts, then exactly the missing one
     assert outcome.exit_status() == 0 and outcome.finished in (1, 2)  # the default (and the tuned point unless it is the default)
     client = tracking.make_client(spec.tracking.uri)

@@ -67,14 +67,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
-def ray_address() -> Iterator[str]:
-    """One local 2-CPU Ray for the module; the drivers of the concurrency test join it."""
+def ray_address(ray_cluster: None) -> str:
+    """The shared local Ray's address; the drivers of the concurrency test join it."""
     import ray
 
-    started = sweep.start_ray(sweep_spec.RaySettings(num_cpus=2))
-    yield ray.get_runtime_context().gcs_address
-    if started:
-        ray.shutdown()
+    return ray.get_runtime_context().gcs_address
 
 
 def _params(uri: str, names: list[str]) -> dict[str, Any]:
