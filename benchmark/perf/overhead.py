@@ -1,133 +1,47 @@
-"""Sweep overhead benchmark: N small trials through Ray Tune + MLflow vs in-process.
+"""Sweep overhead benchmark: the wall time a pipeline spends outside training, per trial.
 
-    python -m benchmark overhead [--trials 8] [--presets tiny small] [--method vanilla] \\
+    python -m benchmark overhead [--sweeps 6] [--trials 6] [--preset tiny] [--method vanilla] \\
         [--num-cpus 2] [--out reports/perf_sweep.md]
 
-Both sides run the same ``fit`` trials (seeds 0..N-1) with ``benchmark.experiments.train.run_experiment``:
+One params file of ``--sweeps`` small sweeps (``--trials`` seeds each, the same ``fit`` trial
+settings) is run twice, each time in a fresh folder with a fresh MLflow store, as a user runs it:
 
-- sequential: one process calls the runner N times; one untimed warm-up call first (imports,
-  first-use initialisation), reported on its own as the cold start;
-- sweep: ``benchmark.pipeline.sweep.run_sweep`` on a fresh local Ray (``num_cpus``, 1 CPU per trial), a
-  fresh MLflow SQLite store, driver-side logging of every step and the final record, export of
-  the table. Reported with and without the ``ray.init`` time.
+- *one process per sweep*: ``python -m benchmark sweep --sweep NAME`` for each sweep in turn, as
+  the per-sweep DVC stages did: every sweep starts Python, Ray and its Ray workers again;
+- *one process for all sweeps*: ``python -m benchmark sweep --all`` (the ``sweeps`` stage): one
+  Python process, one Ray session, every pending trial in one Ray Tune grid whose workers are reused.
 
-The ratio sweep / sequential is the price of fanning out; with ``num_cpus`` > 1 the sweep also
-runs trials in parallel, so for heavier trials it drops below 1. Not a test: timings depend on
-the machine and its load (the load average is recorded beside the figures).
+Overhead per trial = (wall - sum of the trials' ``train_seconds`` / concurrency) / trials, with
+concurrency = ``num_cpus`` trials at once (1 CPU per trial): the wall time beyond a perfect split
+of the training itself over the workers, whatever it went to (process and Ray start-up, imports,
+worker start, evaluation, MLflow writes, export). Not a test: timings depend on the machine and its
+load (recorded beside the figures), so the two modes run back to back, alternating when repeated.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from statistics import median
+from typing import Any, Sequence
+
+import yaml
 
 from benchmark import paths
-from benchmark.pipeline import sweep
-from benchmark.pipeline.spec import parse_sweep
 from benchmark.experiments.config import RunConfig
-
-
-@dataclass(frozen=True)
-class OverheadResult:
-    """Wall times (seconds) of the same N trials run both ways."""
-
-    trials: int
-    num_cpus: int
-    sequential_cold_first: float  # the untimed-in-total warm-up call: imports + first use
-    sequential: float  # N warm calls in one process, torch's default intra-op threads
-    sequential_one_thread: float  # the same with torch.set_num_threads(1), as each Ray worker has
-    ray_start: float
-    sweep: float  # run_sweep with Ray already up: Tune + workers + MLflow + export
-    finished: int
-    sequential_threads: int  # torch intra-op threads of the sequential process
-
-    @property
-    def sweep_with_start(self) -> float:
-        return self.ray_start + self.sweep
-
-    @property
-    def ratio(self) -> float:
-        """Sweep (Ray up) / sequential with default threads."""
-        return self.sweep / self.sequential
-
-    @property
-    def ratio_one_thread(self) -> float:
-        """Sweep (Ray up) / sequential with one thread: same threads per trial on both sides."""
-        return self.sweep / self.sequential_one_thread
-
-    @property
-    def overhead(self) -> float:
-        """Sweep wall time (Ray up) beyond a perfect split of the 1-thread loop over the workers."""
-        return self.sweep - self.sequential_one_thread / self.num_cpus
-
-    @property
-    def ratio_with_start(self) -> float:
-        """Sweep including ray.init / sequential with one thread."""
-        return self.sweep_with_start / self.sequential_one_thread
-
-
-def measure(base: RunConfig, trials: int, *, num_cpus: int, workdir: Path) -> OverheadResult:
-    """Run ``trials`` seeds of ``base`` sequentially, then as a sweep; return the wall times."""
-    import torch
-
-    from benchmark.experiments.train import run_experiment
-
-    configs = [base.replace(seed=seed) for seed in range(trials)]
-    start = time.perf_counter()
-    run_experiment(base.replace(seed=trials))  # warm-up, not one of the N
-    cold = time.perf_counter() - start
-    def sequential_wall() -> float:
-        start = time.perf_counter()
-        for config in configs:
-            run_experiment(config, on_step=lambda step, metrics: None)
-        return time.perf_counter() - start
-
-    threads = torch.get_num_threads()
-    sequential = sequential_wall()
-    torch.set_num_threads(1)
-    try:
-        sequential_one_thread = sequential_wall()
-    finally:
-        torch.set_num_threads(threads)
-
-    params = {
-        "tracking": {"uri": "mlflow.db", "results_dir": "results"},
-        "ray": {"num_cpus": num_cpus, "cpus_per_trial": 1, "storage_path": "ray"},
-        "base": base.to_dict(),
-        "sweeps": {"overhead": {"grid": {"seed": list(range(trials))}}},
-    }
-    spec = parse_sweep(params, "overhead", base_dir=workdir)
-    import ray
-
-    if ray.is_initialized():
-        raise RuntimeError("measure() needs to start its own Ray; shut the running one down first")
-    start = time.perf_counter()
-    sweep.start_ray(spec.ray)
-    ray_start = time.perf_counter() - start
-    try:
-        from benchmark.pipeline import tracking
-
-        tracking.make_client(spec.tracking.uri)  # create the store's schema outside the timing
-        start = time.perf_counter()
-        outcome = sweep.run_sweep(spec)
-        swept = time.perf_counter() - start
-    finally:
-        ray.shutdown()
-    return OverheadResult(trials=trials, num_cpus=num_cpus, sequential_cold_first=cold, sequential=sequential,
-                          sequential_one_thread=sequential_one_thread, ray_start=ray_start, sweep=swept,
-                          finished=outcome.finished, sequential_threads=threads)
-
 
 PRESETS = {
     # name: (codebook_size, dim, steps, batch_size, eval_size)
     "tiny": (16, 2, 20, 256, 1024),
     "small": (256, 8, 300, 2048, 8192),
 }
+MODES = ("one process per sweep", "one process for all sweeps")
 
 
 def preset_config(name: str, method: str = "vanilla") -> RunConfig:
@@ -137,85 +51,127 @@ def preset_config(name: str, method: str = "vanilla") -> RunConfig:
                      device="cpu")
 
 
-def render(results: Sequence[tuple[str, RunConfig, OverheadResult]]) -> str:
-    """The markdown report written to reports/perf_sweep.md (one row per preset)."""
+def sweep_params(base: RunConfig, sweeps: int, trials: int, num_cpus: int) -> dict[str, Any]:
+    """A params file of ``sweeps`` sweeps, ``trials`` seeds each, all on ``base``."""
+    return {
+        "tracking": {"uri": paths.TRACKING_DB, "results_dir": paths.RESULTS_DIR},
+        "ray": {"num_cpus": num_cpus, "cpus_per_trial": 1, "storage_path": "ray"},
+        "base": base.to_dict(),
+        "sweeps": {f"s{index}": {"grid": {"seed": list(range(trials))}} for index in range(sweeps)},
+    }
+
+
+@dataclass(frozen=True)
+class ModeResult:
+    """One mode's run: its wall time, and the trials' own training time from the exported tables."""
+
+    mode: str
+    wall: float
+    trials: int
+    finished: int
+    train_seconds: float  # summed over the trials (each trial's own training loop)
+    concurrency: int
+
+    @property
+    def overhead_per_trial(self) -> float:
+        """(wall - train_seconds / concurrency) / trials."""
+        return (self.wall - self.train_seconds / self.concurrency) / self.trials
+
+
+def run_mode(mode: str, params: dict[str, Any], workdir: Path) -> ModeResult:
+    """Run every sweep of ``params`` in ``workdir`` (fresh) the way ``mode`` says; read the tables."""
+    import pandas as pd
+
+    workdir.mkdir(parents=True)
+    params_path = workdir / paths.PARAMS_FILE
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    command = [sys.executable, "-m", "benchmark", "sweep", "--params", str(params_path)]
+    calls = [command + ["--sweep", name] for name in params["sweeps"]] if mode == MODES[0] else [command + ["--all"]]
+    start = time.perf_counter()
+    for call in calls:
+        subprocess.run(call, cwd=paths.REPO_ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    tables = [pd.read_csv(workdir / paths.RESULTS_DIR / name / paths.TABLE_FILE) for name in params["sweeps"]]
+    table = pd.concat(tables, ignore_index=True)
+    return ModeResult(mode=mode, wall=wall, trials=len(table), finished=int((table["status"] == "finished").sum()),
+                      train_seconds=float(table["train_seconds"].sum()), concurrency=int(params["ray"]["num_cpus"]))
+
+
+def measure(params: dict[str, Any], repeats: int, root: Path) -> dict[str, list[ModeResult]]:
+    """Both modes ``repeats`` times, alternating their order (a load that changes over time then
+    touches both alike)."""
+    results: dict[str, list[ModeResult]] = {mode: [] for mode in MODES}
+    for repeat in range(repeats):
+        order = MODES if repeat % 2 == 0 else MODES[::-1]
+        for mode in order:
+            results[mode].append(run_mode(mode, params, root / f"{repeat}-{MODES.index(mode)}"))
+    return results
+
+
+def render(base: RunConfig, params: dict[str, Any], results: dict[str, list[ModeResult]], command: str) -> str:
+    """reports/perf_sweep.md: the command, commit and machine, then one row per mode (medians)."""
+    from benchmark.pipeline import tracking
+
+    git = tracking.git_state(paths.REPO_ROOT)
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    lines = _render_header(load)
-    lines += [_render_row(name, base, result) for name, base, result in results]
-    lines += _RENDER_FOOTER
-    return "\n".join(lines)
-
-
-def _render_header(load: Sequence[float]) -> list[str]:
-    """What was timed, on which machine, and the table's head."""
-    return [
-        "# Sweep overhead",
-        "",
-        "Generated by `python -m benchmark overhead`; not a test. The same N `fit` trials (seeds",
-        "0..N-1, `benchmark.experiments.train.run_experiment`) run sequentially in one process vs through",
-        "`benchmark.pipeline.sweep.run_sweep` (local Ray Tune, 1 CPU per trial, driver-side MLflow logging of",
-        "every reported step and the final record, table export).",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs visible; load average when written "
-        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min): other jobs shared the CPUs, "
-        "so absolute times are inflated; the ratio is the figure to compare.",
-        "",
-        "Threads: Ray starts each 1-CPU trial with OMP_NUM_THREADS=1, so the sequential loop is timed",
-        "twice: with torch's default intra-op threads (column *seq. T threads*) and with one thread",
-        "(*seq. 1 thread*, the like-for-like baseline). On a loaded machine multi-threaded torch loses",
-        "much more to contention than single-threaded workers do.",
-        "",
-        "| preset | trial settings | N | cold first call (s) | seq. T threads (s) | seq. 1 thread (s) "
-        "| ray.init (s) | sweep, Ray up (s) | sweep / seq. T threads | sweep / seq. 1 thread "
-        "| (sweep + ray.init) / seq. 1 thread | overhead (s), per trial (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-
-
-def _render_row(name: str, base: RunConfig, result: OverheadResult) -> str:
-    """One preset's row of the table."""
+    sweeps, per_sweep = len(params["sweeps"]), len(next(iter(params["sweeps"].values()))["grid"]["seed"])
     settings = (f"{base.method}, K={base.codebook_size}, d={base.dim}, {base.steps} steps x {base.batch_size}, "
                 f"eval {base.eval_size}")
-    return (
-        f"| {name} | {settings} | {result.trials} | {result.sequential_cold_first:.2f} "
-        f"| {result.sequential:.2f} (T={result.sequential_threads}) | {result.sequential_one_thread:.2f} "
-        f"| {result.ray_start:.2f} | {result.sweep:.2f} | {result.ratio:.2f}x | **{result.ratio_one_thread:.2f}x** "
-        f"| {result.ratio_with_start:.2f}x | {result.overhead:.1f}, {result.overhead / result.trials:.2f} |"
-    )
-
-
-_RENDER_FOOTER = (  # the columns explained and how to read them
-    "",
-    "Columns: *cold first call* = one untimed warm-up call in the sequential process (lazy imports",
-    "such as POT and torch._dynamo, first use); *seq.* = the N calls after it, in one process;",
-    "*sweep, Ray up* = `run_sweep` with Ray already started (Tune, worker start-up including the",
-    "same cold imports once per worker, result round trips, MLflow writes, export); *overhead* =",
-    "sweep - (seq. 1 thread) / workers, the wall time beyond a perfect split over the workers.",
-    "",
-    "Reading: most of the overhead is fixed per sweep, not per trial: Ray start-up and one cold",
-    "start per worker (the imports of the *cold first call* column; actors are reused between",
-    "trials), then a Tune round trip and a few SQLite writes per reported step. A sweep pays off",
-    "once the work per worker is well above that fixed cost (tens of seconds here). Separately,",
-    "torch's default multi-threading is the larger effect on a shared 2-core machine: compare the",
-    "two sequential columns.",
-    "",
-)
+    lines = [
+        "# Sweep overhead",
+        "",
+        f"Generated by `{command}` at commit {git.commit[:12]}{' (with uncommitted changes)' if git.dirty else ''}; "
+        "not a test.",
+        "",
+        f"{sweeps} sweeps x {per_sweep} trials ({settings}), each mode in a fresh folder with a fresh MLflow "
+        f"store, {params['ray']['num_cpus']} trials at once (1 CPU each). *One process per sweep*: "
+        "`python -m benchmark sweep --sweep NAME` per sweep, as the former per-sweep DVC stages ran "
+        "(Python, Ray and the Ray workers started again for every sweep). *One process for all sweeps*: "
+        "`python -m benchmark sweep --all`, the `sweeps` stage (one Ray session, one Ray Tune grid over "
+        "every sweep's trials, workers reused).",
+        "",
+        "Overhead per trial = (wall - summed `train_seconds` / concurrency) / trials: the wall time beyond "
+        "a perfect split of the training over the workers (start-up, imports, worker start, evaluation, "
+        "MLflow writes, export).",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs visible; load average when written "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min). Other jobs may share the CPUs: "
+        "the modes run back to back, alternating, and the figures are medians over the repeats.",
+        "",
+        "| mode | repeats | trials (finished) | wall (s) | summed train_seconds (s) | overhead per trial (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode in MODES:
+        runs = results[mode]
+        lines.append(
+            f"| {mode} | {len(runs)} | {runs[0].trials} ({min(r.finished for r in runs)}) "
+            f"| {median(r.wall for r in runs):.1f} | {median(r.train_seconds for r in runs):.1f} "
+            f"| **{median(r.overhead_per_trial for r in runs):.2f}** |")
+    lines.append("")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark overhead", description=__doc__.split("\n")[0])
-    parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--presets", nargs="+", choices=sorted(PRESETS), default=["tiny", "small"])
+    parser.add_argument("--sweeps", type=int, default=6)
+    parser.add_argument("--trials", type=int, default=6, help="trials (seeds) per sweep")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--method", default="vanilla")
     parser.add_argument("--num-cpus", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path, default=paths.REPORTS_DIR / "perf_sweep.md")
     args = parser.parse_args(argv)
-    results = []
-    for name in args.presets:
-        base = preset_config(name, args.method)
-        with tempfile.TemporaryDirectory(prefix="vqbench-perf-sweep-") as workdir:
-            results.append((name, base, measure(base, args.trials, num_cpus=args.num_cpus, workdir=Path(workdir))))
-    text = render(results)
+    for name in ("sweeps", "trials", "num_cpus", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    base = preset_config(args.preset, args.method)
+    params = sweep_params(base, args.sweeps, args.trials, args.num_cpus)
+    with tempfile.TemporaryDirectory(prefix="vqbench-perf-sweep-") as root:
+        results = measure(params, args.repeats, Path(root))
+    command = "python -m benchmark overhead " + " ".join(
+        [f"--sweeps {args.sweeps}", f"--trials {args.trials}", f"--preset {args.preset}", f"--method {args.method}",
+         f"--num-cpus {args.num_cpus}", f"--repeats {args.repeats}"])
+    text = render(base, params, results, command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)
