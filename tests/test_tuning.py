@@ -254,6 +254,35 @@ def test_tuning_stage_end_to_end_and_resume(ray_cluster: None, tmp_path: Path) -
     assert len(tracking.search_sweep_runs(client, experiment.experiment_id)) == 3
 
 
+def test_the_tuning_stages_of_all_sweeps_share_one_tune_run(ray_cluster: None, tmp_path: Path) -> None:
+    """`sweep --all`: every tuned sweep's groups in ONE Tune run (then one grid), each tuning run recorded in
+    its own sweep's tuning experiment, each sweep's budget spent in full."""
+    import pandas as pd
+
+    from benchmark.pipeline import sweep, tracking, tuning
+
+    params = make_params(budget=2)
+    params["sweeps"]["s"]["grid"] = {"method": ["vanilla"], "seed": [0]}
+    params["sweeps"]["t"] = {**params["sweeps"]["s"], "base": {"codebook_size": 4}}
+    params["tracking"] = {"uri": "mlflow.db", "results_dir": "results"}
+    params["ray"] = {"num_cpus": 2, "storage_path": str(tmp_path / "ray")}
+    specs = [sweep_spec.parse_sweep(params, name, base_dir=tmp_path, catalog=CATALOG) for name in ("s", "t")]
+    results = sweep.run_sweeps(specs, runner=scored_runner)
+    assert [r.exit_status() for r in results] == [0, 0]
+    assert all(r.outcome.finished == len(r.outcome.table) >= 1 for r in results)  # default (+ tuned unless it won)
+    assert len(list((tmp_path / "ray").iterdir())) == 2, "one Tune run for the tuning stages, one for the grid"
+    client = tracking.make_client(specs[0].tracking.uri)
+    for spec in specs:
+        row = pd.read_csv(tmp_path / "results" / spec.name / tuning.TUNING_FILE).iloc[0]
+        assert (row["tuning_trials"], row["scored_trials"]) == (2, 2)
+        experiment = client.get_experiment_by_name(spec.name + tuning.TUNING_SUFFIX)
+        runs = tracking.search_sweep_runs(client, experiment.experiment_id)
+        group = tuning.groups_of(spec)[0]
+        assert sorted(run.data.tags["trial"] for run in runs) == sorted(
+            tuning.tuning_trial_id(group.setting, spec.tune, i) for i in range(2))
+        assert {run.data.params["codebook_size"] for run in runs} == {str(spec.trials[0].config.codebook_size)}
+
+
 def test_a_group_gets_its_next_point_only_after_its_previous_trial_finished():
     # what each group's searcher knows when it suggests must not depend on which concurrent trial
     # happened to finish first: otherwise a rerun tunes to other points

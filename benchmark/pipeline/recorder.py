@@ -222,14 +222,16 @@ class MlflowRecorder:
 
 
 class SweepsRecorder:
-    """Driver-side: the trials of one grid over several sweeps, each event passed to its own sweep's
-    :class:`MlflowRecorder` (``recorders``: sweep name -> recorder; the trial's key names the sweep)."""
+    """Driver-side: the trials of one Tune run over several sweeps, each event passed to its own
+    sweep's recorder (``recorders``: sweep name -> recorder); the trial's config at ``key`` is a
+    :func:`grid_key` naming the sweep (the grid's trial key, a tuning trial's group)."""
 
-    def __init__(self, recorders: Mapping[str, MlflowRecorder]) -> None:
+    def __init__(self, recorders: Mapping[str, Any], key: str = TRIAL_KEY) -> None:
         self._recorders = dict(recorders)
+        self._key = key
 
-    def _of(self, tune_trial: Any) -> MlflowRecorder:
-        return self._recorders[split_grid_key(tune_trial.config[TRIAL_KEY])[0]]
+    def _of(self, tune_trial: Any) -> Any:
+        return self._recorders[split_grid_key(tune_trial.config[self._key])[0]]
 
     def on_start(self, tune_trial: Any) -> None:
         self._of(tune_trial).on_start(tune_trial)

@@ -342,13 +342,13 @@ def run_sweeps(
     skip_up_to_date: bool = False,
 ) -> list[SweepsResult]:
     """Run several sweeps (every sweep of a params file: the ``sweeps`` stage) in ONE Ray session:
-    every tuning stage first (one Tune run per tuned sweep), then the pending trials of all sweeps as
+    every tuning stage first (all in one Tune run), then the pending trials of all sweeps as
     ONE Ray Tune grid (one per sweep with ``ray.early_stopping``, whose ASHA ranks a sweep's trials
     among themselves), each trial recorded in its own sweep's MLflow experiment. The Ray workers
     (``reuse_actors``) thus start once per grid, not once per sweep.
 
     A sweep whose tuning stage is incomplete (:class:`IncompleteError`) is reported and left out;
-    the others go on. After an interruption nothing new starts. Every sweep's table is written.
+    the others go on. After an interruption nothing new starts. Every other sweep's table is written.
     ``skip_up_to_date``: a sweep whose :func:`inputs_stamp` (``prepared_root / <sweep>``) equals
     the one beside its table is not run at all; the stamp is written after a sweep exited 0.
     Store lock, writable checks and errors as :func:`run_sweep`."""
@@ -407,26 +407,26 @@ def _run_many(specs: Sequence[SweepSpec], runner: Runner | None, address: str | 
                     results[spec.name] = SweepsResult(spec.name, up_to_date=True)
                     continue
                 _stamp_path(spec).unlink(missing_ok=True)  # written again only when this run completes
-            if interrupted:  # a stop signal came: nothing new starts
-                results[spec.name] = SweepsResult(spec.name, error=IncompleteError(
-                    "not started: the run was interrupted before this sweep", interrupted=True))
-                continue
-            item = _Pending(spec=spec, stamp=stamp)
-            if spec.tune is not None:  # the tuning stage first: its best points define the tuned trials
-                from benchmark.pipeline import tuning
+            pending.append(_Pending(spec=spec, stamp=stamp))
+        tuned = [item for item in pending if item.spec.tune is not None]
+        if tuned:  # the tuning stages first (one Tune run): their best points define the tuned trials
+            from benchmark.pipeline import tuning
 
-                connect()
-                try:
-                    with tune_output(quiet):  # Optuna's searchers are made (and say so) before fit()
-                        item.tuning_results = tuning.run_tuning(spec, runner=runner, quiet=quiet, progress=progress)
-                except IncompleteError as err:
-                    results[spec.name] = SweepsResult(spec.name, error=err)
-                    interrupted = interrupted or err.interrupted
+            connect()
+            with tune_output(quiet):  # Optuna's searchers are made (and say so) before fit()
+                tuned_results = tuning.run_tunings([item.spec for item in tuned], runner=runner, quiet=quiet,
+                                                   progress=progress)
+            for item, tuning_results in zip(tuned, tuned_results):
+                if isinstance(tuning_results, IncompleteError):
+                    results[item.spec.name] = SweepsResult(item.spec.name, error=tuning_results)
+                    interrupted = interrupted or tuning_results.interrupted
+                    pending.remove(item)
                     continue
-                item.spec = tuning.with_tuned_trials(spec, item.tuning_results)
-            item.experiment_id = tracking.get_or_create_experiment(client, spec.name)
+                item.tuning_results = tuning_results
+                item.spec = tuning.with_tuned_trials(item.spec, tuning_results)
+        for item in pending:
+            item.experiment_id = tracking.get_or_create_experiment(client, item.spec.name)
             item.todo, item.stale = _todo_and_stale(item.spec, client, item.experiment_id)
-            pending.append(item)
         grids = [pending] if not specs[0].ray.early_stopping else [[item] for item in pending]
         for grid in grids:
             if interrupted or not any(item.todo for item in grid):

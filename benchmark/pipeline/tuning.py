@@ -39,8 +39,8 @@ from typing import Any, Mapping, Sequence
 from benchmark import paths
 from benchmark.experiments.config import RunConfig
 from benchmark.pipeline import cluster, code, tracking
-from benchmark.pipeline.recorder import (STEP_KEY, TAGS_KEY, IncompleteError, Progress, kept_interrupt_handler,
-                                         tune_callback)
+from benchmark.pipeline.recorder import (STEP_KEY, TAGS_KEY, IncompleteError, Progress, SweepsRecorder, grid_key,
+                                         kept_interrupt_handler, split_grid_key, tune_callback)
 from benchmark.pipeline.spec import SweepSpec, Trial, TuneSettings
 
 LR_KEY, OPTIMIZER_KEY = "codebook_lr", "optimizer"
@@ -216,15 +216,18 @@ def tuned_trials(results: Sequence[GroupResult]) -> list[Trial]:
     return out
 
 
-def _tuning_trial(point: Mapping[str, Any], *, settings: Mapping[str, Mapping[str, Any]], runner: Any, metric: str,
-                  mode: str, gpus_scheduled: bool = False) -> None:
+def _tuning_trial(point: Mapping[str, Any], *, settings: Mapping[str, Mapping[str, Any]], runner: Any,
+                  scoring: Mapping[str, tuple[str, str]], gpus_scheduled: bool = False) -> None:
     """Tune function-trainable of one tuning trial: train, score on the validation split, report.
-    ``point`` carries its group (``GROUP_KEY``); ``settings``: group id -> that group's base config.
+    ``point`` carries its group (``GROUP_KEY``: ``grid_key(sweep, group id)``); ``settings``: that key ->
+    the group's base config; ``scoring``: that key -> its sweep's (``tune.metric``, ``tune.mode``).
     The first report says where it runs (``sweep._run_trial`` does the same)."""
     from ray import tune
 
     point = dict(point)
-    setting = settings[point.pop(GROUP_KEY)]
+    key = point.pop(GROUP_KEY)
+    setting = settings[key]
+    metric, mode = scoring[key]
     worst = math.inf if mode == "min" else -math.inf
     config = cluster.placed_config(apply(RunConfig.from_dict(setting), point), gpus_scheduled)
     first: dict[str, Any] = {TAGS_KEY: tracking.worker_tags(config)}
@@ -274,7 +277,7 @@ class _TuningRecorder:
         if tune_trial.trial_id not in self._runs:
             assert self._spec.tune is not None
             point = dict(tune_trial.config)
-            group = self._groups[point.pop(GROUP_KEY)]
+            group = self._groups[split_grid_key(point.pop(GROUP_KEY))[1]]
             index = self._free[group.group_id].pop(0)
             trial_id = tuning_trial_id(group.setting, self._spec.tune, index)
             setting = [item for item in group.trials[0].point if item[0] != "seed"]
@@ -485,13 +488,32 @@ def _grouped_search(searchers: Mapping[str, Any], budgets: Mapping[str, int],
 
 
 def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True, progress: bool = False) -> list[GroupResult]:
-    """Spend what is left of every group's budget in ONE Ray Tune run (Ray connected), then read the
-    groups' results from MLflow. Each group has its own Optuna searcher; no trial is stopped early.
+    """:func:`run_tunings` of one sweep; raises its IncompleteError."""
+    (result,) = run_tunings([spec], runner=runner, quiet=quiet, progress=progress)
+    if isinstance(result, IncompleteError):
+        raise result
+    return result
 
-    Raises IncompleteError when a group has not scored its budget at the end (the run was
-    interrupted, or its attempts ran out on errors); ``progress``: a tqdm line of the tuning trials."""
+
+@dataclass
+class _SweepTuning:
+    """One tuned sweep's state before its Tune run: groups, search spaces, what is left to spend."""
+
+    spec: SweepSpec
+    client: Any
+    experiment_id: str
+    groups: dict[str, Group]
+    spaces: dict[str, Any]
+    budgets: dict[str, int]  # group id -> scored trials still needed (groups with work left)
+    attempts: dict[str, int]  # group id -> trials it may still start
+    searchers: dict[str, Any]
+    free: dict[str, list[int]]  # group id -> budget indices not held by a spent run
+
+
+def _sweep_tuning(spec: SweepSpec) -> _SweepTuning:
+    """Read what a sweep's groups have spent (deleting faulted runs) and build the searchers of the
+    groups with budget left."""
     import methods
-    from ray import tune
 
     settings = spec.tune
     assert settings is not None
@@ -504,31 +526,60 @@ def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True, progr
     before = _runs_by_group(client, experiment_id)  # without the runs _spent deleted
     budgets = {name: max(0, settings.budget - spent[name][1]) for name in groups}
     attempts = {name: max(0, ATTEMPTS_PER_TRIAL * settings.budget - spent[name][0]) for name in groups}
-    todo = {name: group for name, group in groups.items() if budgets[name] > 0 and attempts[name] > 0}
-    if todo:
-        searchers = {name: _group_searcher(spec, group, spaces[name], before.get(name, []))
-                     for name, group in todo.items()}
-        kept = {name: {run.data.tags.get("trial") for run in before.get(name, [])} for name in todo}
-        free = {name: [index for index in range(ATTEMPTS_PER_TRIAL * settings.budget)
-                       if tuning_trial_id(group.setting, settings, index) not in kept[name]]
-                for name, group in todo.items()}
-        bar = Progress(f"{spec.name} tuning", sum(budgets[name] for name in todo), enabled=progress)
-        recorder = _TuningRecorder(client, experiment_id, spec, groups, free, tracking.git_state(paths.REPO_ROOT),
-                                   bar)
-        storage = Path(spec.ray.storage_path or Path.home() / "ray_results" / "vqbench").expanduser().resolve()
-        plan = cluster.plan_resources(spec.ray.cpus_per_trial, spec.ray.gpus_per_trial, cluster.alive_nodes())
-        resources = plan.by_key(list(todo))  # a group's trials all run in one pool
+    todo = [name for name in groups if budgets[name] > 0 and attempts[name] > 0]
+    kept = {name: {run.data.tags.get("trial") for run in before.get(name, [])} for name in todo}
+    return _SweepTuning(
+        spec=spec, client=client, experiment_id=experiment_id, groups=groups, spaces=spaces,
+        budgets={name: budgets[name] for name in todo}, attempts={name: attempts[name] for name in todo},
+        searchers={name: _group_searcher(spec, groups[name], spaces[name], before.get(name, [])) for name in todo},
+        free={name: [index for index in range(ATTEMPTS_PER_TRIAL * settings.budget)
+                     if tuning_trial_id(groups[name].setting, settings, index) not in kept[name]] for name in todo},
+    )
+
+
+def run_tunings(specs: Sequence[SweepSpec], *, runner: Any = None, quiet: bool = True,
+                progress: bool = False) -> list[list[GroupResult] | IncompleteError]:
+    """Spend what is left of every group's budget, for every tuned sweep of ``specs`` (same ``ray:``
+    settings), in ONE Ray Tune run (Ray connected; its workers reused across sweeps), then read each
+    sweep's results from MLflow. Each group has its own Optuna searcher (keyed by ``grid_key(sweep,
+    group id)``), each tuning run is recorded in its own sweep's ``<sweep>-tuning`` experiment; no
+    trial is stopped early.
+
+    Per sweep, in order: its results, or the IncompleteError saying that a group has not scored its
+    budget at the end (the run was interrupted, or its attempts ran out on errors); ``progress``: a
+    tqdm line of the tuning trials."""
+    from ray import tune
+
+    if len({spec.name for spec in specs}) != len(specs):
+        raise ValueError("specs: two sweeps of the same name")
+    plans = [_sweep_tuning(spec) for spec in specs]
+    keyed = {grid_key(plan.spec.name, name): (plan, name) for plan in plans for name in plan.budgets}
+    if keyed:
+        bar = Progress(f"{specs[0].name if len(specs) == 1 else f'{len(specs)} sweeps'} tuning",
+                       sum(plan.budgets[name] for plan, name in keyed.values()), enabled=progress)
+        git = tracking.git_state(paths.REPO_ROOT)
+        recorder = SweepsRecorder({plan.spec.name: _TuningRecorder(plan.client, plan.experiment_id, plan.spec,
+                                                                   plan.groups, plan.free, git, bar)
+                                   for plan in plans if plan.budgets}, key=GROUP_KEY)
+        ray_settings = specs[0].ray
+        storage = Path(ray_settings.storage_path or Path.home() / "ray_results" / "vqbench").expanduser().resolve()
+        plan_ = cluster.plan_resources(ray_settings.cpus_per_trial, ray_settings.gpus_per_trial, cluster.alive_nodes())
+        resources = plan_.by_key(list(keyed))  # a group's trials all run in one pool
+        scoring = {key: (plan.spec.tune.metric, plan.spec.tune.mode) for key, (plan, _) in keyed.items()}
+        attempts = {key: plan.attempts[name] for key, (plan, name) in keyed.items()}
+        label = specs[0].name if len(specs) == 1 else f"{len(specs)}-sweeps"
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(
-                _tuning_trial, settings={name: group.setting.to_dict() for name, group in todo.items()},
-                runner=runner, metric=settings.metric, mode=settings.mode, gpus_scheduled=plan.gpus > 0),
+                _tuning_trial, settings={key: plan.groups[name].setting.to_dict() for key, (plan, name) in keyed.items()},
+                runner=runner, scoring=scoring, gpus_scheduled=plan_.gpus > 0),
                 lambda point: resources[point[GROUP_KEY]]),
             tune_config=tune.TuneConfig(
-                search_alg=_grouped_search(searchers, {name: budgets[name] for name in todo},
-                                           {name: attempts[name] for name in todo}),
-                num_samples=sum(attempts[name] for name in todo),
-                max_concurrent_trials=spec.ray.max_concurrent, reuse_actors=True),
-            run_config=tune.RunConfig(name=f"{spec.name}-tuning-{time.strftime('%Y%m%d-%H%M%S')}",
+                search_alg=_grouped_search({key: plan.searchers[name] for key, (plan, name) in keyed.items()},
+                                           {key: plan.budgets[name] for key, (plan, name) in keyed.items()},
+                                           attempts),
+                num_samples=sum(attempts.values()),
+                max_concurrent_trials=ray_settings.max_concurrent, reuse_actors=True),
+            run_config=tune.RunConfig(name=f"{label}-tuning-{time.strftime('%Y%m%d-%H%M%S')}",
                                       storage_path=str(storage), callbacks=[tune_callback(recorder)],
                                       verbose=0 if quiet else 1, failure_config=tune.FailureConfig(max_failures=0)),
             param_space={},
@@ -538,9 +589,17 @@ def run_tuning(spec: SweepSpec, *, runner: Any = None, quiet: bool = True, progr
                 tuner.fit()
         finally:
             recorder.close_open_runs()
-    after = _runs_by_group(client, experiment_id)
-    _check_spent(spec, groups, after)
-    return [group_result(spec, group, spaces[name], after.get(name, [])) for name, group in groups.items()]
+    out: list[list[GroupResult] | IncompleteError] = []
+    for plan in plans:
+        after = _runs_by_group(plan.client, plan.experiment_id)
+        try:
+            _check_spent(plan.spec, plan.groups, after)
+        except IncompleteError as err:
+            out.append(err)
+            continue
+        out.append([group_result(plan.spec, group, plan.spaces[name], after.get(name, []))
+                    for name, group in plan.groups.items()])
+    return out
 
 
 def group_result(spec: SweepSpec, group: Group, space: Mapping[str, Any], runs: Sequence[Any]) -> GroupResult:
