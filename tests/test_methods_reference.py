@@ -189,7 +189,7 @@ def test_1d_wasserstein_is_exact(n, m):
     assert float(wasserstein_1d_squared(a, b)[0]) == pytest.approx(float(expected), rel=1e-9)
 
 
-def test_sliced_estimate_in_one_dimension_is_the_exact_w2():
+def test_sliced_wasserstein_estimate_in_one_dimension_is_the_exact_w2():
     z, c = randn(300, 1, seed=3), randn(50, 1, seed=4) + 1.5
     q = methods.build("sliced_wasserstein", dim=1, codebook_size=50, projections=4)
     with torch.no_grad():
@@ -199,7 +199,7 @@ def test_sliced_estimate_in_one_dimension_is_the_exact_w2():
     assert float(out.losses["sliced_wasserstein"].detach()) == pytest.approx(float(expected), rel=1e-5)
 
 
-def test_sliced_matches_pot_with_the_same_projections():
+def test_sliced_wasserstein_matches_pot_with_the_same_projections():
     z, c = randn(120, 5, seed=5, dtype=torch.float64), randn(30, 5, seed=6, dtype=torch.float64)
     directions = randn(5, 16, seed=7, dtype=torch.float64)
     directions = directions / directions.norm(dim=0)

@@ -10,6 +10,7 @@ unless it is listed in ``EQUIVALENT`` with the reason it cannot change any resul
 
     python -m tools.mutation                 # every method with mutants -> reports/mutation.md
     python -m tools.mutation ibq bsq         # a subset: its rows of reports/mutation.md replaced
+    python -m tools.mutation --what "sign flip"   # only the mutants whose description contains the text
 """
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ MUTANTS = (
     Mutant("ibq", "methods/ibq.py", "grad_logits = g.mm(columns).mul_(p).addcmul_(p, r, value=-1.0)",
            "grad_logits = g.mm(columns).mul_(p)", "softmax Jacobian without its mean term (s * a, not s * (a - r))"),
     Mutant("ibq", "methods/ibq.py", "grad_codebook.addcmul_(accumulated[-1][:, None], weights, value=-1.0)",
-           "pass", "codebook gradient without the logits' -||e||^2 / 2 term"),
+           "pass", "codebook gradient without the logits' squared-norm bias"),
     Mutant("ibq", "methods/ibq.py", "for block in _row_blocks(features.shape[0], size):",
            "for block in _row_blocks(features.shape[0], size)[:1]:", "backward over the first row block only"),
     Mutant("bsq", "methods/bsq.py", '"per_sample_entropy": scale * self.options.gamma0,',
@@ -203,7 +204,7 @@ MUTANTS = (
     Mutant("rotation_trick", "methods/rotation_trick.py", "- 2 * r * (features * r).sum(dim=1, keepdim=True)",
            "+ 2 * r * (features * r).sum(dim=1, keepdim=True)", "reflection sign flip in the rotation"),
     Mutant("rotation_trick", "methods/rotation_trick.py", ") * (e_norm / z_norm.clamp(min=_TINY))",
-           ")", "rotation without the ||e|| / ||z|| rescaling"),
+           ")", "rotation without the norm ratio rescaling"),
     Mutant("rotation_trick", "methods/rotation_trick.py", "quantized = codes.detach().to(features.dtype) + (rotated - rotated.detach())",
            "quantized = codes.detach().to(features.dtype) + (features - features.detach())", "rotation removed (straight-through)"),
     Mutant("mmd", "methods/_matching.py", "self.distribution_term: self.options.gamma,",
@@ -266,9 +267,12 @@ def previous_rows() -> list[tuple[str, str, str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("methods", nargs="*", help="methods to check (default: every method with mutants)")
+    parser.add_argument("--what", default="", help="only the mutants whose description contains this text")
     args = parser.parse_args(argv)
-    chosen = [m for m in MUTANTS if not args.methods or m.method in args.methods]
-    rows, survivors = [row for row in previous_rows() if args.methods and row[0] not in args.methods], 0
+    chosen = [m for m in MUTANTS if (not args.methods or m.method in args.methods) and args.what in m.what]
+    redone = {(m.method, m.what) for m in chosen}
+    partial = bool(args.methods or args.what)
+    rows, survivors = [row for row in previous_rows() if partial and row[:2] not in redone], 0
     for mutant in chosen:
         killed = run_mutant(mutant)
         equivalent = EQUIVALENT.get((mutant.method, mutant.what))
@@ -276,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         survivors += not killed and not equivalent
         rows.append((mutant.method, mutant.what, status))
         print(f"{mutant.method:10s} {mutant.what:55s} {status}", flush=True)
+    order = {(m.method, m.what): i for i, m in enumerate(MUTANTS)}
+    rows = [row for row in rows if row[:2] in order]  # a mutant since removed leaves the report
+    rows.sort(key=lambda row: order[row[:2]])
     scores = {}
     for method, _, status in rows:
         made, killed = scores.get(method, (0, 0))
