@@ -253,3 +253,32 @@ def test_sinkhorn_training_assignment_spreads_features_over_the_codes():
     spread, piled = torch.unique(sinkhorn(z).indices).numel(), torch.unique(vanilla(z).indices).numel()
     assert spread >= 2 * piled
     assert torch.equal(sinkhorn.eval()(z).indices, torch.cdist(z, sinkhorn.codebook.detach()).argmin(dim=1))
+
+
+MULTI = [n for n in methods.available() if methods.get(n).code_structure in ("residual", "grouped")
+         and hasattr(methods.get(n).options(), "codebook_weight")]  # a peer adapter without the pair: its own loss
+
+
+@pytest.mark.parametrize("name", MULTI)
+def test_multi_codebook_loss_is_the_vq_pair_per_part(name):
+    """grouped: the VQ pair on the concatenated group codes; residual: summed over levels l of the
+    pair between the residual r_l (r_0 = z, r_{l+1} = r_l - sg(c_l)) and its code c_l (element
+    means). Value and gradients to z and the codebooks equal this surrogate's."""
+    assert {"residual", "grouped"} <= set(MULTI)
+    q = make(name, dim=4)
+    z = features(40, 4, seed=22).requires_grad_(True)
+    out = q(z)
+    mse, options = torch.nn.functional.mse_loss, q.options
+    flat = out.indices.reshape(40, -1)
+    if methods.get(name).code_structure == "grouped":
+        pairs = [(z, q.indices_to_codes(flat))]
+    else:
+        pairs, residual = [], z
+        for level in range(flat.shape[1]):
+            code = q.codebook[level][flat[:, level]]
+            pairs.append((residual, code))
+            residual = residual - code.detach()
+    surrogate = sum(options.beta * mse(r, c.detach()) + options.codebook_weight * mse(r.detach(), c) for r, c in pairs)
+    assert float(out.loss.detach()) == pytest.approx(float(surrogate.detach()), rel=1e-5)
+    for got, want in zip(torch.autograd.grad(out.loss, (z, q.embedding)), torch.autograd.grad(surrogate, (z, q.embedding))):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-7)
