@@ -282,3 +282,22 @@ def test_multi_codebook_loss_is_the_vq_pair_per_part(name):
     assert float(out.loss.detach()) == pytest.approx(float(surrogate.detach()), rel=1e-5)
     for got, want in zip(torch.autograd.grad(out.loss, (z, q.embedding)), torch.autograd.grad(surrogate, (z, q.embedding))):
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_lfq_loss_rewards_spread_usage_with_its_declared_weights():
+    """loss = beta commitment + entropy_weight (per-sample entropy - diversity_gamma codebook entropy),
+    weights from the options. Features and their absolute values have the same per-sample entropy
+    and commitment (both even in z), so only the codebook entropy tells them apart: the spread
+    batch (many codes) costs less than the one-code batch; vanilla has no such term."""
+    q = make("lfq", dim=4)
+    spread = features(200, 4, seed=23, shift=0.0) * 0.3
+    out, options = q(spread), q.options
+    parts = out.losses
+    expected = options.beta * parts["commitment"] + options.entropy_weight * (
+        parts["per_sample_entropy"] - options.diversity_gamma * parts["codebook_entropy"])
+    assert float(out.loss) == pytest.approx(float(expected), rel=1e-6)
+    collapsed = q(spread.abs())
+    assert float(collapsed.losses["per_sample_entropy"]) == pytest.approx(float(parts["per_sample_entropy"]), rel=1e-6)
+    assert float(collapsed.losses["commitment"]) == pytest.approx(float(parts["commitment"]), rel=1e-6)
+    assert out.loss < collapsed.loss
+    assert torch.unique(out.indices).numel() > 8 and torch.unique(collapsed.indices).numel() == 1
