@@ -293,6 +293,7 @@ def test_lfq_loss_rewards_spread_usage_with_its_declared_weights():
     spread = features(200, 4, seed=23, shift=0.0) * 0.3
     out, options = q(spread), q.options
     parts = out.losses
+    assert float(parts["commitment"]) == pytest.approx(float((spread - torch.sign(spread)).pow(2).mean()), rel=1e-6)
     expected = options.beta * parts["commitment"] + options.entropy_weight * (
         parts["per_sample_entropy"] - options.diversity_gamma * parts["codebook_entropy"])
     assert float(out.loss) == pytest.approx(float(expected), rel=1e-6)
