@@ -302,3 +302,19 @@ def test_lfq_loss_rewards_spread_usage_with_its_declared_weights():
     assert float(collapsed.losses["commitment"]) == pytest.approx(float(parts["commitment"]), rel=1e-6)
     assert out.loss < collapsed.loss
     assert torch.unique(out.indices).numel() > 8 and torch.unique(collapsed.indices).numel() == 1
+
+
+def test_fsq_optional_commitment_is_the_rounding_error_of_the_bounded_features():
+    """beta (0 in the paper, so the default loss is 0) weights ||b(z)/w - sg(round(b(z))/w)||^2: the
+    gradient pulls each bounded feature towards its grid level."""
+    q = make("fsq", dim=4, beta=0.5)
+    z = features(60, 4, seed=24).requires_grad_(True)
+    out = q(z)
+    scaled = q.search_space(z)
+    error = (scaled - out.quantized.detach()).pow(2).mean()
+    assert float(out.losses["commitment"].detach()) == pytest.approx(float(error.detach()), rel=1e-6)
+    assert float(out.loss.detach()) == pytest.approx(0.5 * float(error.detach()), rel=1e-6)
+    (got,) = torch.autograd.grad(out.loss, z)
+    (want,) = torch.autograd.grad(0.5 * error, z)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-8)
+    assert float(make("fsq", dim=4)(z).loss.detach()) == 0.0

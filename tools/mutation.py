@@ -226,6 +226,12 @@ MUTANTS = (
            "VQ terms sign flip"),
     Mutant("sinkhorn", "methods/sinkhorn.py", "if self.training and features.shape[0] > 0:",
            "if False:", "training assignment by nearest code (the OT plan unused: vanilla VQ)"),
+    Mutant("fsq", "methods/fsq.py", 'losses = {"commitment": (scaled - codes).pow(2).mean()}',
+           'losses = {"commitment": -(scaled - codes).pow(2).mean()}', "commitment sign flip"),
+    Mutant("fsq", "methods/fsq.py", "straight_through(scaled, codes), indices",
+           "straight_through(features, codes), indices", "straight-through skips the bound's Jacobian"),
+    Mutant("fsq", "methods/fsq.py", "return torch.tanh(features + self.shifts.to(dtype))",
+           "return torch.tanh(features)", "half-level shift dropped (even L loses a level)"),
 )
 
 # (method, what) -> why the mutant cannot change any result.
