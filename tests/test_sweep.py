@@ -600,3 +600,12 @@ def test_recorder_fails_trials_cut_off_by_an_interruption(store_uri: str) -> Non
     assert status.loc[spec.trials[1].trial_id, "error"].startswith("Interrupted: trial ended at step 2")
     assert status.loc[spec.trials[2].trial_id, "error"].startswith("Interrupted: the sweep stopped")
     assert list(status["status"]).count("failed") == 2
+
+
+def test_trials_that_train_a_network_launch_first_in_grid_order() -> None:
+    fits = sweep_spec.load_sweep(REPO_ROOT / "params.yaml", "atomic")
+    images = sweep_spec.load_sweep(REPO_ROOT / "params.yaml", "vqvae")
+    grid = [sweep._Pending(spec=fits, todo=list(fits.trials[:3])), sweep._Pending(spec=images, todo=list(images.trials[:2]))]
+    order = [(item.spec.name, trial.trial_id) for item, trial in sweep.longest_first(grid)]
+    assert order == ([("vqvae", trial.trial_id) for trial in images.trials[:2]]
+                     + [("atomic", trial.trial_id) for trial in fits.trials[:3]])

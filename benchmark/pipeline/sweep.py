@@ -510,6 +510,14 @@ def _shutdown_ray() -> None:
     _local_instance.clear()
 
 
+def longest_first(grid: Sequence[_Pending]) -> list[tuple[_Pending, Trial]]:
+    """The pending trials of ``grid`` in launch order: those that train a network (every experiment
+    but ``fit``, 5-20x a fit trial) first, so the short fit trials fill the workers at the end instead
+    of one long trial running alone on one of them. Stable: sweep and grid order otherwise kept."""
+    trials = [(item, trial) for item in grid for trial in item.todo]
+    return sorted(trials, key=lambda pair: pair[1].config.experiment == "fit")
+
+
 def _run_trials_in_tune(grid: Sequence[_Pending], client: Any, runner: Runner | None, max_concurrent: int | None,
                         quiet: bool, show_progress: bool = False) -> None:
     """Run the pending trials of ``grid`` (one or more sweeps, same ``ray:`` settings) as ONE Ray Tune
@@ -517,7 +525,7 @@ def _run_trials_in_tune(grid: Sequence[_Pending], client: Any, runner: Runner | 
     from ray import tune
 
     ray_settings = grid[0].spec.ray
-    keys = [grid_key(item.spec.name, trial.trial_id) for item in grid for trial in item.todo]
+    keys = [grid_key(item.spec.name, trial.trial_id) for item, trial in longest_first(grid)]
     configs = {grid_key(item.spec.name, trial.trial_id): trial.config.to_dict() for item in grid for trial in item.todo}
     plan = cluster.plan_resources(ray_settings.cpus_per_trial, ray_settings.gpus_per_trial, cluster.alive_nodes())
     resources = plan.by_key(keys)
