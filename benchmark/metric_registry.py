@@ -13,6 +13,7 @@ retrains no trial. The formulas live with their producers (``producer``: ``modul
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -36,6 +37,8 @@ class Metric:
     each quantizer's own search space: the sphere for cosine codes, FSQ's bounded cube), so it is
     ranked only among methods of the same ``error_space`` (:attr:`comparable` is False).
     ``scale``: stored value x scale = displayed value (utilization is stored as a fraction).
+    ``limits``: the (lowest, highest) displayed value the metric can take (U in [0, 100] %, perplexity
+    >= 1, SSIM <= 1); a figure clips a seed interval to them.
     ``table``: a column of the report's tables (their order is the registry's);
     ``headline``: in ``reports/metrics.json``; ``short``: its name in running text.
     """
@@ -54,6 +57,7 @@ class Metric:
     table: bool = False
     headline: bool = False
     short: str = ""
+    limits: tuple[float, float] = (-math.inf, math.inf)
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> None:
@@ -71,6 +75,8 @@ class Metric:
             bad("experiments", f"must be a non-empty subset of {list(ALL_EXPERIMENTS)}, got {self.experiments!r}")
         if ":" not in self.producer:
             bad("producer", f"must be 'module:function', got {self.producer!r}")
+        if len(self.limits) != 2 or not self.limits[0] < self.limits[1]:
+            bad("limits", f"must be (lowest, highest) with lowest < highest, got {self.limits!r}")
         if not isinstance(self.digits, int) or self.digits < 0:
             bad("digits", f"must be an integer >= 0, got {self.digits!r}")
         if not self.definition or self.definition.endswith("."):
@@ -104,16 +110,17 @@ _TRAINING = "benchmark.experiments.training:timed_training"
 METRICS: tuple[Metric, ...] = (
     Metric("utilization", "U (%)", _EVALUATE, ALL_EXPERIMENTS, "max", 1,
            "fraction of the K codes that are the nearest code of at least one held-out feature",
-           unit="%", scale=100.0, table=True, headline=True, short="U"),
+           unit="%", scale=100.0, table=True, headline=True, short="U", limits=(0.0, 100.0)),
     Metric("quantization_error", "E", _EVALUATE, ALL_EXPERIMENTS, "min", 3,
            "mean over held-out features of the squared L2 distance ||z - q(z)||^2 (summed over dims), "
-           "in the quantizer's search space", space="search", table=True),
+           "in the quantizer's search space", space="search", table=True, limits=(0.0, math.inf)),
     Metric("error_vs_kmeans", "E / k-means", _EVALUATE, ALL_EXPERIMENTS, "min", 3,
            "E divided by the held-out error of faiss k-means (Lloyd, to convergence) with the same K on "
            "the same data: 1.0 is the practical optimum, below 1 beats it", space="search", table=True,
-           headline=True),
+           headline=True, limits=(0.0, math.inf)),
     Metric("perplexity", "perplexity", _EVALUATE, ALL_EXPERIMENTS, "max", 1,
-           "exp(entropy of the code-usage histogram on held-out features); at most K", table=True),
+           "exp(entropy of the code-usage histogram on held-out features); at most K", table=True,
+           limits=(1.0, math.inf)),
     Metric("dead_codes", "dead codes", _EVALUATE, ALL_EXPERIMENTS, "min", 0,
            "K minus the number of used codes on held-out features"),
     Metric("gaussian_w2_sq", "Gaussian W2^2", _EVALUATE, ALL_EXPERIMENTS, "min", 3,
@@ -126,18 +133,19 @@ METRICS: tuple[Metric, ...] = (
            "sum over levels of log2 K_l: the bits one token's indices carry (log2 K for one codebook)"),
     Metric("utilization_level", "U level (%)", "benchmark.experiments.metrics:evaluate_levels", ALL_EXPERIMENTS,
            "max", 1, "utilization of one level's codebook (multi-codebook quantizers; key utilization_level_<l>)",
-           unit="%", scale=100.0, when=PER_LEVEL),
+           unit="%", scale=100.0, when=PER_LEVEL, limits=(0.0, 100.0)),
     Metric("perplexity_level", "perplexity level", "benchmark.experiments.metrics:evaluate_levels",
            ALL_EXPERIMENTS, "max", 1,
            "perplexity of one level's code usage (multi-codebook quantizers; key perplexity_level_<l>)",
-           when=PER_LEVEL),
+           when=PER_LEVEL, limits=(1.0, math.inf)),
     Metric("recon_mse", "recon MSE", _TOKENIZER, IMAGE_EXPERIMENTS, "min", 4,
            "mean squared error of the held-out reconstructions (pixels in [0, 1])"),
     Metric("psnr", "PSNR (dB)", _TOKENIZER, IMAGE_EXPERIMENTS, "max", 2,
            "peak signal-to-noise ratio of the held-out reconstructions", unit="dB", table=True, headline=True,
            short="PSNR"),
     Metric("ssim", "SSIM", _TOKENIZER, IMAGE_EXPERIMENTS, "max", 3,
-           "structural similarity of the held-out reconstructions (scikit-image)", table=True),
+           "structural similarity of the held-out reconstructions (scikit-image)", table=True,
+           limits=(-1.0, 1.0)),
     Metric("autoencoder_mse", "AE MSE", "benchmark.experiments.transplant:run", (TRANSPLANT,), None, 4,
            "held-out reconstruction MSE of the frozen autoencoder without a quantizer (the floor of recon MSE; "
            "the same for every method of one seed)"),

@@ -300,3 +300,27 @@ def test_rebuilding_the_report_changes_no_number(built, monkeypatch):
     assert "utilisation in percent" in edited
     assert numbers(edited) == numbers(text)
     assert (workspace / "reports" / "metrics.json").read_text() == metrics_json
+
+
+def test_a_dot_figure_clips_intervals_to_the_metric_and_wraps_one_setting(tmp_path: Path, monkeypatch):
+    # U of 100% and 60% over 2 seeds: the t interval reaches far past 100, the drawn bar must not
+    rows = _rows("one", [f"m{i}" for i in range(3)], "mu", [4.0], seeds=(0, 1), value_fn=lambda m, v, rng: (0.8, 1.0))
+    for row in rows:  # an image tokenizer's metrics: more panels than one row holds
+        row.update(experiment="vqvae", dataset="digits", utilization=1.0 if row["seed"] == 0 else 0.6, psnr=20.0 + row["seed"], ssim=0.9, recon_mse=0.01)
+    table = tables.as_object_strings(pd.DataFrame(rows))
+    summary = tables.summarize(table, "one")
+    drawn = {}
+    monkeypatch.setattr(figures, "save", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    metrics = [m for m in summary.metrics if m.better is not None]
+    assert len(metrics) > figures.DOT_PANELS_PER_ROW  # the case that wraps
+    figures._dot_figure(table.copy(), summary, metrics, tmp_path / "one.png", 0.95, None)
+    fig = drawn["fig"]
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == len(metrics)
+    assert fig.axes[0].get_subplotspec().get_gridspec().get_geometry()[1] == figures.DOT_PANELS_PER_ROW
+    u_panel = next(ax for ax in panels if ax.get_xlabel() == "U (%)")
+    ends = [x for collection in u_panel.collections for segment in collection.get_segments() for x, _ in segment]
+    assert ends and max(ends) == pytest.approx(100.0) and min(ends) >= 0.0
+    import matplotlib.pyplot as pyplot
+
+    pyplot.close(fig)

@@ -112,6 +112,7 @@ def main_axis(summary: Summary, table: pd.DataFrame) -> str | None:
 
 MIN_LINE_POINTS = 3  # a numeric axis with fewer settings is drawn as categories (dots), never joined by lines
 MAX_LINE_METHODS = 8  # more methods than this: dot plots per setting, not overlapping lines
+DOT_PANELS_PER_ROW = 4  # a dot figure of one setting wraps its metric panels into rows of this many
 
 
 def line_axis(summary: Summary, table: pd.DataFrame) -> str | None:
@@ -212,30 +213,39 @@ def _dot_figure(data: pd.DataFrame, summary: Summary, metrics: Sequence[Any], pa
     factors = [f for f in summary.factors if f != "method"]
     groups = (list(data.groupby(factors, sort=False)) if factors else [((), data)])
     groups.sort(key=lambda g: tuple(sort_key(v) for v in (g[0] if isinstance(g[0], tuple) else (g[0],))))
-    nrows, ncols = len(groups), len(metrics)
+    # One setting: its panels wrap after DOT_PANELS_PER_ROW (8 metrics in one row are unreadable).
+    wrap = DOT_PANELS_PER_ROW if len(groups) == 1 else len(metrics)
+    rows_per_group = -(-len(metrics) // wrap)
+    nrows, ncols = len(groups) * rows_per_group, min(wrap, len(metrics))
     fig, grid = pyplot.subplots(nrows, ncols, figsize=(2.9 * ncols + 1.2, (0.22 * len(order) + 0.9) * nrows),
                                 squeeze=False, sharey=True)
-    for r, (key, rows) in enumerate(groups):
+    for extra in range(len(metrics), rows_per_group * ncols):  # the empty cells of a wrapped last row
+        grid[-1][extra % ncols].set_visible(False)
+    for g, (key, rows) in enumerate(groups):
         key = key if isinstance(key, tuple) else (key,)
         setting = ", ".join(f"{FACTOR_LABELS.get(f, f)} {v}" for f, v in zip(factors, key))
-        for c, m in enumerate(metrics):
+        for index, m in enumerate(metrics):
+            r, c = g * rows_per_group + index // ncols, index % ncols
             ax = grid[r][c]
             means = []
+            lowest, highest = m.limits
             for i, name in enumerate(order):
                 values = pd.to_numeric(rows.loc[rows["method"] == name, m.column], errors="coerce") * m.scale
                 mean, half, _ = t_interval(values, confidence)
                 if not math.isfinite(mean):
                     continue
                 means.append(mean)
-                ax.errorbar(mean, i, xerr=half if math.isfinite(half) else None, fmt=markers[name],
-                            color=palette[name], ms=5, capsize=2, lw=1)
+                # the seed interval, clipped to the values the metric can take (U never above 100%)
+                xerr = ([[mean - max(mean - half, lowest)], [min(mean + half, highest) - mean]]
+                        if math.isfinite(half) else None)
+                ax.errorbar(mean, i, xerr=xerr, fmt=markers[name], color=palette[name], ms=5, capsize=2, lw=1)
             positive = [v for v in means if v > 0]
             if m.column != "utilization" and positive and len(positive) == len(means) \
                     and max(positive) / min(positive) > 20:
                 ax.set_xscale("log")
             ax.set_xlabel(m.label + (" (own space)" if not m.comparable else ""))
             ax.grid(axis="x", alpha=0.3)
-            if r == 0 or setting:
+            if r == 0 or setting or rows_per_group > 1:
                 ax.set_title(setting if setting else m.label, fontsize=9)
     grid[0][0].set_yticks(range(len(order)), labels)
     grid[0][0].invert_yaxis()
