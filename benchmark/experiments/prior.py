@@ -106,7 +106,7 @@ def train_prior(tokens: Tensor, vocab: int, settings: PriorSettings, seed: int,
     with _seeded(seed, device):
         model = TokenPrior(vocab, tokens.shape[1], settings).to(device)
     draw = torch.Generator(device=device).manual_seed(int(seed) % 2**63)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, foreach=True)  # as make_optimizer
     model.train()
     with torch.enable_grad():  # callers may evaluate under no_grad
         _fit(model, tokens, vocab, settings, draw, optimizer)

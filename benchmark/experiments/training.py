@@ -28,7 +28,10 @@ latents) of :func:`benchmark.experiments.metrics.kmeans_train_size` points (256 
 
 Optimizers: the quantizer's trainable parameters form their own group at ``codebook_lr``; the
 encoder/decoder use ``model_lr``. ``sgd`` is SGD with ``momentum``; ``adam`` is Adam with
-betas = (``adam_beta1``, ``adam_beta2``). Parameters that do
+betas = (``adam_beta1``, ``adam_beta2``), both with ``foreach=True``: torch's CPU default
+updates one parameter tensor at a time (about ten small kernels each), the multi-tensor path
+does the same arithmetic per element in the same order (records identical to the bit) for a
+tenth of the kernel launches: 2.1 of 17 ms of a digits VQ-VAE step was Adam. Parameters that do
 not require grad (EMA codebooks, frozen bases) are left out; a method with no trainable parameters
 trains without an optimizer. ``grad_clip > 0`` clips the global gradient norm over all groups;
 with ``codebook_grad_clip > 0`` the quantizer's parameters are clipped on their own at that norm
@@ -182,8 +185,8 @@ def make_optimizer(
     if not groups:
         return None
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.codebook_lr, momentum=config.momentum)
-    return torch.optim.Adam(groups, lr=config.codebook_lr, betas=(config.adam_beta1, config.adam_beta2))
+        return torch.optim.SGD(groups, lr=config.codebook_lr, momentum=config.momentum, foreach=True)
+    return torch.optim.Adam(groups, lr=config.codebook_lr, betas=(config.adam_beta1, config.adam_beta2), foreach=True)
 
 
 class Trainer:

@@ -69,7 +69,7 @@ def pretrained_autoencoder(
 
     def fit(module: AutoEncoder) -> None:
         images = dataset.train.to(device)
-        optimizer = torch.optim.Adam(module.parameters(), lr=config.model_lr)
+        optimizer = torch.optim.Adam(module.parameters(), lr=config.model_lr, foreach=True)
         batches = epochs(images.shape[0], config.batch_size, generator(config.seed, STREAM_AUTOENCODER, device),
                           device)
         module.train()
@@ -140,7 +140,7 @@ def _finetune_decoder(
     decoder_params = list(tuned.decoder.parameters())
     for parameter in decoder_params:
         parameter.requires_grad_(True)
-    optimizer = torch.optim.Adam(decoder_params, lr=config.model_lr)
+    optimizer = torch.optim.Adam(decoder_params, lr=config.model_lr, foreach=True)
     batches = epochs(train_images.shape[0], config.batch_size, generator(config.seed, STREAM_FINETUNE, device),
                       device)
     tuned.decoder.train()
