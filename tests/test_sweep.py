@@ -341,6 +341,22 @@ def test_gpus_requested_only_on_nodes_that_have_them() -> None:
         plan(1, 2, [_node(2, 1)])
 
 
+def test_keys_share_one_request_per_pool() -> None:
+    """Tune unpickles the trainable, and the key -> request mapping with it, at every lookup of a
+    trial's trainable: one shared request per pool keeps that O(distinct requests), not O(trials)."""
+    import pickle
+
+    mixed = cluster.plan_resources(0.5, 0.25, [_node(2, 2), _node(1)])
+    keys = [f"s/{index}" for index in range(7)]
+    requests = mixed.by_key(keys)
+    assert [requests[key].bundles for key in keys] == [mixed.request(index).bundles for index in range(7)]
+    assert len({id(request) for request in requests.values()}) == 2
+    many = cluster.plan_resources(1, 0, [_node(2)]).by_key([f"s/{index}" for index in range(1000)])
+    few = cluster.plan_resources(1, 0, [_node(2)]).by_key([f"s/{index}" for index in range(10)])
+    per_key = (len(pickle.dumps(many)) - len(pickle.dumps(few))) / 990
+    assert per_key < 20  # the key's string and a reference, not a pickled request
+
+
 # ------------------------------------------------------------------------------ Ray + MLflow
 
 

@@ -127,3 +127,53 @@ def test_write_table_creates_folders(tmp_path: Path) -> None:
 
     path = tracking.write_table(pd.DataFrame({"a": [1]}), tmp_path / "x" / "y" / "trials.csv")
     assert path.is_absolute() and path.read_text().splitlines() == ["a", "1"]
+
+
+def test_held_back_step_curves_go_out_with_the_final_record(store: tuple[str, object]) -> None:
+    """A recorder holds a trial's curve points and worker tags back (each write is a transaction of
+    the store) and writes them in the final batch, with the timestamps of their reports."""
+    from benchmark.pipeline.recorder import HeldBack
+
+    _, client = store
+    experiment = tracking.get_or_create_experiment(client, "held")
+    config = RunConfig(steps=20)
+    run_id = tracking.start_trial_run(client, experiment, sweep="held", trial_id="t0", config=config, git=GIT,
+                                      tags={"group": "g0"})
+    held = HeldBack(client, hold_seconds=3600)
+    held.add(run_id, metrics=tracking.step_metric_entities(10, {"loss": 2.0}), tags={"node": "n1"})
+    held.add(run_id, metrics=tracking.step_metric_entities(20, {"loss": 1.0}))
+    assert client.get_metric_history(run_id, "train/loss") == []  # nothing written yet
+    stamp = client.get_run(run_id).data  # the run exists with its params and creation tags
+    assert stamp.tags["group"] == "g0" and stamp.params["steps"] == "20"
+    metrics, tags = held.take(run_id)
+    tracking.finish_trial_run(client, run_id, status=tracking.STATUS_FINISHED, metrics={"quantization_error": 0.5},
+                              final_step=20, tags=tags, pending=metrics)
+    history = client.get_metric_history(run_id, "train/loss")
+    assert [(m.step, m.value) for m in history] == [(10, 2.0), (20, 1.0)]
+    run = client.get_run(run_id)
+    assert run.data.tags["node"] == "n1" and run.data.tags["status"] == "finished"
+    assert run.data.metrics["quantization_error"] == 0.5 and run.info.status == "FINISHED"
+    assert held.take(run_id) == ([], {})
+
+
+def test_held_back_writes_once_the_oldest_has_waited(store: tuple[str, object]) -> None:
+    from benchmark.pipeline.recorder import HeldBack
+
+    _, client = store
+    experiment = tracking.get_or_create_experiment(client, "held-now")
+    run_id = tracking.start_trial_run(client, experiment, sweep="held-now", trial_id="t0", config=RunConfig(), git=GIT)
+    held = HeldBack(client, hold_seconds=0.0)
+    held.add(run_id, metrics=tracking.step_metric_entities(5, {"loss": 3.0}), tags={"node": "n1"})
+    assert [m.value for m in client.get_metric_history(run_id, "train/loss")] == [3.0]
+    assert client.get_run(run_id).data.tags["node"] == "n1"
+    assert held.take(run_id) == ([], {})
+
+
+def test_write_batch_splits_at_mlflow_limits(store: tuple[str, object]) -> None:
+    _, client = store
+    experiment = tracking.get_or_create_experiment(client, "batch")
+    run_id = tracking.start_trial_run(client, experiment, sweep="batch", trial_id="t0", config=RunConfig(), git=GIT)
+    metrics = [m for step in range(1, 1101) for m in tracking.step_metric_entities(step, {"loss": float(step)})]
+    tracking.write_batch(client, run_id, metrics=metrics, tags={f"tag{i}": i for i in range(150)})
+    assert len(client.get_metric_history(run_id, "train/loss")) == 1100
+    assert client.get_run(run_id).data.tags["tag149"] == "149"

@@ -305,8 +305,19 @@ class ResourcePlan:
         return tune.PlacementGroupFactory([bundle])
 
     def by_key(self, keys: Sequence[str]) -> dict[str, Any]:
-        """:meth:`request` per key (a trial id, a tuning group), the keys taken in order."""
-        return {key: self.request(index) for index, key in enumerate(keys)}
+        """:meth:`request` per key (a trial id, a tuning group), the keys taken in order.
+
+        The keys share one request object per pool: Tune unpickles the trainable, and this mapping
+        with it, each time it looks a trial's trainable up (many times per trial), and a pickle
+        holds a shared object once (a request per key made that O(trials) per lookup)."""
+        requests: dict[bool, Any] = {}
+        out = {}
+        for index, key in enumerate(keys):
+            on_gpu = self.on_gpu(index)
+            if on_gpu not in requests:
+                requests[on_gpu] = self.request(index)
+            out[key] = requests[on_gpu]
+        return out
 
 
 def plan_resources(cpus_per_trial: float, gpus_per_trial: float, nodes: Sequence[Mapping[str, Any]]) -> ResourcePlan:

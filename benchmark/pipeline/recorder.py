@@ -129,6 +129,42 @@ class Progress:
         return {**self.__dict__, "_bar": None}
 
 
+HOLD_SECONDS = 30.0
+"""How long a recorder may hold a run's step curves back before writing them (see :class:`HeldBack`)."""
+
+
+class HeldBack:
+    """Per MLflow run, the step curves and tags a driver-side recorder has not written yet.
+
+    Every write is a transaction of the SQLite store, and the driver shares the cores with the trials:
+    a trial's curve points and its worker's tags wait and go out with its final record in one batch
+    (:func:`tracking.finish_trial_run`), or once the oldest has waited ``hold_seconds``, so a long
+    trial's curves still show while it runs. Metric timestamps are those of the reports."""
+
+    def __init__(self, client: Any, hold_seconds: float = HOLD_SECONDS) -> None:
+        self._client = client
+        self._hold_seconds = hold_seconds
+        self._metrics: dict[str, list[Any]] = {}
+        self._tags: dict[str, dict[str, Any]] = {}
+        self._since: dict[str, float] = {}
+
+    def add(self, run_id: str, *, metrics: Sequence[Any] = (), tags: Mapping[str, Any] | None = None) -> None:
+        """Hold ``metrics`` (MLflow entities) and ``tags`` of ``run_id``; write all it holds when due."""
+        import time
+
+        self._metrics.setdefault(run_id, []).extend(metrics)
+        self._tags.setdefault(run_id, {}).update(tags or {})
+        since = self._since.setdefault(run_id, time.monotonic())
+        if time.monotonic() - since >= self._hold_seconds:
+            held_metrics, held_tags = self.take(run_id)
+            tracking.write_batch(self._client, run_id, metrics=held_metrics, tags=held_tags)
+
+    def take(self, run_id: str) -> tuple[list[Any], dict[str, Any]]:
+        """What is held for ``run_id`` (metrics, tags), no longer held."""
+        self._since.pop(run_id, None)
+        return self._metrics.pop(run_id, []), self._tags.pop(run_id, {})
+
+
 class MlflowRecorder:
     """Driver-side MLflow writer fed by Tune callbacks: the only writer of the SQLite store."""
 
@@ -144,6 +180,7 @@ class MlflowRecorder:
         self._stale_runs = dict(stale_runs)
         self._run_ids: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self._closed: set[str] = set()
+        self._held = HeldBack(client)
 
     def run_id(self, tune_trial: Any) -> str:
         """MLflow run of a Tune trial, created on first use (replacing stale runs of the trial)."""
@@ -168,10 +205,9 @@ class MlflowRecorder:
         kind = result.get(KIND_KEY)
         run_id = self.run_id(tune_trial)
         files = result.pop(ARTIFACTS_KEY, None)
-        if TAGS_KEY in result:
-            tracking.set_tags(self._client, run_id, result[TAGS_KEY])
         if kind == "step":
-            tracking.log_step_metrics(self._client, run_id, result[STEP_KEY], result.get("metrics", {}))
+            self._held.add(run_id, metrics=tracking.step_metric_entities(result[STEP_KEY], result.get("metrics", {})),
+                           tags=result.get(TAGS_KEY))
         elif kind in ("final", "failed"):
             trial_id = split_grid_key(tune_trial.config[TRIAL_KEY])[1]
             config = self._configs[trial_id]
@@ -206,16 +242,20 @@ class MlflowRecorder:
         """Fail every run still open (the sweep was interrupted, e.g. Ctrl-C): retried on resume."""
         for key, run_id in self._run_ids.items():
             if key not in self._closed:
+                metrics, tags = self._held.take(run_id)
                 tracking.finish_trial_run(self._client, run_id, status=tracking.STATUS_FAILED,
-                                          error="Interrupted: the sweep stopped before this trial finished")
+                                          error="Interrupted: the sweep stopped before this trial finished",
+                                          tags=tags, pending=metrics)
                 self._closed.add(key)
         if self._progress is not None:
             self._progress.close()
 
     def _close(self, tune_trial: Any, status: str, *, metrics: Mapping[str, Any] | None = None,
                error: str | None = None, final_step: int = 0, tags: Mapping[str, Any] | None = None) -> None:
-        tracking.finish_trial_run(self._client, self.run_id(tune_trial), status=status, metrics=metrics,
-                                  error=error, final_step=final_step, tags=tags)
+        run_id = self.run_id(tune_trial)
+        held_metrics, held_tags = self._held.take(run_id)
+        tracking.finish_trial_run(self._client, run_id, status=status, metrics=metrics, error=error,
+                                  final_step=final_step, tags={**held_tags, **(tags or {})}, pending=held_metrics)
         self._closed.add(tune_trial.trial_id)
         if self._progress is not None:
             self._progress.done(failed=status == tracking.STATUS_FAILED)

@@ -38,14 +38,14 @@ import time
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence, TypedDict, Unpack
 
 from benchmark import runtime
 from benchmark.experiments.config import RunConfig
 
 if TYPE_CHECKING:  # mlflow / pandas are imported lazily: they are slow to import
     import pandas
-    from mlflow.entities import Run
+    from mlflow.entities import Metric, Run
     from mlflow.tracking import MlflowClient
 
 STATUS_RUNNING = "running"
@@ -62,6 +62,8 @@ WARNING_TAG = "warning"  # what limits a trial's numbers (benchmark.experiments.
 MAX_TAG_CHARS = 5000  # MLflow caps tag values at 8000 characters; keep errors readable
 _MLFLOW_MAX_PARAMS_PER_BATCH = 100
 _MLFLOW_MAX_METRICS_PER_BATCH = 1000
+_MLFLOW_MAX_TAGS_PER_BATCH = 100
+_MLFLOW_MAX_ENTITIES_PER_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -369,11 +371,14 @@ def start_trial_run(
     config: RunConfig,
     git: GitState,
     run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> str:
     """Create the run of one trial (status ``running``) with all its params; returns the run id.
 
-    ``run_name``: what the MLflow UI lists (default: :func:`run_name` of the config alone)."""
+    ``run_name``: what the MLflow UI lists (default: :func:`run_name` of the config alone); ``tags``:
+    more tags of the run."""
     tags = {
+        **(tags or {}),
         "sweep": sweep,
         "trial": trial_id,
         "status": STATUS_RUNNING,
@@ -392,14 +397,6 @@ def start_trial_run(
     return run_id
 
 
-def set_tags(client: "MlflowClient", run_id: str, tags: Mapping[str, Any]) -> None:
-    """Set ``tags`` on a run in one call (values as strings, cut to :data:`MAX_TAG_CHARS`)."""
-    from mlflow.entities import RunTag
-
-    if tags:
-        client.log_batch(run_id, tags=[RunTag(str(key), str(value)[:MAX_TAG_CHARS]) for key, value in tags.items()])
-
-
 def _numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The entries of ``metrics`` that are numbers (bools and strings are not metrics)."""
     out: dict[str, float] = {}
@@ -410,25 +407,50 @@ def _numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def log_metrics(
-    client: "MlflowClient", run_id: str, metrics: Mapping[str, Any], *, step: int = 0, prefix: str = ""
-) -> None:
-    """Log the numeric entries of ``metrics`` (keys prefixed by ``prefix``) at ``step``."""
+def metric_entities(
+    metrics: Mapping[str, Any], *, step: int = 0, prefix: str = "", timestamp: int | None = None
+) -> list["Metric"]:
+    """MLflow metric entities of the numeric entries of ``metrics`` (keys prefixed by ``prefix``) at
+    ``step``, stamped ``timestamp`` (ms; default now)."""
     import time
 
     from mlflow.entities import Metric
 
-    timestamp = int(time.time() * 1000)
-    batch = [
-        Metric(prefix + key, value, timestamp, step) for key, value in _numeric_metrics(metrics).items()
-    ]
-    for start in range(0, len(batch), _MLFLOW_MAX_METRICS_PER_BATCH):
-        client.log_batch(run_id, metrics=batch[start:start + _MLFLOW_MAX_METRICS_PER_BATCH])
+    stamp = int(time.time() * 1000) if timestamp is None else int(timestamp)
+    return [Metric(prefix + key, value, stamp, int(step)) for key, value in _numeric_metrics(metrics).items()]
+
+
+def step_metric_entities(step: int, metrics: Mapping[str, Any]) -> list["Metric"]:
+    """One point of the per-step curves: ``train/<name>`` at ``step``."""
+    return metric_entities(metrics, step=int(step), prefix=STEP_METRIC_PREFIX)
+
+
+def write_batch(
+    client: "MlflowClient", run_id: str, *, metrics: Sequence["Metric"] = (), tags: Mapping[str, Any] | None = None
+) -> None:
+    """Metrics and tags (values as strings, cut to :data:`MAX_TAG_CHARS`) in as few ``log_batch``
+    calls as MLflow's per-call limits allow: each call is one transaction of the store."""
+    from mlflow.entities import RunTag
+
+    run_tags = [RunTag(str(key), str(value)[:MAX_TAG_CHARS]) for key, value in (tags or {}).items()]
+    metrics = list(metrics)
+    while metrics or run_tags:
+        tag_part, run_tags = run_tags[:_MLFLOW_MAX_TAGS_PER_BATCH], run_tags[_MLFLOW_MAX_TAGS_PER_BATCH:]
+        room = _MLFLOW_MAX_ENTITIES_PER_BATCH - len(tag_part)
+        metric_part, metrics = metrics[:min(room, _MLFLOW_MAX_METRICS_PER_BATCH)], metrics[room:]
+        client.log_batch(run_id, metrics=metric_part, tags=tag_part)
+
+
+def log_metrics(
+    client: "MlflowClient", run_id: str, metrics: Mapping[str, Any], *, step: int = 0, prefix: str = ""
+) -> None:
+    """Log the numeric entries of ``metrics`` (keys prefixed by ``prefix``) at ``step``."""
+    write_batch(client, run_id, metrics=metric_entities(metrics, step=step, prefix=prefix))
 
 
 def log_step_metrics(client: "MlflowClient", run_id: str, step: int, metrics: Mapping[str, Any]) -> None:
     """One point of the per-step curves: ``train/<name>`` at ``step``."""
-    log_metrics(client, run_id, metrics, step=int(step), prefix=STEP_METRIC_PREFIX)
+    write_batch(client, run_id, metrics=step_metric_entities(step, metrics))
 
 
 def finish_trial_run(
@@ -440,18 +462,18 @@ def finish_trial_run(
     error: str | None = None,
     final_step: int = 0,
     tags: Mapping[str, Any] | None = None,
+    pending: Sequence["Metric"] = (),
 ) -> None:
     """Record the end of a trial: final metrics, ``status`` tag (and ``error``, and the worker's
-    :func:`worker_tags` when given), run terminated."""
+    :func:`worker_tags` when given), run terminated. ``pending``: metric entities not yet written
+    (the step curves a recorder holds back), written in the same batch."""
     if status not in (STATUS_FINISHED, STATUS_FAILED, STATUS_STOPPED):
         raise ValueError(f"status: must be finished, failed or stopped, got {status!r}")
-    for key, value in (tags or {}).items():
-        client.set_tag(run_id, str(key), str(value)[:MAX_TAG_CHARS])
-    if metrics:
-        log_metrics(client, run_id, metrics, step=final_step)
+    final_tags = {str(key): value for key, value in (tags or {}).items()}
     if error:
-        client.set_tag(run_id, "error", error[:MAX_TAG_CHARS])
-    client.set_tag(run_id, "status", status)
+        final_tags["error"] = error
+    final_tags["status"] = status
+    write_batch(client, run_id, metrics=[*pending, *metric_entities(metrics or {}, step=final_step)], tags=final_tags)
     mlflow_status = {STATUS_FINISHED: "FINISHED", STATUS_FAILED: "FAILED", STATUS_STOPPED: "KILLED"}[status]
     client.set_terminated(run_id, status=mlflow_status)
 
@@ -468,9 +490,9 @@ def log_trial(
 ) -> str:
     """Log one complete trial in one go (params, per-step curves, final record); returns the run id."""
     run_id = start_trial_run(client, experiment_id, **trial)
-    for step, step_metrics in steps:
-        log_step_metrics(client, run_id, step, step_metrics)
-    finish_trial_run(client, run_id, status=status, metrics=metrics, error=error, final_step=trial["config"].steps)
+    curves = [metric for step, step_metrics in steps for metric in step_metric_entities(step, step_metrics)]
+    finish_trial_run(client, run_id, status=status, metrics=metrics, error=error, final_step=trial["config"].steps,
+                     pending=curves)
     return run_id
 
 

@@ -39,7 +39,7 @@ from typing import Any, Mapping, Sequence
 from benchmark import paths
 from benchmark.experiments.config import RunConfig
 from benchmark.pipeline import cluster, code, tracking
-from benchmark.pipeline.recorder import (STEP_KEY, TAGS_KEY, IncompleteError, Progress, SweepsRecorder, grid_key,
+from benchmark.pipeline.recorder import (STEP_KEY, TAGS_KEY, HeldBack, IncompleteError, Progress, SweepsRecorder, grid_key,
                                          kept_interrupt_handler, split_grid_key, tune_callback)
 from benchmark.pipeline.spec import SweepSpec, Trial, TuneSettings
 
@@ -272,6 +272,7 @@ class _TuningRecorder:
         self._runs: dict[str, str] = {}
         self._group_of: dict[str, Group] = {}
         self._closed: set[str] = set()
+        self._held = HeldBack(client)
 
     def run_id(self, tune_trial: Any) -> str:
         if tune_trial.trial_id not in self._runs:
@@ -284,8 +285,7 @@ class _TuningRecorder:
             name = f"{tracking.make_run_name(group.setting, setting)} tuning {index + 1}"
             run_id = tracking.start_trial_run(self._client, self._experiment_id, sweep=self._spec.name,
                                               trial_id=trial_id, config=apply(group.setting, point), git=self._git,
-                                              run_name=name)
-            self._client.set_tag(run_id, GROUP_TAG, group.group_id)
+                                              run_name=name, tags={GROUP_TAG: group.group_id})
             self._runs[tune_trial.trial_id] = run_id
             self._group_of[tune_trial.trial_id] = group
         return self._runs[tune_trial.trial_id]
@@ -295,10 +295,9 @@ class _TuningRecorder:
 
     def on_result(self, tune_trial: Any, result: Mapping[str, Any]) -> None:
         run_id = self.run_id(tune_trial)
-        if TAGS_KEY in result:
-            tracking.set_tags(self._client, run_id, result[TAGS_KEY])
         if result.get("kind") == "step":
-            tracking.log_step_metrics(self._client, run_id, result[STEP_KEY], {"loss": result[LOSS_KEY]})
+            self._held.add(run_id, metrics=tracking.step_metric_entities(result[STEP_KEY], {"loss": result[LOSS_KEY]}),
+                           tags=result.get(TAGS_KEY))
         elif result.get("kind") in (*SCORED_KINDS, KIND_FAILED):
             status = tracking.STATUS_FINISHED if result["kind"] == KIND_FINAL else tracking.STATUS_FAILED
             self._close(tune_trial, status, metrics=result.get("metrics"), error=result.get("error"),
@@ -315,16 +314,20 @@ class _TuningRecorder:
     def close_open_runs(self) -> None:
         for key, run_id in self._runs.items():
             if key not in self._closed:
+                metrics, tags = self._held.take(run_id)
                 tracking.finish_trial_run(self._client, run_id, status=tracking.STATUS_FAILED,
-                                          error="Interrupted: the tuning stopped before this trial finished")
+                                          error="Interrupted: the tuning stopped before this trial finished",
+                                          tags=tags, pending=metrics)
                 self._closed.add(key)
         if self._progress is not None:
             self._progress.close()
 
-    def _close(self, tune_trial: Any, status: str, **kwargs: Any) -> None:
+    def _close(self, tune_trial: Any, status: str, *, tags: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         run_id = self.run_id(tune_trial)
-        tracking.finish_trial_run(self._client, run_id, status=status,
-                                  final_step=self._group_of[tune_trial.trial_id].setting.steps, **kwargs)
+        held_metrics, held_tags = self._held.take(run_id)
+        tracking.finish_trial_run(self._client, run_id, status=status, tags={**held_tags, **(tags or {})},
+                                  pending=held_metrics, final_step=self._group_of[tune_trial.trial_id].setting.steps,
+                                  **kwargs)
         self._closed.add(tune_trial.trial_id)
         if self._progress is not None:
             self._progress.done(failed=status == tracking.STATUS_FAILED)
