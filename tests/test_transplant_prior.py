@@ -74,6 +74,17 @@ def test_prior_is_seeded_and_samples_valid_tokens():
     assert torch.equal(draws, sample(b, 7, torch.Generator().manual_seed(0)))
 
 
+def test_next_logits_are_the_forward_logits_position_by_position():
+    tokens = torch.randint(0, 6, (96, 5), generator=torch.Generator().manual_seed(2))
+    prior = train_prior(tokens, 6, PriorSettings(steps=10, layers=2, width=8, heads=2, batch_size=16), seed=0)
+    with torch.no_grad():
+        full, cache = prior(tokens), prior.empty_cache(tokens.shape[0])
+        previous = torch.full((tokens.shape[0],), 6)
+        for t in range(tokens.shape[1]):
+            torch.testing.assert_close(prior.next_logits(previous, t, cache), full[:, t], rtol=1e-5, atol=1e-5)
+            previous = tokens[:, t]
+
+
 def test_prior_rejects_bad_input():
     with pytest.raises(ValueError, match="tokens"):
         check_tokens(torch.tensor([[0, 5]]), 5)

@@ -77,6 +77,40 @@ class TokenPrior(nn.Module):
         hidden = self.blocks(hidden, mask=self.mask, is_causal=True)
         return self.head(self.norm(hidden))
 
+    def empty_cache(self, count: int) -> tuple[Tensor, Tensor]:
+        """Key and value buffers (layers, count, L, width) for :meth:`next_logits`."""
+        keys = self.position.new_empty(len(self.blocks.layers), count, self.length, self.position.shape[1])
+        return keys, torch.empty_like(keys)
+
+    def next_logits(self, previous: Tensor, t: int, cache: tuple[Tensor, Tensor]) -> Tensor:
+        """Logits (B, vocab) of position t from token t - 1 (``previous`` (B,), begin-of-sequence at
+        t = 0) and ``cache``, which holds the keys and values of positions < t (written at the
+        calls for 0..t-1; this call writes position t's). The same math as ``forward(tokens)[:, t]``
+        (the causal mask hides the later positions), equal up to float rounding, at the cost of one
+        position instead of L: ancestral sampling draws a token per position."""
+        hidden = (self.embed(previous) + self.position[t])[:, None]  # (B, 1, width)
+        for block, keys, values in zip(self.blocks.layers, *cache):
+            hidden = _next_hidden(block, hidden, keys, values, t)
+        return self.head(self.norm(hidden[:, 0]))
+
+
+def _next_hidden(block: nn.TransformerEncoderLayer, hidden: Tensor, keys: Tensor, values: Tensor, t: int) -> Tensor:
+    """One pre-norm block (``norm_first``, no dropout) at position t alone: (B, 1, W) -> (B, 1, W),
+    attending to positions 0..t; writes position t's key and value into ``keys``/``values`` (B, L, W)."""
+    attention = block.self_attn
+    heads, batch = attention.num_heads, hidden.shape[0]
+    query, key, value = nn.functional.linear(block.norm1(hidden), attention.in_proj_weight,
+                                             attention.in_proj_bias).chunk(3, dim=-1)
+    keys[:, t : t + 1], values[:, t : t + 1] = key, value
+
+    def split(x: Tensor) -> Tensor:  # (B, n, W) -> (B, heads, n, W / heads)
+        return x.reshape(batch, x.shape[1], heads, -1).transpose(1, 2)
+
+    mixed = nn.functional.scaled_dot_product_attention(split(query), split(keys[:, : t + 1]),
+                                                       split(values[:, : t + 1]))
+    hidden = hidden + attention.out_proj(mixed.transpose(1, 2).reshape(batch, 1, -1))
+    return hidden + block.linear2(block.activation(block.linear1(block.norm2(hidden))))
+
 
 def check_tokens(tokens: Tensor, vocab: int, name: str = "tokens") -> Tensor:
     """(N, L) long tokens in [0, vocab), N >= 1; ValueError naming ``name`` otherwise."""
@@ -144,12 +178,19 @@ def nll_bits_per_token(model: TokenPrior, tokens: Tensor, batch: int = 1024) -> 
 
 @torch.no_grad()
 def sample(model: TokenPrior, count: int, generator: torch.Generator) -> Tensor:
-    """``count`` sequences (count, L) by ancestral sampling at temperature 1."""
+    """``count`` sequences (count, L) by ancestral sampling at temperature 1.
+
+    Token t is drawn from the logits of position t given the tokens drawn so far, computed
+    incrementally (:meth:`TokenPrior.next_logits`, a key/value cache): L token passes in all
+    instead of a forward pass over the whole sequence per token (L^2).
+    """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"count: must be an integer >= 1, got {count!r}")
     device = model.position.device
+    cache = model.empty_cache(count)
     tokens = torch.zeros(count, model.length, dtype=torch.long, device=device)
+    previous = torch.full((count,), model.vocab, dtype=torch.long, device=device)  # begin-of-sequence
     for t in range(model.length):
-        probs = torch.softmax(model(tokens)[:, t].double(), dim=-1)
-        tokens[:, t] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        probs = torch.softmax(model.next_logits(previous, t, cache).double(), dim=-1)
+        tokens[:, t] = previous = torch.multinomial(probs, 1, generator=generator).squeeze(1)
     return tokens
