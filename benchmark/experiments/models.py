@@ -5,6 +5,13 @@ encoder = ``downsamples`` x (4x4 conv, stride 2, ReLU) -> ``res_blocks`` residua
 (ReLU, 3x3 conv, ReLU, 1x1 conv) -> 1x1 conv to ``dim`` latent channels; the decoder mirrors it
 (1x1 conv -> residual blocks -> ``downsamples`` x 4x4 transposed conv, stride 2). The decoder
 output is linear (no sigmoid); evaluation clips reconstructions to [0, 1].
+
+Memory format: weights and activations are channels-last (NHWC strides, ``torch.channels_last``).
+The latents are channels-last by interface (B, h, w, dim) anyway, so the permutes at the quantizer
+become free views, and oneDNN's kernels for these tiny convolutions (4x4 and 8x8 maps, 1 to 32
+channels) run faster on NHWC: a digits training step (hidden 32, batch 128, one thread) 13.9 ->
+12.6 ms, a 16x16 patch step (two downsamples) 32.5 -> 29.3 ms (interleaved medians of 7). The
+math is the same convolution; only the summation order inside the kernels differs (float rounding).
 """
 from __future__ import annotations
 
@@ -124,6 +131,8 @@ class Decoder(nn.Module):
 class AutoEncoder(nn.Module):
     """Encoder + decoder; the quantizer is held outside (it has its own optimizer group)."""
 
+    MEMORY_FORMAT = torch.channels_last  # of weights and activations: module docstring
+
     def __init__(self, channels: int, size: int, dim: int, options: ModelOptions) -> None:
         super().__init__()
         factor = 2**options.downsamples
@@ -135,11 +144,17 @@ class AutoEncoder(nn.Module):
         self.options = options
         self.encoder = Encoder(channels, dim, options)
         self.decoder = Decoder(channels, dim, options)
+        self.to(memory_format=self.MEMORY_FORMAT)
+
+    def extra_repr(self) -> str:
+        """The memory format is in the repr, so memoised weights (keyed by the repr) trained under
+        another format's rounding are not reused."""
+        return f"memory_format={str(self.MEMORY_FORMAT).removeprefix('torch.')}"
 
     def encode(self, images: Tensor) -> Tensor:
         """(B, C, H, W) -> channels-last latents (B, h, w, dim)."""
-        return self.encoder(images).permute(0, 2, 3, 1)
+        return self.encoder(images.contiguous(memory_format=self.MEMORY_FORMAT)).permute(0, 2, 3, 1)
 
     def decode(self, latents: Tensor) -> Tensor:
         """Channels-last latents (B, h, w, dim) -> (B, C, H, W)."""
-        return self.decoder(latents.permute(0, 3, 1, 2).contiguous())
+        return self.decoder(latents.permute(0, 3, 1, 2).contiguous(memory_format=self.MEMORY_FORMAT))
