@@ -83,7 +83,9 @@ Trials, tracking, faults, resume
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -355,7 +357,7 @@ def _options_type(spec: Any) -> type:
     return options
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when PyYAML has it
     """``yaml.SafeLoader`` refusing a key written twice in one mapping (YAML keeps the last one
     silently); keys merged in by ``<<: *anchor`` may be overridden, as YAML intends."""
 
@@ -383,12 +385,19 @@ def load_params(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") from None
     try:
-        params = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        params = copy.deepcopy(_parse_yaml(text))  # the caller's own copy of the one parse of this text
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: malformed YAML: {err}") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(params).__name__}")
     return params
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_yaml(text: str) -> Any:
+    """The document of ``text``, parsed once per process (``sweep --all`` loads the params file once
+    per sweep)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def load_sweep(params_path: str | Path, name: str, *, catalog: Catalog | None = None) -> SweepSpec:
