@@ -79,11 +79,14 @@ def _check_method_builds(config: RunConfig, method_spec: Any) -> None:
     """The method builds at this (K, d) with its options (once per distinct combination)."""
     import methods
 
+    import torch
+
     key = (config.method, config.dim, config.codebook_size, repr(sorted(config.method_options.items())))
     if key not in _BUILT:
         try:
-            methods.build(config.method, dim=config.dim, codebook_size=config.codebook_size,
-                          **dict(config.method_options))
+            with torch.random.fork_rng(devices=[]):  # a method's init may draw from the global RNG: not the caller's
+                methods.build(config.method, dim=config.dim, codebook_size=config.codebook_size,
+                              **dict(config.method_options))
         except (ValueError, TypeError) as err:
             field_name, sep, why = str(err).partition(": ")
             if sep and field_name in method_spec.option_names():
