@@ -318,3 +318,35 @@ def test_fsq_optional_commitment_is_the_rounding_error_of_the_bounded_features()
     (want,) = torch.autograd.grad(0.5 * error, z)
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-8)
     assert float(make("fsq", dim=4)(z).loss.detach()) == 0.0
+
+
+# --- every built-in method has its mechanism pinned ------------------------------------------------
+
+import tests.test_methods_extra as extra  # noqa: E402 - module attributes are not collected twice
+import tests.test_methods_official as official  # noqa: E402
+
+# Methods whose mechanism a test names (the flag-selected tests above cover the rest).
+NAMED_MECHANISMS = {
+    "vanilla": test_vanilla_weights_the_commitment_on_z_and_the_codebook_term_on_the_codes,
+    "simvq": test_simvq_one_step_moves_every_code_towards_the_features,
+    "online": test_online_clustering_pulls_unused_codes_onto_features_and_spares_used_ones,
+    "kmeans_ema": test_kmeans_ema_starts_with_every_code_on_the_features,
+    "cosine": test_cosine_codes_ignore_the_feature_norm,
+    "sinkhorn": test_sinkhorn_training_assignment_spreads_features_over_the_codes,
+    "lfq": test_lfq_loss_rewards_spread_usage_with_its_declared_weights,
+    "fsq": test_fsq_optional_commitment_is_the_rounding_error_of_the_bounded_features,
+    "bsq": official.test_bsq_entropy_term_rewards_spread_usage,
+    "ibq": official.test_ibq_matches_the_official_loss_and_both_gradients,
+    "rotation_trick": extra.test_rotation_trick_value_is_the_code_and_gradient_is_lambda_r,
+}
+
+
+def test_every_built_in_method_has_a_mechanism_test():
+    """A quantizer added to ``methods/`` is not done until a test tells it apart from vanilla VQ:
+    by a declared flag that selects it into a test above (relaxed gradient, EMA codebook,
+    distribution matching, multi-codebook pair), or by a test naming it here."""
+    built_in = {name for name in methods.available() if methods.get(name).module.startswith("methods.")}
+    by_flag = set(RELAXED) | set(EMA_LIKE) | set(MATCHING) | set(MULTI)
+    missing = sorted(built_in - by_flag - set(NAMED_MECHANISMS))
+    assert not missing, f"no test pins the mechanism of {missing}: add one to tests/test_methods_mechanism.py"
+    assert set(NAMED_MECHANISMS) <= built_in
