@@ -287,3 +287,18 @@ def test_two_settings_or_many_methods_are_dots_not_lines():
     assert figures.line_axis(summarize(two, "atomic"), two) is None  # mu 0 and 4: categories
     three = pd.concat([two, _atomic().assign(**{"dataset_options.mean": 8.0})], ignore_index=True)
     assert figures.line_axis(summarize(three, "atomic"), three) == "dataset_options.mean"
+
+
+def test_scenarios_follow_the_settings_not_the_row_order_of_the_table():
+    """Settings in ascending order of their factors (numbers, then names), whatever order the trials
+    (their ids) come in: the report's scenario lists read mu 0, 4, then 10, and stay put when ids change."""
+    rows = []
+    for mu in (10.0, 0.0, 4.0):
+        for seed in SEEDS:
+            rows += [_row("atomic", method, seed, e=2.0 + 0.1 * index + 0.01 * seed, **{"dataset_options.mean": mu})
+                     for index, method in enumerate(("vanilla", "ema"))]
+    table = _table(rows)
+    labels = [s.setting for s in lb.sweep_scenarios("atomic", table)]
+    assert labels == ["mu 0", "mu 4", "mu 10"]
+    shuffled = _table(table.sample(frac=1.0, random_state=3).to_dict("records"))
+    assert [s.setting for s in lb.sweep_scenarios("atomic", shuffled)] == labels

@@ -122,7 +122,7 @@ def sweep_scenarios(sweep: str, table: pd.DataFrame) -> list[Scenario]:
     ranked = metric_registry.get(metric)
     labels = comparable_groups(data, [*factors, "method"], ranked)
     spaces = data["method"].map(error_space) if not ranked.comparable else pd.Series("", index=data.index)
-    out = []
+    out: list[tuple[tuple[Any, ...], Scenario]] = []
     for _, rows in data.groupby(labels, sort=False):
         if rows["method"].nunique() < 2:
             continue
@@ -133,8 +133,15 @@ def sweep_scenarios(sweep: str, table: pd.DataFrame) -> list[Scenario]:
         group = ", ".join(p for p in (str(spaces.loc[rows.index[0]]), f"{fmt_value(_bits(rows))} bits") if p)
         scenario = _scenario(sweep, setting, group if split else "", metric, rows)
         if scenario is not None:
-            out.append(scenario)
-    return out
+            out.append(((*(_order_key(first[f]) for f in factors), scenario.group), scenario))
+    return [scenario for _, scenario in sorted(out, key=lambda pair: pair[0])]
+
+
+def _order_key(value: Any) -> tuple[int, float, str]:
+    """A setting's place among its sweep's scenarios: numbers ascending, then names alphabetically
+    (not the order in which the table happens to list the trials)."""
+    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+    return (0, float(number), "") if pd.notna(number) else (1, 0.0, str(value))
 
 
 def _bits(rows: pd.DataFrame) -> float:
