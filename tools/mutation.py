@@ -4,7 +4,9 @@ Each mutant is one targeted source edit of one method (a sign flip of a loss ter
 moved stop-gradient, swapped weights, an EMA update that skips a term), declared below as
 (method, file, the exact text, its replacement, what it breaks). For each, the repository is
 copied to a temporary folder, the edit applied there (the working tree is never touched), and the
-method's tests run against it: the tests whose id names the method in tests/test_methods_*.py.
+method's tests run against it: the tests whose id names the method in tests/test_methods_*.py
+(and tests/test_vqp_adapters.py for the vector-quantize-pytorch adapters, whose plugin copy is put
+first on the path).
 A mutant is killed when at least one test fails; one that survives is a defect of the suite
 unless it is listed in ``EQUIVALENT`` with the reason it cannot change any result.
 
@@ -15,6 +17,7 @@ unless it is listed in ``EQUIVALENT`` with the reason it cannot change any resul
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +30,10 @@ REPORT = ROOT / "reports" / "mutation.md"
 COPIED = ("methods", "tests", "registry.py", "pyproject.toml", "benchmark", "datasets", "plugins")
 TEST_FILES = ("tests/test_methods_conformance.py", "tests/test_methods_field.py", "tests/test_methods_official.py",
               "tests/test_methods_reference.py", "tests/test_methods_extra.py", "tests/test_methods_protocol.py",
-              "tests/test_methods_mechanism.py")
+              "tests/test_methods_mechanism.py", "tests/test_vqp_adapters.py")
+
+
+ADAPTERS = "plugins/vqbench_vqp/vqbench_vqp/adapters.py"  # the vector-quantize-pytorch adapters (a plugin)
 
 
 @dataclass(frozen=True)
@@ -232,6 +238,26 @@ MUTANTS = (
            "straight_through(features, codes), indices", "straight-through skips the bound's Jacobian"),
     Mutant("fsq", "methods/fsq.py", "return torch.tanh(features + self.shifts.to(dtype))",
            "return torch.tanh(features)", "half-level shift dropped (even L loses a level)"),
+    # the vector-quantize-pytorch adapters: the peer computes the loss parts, the adapter weights them
+    Mutant("vqp_vector_quantize", ADAPTERS, 'return {"commitment": self.options.commitment_weight}',
+           'return {"commitment": -self.options.commitment_weight}', "commitment sign flip"),
+    Mutant("vqp_vector_quantize", ADAPTERS, "decay=options.decay, commitment_weight=options.commitment_weight)",
+           "decay=options.decay)", "commitment weight not handed to the peer"),
+    Mutant("vqp_residual", ADAPTERS, 'return {"commitment": 1.0}', 'return {"commitment": -1.0}',
+           "commitment sign flip"),
+    Mutant("vqp_residual", ADAPTERS, 'return quantized[0], indices[0], {"commitment": losses.sum()}',
+           'return quantized[0], indices[0], {"commitment": losses.flatten()[0]}', "first level's loss only"),
+    Mutant("vqp_lfq", ADAPTERS, '"codebook_entropy": -w * self.options.diversity_gamma',
+           '"codebook_entropy": w * self.options.diversity_gamma', "codebook-entropy sign flip (rewards collapse)"),
+    Mutant("vqp_lfq", ADAPTERS, 'return {"per_sample_entropy": w,', 'return {"per_sample_entropy": -w,',
+           "per-sample entropy sign flip"),
+    Mutant("vqp_lfq", ADAPTERS, "commitment_loss_weight=options.commitment_weight,", "",
+           "commitment weight not handed to the peer"),
+    Mutant("vqp_simvq", ADAPTERS, 'return {"vq": self.options.commitment_weight}',
+           'return {"vq": -self.options.commitment_weight}', "loss sign flip"),
+    Mutant("vqp_simvq", ADAPTERS,
+           "codebook_size=codebook_size, input_to_quantize_commit_loss_weight=options.input_to_quantize_weight)",
+           "codebook_size=codebook_size)", "input-to-quantize weight not handed to the peer"),
 )
 
 # (method, what) -> why the mutant cannot change any result.
@@ -253,9 +279,12 @@ def run_mutant(mutant: Mutant) -> bool:
                 shutil.copy2(src, Path(tmp) / name)
         (Path(tmp) / mutant.path).write_text(source.replace(mutant.old, mutant.new))
         files = [f for f in TEST_FILES if (Path(tmp) / f).exists()]
+        # the plugin's copy first on the path: the installed (editable) plugin points at the working tree
+        plugin = str(Path(tmp) / Path(ADAPTERS).parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (plugin, os.environ.get("PYTHONPATH")) if p)}
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k", mutant.method, *files],
-            cwd=tmp, capture_output=True, text=True,
+            cwd=tmp, capture_output=True, text=True, env=env,
         )
     if result.returncode not in (0, 1):
         raise RuntimeError(f"mutant {mutant.method}/{mutant.what!r}: pytest exited {result.returncode}\n{result.stdout[-2000:]}")
