@@ -350,3 +350,15 @@ def test_every_built_in_method_has_a_mechanism_test():
     missing = sorted(built_in - by_flag - set(NAMED_MECHANISMS))
     assert not missing, f"no test pins the mechanism of {missing}: add one to tests/test_methods_mechanism.py"
     assert set(NAMED_MECHANISMS) <= built_in
+
+
+def test_the_mutation_check_covers_every_built_in_method_and_still_targets_its_code():
+    """``make mutation`` (tools/mutation.py) edits each method's loss or update and runs its tests: every
+    built-in method has mutants, and each mutant's text is still in its file exactly once (an edit of
+    the code that moved it would otherwise only show when the check runs)."""
+    from tools.mutation import MUTANTS, ROOT
+
+    built_in = {name for name in methods.available() if methods.get(name).module.startswith("methods.")}
+    assert built_in <= {mutant.method for mutant in MUTANTS}
+    for mutant in MUTANTS:
+        assert (ROOT / mutant.path).read_text().count(mutant.old) == 1, (mutant.method, mutant.what)
