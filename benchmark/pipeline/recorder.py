@@ -164,6 +164,13 @@ class HeldBack:
         self._since.pop(run_id, None)
         return self._metrics.pop(run_id, []), self._tags.pop(run_id, {})
 
+    def finish(self, run_id: str, *, status: str, tags: Mapping[str, Any] | None = None, **record: Any) -> None:
+        """:func:`tracking.finish_trial_run` of ``run_id`` (``record``: its metrics, error, final step),
+        what is held for the run written in the same batch (``tags`` win over held ones)."""
+        held_metrics, held_tags = self.take(run_id)
+        tracking.finish_trial_run(self._client, run_id, status=status, tags={**held_tags, **(tags or {})},
+                                  pending=held_metrics, **record)
+
 
 class MlflowRecorder:
     """Driver-side MLflow writer fed by Tune callbacks: the only writer of the SQLite store."""
@@ -242,20 +249,16 @@ class MlflowRecorder:
         """Fail every run still open (the sweep was interrupted, e.g. Ctrl-C): retried on resume."""
         for key, run_id in self._run_ids.items():
             if key not in self._closed:
-                metrics, tags = self._held.take(run_id)
-                tracking.finish_trial_run(self._client, run_id, status=tracking.STATUS_FAILED,
-                                          error="Interrupted: the sweep stopped before this trial finished",
-                                          tags=tags, pending=metrics)
+                self._held.finish(run_id, status=tracking.STATUS_FAILED,
+                                  error="Interrupted: the sweep stopped before this trial finished")
                 self._closed.add(key)
         if self._progress is not None:
             self._progress.close()
 
     def _close(self, tune_trial: Any, status: str, *, metrics: Mapping[str, Any] | None = None,
                error: str | None = None, final_step: int = 0, tags: Mapping[str, Any] | None = None) -> None:
-        run_id = self.run_id(tune_trial)
-        held_metrics, held_tags = self._held.take(run_id)
-        tracking.finish_trial_run(self._client, run_id, status=status, metrics=metrics, error=error,
-                                  final_step=final_step, tags={**held_tags, **(tags or {})}, pending=held_metrics)
+        self._held.finish(self.run_id(tune_trial), status=status, metrics=metrics, error=error, final_step=final_step,
+                          tags=tags)
         self._closed.add(tune_trial.trial_id)
         if self._progress is not None:
             self._progress.done(failed=status == tracking.STATUS_FAILED)

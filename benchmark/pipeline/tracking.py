@@ -407,16 +407,14 @@ def _numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def metric_entities(
-    metrics: Mapping[str, Any], *, step: int = 0, prefix: str = "", timestamp: int | None = None
-) -> list["Metric"]:
+def metric_entities(metrics: Mapping[str, Any], *, step: int = 0, prefix: str = "") -> list["Metric"]:
     """MLflow metric entities of the numeric entries of ``metrics`` (keys prefixed by ``prefix``) at
-    ``step``, stamped ``timestamp`` (ms; default now)."""
+    ``step``, stamped now."""
     import time
 
     from mlflow.entities import Metric
 
-    stamp = int(time.time() * 1000) if timestamp is None else int(timestamp)
+    stamp = int(time.time() * 1000)
     return [Metric(prefix + key, value, stamp, int(step)) for key, value in _numeric_metrics(metrics).items()]
 
 
@@ -439,18 +437,6 @@ def write_batch(
         room = _MLFLOW_MAX_ENTITIES_PER_BATCH - len(tag_part)
         metric_part, metrics = metrics[:min(room, _MLFLOW_MAX_METRICS_PER_BATCH)], metrics[room:]
         client.log_batch(run_id, metrics=metric_part, tags=tag_part)
-
-
-def log_metrics(
-    client: "MlflowClient", run_id: str, metrics: Mapping[str, Any], *, step: int = 0, prefix: str = ""
-) -> None:
-    """Log the numeric entries of ``metrics`` (keys prefixed by ``prefix``) at ``step``."""
-    write_batch(client, run_id, metrics=metric_entities(metrics, step=step, prefix=prefix))
-
-
-def log_step_metrics(client: "MlflowClient", run_id: str, step: int, metrics: Mapping[str, Any]) -> None:
-    """One point of the per-step curves: ``train/<name>`` at ``step``."""
-    write_batch(client, run_id, metrics=step_metric_entities(step, metrics))
 
 
 def finish_trial_run(

@@ -314,20 +314,15 @@ class _TuningRecorder:
     def close_open_runs(self) -> None:
         for key, run_id in self._runs.items():
             if key not in self._closed:
-                metrics, tags = self._held.take(run_id)
-                tracking.finish_trial_run(self._client, run_id, status=tracking.STATUS_FAILED,
-                                          error="Interrupted: the tuning stopped before this trial finished",
-                                          tags=tags, pending=metrics)
+                self._held.finish(run_id, status=tracking.STATUS_FAILED,
+                                  error="Interrupted: the tuning stopped before this trial finished")
                 self._closed.add(key)
         if self._progress is not None:
             self._progress.close()
 
-    def _close(self, tune_trial: Any, status: str, *, tags: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-        run_id = self.run_id(tune_trial)
-        held_metrics, held_tags = self._held.take(run_id)
-        tracking.finish_trial_run(self._client, run_id, status=status, tags={**held_tags, **(tags or {})},
-                                  pending=held_metrics, final_step=self._group_of[tune_trial.trial_id].setting.steps,
-                                  **kwargs)
+    def _close(self, tune_trial: Any, status: str, **kwargs: Any) -> None:
+        self._held.finish(self.run_id(tune_trial), status=status,
+                          final_step=self._group_of[tune_trial.trial_id].setting.steps, **kwargs)
         self._closed.add(tune_trial.trial_id)
         if self._progress is not None:
             self._progress.done(failed=status == tracking.STATUS_FAILED)
