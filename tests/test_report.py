@@ -12,6 +12,7 @@ import pytest
 import yaml
 from scipy import stats
 
+from benchmark import paths
 from benchmark.report import build as report
 from benchmark.report import figures, tables
 from benchmark.report import stats as report_stats
@@ -324,3 +325,30 @@ def test_a_dot_figure_clips_intervals_to_the_metric_and_wraps_one_setting(tmp_pa
     import matplotlib.pyplot as pyplot
 
     pyplot.close(fig)
+
+
+def test_critical_difference_figure_is_the_same_bytes_in_every_process(tmp_path):
+    """The report reruns byte-identically: scikit-posthocs draws each crossbar through a set of
+    method names, whose order follows the string hash of the process (PYTHONHASHSEED)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np, pandas as pd\n"
+        "from pathlib import Path\n"
+        "from benchmark.report import figures\n"
+        "names = ['vanilla', 'ema', 'simvq', 'wasserstein', 'online', 'cosine']\n"
+        "ranks = pd.Series([3.1, 3.2, 3.3, 3.4, 1.0, 5.9], index=names)\n"
+        "p = pd.DataFrame(np.ones((6, 6)), index=names, columns=names)\n"
+        "p.loc['online', ['simvq', 'wasserstein', 'cosine']] = p.loc[['simvq', 'wasserstein', 'cosine'], 'online'] = 0.0\n"
+        "p.loc['cosine', names[:4]] = p.loc[names[:4], 'cosine'] = 0.0\n"
+        "figures.cd_figure(ranks, p, Path(sys.argv[1]), alpha=0.05)\n"
+    )
+    outputs = []
+    for seed in ("1", "2", "3"):
+        path = tmp_path / f"cd_{seed}.png"
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True, cwd=paths.REPO_ROOT,
+                       env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(paths.REPO_ROOT)})
+        outputs.append(path.read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]

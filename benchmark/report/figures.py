@@ -455,6 +455,10 @@ def cd_figure(mean_ranks: pd.Series, p_values: pd.DataFrame, path: Path, alpha: 
     fig, ax = pyplot.subplots(figsize=(7.0, 0.4 * len(mean_ranks) + 1.4))
     scikit_posthocs.critical_difference_diagram(
         mean_ranks, p_values, ax=ax, alpha=alpha, color_palette=method_palette(list(mean_ranks.index)))
+    for line in ax.lines:  # a crossbar runs through a set of methods in hash order, which changes per process
+        x, y = line.get_data()
+        if len(y) > 1 and len(set(y)) == 1:
+            line.set_data(sorted(x), y)
     ax.set_title("mean rank (1 = best)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
